@@ -1,1 +1,86 @@
-fn main() {}
+//! `fleet-server`: start the server, or check a configuration.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use fleet_server::config::{Config, LogFormat};
+
+#[derive(Debug, Parser)]
+#[command(version, about = "Lockerfleet fleet-server")]
+struct Cli {
+    /// TOML configuration file (default: ./fleet-server.toml if present). Environment
+    /// variables FLEET_<SECTION>__<KEY> override it.
+    #[arg(long, short, global = true, env = "FLEET_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Load and validate the configuration, print it, and exit.
+    CheckConfig,
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn shutdown_signal() -> std::io::Result<&'static str> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.map(|()| "SIGINT"),
+        _ = term.recv() => Ok("SIGTERM"),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("fleet-server: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(Command::CheckConfig) = cli.command {
+        match toml_like(&config) {
+            Ok(s) => eprintln!("{s}"),
+            Err(e) => eprintln!("fleet-server: {e}"),
+        }
+        eprintln!("configuration is valid");
+        return ExitCode::SUCCESS;
+    }
+    init_logging(&config);
+    let system = actix_rt::System::new();
+    let result: anyhow::Result<()> = system.block_on(async move {
+        let server = fleet_server::start(config).await?;
+        let signal = shutdown_signal().await?;
+        tracing::info!(signal, "signal received");
+        server.stop().await;
+        Ok(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "fleet-server failed");
+            eprintln!("fleet-server: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn toml_like(config: &Config) -> serde_json::Result<String> {
+    serde_json::to_string_pretty(config)
+}

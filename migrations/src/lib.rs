@@ -1,1 +1,19 @@
-//! placeholder
+//! The Lockerfleet schema as sea-orm migrations, written once for SQLite and PostgreSQL.
+//!
+//! The fleet-server applies these at start ([`Migrator::up`]); each migration is a file
+//! named after its date and what it adds, and none is ever edited after it has shipped.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261125_000001_fleet;
+
+/// All migrations, oldest first.
+#[derive(Debug)]
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261125_000001_fleet::Migration)]
+    }
+}

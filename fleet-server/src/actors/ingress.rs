@@ -1,0 +1,69 @@
+//! Ingress: the checks every message from the broker passes before any actor sees it.
+//!
+//! In order: the topic must be one of ours; the payload must fit the size limit (checked
+//! before parsing); it must decode as the envelope for that topic, with a supported
+//! version and no unknown fields; its `cabinet` must be the cabinet named by the topic.
+//! A message failing any check is counted in
+//! `lockerfleet_rejected_messages_total{reason}`, logged at debug with the cause, and
+//! dropped; the connection and every other cabinet carry on.
+
+use actix::Addr;
+use lockerfleet_shared::envelope::{PresenceBody, UpBody, decode};
+use lockerfleet_shared::{Topic, TopicSpace};
+
+use super::presence::{FromCabinet, Inbound, Presence};
+use crate::metrics::Metrics;
+
+#[derive(Debug, Clone)]
+pub struct Ingress {
+    pub topics: TopicSpace,
+    pub max_payload_bytes: usize,
+    pub metrics: Metrics,
+    pub presence: Addr<Presence>,
+}
+
+impl Ingress {
+    fn reject(&self, reason: &'static str, topic: &str, detail: &dyn std::fmt::Display) {
+        self.metrics
+            .rejected_messages
+            .with_label_values(&[reason])
+            .inc();
+        tracing::debug!(topic, reason, %detail, "message rejected");
+    }
+
+    /// Checks one message and hands it to the actor that owns its kind.
+    pub fn route(&self, topic: &str, payload: &[u8]) {
+        let parsed = match self.topics.parse(topic) {
+            Ok(t) => t,
+            Err(e) => return self.reject("bad_topic", topic, &e),
+        };
+        let (cabinet, inbound) = match parsed {
+            Topic::CabinetUp(cabinet) => match decode::<UpBody>(payload, self.max_payload_bytes) {
+                Ok(env) => (cabinet, Inbound::Up(Box::new(env))),
+                Err(e) => return self.reject(e.reason(), topic, &e),
+            },
+            Topic::CabinetPresence(cabinet) => {
+                if payload.is_empty() {
+                    // An empty retained message clears presence (cabinet decommissioned).
+                    return;
+                }
+                match decode::<PresenceBody>(payload, self.max_payload_bytes) {
+                    Ok(env) => (cabinet, Inbound::Presence(env)),
+                    Err(e) => return self.reject(e.reason(), topic, &e),
+                }
+            }
+            Topic::CabinetDown(_) | Topic::CourierAssignments(_) => {
+                return self.reject("unexpected_topic", topic, &"server-to-edge topic");
+            }
+        };
+        let claimed = match &inbound {
+            Inbound::Up(env) => &env.cabinet,
+            Inbound::Presence(env) => &env.cabinet,
+        };
+        if claimed != &cabinet {
+            let detail = format!("envelope names cabinet {claimed}");
+            return self.reject("cabinet_mismatch", topic, &detail);
+        }
+        self.presence.do_send(FromCabinet { cabinet, inbound });
+    }
+}

@@ -1,0 +1,15 @@
+//! Actors: thin shells that own live state and do the work.
+//!
+//! ```text
+//!   broker ──► link (rumqttc event loop) ──► ingress::route ──► Presence actor ──► Store
+//!                 ▲                         (size, decode,        (online/offline,
+//!                 │                          topic ⇔ cabinet)      last seen, firmware)
+//!   API handlers ─┘ publish                    │ rejected → lockerfleet_rejected_messages_total
+//! ```
+//!
+//! Every actor runs inside the actix `System` started by `main` (or by a test's
+//! `#[actix_rt::test]`).
+
+pub mod ingress;
+pub mod link;
+pub mod presence;

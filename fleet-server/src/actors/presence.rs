@@ -1,0 +1,453 @@
+//! The presence actor: which registered cabinets are online, since when, running what.
+//!
+//! It owns an in-memory map of every registered cabinet (a few hundred bytes each) and
+//! is the only writer of the presence columns of `cabinets`. Transitions (online, offline,
+//! hello) are written at once; heartbeats only move `last_seen_at`, which is written in
+//! batches every `presence.flush_interval_ms`. A cabinet silent for `stale_after_s` is
+//! marked offline even if its last will never arrived.
+//!
+//! Messages for a cabinet this replica has not seen registered are held while the
+//! database is asked (another replica may have registered it), then replayed in order
+//! or counted as `unregistered_cabinet`. Negative answers are remembered for a short
+//! while, so a stranger flooding its topic costs one query per period, not per message.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use lockerfleet_shared::envelope::{PresenceBody, Slot, UpBody};
+use lockerfleet_shared::{CabinetId, Envelope};
+use uuid::Uuid;
+
+use crate::metrics::Metrics;
+use crate::store::{PresenceRow, Store};
+
+/// How long "this cabinet is not registered" is believed before asking the database again.
+const NEGATIVE_CACHE: Duration = Duration::from_secs(10);
+
+/// One cabinet's live state.
+#[derive(Debug, Clone, Default)]
+struct Live {
+    online: bool,
+    /// The MQTT session that last came online: orders `online` against late wills.
+    session: Option<Uuid>,
+    last_seen: Option<DateTime<Utc>>,
+    firmware: Option<String>,
+    hardware: Option<String>,
+    slot: Option<String>,
+    /// Changed since the last flush.
+    dirty: bool,
+}
+
+impl Live {
+    fn from_row(row: PresenceRow) -> (CabinetId, Self) {
+        let id = CabinetId::new(row.cabinet).unwrap_or_else(|e| {
+            // Ids are validated on registration; a bad one in the database is a bug worth
+            // seeing, but not worth crashing the server for.
+            tracing::error!(error = %e, "invalid cabinet id in the database");
+            CabinetId::new("invalid").expect("literal id is valid")
+        });
+        (
+            id,
+            Self {
+                online: row.online,
+                session: row.session,
+                last_seen: row.last_seen_at,
+                firmware: row.firmware,
+                hardware: row.hardware,
+                slot: row.slot,
+                dirty: false,
+            },
+        )
+    }
+
+    fn row(&self, id: &CabinetId) -> PresenceRow {
+        PresenceRow {
+            cabinet: id.to_string(),
+            online: self.online,
+            session: self.session,
+            last_seen_at: self.last_seen,
+            firmware: self.firmware.clone(),
+            hardware: self.hardware.clone(),
+            slot: self.slot.clone(),
+        }
+    }
+}
+
+/// What a cabinet said, after the ingress checked size, format and topic.
+#[derive(Debug)]
+pub enum Inbound {
+    Up(Box<Envelope<UpBody>>),
+    Presence(Envelope<PresenceBody>),
+}
+
+/// A checked message from a cabinet.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct FromCabinet {
+    pub cabinet: CabinetId,
+    pub inbound: Inbound,
+}
+
+/// A cabinet was registered (on this replica).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Registered(pub CabinetId);
+
+/// The live view of one cabinet, for the API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveView {
+    pub online: bool,
+    pub last_seen: Option<DateTime<Utc>>,
+    pub firmware: Option<String>,
+    pub hardware: Option<String>,
+    pub slot: Option<String>,
+}
+
+#[derive(Debug, Message)]
+#[rtype(result = "Option<LiveView>")]
+pub struct Snapshot(pub CabinetId);
+
+/// Write everything pending now (used at shutdown); resolves when it is written.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct FlushNow;
+
+/// Result of asking the database about a cabinet this replica did not know.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct Resolved {
+    cabinet: CabinetId,
+    row: Option<PresenceRow>,
+}
+
+#[derive(Debug)]
+pub struct Presence {
+    store: Store,
+    metrics: Metrics,
+    flush_interval: Duration,
+    stale_after: Duration,
+    cabinets: HashMap<CabinetId, Live>,
+    /// Messages held while the database is asked whether their cabinet exists.
+    pending: HashMap<CabinetId, Vec<Inbound>>,
+    /// Cabinets the database said it does not know, and when it said so.
+    strangers: HashMap<CabinetId, Instant>,
+    /// A flush is being written; the next waits for it so writes stay in order.
+    flushing: bool,
+    /// A transition is waiting to be written at the next opportunity.
+    urgent: bool,
+}
+
+impl Presence {
+    /// Loads every registered cabinet's last known presence.
+    pub async fn load(
+        store: Store,
+        metrics: Metrics,
+        flush_interval: Duration,
+        stale_after: Duration,
+    ) -> Result<Self, crate::store::StoreError> {
+        let cabinets: HashMap<_, _> = store
+            .all_presence()
+            .await?
+            .into_iter()
+            .map(Live::from_row)
+            .collect();
+        metrics.cabinets_known.set(cabinets.len() as i64);
+        metrics
+            .cabinets_online
+            .set(cabinets.values().filter(|l| l.online).count() as i64);
+        Ok(Self {
+            store,
+            metrics,
+            flush_interval,
+            stale_after,
+            cabinets,
+            pending: HashMap::new(),
+            strangers: HashMap::new(),
+            flushing: false,
+            urgent: false,
+        })
+    }
+
+    fn set_online(&mut self, id: &CabinetId, online: bool, cause: &'static str) {
+        let Some(live) = self.cabinets.get_mut(id) else {
+            return;
+        };
+        if live.online == online {
+            return;
+        }
+        live.online = online;
+        live.dirty = true;
+        self.urgent = true;
+        if online {
+            self.metrics.cabinets_online.inc();
+            tracing::info!(cabinet = %id, "cabinet online");
+        } else {
+            self.metrics.cabinets_online.dec();
+            self.metrics
+                .cabinets_went_offline
+                .with_label_values(&[cause])
+                .inc();
+            tracing::info!(cabinet = %id, cause, "cabinet offline");
+        }
+    }
+
+    fn apply(&mut self, id: &CabinetId, inbound: Inbound) {
+        let now = Utc::now();
+        match inbound {
+            Inbound::Up(env) => {
+                self.metrics
+                    .received_messages
+                    .with_label_values(&[env.body.kind()])
+                    .inc();
+                if let Some(live) = self.cabinets.get_mut(id) {
+                    live.last_seen = Some(now);
+                    live.dirty = true;
+                    if let UpBody::Hello(h) = &env.body {
+                        live.firmware = Some(h.firmware.clone());
+                        live.hardware = Some(h.hardware.clone());
+                        live.slot = Some(
+                            match h.slot {
+                                Slot::A => "a",
+                                Slot::B => "b",
+                            }
+                            .to_owned(),
+                        );
+                        self.urgent = true;
+                    }
+                }
+                // Anything a cabinet sends proves it is connected.
+                self.set_online(id, true, "");
+            }
+            Inbound::Presence(env) => {
+                self.metrics
+                    .received_messages
+                    .with_label_values(&["presence"])
+                    .inc();
+                let Some(live) = self.cabinets.get_mut(id) else {
+                    return;
+                };
+                match env.body {
+                    PresenceBody::Online(s) => {
+                        if live.session.is_some_and(|cur| s.session < cur) {
+                            // A retained online of an older session: a newer one is known.
+                            return;
+                        }
+                        live.session = Some(s.session);
+                        live.last_seen = Some(now);
+                        live.dirty = true;
+                        self.urgent = true;
+                        self.set_online(id, true, "");
+                    }
+                    PresenceBody::Offline(s) => {
+                        if live.session.is_some_and(|cur| s.session < cur) {
+                            self.metrics.stale_wills.inc();
+                            return;
+                        }
+                        live.session = Some(s.session);
+                        live.dirty = true;
+                        self.urgent = true;
+                        self.set_online(id, false, "will");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Marks cabinets offline that have been silent for longer than `stale_after`.
+    fn sweep_silent(&mut self) {
+        let Ok(limit) = chrono::Duration::from_std(self.stale_after) else {
+            return;
+        };
+        let cutoff = Utc::now() - limit;
+        let silent: Vec<CabinetId> = self
+            .cabinets
+            .iter()
+            .filter(|(_, l)| l.online && l.last_seen.is_none_or(|t| t < cutoff))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in silent {
+            self.set_online(&id, false, "silent");
+        }
+    }
+
+    fn take_dirty(&mut self) -> Vec<PresenceRow> {
+        self.cabinets
+            .iter_mut()
+            .filter(|(_, l)| l.dirty)
+            .map(|(id, l)| {
+                l.dirty = false;
+                l.row(id)
+            })
+            .collect()
+    }
+
+    /// Starts writing what changed, unless a write is already under way.
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        if self.flushing {
+            return;
+        }
+        self.urgent = false;
+        let rows = self.take_dirty();
+        if rows.is_empty() {
+            return;
+        }
+        self.flushing = true;
+        let store = self.store.clone();
+        let timer = self.metrics.presence_flush_seconds.start_timer();
+        async move {
+            let result = store.write_presence(&rows).await;
+            timer.observe_duration();
+            (rows, result)
+        }
+        .into_actor(self)
+        .map(|(rows, result), act, ctx| {
+            act.flushing = false;
+            if let Err(e) = result {
+                act.metrics.presence_flush_errors.inc();
+                tracing::warn!(error = %e, rows = rows.len(), "presence flush failed; will retry");
+                for row in rows {
+                    if let Some(l) = CabinetId::new(row.cabinet)
+                        .ok()
+                        .and_then(|id| act.cabinets.get_mut(&id))
+                    {
+                        l.dirty = true;
+                    }
+                }
+            }
+            if act.urgent {
+                act.flush(ctx);
+            }
+        })
+        .spawn(ctx);
+    }
+
+    fn after_message(&mut self, ctx: &mut Context<Self>) {
+        if self.urgent {
+            self.flush(ctx);
+        }
+    }
+}
+
+impl Actor for Presence {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(self.flush_interval, |act, ctx| {
+            act.sweep_silent();
+            act.flush(ctx);
+        });
+    }
+}
+
+impl Handler<FromCabinet> for Presence {
+    type Result = ();
+
+    fn handle(&mut self, msg: FromCabinet, ctx: &mut Self::Context) {
+        let FromCabinet { cabinet, inbound } = msg;
+        if self.cabinets.contains_key(&cabinet) {
+            self.apply(&cabinet, inbound);
+            self.after_message(ctx);
+            return;
+        }
+        if let Some(queue) = self.pending.get_mut(&cabinet) {
+            queue.push(inbound);
+            return;
+        }
+        if self
+            .strangers
+            .get(&cabinet)
+            .is_some_and(|t| t.elapsed() < NEGATIVE_CACHE)
+        {
+            self.metrics
+                .rejected_messages
+                .with_label_values(&["unregistered_cabinet"])
+                .inc();
+            return;
+        }
+        self.pending.insert(cabinet.clone(), vec![inbound]);
+        let store = self.store.clone();
+        let me = ctx.address();
+        actix::spawn(async move {
+            let row = match store.presence_of(cabinet.as_str()).await {
+                Ok(row) => row,
+                Err(e) => {
+                    tracing::warn!(error = %e, %cabinet, "could not look up cabinet");
+                    None
+                }
+            };
+            me.do_send(Resolved { cabinet, row });
+        });
+    }
+}
+
+impl Handler<Resolved> for Presence {
+    type Result = ();
+
+    fn handle(&mut self, msg: Resolved, ctx: &mut Self::Context) {
+        let queued = self.pending.remove(&msg.cabinet).unwrap_or_default();
+        match msg.row {
+            Some(row) => {
+                let (id, live) = Live::from_row(row);
+                if live.online {
+                    self.metrics.cabinets_online.inc();
+                }
+                self.cabinets.insert(id, live);
+                self.metrics.cabinets_known.set(self.cabinets.len() as i64);
+                for inbound in queued {
+                    self.apply(&msg.cabinet, inbound);
+                }
+                self.after_message(ctx);
+            }
+            None => {
+                tracing::debug!(cabinet = %msg.cabinet, dropped = queued.len(), "messages from an unregistered cabinet");
+                self.metrics
+                    .rejected_messages
+                    .with_label_values(&["unregistered_cabinet"])
+                    .inc_by(queued.len() as u64);
+                self.strangers.insert(msg.cabinet, Instant::now());
+            }
+        }
+    }
+}
+
+impl Handler<Registered> for Presence {
+    type Result = ();
+
+    fn handle(&mut self, msg: Registered, _ctx: &mut Self::Context) {
+        self.strangers.remove(&msg.0);
+        self.cabinets.entry(msg.0).or_default();
+        self.metrics.cabinets_known.set(self.cabinets.len() as i64);
+    }
+}
+
+impl Handler<Snapshot> for Presence {
+    type Result = Option<LiveView>;
+
+    fn handle(&mut self, msg: Snapshot, _ctx: &mut Self::Context) -> Self::Result {
+        self.cabinets.get(&msg.0).map(|l| LiveView {
+            online: l.online,
+            last_seen: l.last_seen,
+            firmware: l.firmware.clone(),
+            hardware: l.hardware.clone(),
+            slot: l.slot.clone(),
+        })
+    }
+}
+
+impl Handler<FlushNow> for Presence {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _msg: FlushNow, _ctx: &mut Self::Context) -> Self::Result {
+        let rows = self.take_dirty();
+        let store = self.store.clone();
+        Box::pin(async move {
+            if !rows.is_empty()
+                && let Err(e) = store.write_presence(&rows).await
+            {
+                tracing::warn!(error = %e, "final presence flush failed");
+            }
+        })
+    }
+}

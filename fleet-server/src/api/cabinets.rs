@@ -1,0 +1,338 @@
+//! Tenants and cabinets: registration and the operator's view of each cabinet.
+
+use std::collections::HashSet;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+use chrono::{DateTime, Utc};
+use lockerfleet_shared::envelope::CompartmentSize;
+use lockerfleet_shared::seal::CabinetPublicKey;
+use lockerfleet_shared::{CabinetId, CompartmentId, TenantId};
+use serde::{Deserialize, Serialize};
+
+use super::AppState;
+use super::error::ApiError;
+use crate::actors::presence::{Registered, Snapshot};
+use crate::config::BrokerMode;
+use crate::store::CabinetRecord;
+use crate::store::entities::{cabinet, compartment};
+
+/// Most compartments one cabinet may declare.
+const MAX_COMPARTMENTS: usize = 500;
+/// Largest page of a listing.
+const MAX_PAGE: u64 = 500;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewTenant {
+    pub id: String,
+    pub name: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TenantView {
+    pub id: String,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+pub async fn create_tenant(
+    state: web::Data<AppState>,
+    body: web::Json<NewTenant>,
+) -> Result<HttpResponse, ApiError> {
+    let id = TenantId::new(body.id.clone()).map_err(|e| ApiError::field("id", e.to_string()))?;
+    let name = check_name("name", &body.name)?;
+    let t = state.store.create_tenant(id.as_str(), name).await?;
+    Ok(HttpResponse::Created().json(TenantView {
+        id: t.id,
+        name: t.name,
+        created_at: t.created_at,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewCompartment {
+    pub id: String,
+    pub size: CompartmentSize,
+    #[serde(default)]
+    pub low: bool,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Location {
+    pub lat: f64,
+    pub lon: f64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewCabinet {
+    pub id: String,
+    pub tenant: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The cabinet's X25519 template key, base64 (made by the cabinet at provisioning).
+    pub public_key: String,
+    #[serde(default)]
+    pub timezone: Option<String>,
+    #[serde(default)]
+    pub location: Option<Location>,
+    pub compartments: Vec<NewCompartment>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CompartmentView {
+    pub id: String,
+    pub size: String,
+    pub low: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CabinetView {
+    pub id: String,
+    pub tenant: String,
+    pub name: String,
+    pub public_key: String,
+    pub key_fingerprint: String,
+    pub timezone: String,
+    pub location: Option<Location>,
+    pub online: bool,
+    pub last_seen_at: Option<DateTime<Utc>>,
+    pub firmware: Option<String>,
+    pub hardware: Option<String>,
+    pub slot: Option<String>,
+    pub registered_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compartments: Option<Vec<CompartmentView>>,
+}
+
+impl CabinetView {
+    fn from_model(c: cabinet::Model, compartments: Option<Vec<compartment::Model>>) -> Self {
+        let location = match (c.latitude, c.longitude) {
+            (Some(lat), Some(lon)) => Some(Location { lat, lon }),
+            _ => None,
+        };
+        Self {
+            id: c.id,
+            tenant: c.tenant_id,
+            name: c.name,
+            public_key: c.public_key,
+            key_fingerprint: c.key_fingerprint,
+            timezone: c.timezone,
+            location,
+            online: c.online,
+            last_seen_at: c.last_seen_at,
+            firmware: c.firmware,
+            hardware: c.hardware,
+            slot: c.slot,
+            registered_at: c.registered_at,
+            compartments: compartments.map(|cs| {
+                cs.into_iter()
+                    .map(|k| CompartmentView {
+                        id: k.id,
+                        size: k.size,
+                        low: k.low,
+                    })
+                    .collect()
+            }),
+        }
+    }
+
+    fn from_record(r: CabinetRecord) -> Self {
+        Self::from_model(r.cabinet, Some(r.compartments))
+    }
+}
+
+fn check_name<'a>(field: &'static str, name: &'a str) -> Result<&'a str, ApiError> {
+    let trimmed = name.trim();
+    if trimmed.is_empty() || trimmed.len() > 200 {
+        return Err(ApiError::field(field, "must be 1-200 characters"));
+    }
+    Ok(trimmed)
+}
+
+fn check_timezone(tz: &str) -> Result<(), ApiError> {
+    let ok = !tz.is_empty()
+        && tz.len() <= 64
+        && tz
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-' | '+'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::field(
+            "timezone",
+            "must be an IANA zone name such as Europe/Berlin",
+        ))
+    }
+}
+
+/// Turns a request into rows, or names the first bad field.
+fn validate(body: &NewCabinet) -> Result<(cabinet::Model, Vec<compartment::Model>), ApiError> {
+    let id = CabinetId::new(body.id.clone()).map_err(|e| ApiError::field("id", e.to_string()))?;
+    let tenant =
+        TenantId::new(body.tenant.clone()).map_err(|e| ApiError::field("tenant", e.to_string()))?;
+    let name = match &body.name {
+        Some(n) => check_name("name", n)?.to_owned(),
+        None => id.to_string(),
+    };
+    let key = CabinetPublicKey::from_base64(&body.public_key)
+        .map_err(|e| ApiError::field("public_key", e.to_string()))?;
+    let timezone = body.timezone.clone().unwrap_or_else(|| "UTC".into());
+    check_timezone(&timezone)?;
+    if let Some(loc) = body.location {
+        if !(-90.0..=90.0).contains(&loc.lat) {
+            return Err(ApiError::field(
+                "location.lat",
+                "must be between -90 and 90",
+            ));
+        }
+        if !(-180.0..=180.0).contains(&loc.lon) {
+            return Err(ApiError::field(
+                "location.lon",
+                "must be between -180 and 180",
+            ));
+        }
+    }
+    if body.compartments.is_empty() || body.compartments.len() > MAX_COMPARTMENTS {
+        return Err(ApiError::field(
+            "compartments",
+            format!("a cabinet has 1-{MAX_COMPARTMENTS} compartments"),
+        ));
+    }
+    let mut seen = HashSet::new();
+    let mut compartments = Vec::with_capacity(body.compartments.len());
+    for (i, c) in body.compartments.iter().enumerate() {
+        let cid = CompartmentId::new(c.id.clone())
+            .map_err(|e| ApiError::field(format!("compartments[{i}].id"), e.to_string()))?;
+        if !seen.insert(cid.clone()) {
+            return Err(ApiError::field(
+                format!("compartments[{i}].id"),
+                format!("{cid} appears twice"),
+            ));
+        }
+        compartments.push(compartment::Model {
+            cabinet_id: id.to_string(),
+            id: cid.to_string(),
+            size: c.size.as_str().to_owned(),
+            low: c.low,
+        });
+    }
+    let cab = cabinet::Model {
+        id: id.to_string(),
+        tenant_id: tenant.to_string(),
+        name,
+        public_key: key.to_base64(),
+        key_fingerprint: key.fingerprint(),
+        timezone,
+        latitude: body.location.map(|l| l.lat),
+        longitude: body.location.map(|l| l.lon),
+        firmware: None,
+        hardware: None,
+        slot: None,
+        online: false,
+        session: None,
+        last_seen_at: None,
+        registered_at: Utc::now(),
+    };
+    Ok((cab, compartments))
+}
+
+pub async fn register(
+    state: web::Data<AppState>,
+    body: web::Json<NewCabinet>,
+) -> Result<HttpResponse, ApiError> {
+    let (cab, compartments) = validate(&body)?;
+    let mqtt = &state.config.mqtt;
+    if mqtt.mode == BrokerMode::Embedded {
+        // Keep admission inside the embedded broker's connection limit (see broker.rs).
+        let limit = (mqtt.max_connections - mqtt.reserved_connections) as u64;
+        if state.store.count_cabinets().await? >= limit {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "broker_capacity",
+                format!(
+                    "the embedded broker admits {limit} cabinets (mqtt.max_connections minus mqtt.reserved_connections); raise the limit or use an external broker"
+                ),
+            ));
+        }
+    }
+    let record = state.store.register_cabinet(cab, compartments).await?;
+    let id = CabinetId::new(record.cabinet.id.clone()).map_err(ApiError::internal)?;
+    state.presence.do_send(Registered(id.clone()));
+    tracing::info!(cabinet = %id, tenant = %record.cabinet.tenant_id, "cabinet registered");
+    Ok(HttpResponse::Created()
+        .insert_header(("Location", format!("/api/v1/cabinets/{id}")))
+        .json(CabinetView::from_record(record)))
+}
+
+pub async fn get(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let raw = path.into_inner();
+    let id = CabinetId::new(raw.clone()).map_err(|e| ApiError::field("id", e.to_string()))?;
+    let record = state
+        .store
+        .cabinet(id.as_str())
+        .await?
+        .ok_or_else(|| ApiError::not_found("cabinet", &raw))?;
+    let mut view = CabinetView::from_record(record);
+    // The presence actor is ahead of the database by at most one flush interval.
+    if let Ok(Some(live)) = state.presence.send(Snapshot(id)).await {
+        view.online = live.online;
+        view.last_seen_at = live.last_seen.or(view.last_seen_at);
+        view.firmware = live.firmware.or(view.firmware);
+        view.hardware = live.hardware.or(view.hardware);
+        view.slot = live.slot.or(view.slot);
+    }
+    Ok(HttpResponse::Ok().json(view))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    pub tenant: Option<String>,
+    /// Cursor: the last id of the previous page.
+    pub after: Option<String>,
+    pub limit: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Pass as `after` to get the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+pub async fn list(
+    state: web::Data<AppState>,
+    q: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::field("limit", format!("must be 1-{MAX_PAGE}")));
+    }
+    if let Some(t) = &q.tenant {
+        TenantId::new(t.clone()).map_err(|e| ApiError::field("tenant", e.to_string()))?;
+    }
+    let rows = state
+        .store
+        .list_cabinets(q.tenant.as_deref(), q.after.as_deref(), limit + 1)
+        .await?;
+    let more = rows.len() as u64 > limit;
+    let items: Vec<CabinetView> = rows
+        .into_iter()
+        .take(limit as usize)
+        .map(|c| CabinetView::from_model(c, None))
+        .collect();
+    let next = if more {
+        items.last().map(|c| c.id.clone())
+    } else {
+        None
+    };
+    Ok(HttpResponse::Ok().json(Page { items, next }))
+}

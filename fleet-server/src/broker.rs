@@ -1,0 +1,149 @@
+//! The MQTT broker side: the embedded rumqttd, and the probe that tells whether a broker
+//! (embedded or external) still accepts connections.
+//!
+//! rumqttd 0.20 has a known failure (upstream issue #1062): after a client refused for
+//! `max_connections` reconnects with the same id, the router panics under a lock and the
+//! broker refuses every later connection. Two things keep the embedded default out of it
+//! and make it visible if it happens anyway:
+//! * admission stays inside the limit: registration stops `reserved_connections` short of
+//!   `max_connections` (see the cabinet registration handler);
+//! * [`probe`] opens a fresh connection every `probe_interval_s`; `/readyz` and the
+//!   `lockerfleet_broker_accepting` gauge report a broker that no longer accepts.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet};
+
+use crate::config::MqttConfig;
+
+/// Why the broker could not be started or reached.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("cannot listen on {addr} (mqtt.listen): {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the embedded broker did not start listening on {0} within 5 s")]
+    NotListening(SocketAddr),
+    #[error("could not start the embedded broker thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// A running embedded broker. Its threads live until the process exits: rumqttd 0.20 has
+/// no way to stop a broker, so a graceful shutdown stops accepting work upstream of it.
+#[derive(Debug)]
+pub struct EmbeddedBroker {
+    pub addr: SocketAddr,
+}
+
+/// rumqttd's settings derived from ours. Each subscription log holds at most
+/// `max_segment_size × max_segment_count` bytes: 2 × 1 MiB bounds the broker's memory per
+/// topic instead of the example config's 1 GB.
+fn rumqttd_config(cfg: &MqttConfig) -> rumqttd::Config {
+    let connections = rumqttd::ConnectionSettings {
+        connection_timeout_ms: 10_000,
+        // Twice the server's own limit: payloads in between reach the server, which counts
+        // and drops them (`too_large`) without the broker cutting the sender off.
+        max_payload_size: cfg.max_payload_bytes.saturating_mul(2),
+        max_inflight_count: 500,
+        auth: None,
+        external_auth: None,
+        dynamic_filters: true,
+    };
+    let server = rumqttd::ServerSettings {
+        name: "lockerfleet-v4".into(),
+        listen: cfg.listen,
+        tls: None,
+        next_connection_delay_ms: cfg.next_connection_delay_ms,
+        connections,
+    };
+    rumqttd::Config {
+        id: 0,
+        router: rumqttd::RouterConfig {
+            max_connections: cfg.max_connections,
+            max_outgoing_packet_count: 200,
+            max_segment_size: 1024 * 1024,
+            max_segment_count: 2,
+            ..Default::default()
+        },
+        v4: Some(HashMap::from([("1".to_owned(), server)])),
+        ..Default::default()
+    }
+}
+
+/// Starts rumqttd in its own threads and waits until it accepts TCP connections.
+pub fn start_embedded(cfg: &MqttConfig) -> Result<EmbeddedBroker, BrokerError> {
+    // rumqttd only logs a bind failure from its own thread; bind here first so that a port
+    // in use ends start-up with a message that names it.
+    let listener = TcpListener::bind(cfg.listen).map_err(|source| BrokerError::Listen {
+        addr: cfg.listen,
+        source,
+    })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| BrokerError::Listen {
+            addr: cfg.listen,
+            source,
+        })?;
+    drop(listener);
+    let mut settings = cfg.clone();
+    settings.listen = addr;
+    let mut broker = rumqttd::Broker::new(rumqttd_config(&settings));
+    std::thread::Builder::new()
+        .name("rumqttd".into())
+        .spawn(move || {
+            if let Err(e) = broker.start() {
+                tracing::error!(error = %e, "embedded MQTT broker stopped");
+            }
+        })
+        .map_err(BrokerError::Thread)?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            tracing::info!(%addr, "embedded MQTT broker listening");
+            return Ok(EmbeddedBroker { addr });
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(BrokerError::NotListening(addr))
+}
+
+/// Why a probe connection failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("broker refused or dropped the probe connection: {0}")]
+    Connection(String),
+    #[error("broker did not answer the probe's CONNECT within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Opens a fresh MQTT connection with a unique client id and waits for its CONNACK.
+pub async fn probe(host: &str, port: u16, timeout: Duration) -> Result<(), ProbeError> {
+    let id = format!("lf-probe-{}", uuid::Uuid::new_v4().simple());
+    let mut opts = MqttOptions::new(id, host, port);
+    opts.set_keep_alive(Duration::from_secs(5));
+    let (client, mut eventloop) = AsyncClient::new(opts, 4);
+    let wait = async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => return Ok(()),
+                Ok(_) => {}
+                Err(e) => return Err(ProbeError::Connection(e.to_string())),
+            }
+        }
+    };
+    let result = match tokio::time::timeout(timeout, wait).await {
+        Ok(r) => r,
+        Err(_) => Err(ProbeError::Timeout(timeout)),
+    };
+    if result.is_ok() {
+        // Say goodbye so the broker frees the slot at once.
+        let _ = client.try_disconnect();
+        let _ = tokio::time::timeout(Duration::from_millis(200), eventloop.poll()).await;
+    }
+    result
+}

@@ -1,0 +1,435 @@
+//! The fleet-server's one typed configuration.
+//!
+//! Loaded in three layers, later ones winning: built-in defaults → an optional TOML file
+//! (`--config`, or `fleet-server.toml` in the working directory if present) →
+//! environment variables prefixed `FLEET_` with `__` between levels
+//! (`FLEET_DATABASE__URL`, `FLEET_MQTT__URL`, `FLEET_HTTP__LISTEN`). Unknown keys are
+//! refused, and [`Config::validate`] checks every value before anything starts, so a typo
+//! ends the process with a message that names the key.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use lockerfleet_shared::TopicSpace;
+use lockerfleet_shared::envelope::DEFAULT_MAX_PAYLOAD_BYTES;
+use serde::{Deserialize, Serialize};
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration could not be read: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("configuration key `{key}` is invalid: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        reason: reason.into(),
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub http: HttpConfig,
+    pub mqtt: MqttConfig,
+    pub database: DatabaseConfig,
+    pub presence: PresenceConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Where the REST API, `/metrics`, `/healthz` and `/readyz` listen.
+    pub listen: SocketAddr,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+/// Which broker the server uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BrokerMode {
+    /// Run rumqttd inside this process (the single-node default).
+    Embedded,
+    /// Connect to the broker at `mqtt.url` (Mosquitto, EMQX, VerneMQ…).
+    External,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    pub mode: BrokerMode,
+    /// Embedded mode: where the broker listens. Loopback by default: until cabinet
+    /// authentication lands, exposing the broker lets anyone publish as any cabinet.
+    pub listen: SocketAddr,
+    /// External mode: `mqtt://host:port`.
+    pub url: Option<String>,
+    /// Optional topic namespace, so several deployments can share one broker.
+    pub namespace: Option<String>,
+    /// Shared-subscription group: set it when several replicas consume one broker, so each
+    /// cabinet message reaches exactly one of them.
+    pub shared_group: Option<String>,
+    /// The server's MQTT client id; a random one per process when unset.
+    pub client_id: Option<String>,
+    /// Payloads above this are refused before parsing (counted as `too_large`).
+    pub max_payload_bytes: usize,
+    /// Embedded broker: most simultaneous connections. Registration stops short of it, so
+    /// the broker is never driven into refusing a registered cabinet.
+    pub max_connections: usize,
+    /// Connections kept free for the server's own link, the readiness probe and tools.
+    pub reserved_connections: usize,
+    /// Embedded broker: pause between accepted connections, in ms (0 = none).
+    pub next_connection_delay_ms: u64,
+    /// Keep-alive of the server's own connection, in seconds.
+    pub keep_alive_s: u64,
+    /// How often the readiness probe opens a fresh connection to the broker, in seconds.
+    pub probe_interval_s: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://path?mode=rwc` (default) or `postgres://user@host/db`.
+    pub url: String,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PresenceConfig {
+    /// How often heartbeat times are written to the database, in ms. Transitions
+    /// (online, offline, hello) are written at once.
+    pub flush_interval_ms: u64,
+    /// A cabinet silent for this long is marked offline even without a last will, in s.
+    pub stale_after_s: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter, e.g. `info` or `info,fleet_server=debug`.
+    pub level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            http: HttpConfig::default(),
+            mqtt: MqttConfig::default(),
+            database: DatabaseConfig::default(),
+            presence: PresenceConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            mode: BrokerMode::Embedded,
+            // 1883 is left to a system broker (many machines run Mosquitto there).
+            listen: SocketAddr::from(([127, 0, 0, 1], 1884)),
+            url: None,
+            namespace: None,
+            shared_group: None,
+            client_id: None,
+            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+            max_connections: 10_100,
+            reserved_connections: 50,
+            next_connection_delay_ms: 0,
+            keep_alive_s: 30,
+            probe_interval_s: 10,
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://lockerfleet.db?mode=rwc".into(),
+            max_connections: 8,
+        }
+    }
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        Self {
+            flush_interval_ms: 2_000,
+            stale_after_s: 90,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            // rumqttd logs every dropped client as an error; its health is watched by the
+            // readiness probe instead. `log.level = "info,rumqttd=warn"` brings it back.
+            level: "info,rumqttd=off,sqlx=warn".into(),
+        }
+    }
+}
+
+/// Where an external broker is, parsed from `mqtt.url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerAddr {
+    pub host: String,
+    pub port: u16,
+}
+
+impl Config {
+    /// Loads defaults → `file` (if given; else `fleet-server.toml` if present) → `FLEET_*`.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder();
+        match file {
+            Some(path) => builder = builder.add_source(config::File::from(path).required(true)),
+            None => {
+                builder =
+                    builder.add_source(config::File::with_name("fleet-server").required(false))
+            }
+        }
+        let cfg: Config = builder
+            .add_source(
+                config::Environment::with_prefix("FLEET")
+                    .prefix_separator("_")
+                    .separator("__")
+                    .try_parsing(true),
+            )
+            .build()?
+            .try_deserialize()?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks every value; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.http.max_body_bytes < 1024 {
+            return Err(invalid("http.max_body_bytes", "must be at least 1024"));
+        }
+        let m = &self.mqtt;
+        match m.mode {
+            BrokerMode::External => {
+                let url = m.url.as_deref().ok_or_else(|| {
+                    invalid("mqtt.url", "must be set when mqtt.mode is \"external\"")
+                })?;
+                parse_broker_url(url)?;
+            }
+            BrokerMode::Embedded => {
+                if m.url.is_some() {
+                    return Err(invalid(
+                        "mqtt.url",
+                        "is only used with mqtt.mode = \"external\"; set the mode or remove the url",
+                    ));
+                }
+                if m.max_connections <= m.reserved_connections {
+                    return Err(invalid(
+                        "mqtt.max_connections",
+                        format!(
+                            "must exceed mqtt.reserved_connections ({})",
+                            m.reserved_connections
+                        ),
+                    ));
+                }
+            }
+        }
+        TopicSpace::new(m.namespace.as_deref())
+            .map_err(|e| invalid("mqtt.namespace", e.to_string()))?;
+        if let Some(g) = &m.shared_group {
+            TopicSpace::default()
+                .filter(lockerfleet_shared::topic::Filter::AllCabinetUp, Some(g))
+                .map_err(|e| invalid("mqtt.shared_group", e.to_string()))?;
+        }
+        if let Some(id) = &m.client_id
+            && (id.is_empty() || id.len() > 64)
+        {
+            return Err(invalid("mqtt.client_id", "must be 1-64 characters"));
+        }
+        if !(4096..=64 * 1024 * 1024).contains(&m.max_payload_bytes) {
+            return Err(invalid(
+                "mqtt.max_payload_bytes",
+                "must be between 4096 and 67108864",
+            ));
+        }
+        if m.keep_alive_s < 5 {
+            return Err(invalid("mqtt.keep_alive_s", "must be at least 5"));
+        }
+        if m.probe_interval_s == 0 {
+            return Err(invalid("mqtt.probe_interval_s", "must be at least 1"));
+        }
+        let url = &self.database.url;
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            return Err(invalid(
+                "database.url",
+                format!("{url:?} is neither sqlite:… nor postgres://…"),
+            ));
+        }
+        if self.database.max_connections == 0 {
+            return Err(invalid("database.max_connections", "must be at least 1"));
+        }
+        if self.presence.flush_interval_ms == 0 {
+            return Err(invalid("presence.flush_interval_ms", "must be at least 1"));
+        }
+        if self.presence.stale_after_s == 0 {
+            return Err(invalid("presence.stale_after_s", "must be at least 1"));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| invalid("log.level", e.to_string()))?;
+        Ok(())
+    }
+
+    /// The topic space all topics are built in.
+    pub fn topics(&self) -> TopicSpace {
+        TopicSpace::new(self.mqtt.namespace.as_deref()).expect("validated in Config::validate")
+    }
+
+    pub fn flush_interval(&self) -> Duration {
+        Duration::from_millis(self.presence.flush_interval_ms)
+    }
+
+    pub fn stale_after(&self) -> Duration {
+        Duration::from_secs(self.presence.stale_after_s)
+    }
+}
+
+/// Parses `mqtt://host:port` (port defaults to 1883).
+pub fn parse_broker_url(url: &str) -> Result<BrokerAddr, ConfigError> {
+    let rest = url
+        .strip_prefix("mqtt://")
+        .or_else(|| url.strip_prefix("tcp://"))
+        .ok_or_else(|| {
+            invalid(
+                "mqtt.url",
+                format!("{url:?} must start with mqtt:// (TLS comes later)"),
+            )
+        })?;
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) => (
+            h,
+            p.parse::<u16>()
+                .map_err(|_| invalid("mqtt.url", format!("port {p:?} is not a number")))?,
+        ),
+        None => (rest, 1883),
+    };
+    if host.is_empty() {
+        return Err(invalid("mqtt.url", format!("{url:?} has no host")));
+    }
+    Ok(BrokerAddr {
+        host: host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
+        port,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_embedded() {
+        let c = Config::default();
+        c.validate().unwrap();
+        assert_eq!(c.mqtt.mode, BrokerMode::Embedded);
+        assert!(c.database.url.starts_with("sqlite:"));
+    }
+
+    #[test]
+    fn each_bad_value_names_its_key() {
+        let cases: Vec<(&str, Box<dyn Fn(&mut Config)>)> = vec![
+            ("mqtt.url", Box::new(|c| c.mqtt.mode = BrokerMode::External)),
+            (
+                "mqtt.url",
+                Box::new(|c| {
+                    c.mqtt.mode = BrokerMode::External;
+                    c.mqtt.url = Some("http://x".into());
+                }),
+            ),
+            (
+                "mqtt.namespace",
+                Box::new(|c| c.mqtt.namespace = Some("a/b".into())),
+            ),
+            (
+                "mqtt.shared_group",
+                Box::new(|c| c.mqtt.shared_group = Some("#".into())),
+            ),
+            (
+                "database.url",
+                Box::new(|c| c.database.url = "mysql://x".into()),
+            ),
+            ("log.level", Box::new(|c| c.log.level = "info,=[".into())),
+            (
+                "mqtt.max_connections",
+                Box::new(|c| c.mqtt.max_connections = 10),
+            ),
+        ];
+        for (key, mutate) in cases {
+            let mut c = Config::default();
+            mutate(&mut c);
+            match c.validate() {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key),
+                other => panic!("expected {key} to be refused, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn an_unknown_key_in_a_file_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[mqtt]\nlisten_adress = \"127.0.0.1:1\"\n").unwrap();
+        let err = Config::load(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("listen_adress"), "{err}");
+    }
+
+    #[test]
+    fn a_wrong_type_in_a_file_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[http]\nlisten = \"not an address\"\n").unwrap();
+        let err = Config::load(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("listen"), "{err}");
+    }
+
+    #[test]
+    fn broker_urls_parse() {
+        assert_eq!(
+            parse_broker_url("mqtt://127.0.0.1:1883").unwrap(),
+            BrokerAddr {
+                host: "127.0.0.1".into(),
+                port: 1883
+            }
+        );
+        assert_eq!(parse_broker_url("mqtt://broker").unwrap().port, 1883);
+        assert!(parse_broker_url("mqtt://:1883").is_err());
+        assert!(parse_broker_url("mqtt://h:x").is_err());
+    }
+}

@@ -1,0 +1,233 @@
+//! # fleet-server
+//!
+//! The central actix actor system of Lockerfleet: it registers cabinets, follows their
+//! presence over MQTT and serves the operator API.
+//!
+//! ```text
+//!   config.rs   one typed Config: defaults → TOML file → FLEET_* environment
+//!   broker.rs   the embedded rumqttd and the broker readiness probe
+//!   store/      sea-orm entities and queries (SQLite or PostgreSQL)
+//!   actors/     MQTT link, ingress checks, presence actor
+//!   api/        actix-web routes, JSON errors, health and metrics
+//!   metrics.rs  every Prometheus metric the server exports
+//! ```
+//!
+//! [`start`] brings everything up inside the current actix `System` and returns a
+//! [`RunningServer`]; `main` waits for SIGINT/SIGTERM and calls [`RunningServer::stop`].
+
+pub mod actors;
+pub mod api;
+pub mod broker;
+pub mod config;
+pub mod metrics;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Actor, Addr};
+use actix_web::{App, HttpServer, dev::ServerHandle};
+use tokio::sync::watch;
+
+use actors::ingress::Ingress;
+use actors::link::Link;
+use actors::presence::{FlushNow, Presence};
+use config::{BrokerMode, Config};
+use metrics::Metrics;
+use store::Store;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Broker(#[from] broker::BrokerError),
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("cannot open the database (database.url): {0}")]
+    Database(#[source] sea_orm::DbErr),
+    #[error("cannot load cabinets from the database: {0}")]
+    Store(#[from] store::StoreError),
+    #[error("cannot listen on {addr} (http.listen): {source}")]
+    HttpListen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A started server.
+#[derive(Debug)]
+pub struct RunningServer {
+    /// Where the HTTP API answers (the real port when `http.listen` asked for port 0).
+    pub http_addr: SocketAddr,
+    /// Where the broker is: the embedded one's real address, or the external one's.
+    pub mqtt_host: String,
+    pub mqtt_port: u16,
+    pub metrics: Metrics,
+    pub store: Store,
+    http: ServerHandle,
+    presence: Addr<Presence>,
+    link: Link,
+    stop_tx: watch::Sender<bool>,
+}
+
+impl RunningServer {
+    /// Graceful stop: finish HTTP requests in flight, write pending presence, say
+    /// goodbye to the broker.
+    pub async fn stop(self) {
+        tracing::info!("shutting down");
+        self.http.stop(true).await;
+        let _ = self.presence.send(FlushNow).await;
+        self.link.disconnect().await;
+        let _ = self.stop_tx.send(true);
+        tracing::info!("stopped");
+    }
+}
+
+/// Starts every part of the server inside the current actix `System`.
+pub async fn start(config: Config) -> Result<RunningServer, StartError> {
+    config.validate()?;
+    let config = Arc::new(config);
+    let metrics = Metrics::new();
+
+    let (mqtt_host, mqtt_port) = match config.mqtt.mode {
+        BrokerMode::Embedded => {
+            let b = broker::start_embedded(&config.mqtt)?;
+            (b.addr.ip().to_string(), b.addr.port())
+        }
+        BrokerMode::External => {
+            let url = config
+                .mqtt
+                .url
+                .as_deref()
+                .expect("validated: external mode has a url");
+            let a = config::parse_broker_url(url)?;
+            (a.host, a.port)
+        }
+    };
+
+    let store = Store::connect(&config.database.url, config.database.max_connections)
+        .await
+        .map_err(StartError::Database)?;
+    tracing::info!(
+        backend = store.backend(),
+        "database ready, migrations applied"
+    );
+
+    let presence = Presence::load(
+        store.clone(),
+        metrics.clone(),
+        config.flush_interval(),
+        config.stale_after(),
+    )
+    .await?
+    .start();
+    let ingress = Ingress {
+        topics: config.topics(),
+        max_payload_bytes: config.mqtt.max_payload_bytes,
+        metrics: metrics.clone(),
+        presence: presence.clone(),
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let link = actors::link::start(
+        &config,
+        &mqtt_host,
+        mqtt_port,
+        ingress,
+        metrics.clone(),
+        stop_rx.clone(),
+    );
+    spawn_probe(
+        mqtt_host.clone(),
+        mqtt_port,
+        Duration::from_secs(config.mqtt.probe_interval_s),
+        metrics.clone(),
+        stop_rx,
+    );
+
+    let state = api::AppState {
+        config: config.clone(),
+        store: store.clone(),
+        metrics: metrics.clone(),
+        presence: presence.clone(),
+        link: link.clone(),
+    };
+    let http_metrics = metrics.clone();
+    let server = HttpServer::new(move || {
+        let m = http_metrics.clone();
+        App::new()
+            .wrap_fn(move |req, srv| {
+                use actix_web::dev::Service;
+                let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+                let m = m.clone();
+                let fut = srv.call(req);
+                async move {
+                    let res = fut.await?;
+                    let class = format!("{}xx", res.status().as_u16() / 100);
+                    m.http_requests
+                        .with_label_values(&[route.as_str(), class.as_str()])
+                        .inc();
+                    Ok(res)
+                }
+            })
+            .configure(|cfg| api::configure(cfg, state.clone()))
+    })
+    .disable_signals()
+    .workers(2)
+    .shutdown_timeout(10)
+    .bind(config.http.listen)
+    .map_err(|source| StartError::HttpListen {
+        addr: config.http.listen,
+        source,
+    })?;
+    let http_addr = server
+        .addrs()
+        .first()
+        .copied()
+        .unwrap_or(config.http.listen);
+    let server = server.run();
+    let http = server.handle();
+    actix_rt::spawn(server);
+    tracing::info!(%http_addr, mqtt = %format!("{mqtt_host}:{mqtt_port}"), "fleet-server started");
+
+    Ok(RunningServer {
+        http_addr,
+        mqtt_host,
+        mqtt_port,
+        metrics,
+        store,
+        http,
+        presence,
+        link,
+        stop_tx,
+    })
+}
+
+/// Checks every `interval` that the broker accepts a fresh connection.
+fn spawn_probe(
+    host: String,
+    port: u16,
+    interval: Duration,
+    metrics: Metrics,
+    mut stop: watch::Receiver<bool>,
+) {
+    actix_rt::spawn(async move {
+        loop {
+            match broker::probe(&host, port, Duration::from_secs(3)).await {
+                Ok(()) => metrics.broker_accepting.set(1),
+                Err(e) => {
+                    if metrics.broker_accepting.get() == 1 {
+                        tracing::error!(error = %e, "MQTT broker no longer accepts connections");
+                    }
+                    metrics.broker_accepting.set(0);
+                    metrics.broker_probe_failures.inc();
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    });
+}

@@ -1,0 +1,150 @@
+//! Prometheus metrics the fleet-server exports on `/metrics`.
+//!
+//! One [`Metrics`] per server instance, each with its own registry (so several servers in
+//! one test process never share counters). Every name starts with `lockerfleet_`; the
+//! dashboards in `dashboards/` use exactly these names.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+/// Handles to every metric; cheap to clone (each handle is an `Arc` inside).
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Messages refused before they reached a handler, by reason
+    /// (`too_large`, `not_json`, `unknown_kind`, `cabinet_mismatch`, `unregistered_cabinet`…).
+    pub rejected_messages: IntCounterVec,
+    /// Messages accepted from cabinets, by body kind.
+    pub received_messages: IntCounterVec,
+    /// Cabinets currently online, as this replica sees them.
+    pub cabinets_online: IntGauge,
+    /// Registered cabinets this replica tracks.
+    pub cabinets_known: IntGauge,
+    /// Online → offline transitions, by cause (`will`, `silent`, `goodbye`).
+    pub cabinets_went_offline: IntCounterVec,
+    /// Offline wills of an older session that arrived after a newer session's online.
+    pub stale_wills: IntCounter,
+    /// Presence flushes to the database, and how long they took.
+    pub presence_flush_seconds: Histogram,
+    pub presence_flush_errors: IntCounter,
+    /// 1 while the MQTT broker accepts new connections (checked by the readiness probe).
+    pub broker_accepting: IntGauge,
+    pub broker_probe_failures: IntCounter,
+    /// 1 while the server's own MQTT link is connected.
+    pub mqtt_link_up: IntGauge,
+    pub mqtt_link_reconnects: IntCounter,
+    /// HTTP API requests, by route and status class.
+    pub http_requests: IntCounterVec,
+}
+
+fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("metric names are unique within one registry");
+    metric
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let r = Registry::new();
+        #[cfg(target_os = "linux")]
+        r.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .expect("process collector registers once");
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            register(
+                &r,
+                IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+            )
+        };
+        let counter = |name: &str, help: &str| {
+            register(&r, IntCounter::new(name, help).expect("valid metric"))
+        };
+        let gauge =
+            |name: &str, help: &str| register(&r, IntGauge::new(name, help).expect("valid metric"));
+        Self {
+            rejected_messages: counter_vec(
+                "lockerfleet_rejected_messages_total",
+                "MQTT messages refused before handling, by reason",
+                &["reason"],
+            ),
+            received_messages: counter_vec(
+                "lockerfleet_received_messages_total",
+                "MQTT messages accepted from cabinets, by kind",
+                &["kind"],
+            ),
+            cabinets_online: gauge(
+                "lockerfleet_cabinets_online",
+                "Cabinets online as seen by this replica",
+            ),
+            cabinets_known: gauge(
+                "lockerfleet_cabinets_known",
+                "Registered cabinets tracked by this replica",
+            ),
+            cabinets_went_offline: counter_vec(
+                "lockerfleet_cabinets_went_offline_total",
+                "Cabinet online to offline transitions, by cause",
+                &["cause"],
+            ),
+            stale_wills: counter(
+                "lockerfleet_presence_stale_wills_total",
+                "Offline wills of an older session ignored after a newer session came online",
+            ),
+            presence_flush_seconds: register(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "lockerfleet_presence_flush_seconds",
+                        "Time to write a presence batch",
+                    )
+                    .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
+                )
+                .expect("valid metric"),
+            ),
+            presence_flush_errors: counter(
+                "lockerfleet_presence_flush_errors_total",
+                "Presence batches that failed to write (retried on the next flush)",
+            ),
+            broker_accepting: gauge(
+                "lockerfleet_broker_accepting",
+                "1 while the MQTT broker accepts new connections",
+            ),
+            broker_probe_failures: counter(
+                "lockerfleet_broker_probe_failures_total",
+                "Readiness probe connections the broker did not accept",
+            ),
+            mqtt_link_up: gauge(
+                "lockerfleet_mqtt_link_up",
+                "1 while the server's MQTT link is connected",
+            ),
+            mqtt_link_reconnects: counter(
+                "lockerfleet_mqtt_link_reconnects_total",
+                "Times the server's MQTT link lost its connection",
+            ),
+            http_requests: counter_vec(
+                "lockerfleet_http_requests_total",
+                "HTTP API requests, by route and status class",
+                &["route", "status"],
+            ),
+            registry: r,
+        }
+    }
+
+    /// Text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding into a Vec cannot fail");
+        String::from_utf8(buf).expect("the text encoder writes UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,280 @@
+//! Persistence: the database is the source of truth.
+//!
+//! [`Store`] wraps one sea-orm connection pool (SQLite by default, PostgreSQL in
+//! production) and offers the queries the actors and the API need, named after what they
+//! do. Migrations from `lockerfleet-migrations` are applied by [`Store::connect`].
+
+pub mod entities;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use lockerfleet_migrations::{Migrator, MigratorTrait};
+use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectOptions, Database, DatabaseConnection, DbErr,
+    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+};
+use uuid::Uuid;
+
+use entities::{cabinet, compartment, tenant};
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] DbErr),
+    #[error("{what} {id:?} already exists")]
+    Conflict { what: &'static str, id: String },
+    #[error("{what} {id:?} does not exist")]
+    Missing { what: &'static str, id: String },
+}
+
+/// A cabinet with its compartments, as registered.
+#[derive(Debug, Clone)]
+pub struct CabinetRecord {
+    pub cabinet: cabinet::Model,
+    pub compartments: Vec<compartment::Model>,
+}
+
+/// One cabinet's presence as the presence actor writes it.
+#[derive(Debug, Clone)]
+pub struct PresenceRow {
+    pub cabinet: String,
+    pub online: bool,
+    pub session: Option<Uuid>,
+    pub last_seen_at: Option<DateTime<Utc>>,
+    pub firmware: Option<String>,
+    pub hardware: Option<String>,
+    pub slot: Option<String>,
+}
+
+/// The database, shared by every actor and handler.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: DatabaseConnection,
+}
+
+impl Store {
+    /// Connects and applies every pending migration.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, DbErr> {
+        let mut opts = ConnectOptions::new(url.to_owned());
+        opts.max_connections(max_connections)
+            .connect_timeout(Duration::from_secs(10))
+            .acquire_timeout(Duration::from_secs(10))
+            .sqlx_logging(false)
+            .map_sqlx_sqlite_opts(|o: SqliteConnectOptions| {
+                o.journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Full)
+                    .busy_timeout(Duration::from_secs(10))
+                    .foreign_keys(true)
+            });
+        let db = Database::connect(opts).await?;
+        Migrator::up(&db, None).await?;
+        Ok(Self { db })
+    }
+
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// Cheap round trip for `/readyz`.
+    pub async fn ping(&self) -> Result<(), DbErr> {
+        self.db.ping().await
+    }
+
+    pub async fn create_tenant(&self, id: &str, name: &str) -> Result<tenant::Model, StoreError> {
+        if tenant::Entity::find_by_id(id.to_owned())
+            .one(&self.db)
+            .await?
+            .is_some()
+        {
+            return Err(StoreError::Conflict {
+                what: "tenant",
+                id: id.to_owned(),
+            });
+        }
+        let model = tenant::ActiveModel {
+            id: Set(id.to_owned()),
+            name: Set(name.to_owned()),
+            created_at: Set(Utc::now()),
+        };
+        tenant::Entity::insert(model)
+            .exec(&self.db)
+            .await
+            .map_err(|e| conflict_or(e, "tenant", id))?;
+        tenant::Entity::find_by_id(id.to_owned())
+            .one(&self.db)
+            .await?
+            .ok_or_else(|| StoreError::Missing {
+                what: "tenant",
+                id: id.to_owned(),
+            })
+    }
+
+    pub async fn tenant(&self, id: &str) -> Result<Option<tenant::Model>, StoreError> {
+        Ok(tenant::Entity::find_by_id(id.to_owned())
+            .one(&self.db)
+            .await?)
+    }
+
+    pub async fn count_cabinets(&self) -> Result<u64, StoreError> {
+        Ok(cabinet::Entity::find().count(&self.db).await?)
+    }
+
+    /// Registers a cabinet and its compartments in one transaction.
+    pub async fn register_cabinet(
+        &self,
+        cab: cabinet::Model,
+        compartments: Vec<compartment::Model>,
+    ) -> Result<CabinetRecord, StoreError> {
+        let id = cab.id.clone();
+        let txn = self.db.begin().await?;
+        if tenant::Entity::find_by_id(cab.tenant_id.clone())
+            .one(&txn)
+            .await?
+            .is_none()
+        {
+            return Err(StoreError::Missing {
+                what: "tenant",
+                id: cab.tenant_id,
+            });
+        }
+        if cabinet::Entity::find_by_id(id.clone())
+            .one(&txn)
+            .await?
+            .is_some()
+        {
+            return Err(StoreError::Conflict {
+                what: "cabinet",
+                id,
+            });
+        }
+        cabinet::Entity::insert(cabinet::ActiveModel::from(cab))
+            .exec(&txn)
+            .await
+            .map_err(|e| conflict_or(e, "cabinet", &id))?;
+        if !compartments.is_empty() {
+            compartment::Entity::insert_many(
+                compartments.into_iter().map(compartment::ActiveModel::from),
+            )
+            .exec(&txn)
+            .await?;
+        }
+        txn.commit().await?;
+        self.cabinet(&id).await?.ok_or(StoreError::Missing {
+            what: "cabinet",
+            id,
+        })
+    }
+
+    /// One cabinet with its compartments.
+    pub async fn cabinet(&self, id: &str) -> Result<Option<CabinetRecord>, StoreError> {
+        let Some(cab) = cabinet::Entity::find_by_id(id.to_owned())
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let compartments = compartment::Entity::find()
+            .filter(compartment::Column::CabinetId.eq(id))
+            .order_by_asc(compartment::Column::Id)
+            .all(&self.db)
+            .await?;
+        Ok(Some(CabinetRecord {
+            cabinet: cab,
+            compartments,
+        }))
+    }
+
+    /// Cabinets ordered by id, after `after` (keyset pagination), optionally of one tenant.
+    pub async fn list_cabinets(
+        &self,
+        tenant: Option<&str>,
+        after: Option<&str>,
+        limit: u64,
+    ) -> Result<Vec<cabinet::Model>, StoreError> {
+        let mut q = cabinet::Entity::find().order_by_asc(cabinet::Column::Id);
+        if let Some(t) = tenant {
+            q = q.filter(cabinet::Column::TenantId.eq(t));
+        }
+        if let Some(a) = after {
+            q = q.filter(cabinet::Column::Id.gt(a));
+        }
+        Ok(q.limit(limit).all(&self.db).await?)
+    }
+
+    /// Every registered cabinet's id and last known presence, for the presence actor's start.
+    pub async fn all_presence(&self) -> Result<Vec<PresenceRow>, StoreError> {
+        Ok(cabinet::Entity::find()
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|c| PresenceRow {
+                cabinet: c.id,
+                online: c.online,
+                session: c.session,
+                last_seen_at: c.last_seen_at,
+                firmware: c.firmware,
+                hardware: c.hardware,
+                slot: c.slot,
+            })
+            .collect())
+    }
+
+    /// The presence of one cabinet, or `None` when it is not registered.
+    pub async fn presence_of(&self, id: &str) -> Result<Option<PresenceRow>, StoreError> {
+        Ok(cabinet::Entity::find_by_id(id.to_owned())
+            .one(&self.db)
+            .await?
+            .map(|c| PresenceRow {
+                cabinet: c.id,
+                online: c.online,
+                session: c.session,
+                last_seen_at: c.last_seen_at,
+                firmware: c.firmware,
+                hardware: c.hardware,
+                slot: c.slot,
+            }))
+    }
+
+    /// Writes a batch of presence rows in one transaction.
+    pub async fn write_presence(&self, rows: &[PresenceRow]) -> Result<(), StoreError> {
+        let txn = self.db.begin().await?;
+        for row in rows {
+            cabinet::Entity::update_many()
+                .col_expr(cabinet::Column::Online, row.online.into())
+                .col_expr(cabinet::Column::Session, row.session.into())
+                .col_expr(cabinet::Column::LastSeenAt, row.last_seen_at.into())
+                .col_expr(cabinet::Column::Firmware, row.firmware.clone().into())
+                .col_expr(cabinet::Column::Hardware, row.hardware.clone().into())
+                .col_expr(cabinet::Column::Slot, row.slot.clone().into())
+                .filter(cabinet::Column::Id.eq(row.cabinet.as_str()))
+                .exec(&txn)
+                .await?;
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// The database backend's name, for logs.
+    pub fn backend(&self) -> &'static str {
+        match self.db.get_database_backend() {
+            sea_orm::DatabaseBackend::Postgres => "postgresql",
+            sea_orm::DatabaseBackend::Sqlite => "sqlite",
+            _ => "other",
+        }
+    }
+}
+
+/// Turns a unique-constraint violation (a concurrent insert that won the race) into
+/// [`StoreError::Conflict`].
+fn conflict_or(e: DbErr, what: &'static str, id: &str) -> StoreError {
+    match e.sql_err() {
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => StoreError::Conflict {
+            what,
+            id: id.to_owned(),
+        },
+        _ => StoreError::Db(e),
+    }
+}
