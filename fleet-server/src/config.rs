@@ -31,7 +31,7 @@ fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub http: HttpConfig,
@@ -122,18 +122,6 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// A `tracing` filter, e.g. `info` or `info,fleet_server=debug`.
     pub level: String,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            http: HttpConfig::default(),
-            mqtt: MqttConfig::default(),
-            database: DatabaseConfig::default(),
-            presence: PresenceConfig::default(),
-            log: LogConfig::default(),
-        }
-    }
 }
 
 impl Default for HttpConfig {
@@ -364,7 +352,8 @@ mod tests {
 
     #[test]
     fn each_bad_value_names_its_key() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut Config)>)> = vec![
+        type Mutation = Box<dyn Fn(&mut Config)>;
+        let cases: Vec<(&str, Mutation)> = vec![
             ("mqtt.url", Box::new(|c| c.mqtt.mode = BrokerMode::External)),
             (
                 "mqtt.url",

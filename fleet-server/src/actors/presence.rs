@@ -194,7 +194,7 @@ impl Presence {
     }
 
     fn apply(&mut self, id: &CabinetId, inbound: Inbound) {
-        let now = Utc::now();
+        let now = crate::store::now();
         match inbound {
             Inbound::Up(env) => {
                 self.metrics
@@ -260,7 +260,7 @@ impl Presence {
         let Ok(limit) = chrono::Duration::from_std(self.stale_after) else {
             return;
         };
-        let cutoff = Utc::now() - limit;
+        let cutoff = crate::store::now() - limit;
         let silent: Vec<CabinetId> = self
             .cabinets
             .iter()

@@ -235,7 +235,7 @@ fn validate(body: &NewCabinet) -> Result<(cabinet::Model, Vec<compartment::Model
         online: false,
         session: None,
         last_seen_at: None,
-        registered_at: Utc::now(),
+        registered_at: crate::store::now(),
     };
     Ok((cab, compartments))
 }

@@ -19,6 +19,13 @@ use uuid::Uuid;
 
 use entities::{cabinet, compartment, tenant};
 
+/// The current time at the precision every backend keeps (PostgreSQL stores
+/// microseconds), so a value read back equals the value written on SQLite and PostgreSQL.
+pub fn now() -> DateTime<Utc> {
+    use chrono::SubsecRound;
+    Utc::now().trunc_subsecs(6)
+}
+
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -97,7 +104,7 @@ impl Store {
         let model = tenant::ActiveModel {
             id: Set(id.to_owned()),
             name: Set(name.to_owned()),
-            created_at: Set(Utc::now()),
+            created_at: Set(now()),
         };
         tenant::Entity::insert(model)
             .exec(&self.db)

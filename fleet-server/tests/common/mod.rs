@@ -1,0 +1,480 @@
+//! Test harness: a real fleet-server in-process, on real backends.
+//!
+//! Every suite runs against SQLite + the embedded rumqttd, and additionally against
+//! PostgreSQL when `DATABASE_URL` is set and against an external broker (Mosquitto in CI)
+//! when `MQTT_EXTERNAL_URL` is set. A variable named in `LOCKERFLEET_REQUIRE_BACKENDS`
+//! (set by `.ci/run` for the services it finds) must be set, or the test fails instead
+//! of skipping, so CI can never pass by silently leaving a backend out.
+//!
+//! Isolation: each test gets its own SQLite file or its own PostgreSQL database, and
+//! on an external broker its own topic namespace.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use fleet_server::config::{BrokerMode, Config};
+use fleet_server::{RunningServer, start};
+use lockerfleet_shared::envelope::{
+    CompartmentInfo, CompartmentSize, DownBody, Heartbeat, Hello, PresenceBody, Session, Slot,
+    UpBody, decode,
+};
+use lockerfleet_shared::{CabinetId, CompartmentId, Envelope, TopicSpace};
+use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
+use sea_orm::{ConnectionTrait, Database};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+/// Which database a test runs on.
+#[derive(Debug, Clone)]
+pub enum Db {
+    Sqlite,
+    Postgres { admin_url: String },
+}
+
+/// Which broker a test runs on.
+#[derive(Debug, Clone)]
+pub enum Mqtt {
+    Embedded,
+    External { url: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct Backend {
+    pub db: Db,
+    pub mqtt: Mqtt,
+}
+
+fn required(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ => {
+            let required = std::env::var("LOCKERFLEET_REQUIRE_BACKENDS").unwrap_or_default();
+            if required.split([' ', ',']).any(|r| r == var) {
+                panic!("{var} is not set but LOCKERFLEET_REQUIRE_BACKENDS requires this backend");
+            }
+            eprintln!("skipped: {var} is not set");
+            None
+        }
+    }
+}
+
+impl Backend {
+    pub fn sqlite_embedded() -> Option<Self> {
+        Some(Self {
+            db: Db::Sqlite,
+            mqtt: Mqtt::Embedded,
+        })
+    }
+
+    pub fn postgres_embedded() -> Option<Self> {
+        Some(Self {
+            db: Db::Postgres {
+                admin_url: required("DATABASE_URL")?,
+            },
+            mqtt: Mqtt::Embedded,
+        })
+    }
+
+    pub fn sqlite_external() -> Option<Self> {
+        Some(Self {
+            db: Db::Sqlite,
+            mqtt: Mqtt::External {
+                url: required("MQTT_EXTERNAL_URL")?,
+            },
+        })
+    }
+}
+
+/// Generates one `#[actix_rt::test]` per backend for each named scenario
+/// `async fn name(backend: Backend)`.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite_embedded {
+            $(#[actix_rt::test] async fn $name() {
+                if let Some(b) = $crate::common::Backend::sqlite_embedded() { super::$name(b).await }
+            })*
+        }
+        mod postgres_embedded {
+            $(#[actix_rt::test] async fn $name() {
+                if let Some(b) = $crate::common::Backend::postgres_embedded() { super::$name(b).await }
+            })*
+        }
+        mod sqlite_external_broker {
+            $(#[actix_rt::test] async fn $name() {
+                if let Some(b) = $crate::common::Backend::sqlite_external() { super::$name(b).await }
+            })*
+        }
+    };
+}
+
+/// Replaces the database name in a PostgreSQL URL.
+fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let root = match base[scheme_end..].find('/') {
+        Some(i) => &base[..scheme_end + i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{root}/{db}?{q}"),
+        None => format!("{root}/{db}"),
+    }
+}
+
+/// Where a test's data lives; kept so a restarted server finds the same data.
+#[derive(Debug)]
+pub struct Fixture {
+    pub backend: Backend,
+    pub database_url: String,
+    pub namespace: Option<String>,
+    pg_cleanup: Option<(String, String)>,
+    _dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    pub async fn new(backend: Backend) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (database_url, pg_cleanup) = match &backend.db {
+            Db::Sqlite => (
+                format!(
+                    "sqlite://{}?mode=rwc",
+                    dir.path().join("fleet.db").display()
+                ),
+                None,
+            ),
+            Db::Postgres { admin_url } => {
+                let name = format!("lf_t_{}", Uuid::new_v4().simple());
+                let admin = Database::connect(admin_url.as_str())
+                    .await
+                    .expect("connect to DATABASE_URL");
+                admin
+                    .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                    .await
+                    .expect("create test database");
+                (
+                    with_database(admin_url, &name),
+                    Some((admin_url.clone(), name)),
+                )
+            }
+        };
+        let namespace = match backend.mqtt {
+            Mqtt::Embedded => None,
+            Mqtt::External { .. } => Some(format!("t{}", Uuid::new_v4().simple())),
+        };
+        Self {
+            backend,
+            database_url,
+            namespace,
+            pg_cleanup,
+            _dir: dir,
+        }
+    }
+
+    /// A configuration for this fixture; tests adjust it before starting.
+    pub fn config(&self) -> Config {
+        let mut c = Config::default();
+        c.http.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        c.database.url = self.database_url.clone();
+        c.database.max_connections = 4;
+        c.mqtt.namespace = self.namespace.clone();
+        c.mqtt.probe_interval_s = 1;
+        c.presence.flush_interval_ms = 100;
+        match &self.backend.mqtt {
+            Mqtt::Embedded => {
+                c.mqtt.mode = BrokerMode::Embedded;
+                c.mqtt.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+            }
+            Mqtt::External { url } => {
+                c.mqtt.mode = BrokerMode::External;
+                c.mqtt.url = Some(url.clone());
+            }
+        }
+        c
+    }
+
+    pub async fn start(&self, config: Config) -> TestServer {
+        let server = start(config.clone()).await.expect("server starts");
+        let ts = TestServer {
+            base: format!("http://{}", server.http_addr),
+            topics: config.topics(),
+            http: awc::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .finish(),
+            server,
+        };
+        ts.wait_until("the server is ready", || async {
+            ts.get("/readyz").await.0 == 200
+        })
+        .await;
+        ts
+    }
+
+    /// Drops the PostgreSQL test database (SQLite files go with the temp dir).
+    pub async fn cleanup(self) {
+        if let Some((admin_url, name)) = &self.pg_cleanup
+            && let Ok(admin) = Database::connect(admin_url.as_str()).await
+        {
+            let _ = admin
+                .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .await;
+        }
+    }
+}
+
+/// A running server and an HTTP client for it.
+pub struct TestServer {
+    pub server: RunningServer,
+    pub base: String,
+    pub topics: TopicSpace,
+    http: awc::Client,
+}
+
+impl TestServer {
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let mut res = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("GET");
+        let status = res.status().as_u16();
+        let body = res.body().limit(16 * 1024 * 1024).await.expect("body");
+        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
+    pub async fn get_text(&self, path: &str) -> String {
+        let mut res = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("GET");
+        let body = res.body().limit(16 * 1024 * 1024).await.expect("body");
+        String::from_utf8_lossy(&body).into_owned()
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let mut res = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .send_json(body)
+            .await
+            .expect("POST");
+        let status = res.status().as_u16();
+        let body = res.body().await.expect("body");
+        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
+    /// A sample value from `/metrics`, e.g. `lockerfleet_rejected_messages_total{reason="too_large"}`.
+    pub async fn metric(&self, series: &str) -> f64 {
+        self.get_text("/metrics")
+            .await
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|rest| rest.strip_prefix(' '))
+            })
+            .map(|v| v.trim().parse().expect("metric value is a number"))
+            .unwrap_or(0.0)
+    }
+
+    /// Polls `check` until it holds; fails the test with `what` after 15 s.
+    pub async fn wait_until<F, Fut>(&self, what: &str, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            if check().await {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting until {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    pub async fn wait_for_metric(&self, series: &str, at_least: f64) {
+        self.wait_until(&format!("{series} >= {at_least}"), || async {
+            self.metric(series).await >= at_least
+        })
+        .await;
+    }
+
+    pub async fn create_tenant(&self, id: &str) {
+        let (status, body) = self
+            .post("/api/v1/tenants", &json!({"id": id, "name": id}))
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+
+    /// Registers a cabinet with two compartments and returns its key pair.
+    pub async fn register_cabinet(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> lockerfleet_shared::seal::CabinetKeyPair {
+        let keys = lockerfleet_shared::seal::CabinetKeyPair::generate();
+        let (status, body) = self
+            .post(
+                "/api/v1/cabinets",
+                &json!({
+                    "id": id, "tenant": tenant, "public_key": keys.public().to_base64(),
+                    "compartments": [{"id": "A1", "size": "s"}, {"id": "A2", "size": "m", "low": true}],
+                }),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        keys
+    }
+
+    pub async fn cabinet_view(&self, id: &str) -> Value {
+        let (status, body) = self.get(&format!("/api/v1/cabinets/{id}")).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// Connects a scripted cabinet (a plain MQTT client, not the edge agent).
+    pub async fn connect_cabinet(&self, id: &str) -> FakeCabinet {
+        FakeCabinet::connect(
+            &self.server.mqtt_host,
+            self.server.mqtt_port,
+            self.topics.clone(),
+            id,
+        )
+        .await
+    }
+}
+
+/// A cabinet played by a plain rumqttc client: retained `online` at connect, retained
+/// `offline` as its last will, and the `down` topic subscribed.
+pub struct FakeCabinet {
+    pub id: CabinetId,
+    pub session: Uuid,
+    pub client: AsyncClient,
+    pub topics: TopicSpace,
+    pub down: mpsc::UnboundedReceiver<Envelope<DownBody>>,
+    seq: u64,
+    task: actix_rt::task::JoinHandle<()>,
+}
+
+impl FakeCabinet {
+    pub async fn connect(host: &str, port: u16, topics: TopicSpace, id: &str) -> Self {
+        let id = CabinetId::new(id).expect("valid id");
+        let session = Uuid::now_v7();
+        let will =
+            Envelope::new(id.clone(), 0, PresenceBody::Offline(Session { session })).encode();
+        let mut opts = MqttOptions::new(format!("{}-{}", topics, id).replace('/', "_"), host, port);
+        opts.set_keep_alive(Duration::from_secs(5))
+            .set_max_packet_size(8 * 1024 * 1024, 8 * 1024 * 1024)
+            .set_last_will(LastWill::new(
+                topics.cabinet_presence(&id),
+                will,
+                QoS::AtLeastOnce,
+                true,
+            ));
+        let (client, mut eventloop) = AsyncClient::new(opts, 64);
+        let (conn_tx, mut conn_rx) = mpsc::unbounded_channel();
+        let (down_tx, down) = mpsc::unbounded_channel();
+        let task = actix_rt::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        let _ = conn_tx.send(());
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        if let Ok(env) = decode::<DownBody>(&p.payload, 16 * 1024 * 1024) {
+                            let _ = down_tx.send(env);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        client
+            .subscribe(topics.cabinet_down(&id), QoS::AtLeastOnce)
+            .await
+            .expect("queue subscribe");
+        tokio::time::timeout(Duration::from_secs(10), conn_rx.recv())
+            .await
+            .expect("cabinet connects and subscribes within 10 s");
+        let online =
+            Envelope::new(id.clone(), 0, PresenceBody::Online(Session { session })).encode();
+        client
+            .publish(topics.cabinet_presence(&id), QoS::AtLeastOnce, true, online)
+            .await
+            .expect("publish online");
+        Self {
+            id,
+            session,
+            client,
+            topics,
+            down,
+            seq: 0,
+            task,
+        }
+    }
+
+    pub async fn send(&mut self, body: UpBody) {
+        self.seq += 1;
+        let env = Envelope::new(self.id.clone(), self.seq, body);
+        self.publish_up(env.encode()).await;
+    }
+
+    /// Publishes raw bytes on this cabinet's `up` topic.
+    pub async fn publish_up(&self, payload: Vec<u8>) {
+        self.client
+            .publish(
+                self.topics.cabinet_up(&self.id),
+                QoS::AtLeastOnce,
+                false,
+                payload,
+            )
+            .await
+            .expect("publish");
+    }
+
+    pub async fn hello(&mut self, firmware: &str) {
+        self.send(UpBody::Hello(Hello {
+            firmware: firmware.into(),
+            slot: Slot::A,
+            hardware: "lf-cab-2".into(),
+            compartments: vec![CompartmentInfo {
+                id: CompartmentId::new("A1").expect("valid"),
+                size: CompartmentSize::S,
+                low: false,
+            }],
+            key_fingerprint: "00".repeat(16),
+            model: None,
+        }))
+        .await;
+    }
+
+    pub async fn heartbeat(&mut self) {
+        self.send(UpBody::State(Heartbeat {
+            open_doors: vec![],
+            occupied: vec![],
+            temperature_c: Some(20.0),
+            journal_depth: 0,
+            uptime_s: 1,
+        }))
+        .await;
+    }
+
+    /// Drops the connection without DISCONNECT, as a power cut would: the broker then
+    /// publishes the last will.
+    pub fn kill(self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs the whole Lockerfleet test suite. This is the README's test command.
+#
+# Every integration suite runs on SQLite and the embedded MQTT broker. Set
+#   DATABASE_URL=postgres://user@host:5432/db    (the user needs CREATEDB)
+#   MQTT_EXTERNAL_URL=mqtt://host:1883
+# and the same suites also run against PostgreSQL and that broker; each test makes its
+# own database and topic namespace there and removes the database afterwards.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "scripts/test.sh: cargo is not installed; install Rust with rustup (https://rustup.rs)" >&2
+  exit 1
+fi
+
+echo "== backends: sqlite + embedded rumqttd${DATABASE_URL:+, postgresql}${MQTT_EXTERNAL_URL:+, external broker ${MQTT_EXTERNAL_URL}}"
+exec cargo test --workspace --locked "$@"
