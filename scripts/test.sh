@@ -15,4 +15,13 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 echo "== backends: sqlite + embedded rumqttd${DATABASE_URL:+, postgresql}${MQTT_EXTERNAL_URL:+, external broker ${MQTT_EXTERNAL_URL}}"
-exec cargo test --workspace --locked "$@"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace --locked "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole workspace (cargo prints one per test binary).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;/) p += $i; if ($(i+1) ~ /^failed;/) f += $i; if ($(i+1) ~ /^ignored;/) g += $i } }
+     END { printf "\nworkspace: %d passed, %d failed, %d skipped\n", p, f, g }' "$log"
+exit "$status"

@@ -13,6 +13,29 @@
 //!
 //! The crate does no I/O; it is safe to use from a phone SDK, a CLI, the server or the
 //! cabinet alike.
+//!
+//! A template sealed by a recipient's app opens only on the one cabinet it is bound to:
+//!
+//! ```
+//! use lockerfleet_shared::seal::{self, CabinetKeyPair, FaceTemplate, ModelRef, OpenPolicy, TemplateBinding};
+//! use lockerfleet_shared::{CabinetId, ParcelId};
+//!
+//! let cabinet = CabinetId::new("cab-17").unwrap();
+//! let keys = CabinetKeyPair::generate(); // on the cabinet, at provisioning
+//! let model = ModelRef { id: "fr_feature".into(), sha256: "ab".repeat(32) };
+//! let binding = TemplateBinding {
+//!     cabinet: cabinet.clone(),
+//!     parcel: ParcelId::generate(),
+//!     expires_at: chrono::Utc::now() + chrono::Duration::hours(48),
+//!     model: model.clone(),
+//! };
+//! // In the recipient's app: only the cabinet's public key is needed.
+//! let sealed = seal::seal(&keys.public(), binding, &FaceTemplate::new(vec![0.1; 512])).unwrap();
+//! // On the cabinet:
+//! let policy = OpenPolicy { cabinet: &cabinet, model: &model, now: chrono::Utc::now() };
+//! let template = seal::open(&keys, &sealed, &policy).unwrap();
+//! assert_eq!(template.values().len(), 512);
+//! ```
 
 pub mod artifact;
 pub mod envelope;
