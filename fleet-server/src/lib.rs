@@ -19,6 +19,7 @@ pub mod actors;
 pub mod api;
 pub mod broker;
 pub mod config;
+pub mod domain;
 pub mod metrics;
 pub mod store;
 

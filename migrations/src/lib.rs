@@ -6,6 +6,7 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261125_000001_fleet;
+mod m20261125_000002_pickup_flow;
 
 /// All migrations, oldest first.
 #[derive(Debug)]
@@ -14,6 +15,9 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261125_000001_fleet::Migration)]
+        vec![
+            Box::new(m20261125_000001_fleet::Migration),
+            Box::new(m20261125_000002_pickup_flow::Migration),
+        ]
     }
 }
