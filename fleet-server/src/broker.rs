@@ -79,16 +79,8 @@ fn rumqttd_config(cfg: &MqttConfig) -> rumqttd::Config {
 pub fn start_embedded(cfg: &MqttConfig) -> Result<EmbeddedBroker, BrokerError> {
     // rumqttd only logs a bind failure from its own thread; bind here first so that a port
     // in use ends start-up with a message that names it.
-    let listener = TcpListener::bind(cfg.listen).map_err(|source| BrokerError::Listen {
-        addr: cfg.listen,
-        source,
-    })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| BrokerError::Listen {
-            addr: cfg.listen,
-            source,
-        })?;
+    let listener = TcpListener::bind(cfg.listen).map_err(|source| BrokerError::Listen { addr: cfg.listen, source })?;
+    let addr = listener.local_addr().map_err(|source| BrokerError::Listen { addr: cfg.listen, source })?;
     drop(listener);
     let mut settings = cfg.clone();
     settings.listen = addr;

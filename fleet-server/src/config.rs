@@ -25,10 +25,7 @@ pub enum ConfigError {
 }
 
 fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key,
-        reason: reason.into(),
-    }
+    ConfigError::Invalid { key, reason: reason.into() }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -38,7 +35,56 @@ pub struct Config {
     pub mqtt: MqttConfig,
     pub database: DatabaseConfig,
     pub presence: PresenceConfig,
+    pub auth: AuthConfig,
+    pub parcels: ParcelsConfig,
+    pub ingest: IngestConfig,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ParcelsConfig {
+    /// How far away a cabinet may be to take a parcel when the chosen one is full, in km.
+    pub max_alternative_km: f64,
+    /// How often parcels past their deadline are expired (and lapsed reservations freed), in s.
+    pub expiry_sweep_s: u64,
+}
+
+impl Default for ParcelsConfig {
+    fn default() -> Self {
+        Self { max_alternative_km: 5.0, expiry_sweep_s: 30 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Most events written in one transaction.
+    pub max_batch: usize,
+    /// Longest an event waits for its batch to fill, in ms.
+    pub max_wait_ms: u64,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self { max_batch: 1000, max_wait_ms: 5 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// A fleet-admin API token secret to register at start (for automation). Unset: if no
+    /// fleet admin exists yet, one is generated and written to `token_file`.
+    pub bootstrap_token: Option<String>,
+    /// Where a generated admin token is written (mode 0600).
+    pub token_file: std::path::PathBuf,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self { bootstrap_token: None, token_file: "lockerfleet-admin.token".into() }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -126,10 +172,7 @@ pub struct LogConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            max_body_bytes: 1024 * 1024,
-        }
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 8080)), max_body_bytes: 1024 * 1024 }
     }
 }
 
@@ -155,19 +198,13 @@ impl Default for MqttConfig {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self {
-            url: "sqlite://lockerfleet.db?mode=rwc".into(),
-            max_connections: 8,
-        }
+        Self { url: "sqlite://lockerfleet.db?mode=rwc".into(), max_connections: 8 }
     }
 }
 
 impl Default for PresenceConfig {
     fn default() -> Self {
-        Self {
-            flush_interval_ms: 2_000,
-            stale_after_s: 90,
-        }
+        Self { flush_interval_ms: 2_000, stale_after_s: 90 }
     }
 }
 
@@ -195,17 +232,11 @@ impl Config {
         let mut builder = config::Config::builder();
         match file {
             Some(path) => builder = builder.add_source(config::File::from(path).required(true)),
-            None => {
-                builder =
-                    builder.add_source(config::File::with_name("fleet-server").required(false))
-            }
+            None => builder = builder.add_source(config::File::with_name("fleet-server").required(false)),
         }
         let cfg: Config = builder
             .add_source(
-                config::Environment::with_prefix("FLEET")
-                    .prefix_separator("_")
-                    .separator("__")
-                    .try_parsing(true),
+                config::Environment::with_prefix("FLEET").prefix_separator("_").separator("__").try_parsing(true),
             )
             .build()?
             .try_deserialize()?;
@@ -221,9 +252,10 @@ impl Config {
         let m = &self.mqtt;
         match m.mode {
             BrokerMode::External => {
-                let url = m.url.as_deref().ok_or_else(|| {
-                    invalid("mqtt.url", "must be set when mqtt.mode is \"external\"")
-                })?;
+                let url = m
+                    .url
+                    .as_deref()
+                    .ok_or_else(|| invalid("mqtt.url", "must be set when mqtt.mode is \"external\""))?;
                 parse_broker_url(url)?;
             }
             BrokerMode::Embedded => {
@@ -236,16 +268,12 @@ impl Config {
                 if m.max_connections <= m.reserved_connections {
                     return Err(invalid(
                         "mqtt.max_connections",
-                        format!(
-                            "must exceed mqtt.reserved_connections ({})",
-                            m.reserved_connections
-                        ),
+                        format!("must exceed mqtt.reserved_connections ({})", m.reserved_connections),
                     ));
                 }
             }
         }
-        TopicSpace::new(m.namespace.as_deref())
-            .map_err(|e| invalid("mqtt.namespace", e.to_string()))?;
+        TopicSpace::new(m.namespace.as_deref()).map_err(|e| invalid("mqtt.namespace", e.to_string()))?;
         if let Some(g) = &m.shared_group {
             TopicSpace::default()
                 .filter(lockerfleet_shared::topic::Filter::AllCabinetUp, Some(g))
@@ -257,10 +285,7 @@ impl Config {
             return Err(invalid("mqtt.client_id", "must be 1-64 characters"));
         }
         if !(4096..=64 * 1024 * 1024).contains(&m.max_payload_bytes) {
-            return Err(invalid(
-                "mqtt.max_payload_bytes",
-                "must be between 4096 and 67108864",
-            ));
+            return Err(invalid("mqtt.max_payload_bytes", "must be between 4096 and 67108864"));
         }
         if m.keep_alive_s < 5 {
             return Err(invalid("mqtt.keep_alive_s", "must be at least 5"));
@@ -269,14 +294,8 @@ impl Config {
             return Err(invalid("mqtt.probe_interval_s", "must be at least 1"));
         }
         let url = &self.database.url;
-        if !(url.starts_with("sqlite:")
-            || url.starts_with("postgres://")
-            || url.starts_with("postgresql://"))
-        {
-            return Err(invalid(
-                "database.url",
-                format!("{url:?} is neither sqlite:… nor postgres://…"),
-            ));
+        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(invalid("database.url", format!("{url:?} is neither sqlite:… nor postgres://…")));
         }
         if self.database.max_connections == 0 {
             return Err(invalid("database.max_connections", "must be at least 1"));
@@ -284,11 +303,24 @@ impl Config {
         if self.presence.flush_interval_ms == 0 {
             return Err(invalid("presence.flush_interval_ms", "must be at least 1"));
         }
+        if let Some(t) = &self.auth.bootstrap_token
+            && t.len() < 24
+        {
+            return Err(invalid("auth.bootstrap_token", "must be at least 24 characters"));
+        }
+        if !(0.0..=1000.0).contains(&self.parcels.max_alternative_km) {
+            return Err(invalid("parcels.max_alternative_km", "must be between 0 and 1000"));
+        }
+        if self.parcels.expiry_sweep_s == 0 {
+            return Err(invalid("parcels.expiry_sweep_s", "must be at least 1"));
+        }
+        if !(1..=10_000).contains(&self.ingest.max_batch) {
+            return Err(invalid("ingest.max_batch", "must be 1-10000"));
+        }
         if self.presence.stale_after_s == 0 {
             return Err(invalid("presence.stale_after_s", "must be at least 1"));
         }
-        tracing_subscriber::EnvFilter::try_new(&self.log.level)
-            .map_err(|e| invalid("log.level", e.to_string()))?;
+        tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| invalid("log.level", e.to_string()))?;
         Ok(())
     }
 
@@ -311,31 +343,16 @@ pub fn parse_broker_url(url: &str) -> Result<BrokerAddr, ConfigError> {
     let rest = url
         .strip_prefix("mqtt://")
         .or_else(|| url.strip_prefix("tcp://"))
-        .ok_or_else(|| {
-            invalid(
-                "mqtt.url",
-                format!("{url:?} must start with mqtt:// (TLS comes later)"),
-            )
-        })?;
+        .ok_or_else(|| invalid("mqtt.url", format!("{url:?} must start with mqtt:// (TLS comes later)")))?;
     let rest = rest.trim_end_matches('/');
     let (host, port) = match rest.rsplit_once(':') {
-        Some((h, p)) => (
-            h,
-            p.parse::<u16>()
-                .map_err(|_| invalid("mqtt.url", format!("port {p:?} is not a number")))?,
-        ),
+        Some((h, p)) => (h, p.parse::<u16>().map_err(|_| invalid("mqtt.url", format!("port {p:?} is not a number")))?),
         None => (rest, 1883),
     };
     if host.is_empty() {
         return Err(invalid("mqtt.url", format!("{url:?} has no host")));
     }
-    Ok(BrokerAddr {
-        host: host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned(),
-        port,
-    })
+    Ok(BrokerAddr { host: host.trim_start_matches('[').trim_end_matches(']').to_owned(), port })
 }
 
 #[cfg(test)]
@@ -362,23 +379,11 @@ mod tests {
                     c.mqtt.url = Some("http://x".into());
                 }),
             ),
-            (
-                "mqtt.namespace",
-                Box::new(|c| c.mqtt.namespace = Some("a/b".into())),
-            ),
-            (
-                "mqtt.shared_group",
-                Box::new(|c| c.mqtt.shared_group = Some("#".into())),
-            ),
-            (
-                "database.url",
-                Box::new(|c| c.database.url = "mysql://x".into()),
-            ),
+            ("mqtt.namespace", Box::new(|c| c.mqtt.namespace = Some("a/b".into()))),
+            ("mqtt.shared_group", Box::new(|c| c.mqtt.shared_group = Some("#".into()))),
+            ("database.url", Box::new(|c| c.database.url = "mysql://x".into())),
             ("log.level", Box::new(|c| c.log.level = "info,=[".into())),
-            (
-                "mqtt.max_connections",
-                Box::new(|c| c.mqtt.max_connections = 10),
-            ),
+            ("mqtt.max_connections", Box::new(|c| c.mqtt.max_connections = 10)),
         ];
         for (key, mutate) in cases {
             let mut c = Config::default();
@@ -412,10 +417,7 @@ mod tests {
     fn broker_urls_parse() {
         assert_eq!(
             parse_broker_url("mqtt://127.0.0.1:1883").unwrap(),
-            BrokerAddr {
-                host: "127.0.0.1".into(),
-                port: 1883
-            }
+            BrokerAddr { host: "127.0.0.1".into(), port: 1883 }
         );
         assert_eq!(parse_broker_url("mqtt://broker").unwrap().port, 1883);
         assert!(parse_broker_url("mqtt://:1883").is_err());

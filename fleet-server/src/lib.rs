@@ -21,6 +21,7 @@ pub mod broker;
 pub mod config;
 pub mod domain;
 pub mod metrics;
+pub mod service;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -49,6 +50,8 @@ pub enum StartError {
     Database(#[source] sea_orm::DbErr),
     #[error("cannot load cabinets from the database: {0}")]
     Store(#[from] store::StoreError),
+    #[error("cannot set up the bootstrap admin token (auth.*): {0:#}")]
+    Auth(anyhow::Error),
     #[error("cannot listen on {addr} (http.listen): {source}")]
     HttpListen {
         addr: SocketAddr,
@@ -98,47 +101,54 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             (b.addr.ip().to_string(), b.addr.port())
         }
         BrokerMode::External => {
-            let url = config
-                .mqtt
-                .url
-                .as_deref()
-                .expect("validated: external mode has a url");
+            let url = config.mqtt.url.as_deref().expect("validated: external mode has a url");
             let a = config::parse_broker_url(url)?;
             (a.host, a.port)
         }
     };
 
-    let store = Store::connect(&config.database.url, config.database.max_connections)
+    let store =
+        Store::connect(&config.database.url, config.database.max_connections).await.map_err(StartError::Database)?;
+    tracing::info!(backend = store.backend(), "database ready, migrations applied");
+    api::auth::bootstrap(&store, config.auth.bootstrap_token.as_deref(), &config.auth.token_file)
         .await
-        .map_err(StartError::Database)?;
-    tracing::info!(
-        backend = store.backend(),
-        "database ready, migrations applied"
-    );
+        .map_err(StartError::Auth)?;
 
-    let presence = Presence::load(
-        store.clone(),
+    let presence =
+        Presence::load(store.clone(), metrics.clone(), config.flush_interval(), config.stale_after()).await?.start();
+    let (link, pending) = actors::link::connect(&config, &mqtt_host, mqtt_port);
+    let relay =
+        actors::outbox::OutboxRelay::new(store.clone(), metrics.clone(), config.topics(), &mqtt_host, mqtt_port)
+            .start();
+    let service = service::Ctx {
+        store: store.clone(),
+        topics: config.topics(),
+        max_alternative_km: config.parcels.max_alternative_km,
+    };
+    let ingest = actors::ingest::Ingest::new(
+        service.clone(),
         metrics.clone(),
-        config.flush_interval(),
-        config.stale_after(),
+        link.client().clone(),
+        config.ingest.max_batch,
+        Duration::from_millis(config.ingest.max_wait_ms),
+        Some(relay.clone().recipient()),
     )
-    .await?
     .start();
     let ingress = Ingress {
         topics: config.topics(),
         max_payload_bytes: config.mqtt.max_payload_bytes,
         metrics: metrics.clone(),
         presence: presence.clone(),
+        ingest,
     };
     let (stop_tx, stop_rx) = watch::channel(false);
-    let link = actors::link::start(
-        &config,
-        &mqtt_host,
-        mqtt_port,
-        ingress,
-        metrics.clone(),
-        stop_rx.clone(),
-    );
+    actors::link::run(pending, ingress, metrics.clone(), stop_rx.clone());
+    actors::sweeper::Sweeper::new(
+        service,
+        Duration::from_secs(config.parcels.expiry_sweep_s),
+        Some(relay.clone().recipient()),
+    )
+    .start();
     spawn_probe(
         mqtt_host.clone(),
         mqtt_port,
@@ -153,6 +163,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         metrics: metrics.clone(),
         presence: presence.clone(),
         link: link.clone(),
+        outbox: Some(relay.clone().recipient()),
     };
     let http_metrics = metrics.clone();
     let server = HttpServer::new(move || {
@@ -166,9 +177,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
                 async move {
                     let res = fut.await?;
                     let class = format!("{}xx", res.status().as_u16() / 100);
-                    m.http_requests
-                        .with_label_values(&[route.as_str(), class.as_str()])
-                        .inc();
+                    m.http_requests.with_label_values(&[route.as_str(), class.as_str()]).inc();
                     Ok(res)
                 }
             })
@@ -178,41 +187,18 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     .workers(2)
     .shutdown_timeout(10)
     .bind(config.http.listen)
-    .map_err(|source| StartError::HttpListen {
-        addr: config.http.listen,
-        source,
-    })?;
-    let http_addr = server
-        .addrs()
-        .first()
-        .copied()
-        .unwrap_or(config.http.listen);
+    .map_err(|source| StartError::HttpListen { addr: config.http.listen, source })?;
+    let http_addr = server.addrs().first().copied().unwrap_or(config.http.listen);
     let server = server.run();
     let http = server.handle();
     actix_rt::spawn(server);
     tracing::info!(%http_addr, mqtt = %format!("{mqtt_host}:{mqtt_port}"), "fleet-server started");
 
-    Ok(RunningServer {
-        http_addr,
-        mqtt_host,
-        mqtt_port,
-        metrics,
-        store,
-        http,
-        presence,
-        link,
-        stop_tx,
-    })
+    Ok(RunningServer { http_addr, mqtt_host, mqtt_port, metrics, store, http, presence, link, stop_tx })
 }
 
 /// Checks every `interval` that the broker accepts a fresh connection.
-fn spawn_probe(
-    host: String,
-    port: u16,
-    interval: Duration,
-    metrics: Metrics,
-    mut stop: watch::Receiver<bool>,
-) {
+fn spawn_probe(host: String, port: u16, interval: Duration, metrics: Metrics, mut stop: watch::Receiver<bool>) {
     actix_rt::spawn(async move {
         loop {
             match broker::probe(&host, port, Duration::from_secs(3)).await {

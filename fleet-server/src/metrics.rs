@@ -4,10 +4,7 @@
 //! one test process never share counters). Every name starts with `lockerfleet_`; the
 //! dashboards in `dashboards/` use exactly these names.
 
-use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
-};
+use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 /// Handles to every metric; cheap to clone (each handle is an `Arc` inside).
 #[derive(Clone, Debug)]
@@ -37,12 +34,29 @@ pub struct Metrics {
     pub mqtt_link_reconnects: IntCounter,
     /// HTTP API requests, by route and status class.
     pub http_requests: IntCounterVec,
+    /// Requests with an unknown, revoked or expired token.
+    pub auth_failures: IntCounter,
+    /// Parcels assigned a compartment, by where (`chosen` cabinet or `alternative`).
+    pub assignments: IntCounterVec,
+    /// Outbox deliveries, by channel and outcome (`delivered`, `failed`).
+    pub notifications: IntCounterVec,
+    /// Undelivered outbox rows seen at the last relay pass.
+    pub outbox_pending: IntGauge,
+    /// Desired-state pushes to cabinets, by kind (`parcels`, `templates`).
+    pub desired_pushes: IntCounterVec,
+    /// Cabinet events stored (`stored`) or recognised as already stored (`duplicate`).
+    pub ingest_events: IntCounterVec,
+    /// Events per ingest batch, and time from batch start to commit.
+    pub ingest_batch_size: Histogram,
+    pub ingest_batch_seconds: Histogram,
+    /// Acks published to cabinets.
+    pub acks_sent: IntCounter,
+    /// Parcel transitions caused by cabinet events that the lifecycle refused.
+    pub ingest_refused_transitions: IntCounterVec,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
-    registry
-        .register(Box::new(metric.clone()))
-        .expect("metric names are unique within one registry");
+    registry.register(Box::new(metric.clone())).expect("metric names are unique within one registry");
     metric
 }
 
@@ -50,21 +64,13 @@ impl Metrics {
     pub fn new() -> Self {
         let r = Registry::new();
         #[cfg(target_os = "linux")]
-        r.register(Box::new(
-            prometheus::process_collector::ProcessCollector::for_self(),
-        ))
-        .expect("process collector registers once");
+        r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+            .expect("process collector registers once");
         let counter_vec = |name: &str, help: &str, labels: &[&str]| {
-            register(
-                &r,
-                IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
-            )
+            register(&r, IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
         };
-        let counter = |name: &str, help: &str| {
-            register(&r, IntCounter::new(name, help).expect("valid metric"))
-        };
-        let gauge =
-            |name: &str, help: &str| register(&r, IntGauge::new(name, help).expect("valid metric"));
+        let counter = |name: &str, help: &str| register(&r, IntCounter::new(name, help).expect("valid metric"));
+        let gauge = |name: &str, help: &str| register(&r, IntGauge::new(name, help).expect("valid metric"));
         Self {
             rejected_messages: counter_vec(
                 "lockerfleet_rejected_messages_total",
@@ -76,14 +82,8 @@ impl Metrics {
                 "MQTT messages accepted from cabinets, by kind",
                 &["kind"],
             ),
-            cabinets_online: gauge(
-                "lockerfleet_cabinets_online",
-                "Cabinets online as seen by this replica",
-            ),
-            cabinets_known: gauge(
-                "lockerfleet_cabinets_known",
-                "Registered cabinets tracked by this replica",
-            ),
+            cabinets_online: gauge("lockerfleet_cabinets_online", "Cabinets online as seen by this replica"),
+            cabinets_known: gauge("lockerfleet_cabinets_known", "Registered cabinets tracked by this replica"),
             cabinets_went_offline: counter_vec(
                 "lockerfleet_cabinets_went_offline_total",
                 "Cabinet online to offline transitions, by cause",
@@ -96,11 +96,8 @@ impl Metrics {
             presence_flush_seconds: register(
                 &r,
                 Histogram::with_opts(
-                    HistogramOpts::new(
-                        "lockerfleet_presence_flush_seconds",
-                        "Time to write a presence batch",
-                    )
-                    .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
+                    HistogramOpts::new("lockerfleet_presence_flush_seconds", "Time to write a presence batch")
+                        .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
                 )
                 .expect("valid metric"),
             ),
@@ -108,18 +105,12 @@ impl Metrics {
                 "lockerfleet_presence_flush_errors_total",
                 "Presence batches that failed to write (retried on the next flush)",
             ),
-            broker_accepting: gauge(
-                "lockerfleet_broker_accepting",
-                "1 while the MQTT broker accepts new connections",
-            ),
+            broker_accepting: gauge("lockerfleet_broker_accepting", "1 while the MQTT broker accepts new connections"),
             broker_probe_failures: counter(
                 "lockerfleet_broker_probe_failures_total",
                 "Readiness probe connections the broker did not accept",
             ),
-            mqtt_link_up: gauge(
-                "lockerfleet_mqtt_link_up",
-                "1 while the server's MQTT link is connected",
-            ),
+            mqtt_link_up: gauge("lockerfleet_mqtt_link_up", "1 while the server's MQTT link is connected"),
             mqtt_link_reconnects: counter(
                 "lockerfleet_mqtt_link_reconnects_total",
                 "Times the server's MQTT link lost its connection",
@@ -129,6 +120,53 @@ impl Metrics {
                 "HTTP API requests, by route and status class",
                 &["route", "status"],
             ),
+            auth_failures: counter(
+                "lockerfleet_auth_failures_total",
+                "API requests refused for an unknown, revoked or expired token",
+            ),
+            assignments: counter_vec(
+                "lockerfleet_assignments_total",
+                "Parcels assigned a compartment, by chosen or alternative cabinet",
+                &["cabinet"],
+            ),
+            notifications: counter_vec(
+                "lockerfleet_notifications_total",
+                "Outbox deliveries by channel and outcome",
+                &["channel", "outcome"],
+            ),
+            outbox_pending: gauge("lockerfleet_outbox_pending", "Undelivered outbox rows at the last relay pass"),
+            desired_pushes: counter_vec(
+                "lockerfleet_desired_state_pushes_total",
+                "Desired-state messages published to cabinets, by kind",
+                &["kind"],
+            ),
+            ingest_events: counter_vec(
+                "lockerfleet_ingest_events_total",
+                "Cabinet events stored, or recognised as duplicates",
+                &["outcome"],
+            ),
+            ingest_batch_size: register(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new("lockerfleet_ingest_batch_size", "Events per ingest batch")
+                        .buckets(vec![1.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0]),
+                )
+                .expect("valid metric"),
+            ),
+            ingest_batch_seconds: register(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new("lockerfleet_ingest_batch_seconds", "Time to commit one ingest batch")
+                        .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0]),
+                )
+                .expect("valid metric"),
+            ),
+            acks_sent: counter("lockerfleet_acks_sent_total", "Ack messages published to cabinets"),
+            ingest_refused_transitions: counter_vec(
+                "lockerfleet_ingest_refused_transitions_total",
+                "Cabinet events whose parcel transition the lifecycle refused, by event kind",
+                &["kind"],
+            ),
             registry: r,
         }
     }
@@ -136,9 +174,7 @@ impl Metrics {
     /// Text exposition of every metric.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buf)
-            .expect("text encoding into a Vec cannot fail");
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding into a Vec cannot fail");
         String::from_utf8(buf).expect("the text encoder writes UTF-8")
     }
 }

@@ -58,32 +58,14 @@ async fn every_bad_registration_field_is_named(backend: Backend) {
         ("id", Box::new(|b| b["id"] = json!("cab/1"))),
         ("id", Box::new(|b| b["id"] = json!("+"))),
         ("tenant", Box::new(|b| b["tenant"] = json!(""))),
-        (
-            "public_key",
-            Box::new(|b| b["public_key"] = json!("not-base64!")),
-        ),
+        ("public_key", Box::new(|b| b["public_key"] = json!("not-base64!"))),
         ("public_key", Box::new(|b| b["public_key"] = json!("AAAA"))),
-        (
-            "timezone",
-            Box::new(|b| b["timezone"] = json!("Mars Base; DROP")),
-        ),
-        (
-            "location.lat",
-            Box::new(|b| b["location"]["lat"] = json!(91.0)),
-        ),
-        (
-            "location.lon",
-            Box::new(|b| b["location"]["lon"] = json!(-181.0)),
-        ),
+        ("timezone", Box::new(|b| b["timezone"] = json!("Mars Base; DROP"))),
+        ("location.lat", Box::new(|b| b["location"]["lat"] = json!(91.0))),
+        ("location.lon", Box::new(|b| b["location"]["lon"] = json!(-181.0))),
         ("compartments", Box::new(|b| b["compartments"] = json!([]))),
-        (
-            "compartments[1].id",
-            Box::new(|b| b["compartments"][1]["id"] = json!("A1")),
-        ),
-        (
-            "compartments[0].id",
-            Box::new(|b| b["compartments"][0]["id"] = json!("a b")),
-        ),
+        ("compartments[1].id", Box::new(|b| b["compartments"][1]["id"] = json!("A1"))),
+        ("compartments[0].id", Box::new(|b| b["compartments"][0]["id"] = json!("a b"))),
         ("name", Box::new(|b| b["name"] = json!("   "))),
     ];
     for (field, mutate) in cases {
@@ -93,10 +75,7 @@ async fn every_bad_registration_field_is_named(backend: Backend) {
         assert_eq!(status, 422, "{field}: {err}");
         assert_eq!(err["error"]["code"], "invalid_field", "{err}");
         assert_eq!(err["error"]["field"], field, "{err}");
-        assert!(
-            err["error"]["message"].as_str().unwrap().contains(field),
-            "{err}"
-        );
+        assert!(err["error"]["message"].as_str().unwrap().contains(field), "{err}");
     }
     // Structural problems are 400 with the serde message, which names the field.
     let mut body = cabinet("cab-x", "acme");
@@ -104,26 +83,17 @@ async fn every_bad_registration_field_is_named(backend: Backend) {
     let (status, err) = ts.post("/api/v1/cabinets", &body).await;
     assert_eq!(status, 400);
     assert_eq!(err["error"]["code"], "invalid_body");
-    assert!(
-        err["error"]["message"].as_str().unwrap().contains("tenant"),
-        "{err}"
-    );
+    assert!(err["error"]["message"].as_str().unwrap().contains("tenant"), "{err}");
     let mut body = cabinet("cab-x", "acme");
     body["compartments"][0]["size"] = json!("huge");
     let (status, err) = ts.post("/api/v1/cabinets", &body).await;
     assert_eq!(status, 400);
-    assert!(
-        err["error"]["message"].as_str().unwrap().contains("huge"),
-        "{err}"
-    );
+    assert!(err["error"]["message"].as_str().unwrap().contains("huge"), "{err}");
     let mut body = cabinet("cab-x", "acme");
     body["colour"] = json!("red");
     let (status, err) = ts.post("/api/v1/cabinets", &body).await;
     assert_eq!(status, 400);
-    assert!(
-        err["error"]["message"].as_str().unwrap().contains("colour"),
-        "{err}"
-    );
+    assert!(err["error"]["message"].as_str().unwrap().contains("colour"), "{err}");
     // Nothing was stored by any of the refused requests.
     assert_eq!(ts.server.store.count_cabinets().await.unwrap(), 0);
     ts.server.stop().await;
@@ -133,26 +103,17 @@ async fn every_bad_registration_field_is_named(backend: Backend) {
 async fn duplicates_and_unknown_tenants_are_refused(backend: Backend) {
     let fx = Fixture::new(backend).await;
     let ts = fx.start(fx.config()).await;
-    let (status, err) = ts
-        .post("/api/v1/cabinets", &cabinet("cab-1", "ghost"))
-        .await;
+    let (status, err) = ts.post("/api/v1/cabinets", &cabinet("cab-1", "ghost")).await;
     assert_eq!(status, 422, "{err}");
     assert_eq!(err["error"]["code"], "unknown_reference");
     assert!(err["error"]["message"].as_str().unwrap().contains("ghost"));
 
     ts.create_tenant("acme").await;
-    let (status, err) = ts
-        .post("/api/v1/tenants", &json!({"id": "acme", "name": "again"}))
-        .await;
+    let (status, err) = ts.post("/api/v1/tenants", &json!({"id": "acme", "name": "again"})).await;
     assert_eq!(status, 409, "{err}");
     assert_eq!(err["error"]["code"], "conflict");
 
-    assert_eq!(
-        ts.post("/api/v1/cabinets", &cabinet("cab-1", "acme"))
-            .await
-            .0,
-        201
-    );
+    assert_eq!(ts.post("/api/v1/cabinets", &cabinet("cab-1", "acme")).await.0, 201);
     let (status, err) = ts.post("/api/v1/cabinets", &cabinet("cab-1", "acme")).await;
     assert_eq!(status, 409, "{err}");
     assert_eq!(err["error"]["code"], "conflict");
@@ -173,19 +134,9 @@ async fn cabinets_page_by_cursor_and_filter_by_tenant(backend: Backend) {
     ts.create_tenant("acme").await;
     ts.create_tenant("zeta").await;
     for i in 0..7 {
-        assert_eq!(
-            ts.post("/api/v1/cabinets", &cabinet(&format!("a-{i:02}"), "acme"))
-                .await
-                .0,
-            201
-        );
+        assert_eq!(ts.post("/api/v1/cabinets", &cabinet(&format!("a-{i:02}"), "acme")).await.0, 201);
     }
-    assert_eq!(
-        ts.post("/api/v1/cabinets", &cabinet("z-00", "zeta"))
-            .await
-            .0,
-        201
-    );
+    assert_eq!(ts.post("/api/v1/cabinets", &cabinet("z-00", "zeta")).await.0, 201);
 
     let mut seen = Vec::new();
     let mut path = "/api/v1/cabinets?tenant=acme&limit=3".to_owned();
@@ -218,10 +169,7 @@ async fn health_readiness_and_metrics_answer(backend: Backend) {
     assert_eq!(ts.get("/healthz").await, (200, json!({"status": "ok"})));
     let (status, ready) = ts.get("/readyz").await;
     assert_eq!(status, 200);
-    assert_eq!(
-        ready["checks"],
-        json!({"database": true, "mqtt_link": true, "broker_accepting": true})
-    );
+    assert_eq!(ready["checks"], json!({"database": true, "mqtt_link": true, "broker_accepting": true}));
     let text = ts.get_text("/metrics").await;
     for name in [
         "lockerfleet_broker_accepting 1",
@@ -246,14 +194,8 @@ async fn registration_stops_inside_the_embedded_brokers_connection_limit(backend
     config.mqtt.reserved_connections = 10;
     let ts = fx.start(config).await;
     ts.create_tenant("acme").await;
-    assert_eq!(
-        ts.post("/api/v1/cabinets", &cabinet("c-1", "acme")).await.0,
-        201
-    );
-    assert_eq!(
-        ts.post("/api/v1/cabinets", &cabinet("c-2", "acme")).await.0,
-        201
-    );
+    assert_eq!(ts.post("/api/v1/cabinets", &cabinet("c-1", "acme")).await.0, 201);
+    assert_eq!(ts.post("/api/v1/cabinets", &cabinet("c-2", "acme")).await.0, 201);
     let (status, err) = ts.post("/api/v1/cabinets", &cabinet("c-3", "acme")).await;
     assert_eq!(status, 409, "{err}");
     assert_eq!(err["error"]["code"], "broker_capacity");

@@ -12,27 +12,16 @@ use fleet_server::config::MqttConfig;
 
 #[actix_rt::test]
 async fn the_probe_accepts_a_working_embedded_broker() {
-    let cfg = MqttConfig {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        ..MqttConfig::default()
-    };
+    let cfg = MqttConfig { listen: SocketAddr::from(([127, 0, 0, 1], 0)), ..MqttConfig::default() };
     let broker = start_embedded(&cfg).unwrap();
     assert_ne!(broker.addr.port(), 0);
-    probe("127.0.0.1", broker.addr.port(), Duration::from_secs(3))
-        .await
-        .unwrap();
+    probe("127.0.0.1", broker.addr.port(), Duration::from_secs(3)).await.unwrap();
 }
 
 #[actix_rt::test]
 async fn the_probe_reports_a_closed_port() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let err = probe("127.0.0.1", port, Duration::from_secs(3))
-        .await
-        .unwrap_err();
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let err = probe("127.0.0.1", port, Duration::from_secs(3)).await.unwrap_err();
     assert!(matches!(err, ProbeError::Connection(_)), "{err}");
 }
 
@@ -42,9 +31,7 @@ async fn the_probe_reports_a_broker_that_accepts_tcp_but_never_answers() {
     // broker does.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let err = probe("127.0.0.1", port, Duration::from_millis(500))
-        .await
-        .unwrap_err();
+    let err = probe("127.0.0.1", port, Duration::from_millis(500)).await.unwrap_err();
     assert!(matches!(err, ProbeError::Timeout(_)), "{err}");
     drop(listener);
 }
@@ -53,15 +40,9 @@ async fn the_probe_reports_a_broker_that_accepts_tcp_but_never_answers() {
 fn an_embedded_broker_on_a_busy_port_names_the_port() {
     let busy = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = busy.local_addr().unwrap();
-    let cfg = MqttConfig {
-        listen: addr,
-        ..MqttConfig::default()
-    };
+    let cfg = MqttConfig { listen: addr, ..MqttConfig::default() };
     let err = start_embedded(&cfg).unwrap_err();
     assert!(matches!(err, BrokerError::Listen { .. }));
     let msg = err.to_string();
-    assert!(
-        msg.contains(&addr.to_string()) && msg.contains("mqtt.listen"),
-        "{msg}"
-    );
+    assert!(msg.contains(&addr.to_string()) && msg.contains("mqtt.listen"), "{msg}");
 }

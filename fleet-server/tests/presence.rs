@@ -46,25 +46,12 @@ async fn cabinet_goes_online_with_hello_and_offline_on_its_last_will(backend: Ba
     assert_eq!(ts.metric("lockerfleet_cabinets_online").await, 1.0);
 
     cab.kill();
-    ts.wait_until("cab-1 shows offline after its will", || async {
-        ts.cabinet_view("cab-1").await["online"] == false
-    })
-    .await;
-    assert_eq!(
-        ts.metric("lockerfleet_cabinets_went_offline_total{cause=\"will\"}")
-            .await,
-        1.0
-    );
+    ts.wait_until("cab-1 shows offline after its will", || async { ts.cabinet_view("cab-1").await["online"] == false })
+        .await;
+    assert_eq!(ts.metric("lockerfleet_cabinets_went_offline_total{cause=\"will\"}").await, 1.0);
     assert_eq!(ts.metric("lockerfleet_cabinets_online").await, 0.0);
     // The database holds it too, not only the actor.
-    let row = ts
-        .server
-        .store
-        .cabinet("cab-1")
-        .await
-        .unwrap()
-        .unwrap()
-        .cabinet;
+    let row = ts.server.store.cabinet("cab-1").await.unwrap().unwrap().cabinet;
     assert!(!row.online);
     assert_eq!(row.firmware.as_deref(), Some("1.4.2"));
     ts.server.stop().await;
@@ -83,8 +70,7 @@ async fn bad_messages_are_counted_and_dropped_while_every_cabinet_carries_on(bac
     let mut b = ts.connect_cabinet("cab-b").await;
     b.hello("2.0.0").await;
 
-    let rejected =
-        |reason: &str| format!("lockerfleet_rejected_messages_total{{reason=\"{reason}\"}}");
+    let rejected = |reason: &str| format!("lockerfleet_rejected_messages_total{{reason=\"{reason}\"}}");
 
     // Not JSON at all.
     a.publish_up(b"\x00\x01 definitely not json".to_vec()).await;
@@ -95,18 +81,12 @@ async fn bad_messages_are_counted_and_dropped_while_every_cabinet_carries_on(bac
     ts.wait_for_metric(&rejected("too_large"), 1.0).await;
 
     // A schema version from the future.
-    let mut v = serde_json::to_value(Envelope::new(
-        a.id.clone(),
-        1,
-        PresenceBody::Online(Session {
-            session: Uuid::now_v7(),
-        }),
-    ))
-    .unwrap();
+    let mut v =
+        serde_json::to_value(Envelope::new(a.id.clone(), 1, PresenceBody::Online(Session { session: Uuid::now_v7() })))
+            .unwrap();
     v["v"] = json!(9);
     a.publish_up(serde_json::to_vec(&v).unwrap()).await;
-    ts.wait_for_metric(&rejected("unsupported_version"), 1.0)
-        .await;
+    ts.wait_for_metric(&rejected("unsupported_version"), 1.0).await;
 
     // A kind the up topic does not carry.
     a.publish_up(
@@ -114,9 +94,7 @@ async fn bad_messages_are_counted_and_dropped_while_every_cabinet_carries_on(bac
             &serde_json::to_value(Envelope::new(
                 a.id.clone(),
                 2,
-                PresenceBody::Online(Session {
-                    session: Uuid::now_v7(),
-                }),
+                PresenceBody::Online(Session { session: Uuid::now_v7() }),
             ))
             .unwrap(),
         )
@@ -140,54 +118,29 @@ async fn bad_messages_are_counted_and_dropped_while_every_cabinet_carries_on(bac
     // A cabinet nobody registered.
     let mut stranger = ts.connect_cabinet("cab-stranger").await;
     stranger.heartbeat().await;
-    ts.wait_for_metric(&rejected("unregistered_cabinet"), 1.0)
-        .await;
-    assert_eq!(
-        ts.server
-            .store
-            .cabinet("cab-stranger")
-            .await
-            .unwrap()
-            .map(|_| ()),
-        None
-    );
+    ts.wait_for_metric(&rejected("unregistered_cabinet"), 1.0).await;
+    assert_eq!(ts.server.store.cabinet("cab-stranger").await.unwrap().map(|_| ()), None);
 
     // A topic outside the layout.
     a.client
-        .publish(
-            format!("{}/cab/cab-a/up/extra", ts.topics),
-            QoS::AtLeastOnce,
-            false,
-            b"{}".to_vec(),
-        )
+        .publish(format!("{}/cab/cab-a/up/extra", ts.topics), QoS::AtLeastOnce, false, b"{}".to_vec())
         .await
         .unwrap();
 
     // After all that, cab-a's connection still works and cab-b was never disturbed.
     a.hello("1.0.7").await;
-    ts.wait_until(
-        "cab-a's hello after the bad messages is applied",
-        || async { ts.cabinet_view("cab-a").await["firmware"] == "1.0.7" },
-    )
+    ts.wait_until("cab-a's hello after the bad messages is applied", || async {
+        ts.cabinet_view("cab-a").await["firmware"] == "1.0.7"
+    })
     .await;
     let vb = ts.cabinet_view("cab-b").await;
     assert_eq!(vb["online"], true);
     assert_eq!(vb["firmware"], "2.0.0");
     // Exactly one of each: nothing double-counted, nothing good counted as bad.
-    for reason in [
-        "not_json",
-        "too_large",
-        "unsupported_version",
-        "unknown_kind",
-        "cabinet_mismatch",
-    ] {
+    for reason in ["not_json", "too_large", "unsupported_version", "unknown_kind", "cabinet_mismatch"] {
         assert_eq!(ts.metric(&rejected(reason)).await, 1.0, "{reason}");
     }
-    assert_eq!(
-        ts.metric("lockerfleet_received_messages_total{kind=\"hello\"}")
-            .await,
-        2.0
-    );
+    assert_eq!(ts.metric("lockerfleet_received_messages_total{kind=\"hello\"}").await, 2.0);
     ts.server.stop().await;
     fx.cleanup().await;
 }
@@ -201,53 +154,18 @@ async fn a_late_will_of_an_old_session_leaves_the_cabinet_online(backend: Backen
     let mut cab = ts.connect_cabinet("cab-1").await;
     assert!(cab.session > old_session);
     cab.heartbeat().await;
-    ts.wait_until("cab-1 online", || async {
-        ts.cabinet_view("cab-1").await["online"] == true
-    })
-    .await;
+    ts.wait_until("cab-1 online", || async { ts.cabinet_view("cab-1").await["online"] == true }).await;
 
     // The will of a connection that was replaced arrives late.
-    let late = Envelope::new(
-        cab.id.clone(),
-        0,
-        PresenceBody::Offline(Session {
-            session: old_session,
-        }),
-    );
-    cab.client
-        .publish(
-            ts.topics.cabinet_presence(&cab.id),
-            QoS::AtLeastOnce,
-            false,
-            late.encode(),
-        )
-        .await
-        .unwrap();
-    ts.wait_for_metric("lockerfleet_presence_stale_wills_total", 1.0)
-        .await;
+    let late = Envelope::new(cab.id.clone(), 0, PresenceBody::Offline(Session { session: old_session }));
+    cab.client.publish(ts.topics.cabinet_presence(&cab.id), QoS::AtLeastOnce, false, late.encode()).await.unwrap();
+    ts.wait_for_metric("lockerfleet_presence_stale_wills_total", 1.0).await;
     assert_eq!(ts.cabinet_view("cab-1").await["online"], true);
 
     // The current session's will does count.
-    let current = Envelope::new(
-        cab.id.clone(),
-        0,
-        PresenceBody::Offline(Session {
-            session: cab.session,
-        }),
-    );
-    cab.client
-        .publish(
-            ts.topics.cabinet_presence(&cab.id),
-            QoS::AtLeastOnce,
-            false,
-            current.encode(),
-        )
-        .await
-        .unwrap();
-    ts.wait_until("cab-1 offline", || async {
-        ts.cabinet_view("cab-1").await["online"] == false
-    })
-    .await;
+    let current = Envelope::new(cab.id.clone(), 0, PresenceBody::Offline(Session { session: cab.session }));
+    cab.client.publish(ts.topics.cabinet_presence(&cab.id), QoS::AtLeastOnce, false, current.encode()).await.unwrap();
+    ts.wait_until("cab-1 offline", || async { ts.cabinet_view("cab-1").await["online"] == false }).await;
     ts.server.stop().await;
     fx.cleanup().await;
 }
@@ -261,19 +179,10 @@ async fn a_silent_cabinet_is_marked_offline(backend: Backend) {
     ts.register_cabinet("acme", "cab-1").await;
     // Connected (no will will fire), but it never says anything after coming online.
     let _cab = ts.connect_cabinet("cab-1").await;
-    ts.wait_until("cab-1 online", || async {
-        ts.cabinet_view("cab-1").await["online"] == true
-    })
-    .await;
-    ts.wait_until("cab-1 marked offline for silence", || async {
-        ts.cabinet_view("cab-1").await["online"] == false
-    })
-    .await;
-    assert_eq!(
-        ts.metric("lockerfleet_cabinets_went_offline_total{cause=\"silent\"}")
-            .await,
-        1.0
-    );
+    ts.wait_until("cab-1 online", || async { ts.cabinet_view("cab-1").await["online"] == true }).await;
+    ts.wait_until("cab-1 marked offline for silence", || async { ts.cabinet_view("cab-1").await["online"] == false })
+        .await;
+    assert_eq!(ts.metric("lockerfleet_cabinets_went_offline_total{cause=\"silent\"}").await, 1.0);
     ts.server.stop().await;
     fx.cleanup().await;
 }
@@ -285,15 +194,9 @@ async fn presence_survives_a_server_restart(backend: Backend) {
     ts.register_cabinet("acme", "cab-1").await;
     let mut cab = ts.connect_cabinet("cab-1").await;
     cab.hello("3.1.0").await;
-    ts.wait_until("cab-1 online", || async {
-        ts.cabinet_view("cab-1").await["firmware"] == "3.1.0"
-    })
-    .await;
+    ts.wait_until("cab-1 online", || async { ts.cabinet_view("cab-1").await["firmware"] == "3.1.0" }).await;
     cab.kill();
-    ts.wait_until("cab-1 offline", || async {
-        ts.cabinet_view("cab-1").await["online"] == false
-    })
-    .await;
+    ts.wait_until("cab-1 offline", || async { ts.cabinet_view("cab-1").await["online"] == false }).await;
     let seen = ts.cabinet_view("cab-1").await["last_seen_at"].clone();
     ts.server.stop().await;
 

@@ -21,26 +21,18 @@ fn bin() -> Command {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn run_to_end(mut cmd: Command) -> (i32, String) {
     let out = cmd.output().expect("run fleet-server");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 #[test]
 fn a_bad_environment_value_names_its_key() {
     let mut cmd = bin();
-    cmd.env("FLEET_DATABASE__URL", "mysql://nope")
-        .arg("check-config");
+    cmd.env("FLEET_DATABASE__URL", "mysql://nope").arg("check-config");
     let (code, err) = run_to_end(cmd);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("database.url"), "{err}");
@@ -66,16 +58,10 @@ fn a_busy_http_port_is_named() {
     let mut cmd = bin();
     cmd.env("FLEET_HTTP__LISTEN", format!("127.0.0.1:{port}"))
         .env("FLEET_MQTT__LISTEN", format!("127.0.0.1:{}", free_port()))
-        .env(
-            "FLEET_DATABASE__URL",
-            format!("sqlite://{}?mode=rwc", dir.path().join("f.db").display()),
-        );
+        .env("FLEET_DATABASE__URL", format!("sqlite://{}?mode=rwc", dir.path().join("f.db").display()));
     let (code, err) = run_to_end(cmd);
     assert_ne!(code, 0);
-    assert!(
-        err.contains(&format!("127.0.0.1:{port}")) && err.contains("http.listen"),
-        "{err}"
-    );
+    assert!(err.contains(&format!("127.0.0.1:{port}")) && err.contains("http.listen"), "{err}");
 }
 
 #[test]
@@ -86,16 +72,10 @@ fn a_busy_mqtt_port_is_named() {
     let mut cmd = bin();
     cmd.env("FLEET_HTTP__LISTEN", format!("127.0.0.1:{}", free_port()))
         .env("FLEET_MQTT__LISTEN", format!("127.0.0.1:{port}"))
-        .env(
-            "FLEET_DATABASE__URL",
-            format!("sqlite://{}?mode=rwc", dir.path().join("f.db").display()),
-        );
+        .env("FLEET_DATABASE__URL", format!("sqlite://{}?mode=rwc", dir.path().join("f.db").display()));
     let (code, err) = run_to_end(cmd);
     assert_ne!(code, 0);
-    assert!(
-        err.contains(&format!("127.0.0.1:{port}")) && err.contains("mqtt.listen"),
-        "{err}"
-    );
+    assert!(err.contains(&format!("127.0.0.1:{port}")) && err.contains("mqtt.listen"), "{err}");
 }
 
 #[test]
@@ -103,12 +83,10 @@ fn sigterm_stops_the_server_gracefully() {
     let dir = tempfile::tempdir().unwrap();
     let http = free_port();
     let mut cmd = bin();
-    cmd.env("FLEET_HTTP__LISTEN", format!("127.0.0.1:{http}"))
+    cmd.current_dir(dir.path())
+        .env("FLEET_HTTP__LISTEN", format!("127.0.0.1:{http}"))
         .env("FLEET_MQTT__LISTEN", format!("127.0.0.1:{}", free_port()))
-        .env(
-            "FLEET_DATABASE__URL",
-            format!("sqlite://{}?mode=rwc", dir.path().join("f.db").display()),
-        )
+        .env("FLEET_DATABASE__URL", format!("sqlite://{}?mode=rwc", dir.path().join("f.db").display()))
         .env("FLEET_LOG__FORMAT", "json");
     let mut child = cmd.spawn().expect("spawn fleet-server");
     // Ready when /healthz answers.
@@ -126,28 +104,20 @@ fn sigterm_stops_the_server_gracefully() {
         assert!(Instant::now() < deadline, "server did not answer /healthz");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let kill = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
+    let kill = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
     assert!(kill.success());
     let status = child.wait().unwrap();
     let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
     assert!(status.success(), "exit {status:?}: {err}");
-    assert!(
-        err.contains("SIGTERM") && err.contains("\"stopped\""),
-        "{err}"
-    );
+    assert!(err.contains("SIGTERM") && err.contains("\"stopped\""), "{err}");
+    // No admin existed and none was configured: one was generated into a private file.
+    let token_file = dir.path().join("lockerfleet-admin.token");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&token_file).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(std::fs::read_to_string(&token_file).unwrap().starts_with("lf_"));
     // JSON logs were asked for: every line parses.
     for line in err.lines().filter(|l| !l.trim().is_empty()) {
-        serde_json::from_str::<serde_json::Value>(line)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
     }
 }

@@ -15,9 +15,6 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![
-            Box::new(m20261125_000001_fleet::Migration),
-            Box::new(m20261125_000002_pickup_flow::Migration),
-        ]
+        vec![Box::new(m20261125_000001_fleet::Migration), Box::new(m20261125_000002_pickup_flow::Migration)]
     }
 }

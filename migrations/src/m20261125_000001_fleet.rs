@@ -102,11 +102,7 @@ impl MigrationTrait for Migration {
                     .col(string_len(Compartments::Id, 64))
                     .col(string_len(Compartments::Size, 8))
                     .col(boolean(Compartments::Low).default(false))
-                    .primary_key(
-                        Index::create()
-                            .col(Compartments::CabinetId)
-                            .col(Compartments::Id),
-                    )
+                    .primary_key(Index::create().col(Compartments::CabinetId).col(Compartments::Id))
                     .foreign_key(
                         ForeignKey::create()
                             .name("fk_compartments_cabinet")
@@ -121,14 +117,8 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        for table in [
-            Compartments::Table.into_iden(),
-            Cabinets::Table.into_iden(),
-            Tenants::Table.into_iden(),
-        ] {
-            manager
-                .drop_table(Table::drop().table(table).to_owned())
-                .await?;
+        for table in [Compartments::Table.into_iden(), Cabinets::Table.into_iden(), Tenants::Table.into_iden()] {
+            manager.drop_table(Table::drop().table(table).to_owned()).await?;
         }
         Ok(())
     }

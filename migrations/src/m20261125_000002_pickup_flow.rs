@@ -155,19 +155,11 @@ impl MigrationTrait for Migration {
             integer(Tenants::PickupWindowHours).default(48).to_owned(),
             integer(Tenants::ExtensionHours).default(24).to_owned(),
             integer(Tenants::ReservationHours).default(24).to_owned(),
-            string_len(Tenants::Custody, 16)
-                .default("recipient")
-                .to_owned(),
+            string_len(Tenants::Custody, 16).default("recipient").to_owned(),
             string_len_null(Tenants::WebhookUrl, 500).to_owned(),
             string_len_null(Tenants::WebhookSecret, 200).to_owned(),
         ] {
-            m.alter_table(
-                Table::alter()
-                    .table(Tenants::Table)
-                    .add_column(col)
-                    .to_owned(),
-            )
-            .await?;
+            m.alter_table(Table::alter().table(Tenants::Table).add_column(col).to_owned()).await?;
         }
         // Occupancy lives on the compartment: claiming one is a conditional update of this
         // column (`WHERE parcel_id IS NULL`), which two replicas can never both win.
@@ -175,13 +167,7 @@ impl MigrationTrait for Migration {
             uuid_null(Compartments::ParcelId).to_owned(),
             timestamp_with_time_zone_null(Compartments::ReservedUntil).to_owned(),
         ] {
-            m.alter_table(
-                Table::alter()
-                    .table(Compartments::Table)
-                    .add_column(col)
-                    .to_owned(),
-            )
-            .await?;
+            m.alter_table(Table::alter().table(Compartments::Table).add_column(col).to_owned()).await?;
         }
 
         m.create_table(
@@ -243,18 +229,9 @@ impl MigrationTrait for Migration {
         )
         .await?;
         for (name, cols) in [
-            (
-                "ix_parcels_tenant_state",
-                vec![Parcels::TenantId, Parcels::State, Parcels::Id],
-            ),
-            (
-                "ix_parcels_cabinet",
-                vec![Parcels::CabinetId, Parcels::State],
-            ),
-            (
-                "ix_parcels_deadline",
-                vec![Parcels::State, Parcels::Deadline],
-            ),
+            ("ix_parcels_tenant_state", vec![Parcels::TenantId, Parcels::State, Parcels::Id]),
+            ("ix_parcels_cabinet", vec![Parcels::CabinetId, Parcels::State]),
+            ("ix_parcels_deadline", vec![Parcels::State, Parcels::Deadline]),
         ] {
             let mut idx = Index::create().name(name).table(Parcels::Table).to_owned();
             for c in cols {
@@ -407,17 +384,8 @@ impl MigrationTrait for Migration {
         ] {
             m.drop_table(Table::drop().table(t).to_owned()).await?;
         }
-        for c in [
-            Compartments::ReservedUntil.into_iden(),
-            Compartments::ParcelId.into_iden(),
-        ] {
-            m.alter_table(
-                Table::alter()
-                    .table(Compartments::Table)
-                    .drop_column(c)
-                    .to_owned(),
-            )
-            .await?;
+        for c in [Compartments::ReservedUntil.into_iden(), Compartments::ParcelId.into_iden()] {
+            m.alter_table(Table::alter().table(Compartments::Table).drop_column(c).to_owned()).await?;
         }
         for c in [
             Tenants::WebhookSecret.into_iden(),
@@ -427,13 +395,7 @@ impl MigrationTrait for Migration {
             Tenants::ExtensionHours.into_iden(),
             Tenants::PickupWindowHours.into_iden(),
         ] {
-            m.alter_table(
-                Table::alter()
-                    .table(Tenants::Table)
-                    .drop_column(c)
-                    .to_owned(),
-            )
-            .await?;
+            m.alter_table(Table::alter().table(Tenants::Table).drop_column(c).to_owned()).await?;
         }
         Ok(())
     }

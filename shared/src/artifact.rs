@@ -75,11 +75,7 @@ pub fn key_id(key: &VerifyingKey) -> String {
 /// Signs a manifest.
 pub fn sign(manifest: ArtifactManifest, key: &SigningKey) -> SignedManifest {
     let signature = key.sign(&manifest.signed_bytes());
-    SignedManifest {
-        key_id: key_id(&key.verifying_key()),
-        signature: B64.encode(signature.to_bytes()),
-        manifest,
-    }
+    SignedManifest { key_id: key_id(&key.verifying_key()), signature: B64.encode(signature.to_bytes()), manifest }
 }
 
 impl SignedManifest {
@@ -89,12 +85,9 @@ impl SignedManifest {
             .iter()
             .find(|k| key_id(k) == self.key_id)
             .ok_or_else(|| ArtifactError::UnknownKey(self.key_id.clone()))?;
-        let raw = B64
-            .decode(&self.signature)
-            .map_err(|_| ArtifactError::MalformedSignature)?;
+        let raw = B64.decode(&self.signature).map_err(|_| ArtifactError::MalformedSignature)?;
         let sig = Signature::from_slice(&raw).map_err(|_| ArtifactError::MalformedSignature)?;
-        key.verify(&self.manifest.signed_bytes(), &sig)
-            .map_err(|_| ArtifactError::BadSignature)?;
+        key.verify(&self.manifest.signed_bytes(), &sig).map_err(|_| ArtifactError::BadSignature)?;
         Ok(&self.manifest)
     }
 }
@@ -114,10 +107,7 @@ impl Default for DigestCheck {
 
 impl DigestCheck {
     pub fn new() -> Self {
-        Self {
-            hasher: Sha256::new(),
-            size: 0,
-        }
+        Self { hasher: Sha256::new(), size: 0 }
     }
 
     pub fn update(&mut self, chunk: &[u8]) {
@@ -128,17 +118,11 @@ impl DigestCheck {
     /// Compares what was fed in with the manifest's size and hash.
     pub fn finish(self, manifest: &ArtifactManifest) -> Result<(), ArtifactError> {
         if self.size != manifest.size {
-            return Err(ArtifactError::SizeMismatch {
-                expected: manifest.size,
-                found: self.size,
-            });
+            return Err(ArtifactError::SizeMismatch { expected: manifest.size, found: self.size });
         }
         let found = hex::encode(self.hasher.finalize());
         if !found.eq_ignore_ascii_case(&manifest.sha256) {
-            return Err(ArtifactError::HashMismatch {
-                expected: manifest.sha256.clone(),
-                found,
-            });
+            return Err(ArtifactError::HashMismatch { expected: manifest.sha256.clone(), found });
         }
         Ok(())
     }
@@ -152,13 +136,7 @@ pub fn check_bytes(manifest: &ArtifactManifest, bytes: &[u8]) -> Result<(), Arti
 }
 
 /// A manifest describing `bytes`.
-pub fn describe(
-    name: &str,
-    version: &str,
-    hardware: &[&str],
-    security_floor: &str,
-    bytes: &[u8],
-) -> ArtifactManifest {
+pub fn describe(name: &str, version: &str, hardware: &[&str], security_floor: &str, bytes: &[u8]) -> ArtifactManifest {
     ArtifactManifest {
         name: name.to_owned(),
         version: version.to_owned(),
@@ -195,45 +173,30 @@ mod tests {
     fn an_untrusted_key_is_refused() {
         let (_, _, signed) = release();
         let stranger = SigningKey::generate(&mut OsRng).verifying_key();
-        assert!(matches!(
-            signed.verify(&[stranger]),
-            Err(ArtifactError::UnknownKey(_))
-        ));
+        assert!(matches!(signed.verify(&[stranger]), Err(ArtifactError::UnknownKey(_))));
     }
 
     #[test]
     fn an_altered_manifest_is_refused() {
         let (key, _, mut signed) = release();
         signed.manifest.security_floor = "0.0.1".into();
-        assert_eq!(
-            signed.verify(&[key.verifying_key()]),
-            Err(ArtifactError::BadSignature)
-        );
+        assert_eq!(signed.verify(&[key.verifying_key()]), Err(ArtifactError::BadSignature));
     }
 
     #[test]
     fn a_garbled_signature_is_refused() {
         let (key, _, mut signed) = release();
         signed.signature = "AAAA".into();
-        assert_eq!(
-            signed.verify(&[key.verifying_key()]),
-            Err(ArtifactError::MalformedSignature)
-        );
+        assert_eq!(signed.verify(&[key.verifying_key()]), Err(ArtifactError::MalformedSignature));
     }
 
     #[test]
     fn truncated_or_corrupt_artifacts_are_refused() {
         let (_, mut bytes, signed) = release();
         let m = &signed.manifest;
-        assert!(matches!(
-            check_bytes(m, &bytes[..10]),
-            Err(ArtifactError::SizeMismatch { .. })
-        ));
+        assert!(matches!(check_bytes(m, &bytes[..10]), Err(ArtifactError::SizeMismatch { .. })));
         bytes[5] ^= 0xff;
-        assert!(matches!(
-            check_bytes(m, &bytes),
-            Err(ArtifactError::HashMismatch { .. })
-        ));
+        assert!(matches!(check_bytes(m, &bytes), Err(ArtifactError::HashMismatch { .. })));
     }
 
     #[test]

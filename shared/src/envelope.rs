@@ -53,14 +53,7 @@ pub struct Envelope<B> {
 impl<B: Serialize> Envelope<B> {
     /// A new envelope stamped now with a fresh UUIDv7.
     pub fn new(cabinet: CabinetId, seq: u64, body: B) -> Self {
-        Self {
-            v: SCHEMA_VERSION,
-            id: Uuid::now_v7(),
-            cabinet,
-            seq,
-            ts: Utc::now(),
-            body,
-        }
+        Self { v: SCHEMA_VERSION, id: Uuid::now_v7(), cabinet, seq, ts: Utc::now(), body }
     }
 
     /// The JSON bytes of this envelope.
@@ -199,23 +192,11 @@ pub enum PickupMethod {
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum EventKind {
     /// A courier put a parcel into a compartment and closed the door.
-    Deposit {
-        parcel: ParcelId,
-        compartment: CompartmentId,
-        courier: CourierId,
-    },
+    Deposit { parcel: ParcelId, compartment: CompartmentId, courier: CourierId },
     /// The recipient took the parcel out.
-    Pickup {
-        parcel: ParcelId,
-        compartment: CompartmentId,
-        method: PickupMethod,
-    },
+    Pickup { parcel: ParcelId, compartment: CompartmentId, method: PickupMethod },
     /// A courier took an expired parcel back.
-    Collected {
-        parcel: ParcelId,
-        compartment: CompartmentId,
-        courier: CourierId,
-    },
+    Collected { parcel: ParcelId, compartment: CompartmentId, courier: CourierId },
     /// A face attempt that did not open a door (no raw image ever leaves the cabinet).
     FailedMatch { reason: String },
     /// Hardware or security alarm (door forced, tamper, overheating…).
@@ -276,7 +257,10 @@ pub struct Ack {
     pub events: Vec<Uuid>,
 }
 
-/// Desired state: the sealed templates this cabinet should hold.
+/// Desired state: the sealed templates this cabinet should hold. `add` is the complete
+/// set at `version`: a template the cabinet holds that is not in it is deleted. `revoke`
+/// names the parcels whose templates this version removed, so the cabinet can confirm
+/// each removal (by reporting `applied.templates >= version`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TemplateSet {
@@ -293,12 +277,28 @@ pub struct ParcelSet {
     pub parcels: Vec<ExpectedParcel>,
 }
 
+/// What the cabinet should do about a parcel in its desired state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParcelStage {
+    /// A courier will bring it: the compartment is reserved for it.
+    Expected,
+    /// It is inside, waiting for its recipient (code and face pickup open).
+    Ready,
+    /// A courier will take it back out (expired or cancelled); no pickup.
+    Collect,
+}
+
 /// One parcel in a cabinet's desired state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExpectedParcel {
     pub parcel: ParcelId,
     pub compartment: CompartmentId,
+    pub stage: ParcelStage,
+    /// The courier bringing or collecting it.
+    #[serde(default)]
+    pub courier: Option<CourierId>,
     /// PHC string of the slow hash of the pickup code; the code itself never leaves the server.
     #[serde(default)]
     pub code_hash: Option<String>,
@@ -358,8 +358,10 @@ pub struct Session {
 pub enum CourierBody {
     /// Bring a parcel to a compartment.
     Assignment(CourierTask),
-    /// Take an expired parcel back.
+    /// Take an expired or cancelled parcel back.
     Collection(CourierTask),
+    /// An assignment was withdrawn (cancelled, or the reservation lapsed).
+    Withdrawn(CourierTask),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -420,27 +422,18 @@ struct VersionProbe {
 ///
 /// The size is checked before a single byte is parsed; then the version; then the whole
 /// message, with unknown fields and unknown kinds refused.
-pub fn decode<B: DeserializeOwned>(
-    payload: &[u8],
-    limit: usize,
-) -> Result<Envelope<B>, DecodeError> {
+pub fn decode<B: DeserializeOwned>(payload: &[u8], limit: usize) -> Result<Envelope<B>, DecodeError> {
     if payload.len() > limit {
-        return Err(DecodeError::TooLarge {
-            size: payload.len(),
-            limit,
-        });
+        return Err(DecodeError::TooLarge { size: payload.len(), limit });
     }
-    let probe: VersionProbe =
-        serde_json::from_slice(payload).map_err(|e| DecodeError::NotJson(e.to_string()))?;
+    let probe: VersionProbe = serde_json::from_slice(payload).map_err(|e| DecodeError::NotJson(e.to_string()))?;
     match probe.v {
         None => return Err(DecodeError::MissingVersion),
         Some(v) => match v.as_u64() {
             Some(n) if n == u64::from(SCHEMA_VERSION) => {}
             Some(n) => return Err(DecodeError::UnsupportedVersion { found: n }),
             None => {
-                return Err(DecodeError::Malformed(format!(
-                    "\"v\" must be an integer, not {v}"
-                )));
+                return Err(DecodeError::Malformed(format!("\"v\" must be an integer, not {v}")));
             }
         },
     }
@@ -499,13 +492,7 @@ mod tests {
     fn oversized_payload_is_refused_before_parsing() {
         // Not even JSON: proves the size check runs first.
         let junk = vec![b'x'; 2000];
-        assert_eq!(
-            decode::<UpBody>(&junk, 1000),
-            Err(DecodeError::TooLarge {
-                size: 2000,
-                limit: 1000
-            })
-        );
+        assert_eq!(decode::<UpBody>(&junk, 1000), Err(DecodeError::TooLarge { size: 2000, limit: 1000 }));
     }
 
     #[test]
@@ -515,14 +502,8 @@ mod tests {
         let dec = |v: &serde_json::Value| decode::<UpBody>(&serde_json::to_vec(v).unwrap(), lim);
 
         assert!(dec(&good).is_ok());
-        assert!(matches!(
-            decode::<UpBody>(b"{not json", lim),
-            Err(DecodeError::NotJson(_))
-        ));
-        assert!(matches!(
-            decode::<UpBody>(b"[1,2]", lim),
-            Err(DecodeError::NotJson(_))
-        ));
+        assert!(matches!(decode::<UpBody>(b"{not json", lim), Err(DecodeError::NotJson(_))));
+        assert!(matches!(decode::<UpBody>(b"[1,2]", lim), Err(DecodeError::NotJson(_))));
 
         let mut v = good.clone();
         v.as_object_mut().unwrap().remove("v");
@@ -574,17 +555,13 @@ mod tests {
                     id: Uuid::now_v7(),
                     seq: 1,
                     at: Utc::now(),
-                    what: EventKind::Alarm {
-                        code: "door_forced".into(),
-                        detail: "A1".into(),
-                    },
+                    what: EventKind::Alarm { code: "door_forced".into(), detail: "A1".into() },
                 }],
             }),
         ))
         .unwrap();
         v["body"]["data"]["events"][0]["what"]["bonus"] = 1.into();
-        let err = decode::<UpBody>(&serde_json::to_vec(&v).unwrap(), DEFAULT_MAX_PAYLOAD_BYTES)
-            .unwrap_err();
+        let err = decode::<UpBody>(&serde_json::to_vec(&v).unwrap(), DEFAULT_MAX_PAYLOAD_BYTES).unwrap_err();
         assert!(matches!(err, DecodeError::UnknownField(_)), "{err}");
     }
 
@@ -610,8 +587,7 @@ mod tests {
     }
     fn arb_time() -> impl Strategy<Value = DateTime<Utc>> {
         // Whole microseconds: JSON keeps RFC 3339 with full precision, so any value works.
-        (0i64..4_000_000_000, 0u32..1_000_000_000)
-            .prop_map(|(s, ns)| DateTime::from_timestamp(s, ns).unwrap())
+        (0i64..4_000_000_000, 0u32..1_000_000_000).prop_map(|(s, ns)| DateTime::from_timestamp(s, ns).unwrap())
     }
     fn arb_size() -> impl Strategy<Value = CompartmentSize> {
         prop_oneof![
@@ -623,37 +599,17 @@ mod tests {
     }
     fn arb_event_kind() -> impl Strategy<Value = EventKind> {
         prop_oneof![
-            (arb_parcel(), arb_compartment(), arb_courier()).prop_map(
-                |(parcel, compartment, courier)| {
-                    EventKind::Deposit {
-                        parcel,
-                        compartment,
-                        courier,
-                    }
+            (arb_parcel(), arb_compartment(), arb_courier())
+                .prop_map(|(parcel, compartment, courier)| { EventKind::Deposit { parcel, compartment, courier } }),
+            (arb_parcel(), arb_compartment(), any::<bool>()).prop_map(|(parcel, compartment, face)| {
+                EventKind::Pickup {
+                    parcel,
+                    compartment,
+                    method: if face { PickupMethod::Face } else { PickupMethod::Code },
                 }
-            ),
-            (arb_parcel(), arb_compartment(), any::<bool>()).prop_map(
-                |(parcel, compartment, face)| {
-                    EventKind::Pickup {
-                        parcel,
-                        compartment,
-                        method: if face {
-                            PickupMethod::Face
-                        } else {
-                            PickupMethod::Code
-                        },
-                    }
-                }
-            ),
-            (arb_parcel(), arb_compartment(), arb_courier()).prop_map(
-                |(parcel, compartment, courier)| {
-                    EventKind::Collected {
-                        parcel,
-                        compartment,
-                        courier,
-                    }
-                }
-            ),
+            }),
+            (arb_parcel(), arb_compartment(), arb_courier())
+                .prop_map(|(parcel, compartment, courier)| { EventKind::Collected { parcel, compartment, courier } }),
             ".{0,20}".prop_map(|reason| EventKind::FailedMatch { reason }),
             (".{0,10}", ".{0,30}").prop_map(|(code, detail)| EventKind::Alarm { code, detail }),
         ]
@@ -670,10 +626,7 @@ mod tests {
                     firmware,
                     slot: if a { Slot::A } else { Slot::B },
                     hardware: "lf-cab-2".into(),
-                    compartments: comps
-                        .into_iter()
-                        .map(|(id, size, low)| CompartmentInfo { id, size, low })
-                        .collect(),
+                    compartments: comps.into_iter().map(|(id, size, low)| CompartmentInfo { id, size, low }).collect(),
                     key_fingerprint: fp,
                     model: None,
                 })),
@@ -690,65 +643,46 @@ mod tests {
                     journal_depth: depth,
                     uptime_s: up,
                 })),
-            proptest::collection::vec(
-                (arb_uuid(), any::<u64>(), arb_time(), arb_event_kind()),
-                0..5
-            )
-            .prop_map(|evs| UpBody::Events(EventBatch {
-                events: evs
-                    .into_iter()
-                    .map(|(id, seq, at, what)| CabinetEvent { id, seq, at, what })
-                    .collect()
-            })),
-            (arb_uuid(), proptest::option::of(".{0,20}")).prop_map(
-                |(rollout, detail)| UpBody::Ota(OtaReport {
-                    rollout,
-                    status: OtaStatus::Installing,
-                    detail
+            proptest::collection::vec((arb_uuid(), any::<u64>(), arb_time(), arb_event_kind()), 0..5).prop_map(|evs| {
+                UpBody::Events(EventBatch {
+                    events: evs.into_iter().map(|(id, seq, at, what)| CabinetEvent { id, seq, at, what }).collect(),
                 })
-            ),
-            (
-                proptest::option::of(any::<u64>()),
-                proptest::option::of(any::<u64>())
-            )
+            }),
+            (arb_uuid(), proptest::option::of(".{0,20}")).prop_map(|(rollout, detail)| UpBody::Ota(OtaReport {
+                rollout,
+                status: OtaStatus::Installing,
+                detail
+            })),
+            (proptest::option::of(any::<u64>()), proptest::option::of(any::<u64>()))
                 .prop_map(|(templates, parcels)| UpBody::Applied(Applied { templates, parcels })),
         ]
     }
     fn arb_down() -> impl Strategy<Value = DownBody> {
         prop_oneof![
-            proptest::collection::vec(arb_uuid(), 0..10)
-                .prop_map(|events| DownBody::Ack(Ack { events })),
-            (any::<u64>(), proptest::collection::vec(arb_parcel(), 0..5)).prop_map(
-                |(version, revoke)| DownBody::Templates(TemplateSet {
-                    version,
-                    add: vec![],
-                    revoke
-                })
-            ),
-            (
-                any::<u64>(),
-                proptest::collection::vec((arb_parcel(), arb_compartment(), arb_time()), 0..5)
-            )
-                .prop_map(|(version, ps)| DownBody::Parcels(ParcelSet {
+            proptest::collection::vec(arb_uuid(), 0..10).prop_map(|events| DownBody::Ack(Ack { events })),
+            (any::<u64>(), proptest::collection::vec(arb_parcel(), 0..5))
+                .prop_map(|(version, revoke)| DownBody::Templates(TemplateSet { version, add: vec![], revoke })),
+            (any::<u64>(), proptest::collection::vec((arb_parcel(), arb_compartment(), arb_time()), 0..5)).prop_map(
+                |(version, ps)| DownBody::Parcels(ParcelSet {
                     version,
                     parcels: ps
                         .into_iter()
                         .map(|(parcel, compartment, expires_at)| ExpectedParcel {
                             parcel,
                             compartment,
+                            stage: ParcelStage::Ready,
+                            courier: None,
                             code_hash: Some("$argon2id$…".into()),
                             expires_at
                         })
                         .collect()
-                })),
+                })
+            ),
             (arb_uuid(), arb_compartment()).prop_map(|(id, compartment)| DownBody::Cmd(Command {
                 id,
                 action: CommandAction::OpenCompartment { compartment }
             })),
-            arb_uuid().prop_map(|id| DownBody::Cmd(Command {
-                id,
-                action: CommandAction::Reboot
-            })),
+            arb_uuid().prop_map(|id| DownBody::Cmd(Command { id, action: CommandAction::Reboot })),
         ]
     }
 
@@ -757,8 +691,8 @@ mod tests {
         B: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
     {
         let env = Envelope::new(cabinet, seq, body);
-        let back = decode::<B>(&env.encode(), DEFAULT_MAX_PAYLOAD_BYTES)
-            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let back =
+            decode::<B>(&env.encode(), DEFAULT_MAX_PAYLOAD_BYTES).map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(back, env);
         Ok(())
     }

@@ -22,14 +22,8 @@ pub enum IdError {
     Empty { kind: &'static str },
     #[error("{kind} id is {len} characters long; the limit is {MAX_TEXT_ID_LEN}")]
     TooLong { kind: &'static str, len: usize },
-    #[error(
-        "{kind} id {value:?} contains {bad:?}; only letters, digits, '-', '_' and '.' are allowed"
-    )]
-    BadCharacter {
-        kind: &'static str,
-        value: String,
-        bad: char,
-    },
+    #[error("{kind} id {value:?} contains {bad:?}; only letters, digits, '-', '_' and '.' are allowed")]
+    BadCharacter { kind: &'static str, value: String, bad: char },
     #[error("{kind} id {value:?} must start with a letter, a digit or '_'")]
     BadStart { kind: &'static str, value: String },
     #[error("{kind} id {value:?} is not a UUID")]
@@ -39,26 +33,13 @@ pub enum IdError {
 fn validate_text_id(kind: &'static str, value: &str) -> Result<(), IdError> {
     let first = value.chars().next().ok_or(IdError::Empty { kind })?;
     if value.len() > MAX_TEXT_ID_LEN {
-        return Err(IdError::TooLong {
-            kind,
-            len: value.len(),
-        });
+        return Err(IdError::TooLong { kind, len: value.len() });
     }
-    if let Some(bad) = value
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
-    {
-        return Err(IdError::BadCharacter {
-            kind,
-            value: value.to_owned(),
-            bad,
-        });
+    if let Some(bad) = value.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))) {
+        return Err(IdError::BadCharacter { kind, value: value.to_owned(), bad });
     }
     if matches!(first, '-' | '.') {
-        return Err(IdError::BadStart {
-            kind,
-            value: value.to_owned(),
-        });
+        return Err(IdError::BadStart { kind, value: value.to_owned() });
     }
     Ok(())
 }
@@ -198,20 +179,11 @@ mod tests {
     #[test]
     fn wildcards_and_separators_are_refused() {
         for bad in ["a/b", "a+", "#", "$SYS", "a b", "ä"] {
-            assert!(
-                matches!(CabinetId::new(bad), Err(IdError::BadCharacter { .. })),
-                "{bad}"
-            );
+            assert!(matches!(CabinetId::new(bad), Err(IdError::BadCharacter { .. })), "{bad}");
         }
         assert_eq!(CabinetId::new(""), Err(IdError::Empty { kind: "cabinet" }));
-        assert!(matches!(
-            CabinetId::new("-x"),
-            Err(IdError::BadStart { .. })
-        ));
-        assert!(matches!(
-            CabinetId::new("x".repeat(65)),
-            Err(IdError::TooLong { len: 65, .. })
-        ));
+        assert!(matches!(CabinetId::new("-x"), Err(IdError::BadStart { .. })));
+        assert!(matches!(CabinetId::new("x".repeat(65)), Err(IdError::TooLong { len: 65, .. })));
         assert!(CabinetId::new("CAB-0001_b.2").is_ok());
     }
 

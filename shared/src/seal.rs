@@ -115,12 +115,7 @@ impl FaceTemplate {
         if !bytes.len().is_multiple_of(4) {
             return None;
         }
-        Some(Self::new(
-            bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-        ))
+        Some(Self::new(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()))
     }
 }
 
@@ -144,10 +139,7 @@ impl CabinetPublicKey {
 
     pub fn from_base64(s: &str) -> Result<Self, KeyError> {
         let bytes = B64.decode(s.trim()).map_err(|_| KeyError::NotBase64)?;
-        let arr: [u8; 32] = bytes
-            .as_slice()
-            .try_into()
-            .map_err(|_| KeyError::WrongLength(bytes.len()))?;
+        let arr: [u8; 32] = bytes.as_slice().try_into().map_err(|_| KeyError::WrongLength(bytes.len()))?;
         Ok(Self(arr))
     }
 
@@ -187,9 +179,7 @@ pub struct CabinetKeyPair {
 
 impl std::fmt::Debug for CabinetKeyPair {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CabinetKeyPair")
-            .field("public", &self.public.fingerprint())
-            .finish_non_exhaustive()
+        f.debug_struct("CabinetKeyPair").field("public", &self.public.fingerprint()).finish_non_exhaustive()
     }
 }
 
@@ -202,22 +192,16 @@ impl CabinetKeyPair {
 
     /// Restores a key pair from its 32 secret bytes (as kept in the cabinet's key file).
     pub fn from_secret_bytes(bytes: &[u8]) -> Result<Self, KeyError> {
-        let secret = <Kem as KemTrait>::PrivateKey::from_bytes(bytes)
-            .map_err(|_| KeyError::WrongLength(bytes.len()))?;
+        let secret =
+            <Kem as KemTrait>::PrivateKey::from_bytes(bytes).map_err(|_| KeyError::WrongLength(bytes.len()))?;
         let public = <Kem as KemTrait>::sk_to_pk(&secret);
         Ok(Self::from_parts(secret, &public))
     }
 
-    fn from_parts(
-        secret: <Kem as KemTrait>::PrivateKey,
-        public: &<Kem as KemTrait>::PublicKey,
-    ) -> Self {
+    fn from_parts(secret: <Kem as KemTrait>::PrivateKey, public: &<Kem as KemTrait>::PublicKey) -> Self {
         let mut pk = [0u8; 32];
         pk.copy_from_slice(&public.to_bytes());
-        Self {
-            secret,
-            public: CabinetPublicKey(pk),
-        }
+        Self { secret, public: CabinetPublicKey(pk) }
     }
 
     /// The secret bytes, for writing the key file; zeroised when dropped.
@@ -246,10 +230,7 @@ pub enum SealError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OpenError {
     #[error("template is bound to cabinet {found}, not to this cabinet ({expected})")]
-    WrongCabinet {
-        expected: CabinetId,
-        found: CabinetId,
-    },
+    WrongCabinet { expected: CabinetId, found: CabinetId },
     #[error("template was sealed to key {found}, this cabinet's key is {expected}")]
     WrongKey { expected: String, found: String },
     #[error("template expired at {expired_at}")]
@@ -280,8 +261,7 @@ impl OpenError {
 }
 
 fn binding_tag(ctx_export: &[u8; 32], binding: &TemplateBinding) -> Hmac<Sha256> {
-    let mut mac =
-        <Hmac<Sha256> as Mac>::new_from_slice(ctx_export).expect("HMAC takes any key length");
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(ctx_export).expect("HMAC takes any key length");
     mac.update(&binding.aad());
     mac
 }
@@ -295,17 +275,13 @@ pub fn seal(
     if template.values.is_empty() {
         return Err(SealError::EmptyTemplate);
     }
-    let pk = <Kem as KemTrait>::PublicKey::from_bytes(&public_key.0)
-        .map_err(|_| SealError::BadPublicKey)?;
-    let (enc, mut ctx) = hpke::setup_sender::<Aead, Kdf, Kem>(&OpModeS::Base, &pk, INFO)
-        .map_err(|e| SealError::Hpke(e.to_string()))?;
+    let pk = <Kem as KemTrait>::PublicKey::from_bytes(&public_key.0).map_err(|_| SealError::BadPublicKey)?;
+    let (enc, mut ctx) =
+        hpke::setup_sender::<Aead, Kdf, Kem>(&OpModeS::Base, &pk, INFO).map_err(|e| SealError::Hpke(e.to_string()))?;
     let mut tag_key = Zeroizing::new([0u8; 32]);
-    ctx.export(BINDING_EXPORT, tag_key.as_mut())
-        .map_err(|e| SealError::Hpke(e.to_string()))?;
+    ctx.export(BINDING_EXPORT, tag_key.as_mut()).map_err(|e| SealError::Hpke(e.to_string()))?;
     let tag = binding_tag(&tag_key, &binding).finalize().into_bytes();
-    let ciphertext = ctx
-        .seal(&template.to_bytes(), &binding.aad())
-        .map_err(|e| SealError::Hpke(e.to_string()))?;
+    let ciphertext = ctx.seal(&template.to_bytes(), &binding.aad()).map_err(|e| SealError::Hpke(e.to_string()))?;
     Ok(SealedTemplate {
         binding,
         key_fingerprint: public_key.fingerprint(),
@@ -332,54 +308,29 @@ pub fn open(
     let b = &sealed.binding;
     let ours = keys.public.fingerprint();
     if sealed.key_fingerprint != ours {
-        return Err(OpenError::WrongKey {
-            expected: ours,
-            found: sealed.key_fingerprint.clone(),
-        });
+        return Err(OpenError::WrongKey { expected: ours, found: sealed.key_fingerprint.clone() });
     }
     if &b.cabinet != policy.cabinet {
-        return Err(OpenError::WrongCabinet {
-            expected: policy.cabinet.clone(),
-            found: b.cabinet.clone(),
-        });
+        return Err(OpenError::WrongCabinet { expected: policy.cabinet.clone(), found: b.cabinet.clone() });
     }
     if b.expires_at <= policy.now {
-        return Err(OpenError::Expired {
-            expired_at: b.expires_at,
-        });
+        return Err(OpenError::Expired { expired_at: b.expires_at });
     }
     if &b.model != policy.model {
-        return Err(OpenError::ModelMismatch {
-            expected: policy.model.clone(),
-            found: b.model.clone(),
-        });
+        return Err(OpenError::ModelMismatch { expected: policy.model.clone(), found: b.model.clone() });
     }
-    let enc_bytes = B64
-        .decode(&sealed.enc)
-        .map_err(|_| OpenError::Malformed("enc is not base64"))?;
-    let tag = B64
-        .decode(&sealed.binding_tag)
-        .map_err(|_| OpenError::Malformed("binding_tag is not base64"))?;
-    let ciphertext = B64
-        .decode(&sealed.ciphertext)
-        .map_err(|_| OpenError::Malformed("ciphertext is not base64"))?;
+    let enc_bytes = B64.decode(&sealed.enc).map_err(|_| OpenError::Malformed("enc is not base64"))?;
+    let tag = B64.decode(&sealed.binding_tag).map_err(|_| OpenError::Malformed("binding_tag is not base64"))?;
+    let ciphertext = B64.decode(&sealed.ciphertext).map_err(|_| OpenError::Malformed("ciphertext is not base64"))?;
     let enc = <Kem as KemTrait>::EncappedKey::from_bytes(&enc_bytes)
         .map_err(|_| OpenError::Malformed("enc is not an X25519 encapsulated key"))?;
     let mut ctx = hpke::setup_receiver::<Aead, Kdf, Kem>(&OpModeR::Base, &keys.secret, &enc, INFO)
         .map_err(|_| OpenError::Malformed("enc does not decapsulate"))?;
     let mut tag_key = Zeroizing::new([0u8; 32]);
-    ctx.export(BINDING_EXPORT, tag_key.as_mut())
-        .map_err(|_| OpenError::Malformed("exporter failed"))?;
-    binding_tag(&tag_key, b)
-        .verify_slice(&tag)
-        .map_err(|_| OpenError::BindingAltered)?;
-    let plain = Zeroizing::new(
-        ctx.open(&ciphertext, &b.aad())
-            .map_err(|_| OpenError::CiphertextAltered)?,
-    );
-    FaceTemplate::from_bytes(&plain).ok_or(OpenError::Malformed(
-        "template length is not a whole number of floats",
-    ))
+    ctx.export(BINDING_EXPORT, tag_key.as_mut()).map_err(|_| OpenError::Malformed("exporter failed"))?;
+    binding_tag(&tag_key, b).verify_slice(&tag).map_err(|_| OpenError::BindingAltered)?;
+    let plain = Zeroizing::new(ctx.open(&ciphertext, &b.aad()).map_err(|_| OpenError::CiphertextAltered)?);
+    FaceTemplate::from_bytes(&plain).ok_or(OpenError::Malformed("template length is not a whole number of floats"))
 }
 
 #[cfg(test)]
@@ -390,10 +341,7 @@ mod tests {
     use uuid::Uuid;
 
     fn model() -> ModelRef {
-        ModelRef {
-            id: "fr_feature".into(),
-            sha256: "ab".repeat(32),
-        }
+        ModelRef { id: "fr_feature".into(), sha256: "ab".repeat(32) }
     }
 
     fn binding(cabinet: &str, hours: i64) -> TemplateBinding {
@@ -410,11 +358,7 @@ mod tests {
     }
 
     fn policy<'a>(cabinet: &'a CabinetId, model: &'a ModelRef) -> OpenPolicy<'a> {
-        OpenPolicy {
-            cabinet,
-            model,
-            now: Utc::now(),
-        }
+        OpenPolicy { cabinet, model, now: Utc::now() }
     }
 
     #[test]
@@ -441,10 +385,7 @@ mod tests {
         let other = CabinetKeyPair::generate();
         let sealed = seal(&keys.public(), binding("c1", 1), &template()).unwrap();
         let (c, m) = (CabinetId::new("c1").unwrap(), model());
-        assert!(matches!(
-            open(&other, &sealed, &policy(&c, &m)),
-            Err(OpenError::WrongKey { .. })
-        ));
+        assert!(matches!(open(&other, &sealed, &policy(&c, &m)), Err(OpenError::WrongKey { .. })));
 
         // Even with the fingerprint forged to match, the other key cannot open it.
         let mut forged = sealed.clone();
@@ -458,10 +399,7 @@ mod tests {
         let keys = CabinetKeyPair::generate();
         let sealed = seal(&keys.public(), binding("c2", 1), &template()).unwrap();
         let (c, m) = (CabinetId::new("c1").unwrap(), model());
-        assert!(matches!(
-            open(&keys, &sealed, &policy(&c, &m)),
-            Err(OpenError::WrongCabinet { .. })
-        ));
+        assert!(matches!(open(&keys, &sealed, &policy(&c, &m)), Err(OpenError::WrongCabinet { .. })));
     }
 
     #[test]
@@ -469,10 +407,7 @@ mod tests {
         let keys = CabinetKeyPair::generate();
         let sealed = seal(&keys.public(), binding("c1", -1), &template()).unwrap();
         let (c, m) = (CabinetId::new("c1").unwrap(), model());
-        assert!(matches!(
-            open(&keys, &sealed, &policy(&c, &m)),
-            Err(OpenError::Expired { .. })
-        ));
+        assert!(matches!(open(&keys, &sealed, &policy(&c, &m)), Err(OpenError::Expired { .. })));
     }
 
     #[test]
@@ -480,14 +415,8 @@ mod tests {
         let keys = CabinetKeyPair::generate();
         let sealed = seal(&keys.public(), binding("c1", 1), &template()).unwrap();
         let c = CabinetId::new("c1").unwrap();
-        let m = ModelRef {
-            id: "other".into(),
-            sha256: "cd".repeat(32),
-        };
-        assert!(matches!(
-            open(&keys, &sealed, &policy(&c, &m)),
-            Err(OpenError::ModelMismatch { .. })
-        ));
+        let m = ModelRef { id: "other".into(), sha256: "cd".repeat(32) };
+        assert!(matches!(open(&keys, &sealed, &policy(&c, &m)), Err(OpenError::ModelMismatch { .. })));
     }
 
     #[test]
@@ -498,17 +427,11 @@ mod tests {
 
         let mut later = sealed.clone();
         later.binding.expires_at += Duration::hours(100);
-        assert_eq!(
-            open(&keys, &later, &policy(&c, &m)),
-            Err(OpenError::BindingAltered)
-        );
+        assert_eq!(open(&keys, &later, &policy(&c, &m)), Err(OpenError::BindingAltered));
 
         let mut moved = sealed;
         moved.binding.parcel = ParcelId(Uuid::now_v7());
-        assert_eq!(
-            open(&keys, &moved, &policy(&c, &m)),
-            Err(OpenError::BindingAltered)
-        );
+        assert_eq!(open(&keys, &moved, &policy(&c, &m)), Err(OpenError::BindingAltered));
     }
 
     #[test]
@@ -526,14 +449,8 @@ mod tests {
 
     #[test]
     fn public_keys_parse_strictly() {
-        assert_eq!(
-            CabinetPublicKey::from_base64("!!"),
-            Err(KeyError::NotBase64)
-        );
-        assert_eq!(
-            CabinetPublicKey::from_base64(&B64.encode([1u8; 31])),
-            Err(KeyError::WrongLength(31))
-        );
+        assert_eq!(CabinetPublicKey::from_base64("!!"), Err(KeyError::NotBase64));
+        assert_eq!(CabinetPublicKey::from_base64(&B64.encode([1u8; 31])), Err(KeyError::WrongLength(31)));
         let k = CabinetKeyPair::generate().public();
         assert_eq!(CabinetPublicKey::from_base64(&k.to_base64()).unwrap(), k);
     }

@@ -33,9 +33,7 @@ pub enum TopicError {
     },
     #[error("namespace {0:?} is invalid: use 1-64 characters of letters, digits, '-', '_', '.'")]
     BadNamespace(String),
-    #[error(
-        "shared subscription group {0:?} is invalid: use 1-64 characters of letters, digits, '-', '_', '.'"
-    )]
+    #[error("shared subscription group {0:?} is invalid: use 1-64 characters of letters, digits, '-', '_', '.'")]
     BadGroup(String),
 }
 
@@ -76,10 +74,7 @@ pub struct TopicSpace {
 }
 
 fn valid_segment(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 impl TopicSpace {
@@ -87,9 +82,7 @@ impl TopicSpace {
     pub fn new(namespace: Option<&str>) -> Result<Self, TopicError> {
         match namespace {
             None => Ok(Self::default()),
-            Some(ns) if valid_segment(ns) => Ok(Self {
-                prefix: format!("{ns}/"),
-            }),
+            Some(ns) if valid_segment(ns) => Ok(Self { prefix: format!("{ns}/") }),
             Some(ns) => Err(TopicError::BadNamespace(ns.to_owned())),
         }
     }
@@ -142,15 +135,10 @@ impl TopicSpace {
             .and_then(|t| t.strip_prefix('/'))
             .ok_or_else(|| TopicError::Foreign(topic.to_owned()))?;
         let mut parts = rest.split('/');
-        let (Some(kind), Some(id), Some(leaf), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let (Some(kind), Some(id), Some(leaf), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
             return Err(TopicError::Layout(topic.to_owned()));
         };
-        let bad_id = |source| TopicError::BadId {
-            topic: topic.to_owned(),
-            source,
-        };
+        let bad_id = |source| TopicError::BadId { topic: topic.to_owned(), source };
         match (kind, leaf) {
             ("cab", "up" | "presence" | "down") => {
                 let cabinet = CabinetId::new(id).map_err(bad_id)?;
@@ -160,9 +148,7 @@ impl TopicSpace {
                     _ => Topic::CabinetDown(cabinet),
                 })
             }
-            ("courier", "assignments") => Ok(Topic::CourierAssignments(
-                CourierId::new(id).map_err(bad_id)?,
-            )),
+            ("courier", "assignments") => Ok(Topic::CourierAssignments(CourierId::new(id).map_err(bad_id)?)),
             _ => Err(TopicError::Layout(topic.to_owned())),
         }
     }
@@ -189,18 +175,9 @@ mod tests {
         assert_eq!(ts.cabinet_up(&cab("c1")), "lf/v1/cab/c1/up");
         assert_eq!(ts.cabinet_presence(&cab("c1")), "lf/v1/cab/c1/presence");
         assert_eq!(ts.cabinet_down(&cab("c1")), "lf/v1/cab/c1/down");
-        assert_eq!(
-            ts.courier_assignments(&CourierId::new("k9").unwrap()),
-            "lf/v1/courier/k9/assignments"
-        );
-        assert_eq!(
-            ts.filter(Filter::AllCabinetUp, Some("fleet")).unwrap(),
-            "$share/fleet/lf/v1/cab/+/up"
-        );
-        assert_eq!(
-            ts.filter(Filter::AllCabinetPresence, None).unwrap(),
-            "lf/v1/cab/+/presence"
-        );
+        assert_eq!(ts.courier_assignments(&CourierId::new("k9").unwrap()), "lf/v1/courier/k9/assignments");
+        assert_eq!(ts.filter(Filter::AllCabinetUp, Some("fleet")).unwrap(), "$share/fleet/lf/v1/cab/+/up");
+        assert_eq!(ts.filter(Filter::AllCabinetPresence, None).unwrap(), "lf/v1/cab/+/presence");
     }
 
     #[test]
@@ -211,39 +188,18 @@ mod tests {
         assert_eq!(t, "staging/lf/v1/cab/c1/up");
         assert_eq!(staging.parse(&t).unwrap(), Topic::CabinetUp(cab("c1")));
         assert!(matches!(prod.parse(&t), Err(TopicError::Foreign(_))));
-        assert!(matches!(
-            TopicSpace::new(Some("a/b")),
-            Err(TopicError::BadNamespace(_))
-        ));
+        assert!(matches!(TopicSpace::new(Some("a/b")), Err(TopicError::BadNamespace(_))));
     }
 
     #[test]
     fn malformed_topics_are_refused() {
         let ts = TopicSpace::default();
-        assert!(matches!(
-            ts.parse("lf/v1/cab/c1"),
-            Err(TopicError::Layout(_))
-        ));
-        assert!(matches!(
-            ts.parse("lf/v1/cab/c1/up/x"),
-            Err(TopicError::Layout(_))
-        ));
-        assert!(matches!(
-            ts.parse("lf/v1/cab/c1/sideways"),
-            Err(TopicError::Layout(_))
-        ));
-        assert!(matches!(
-            ts.parse("lf/v2/cab/c1/up"),
-            Err(TopicError::Foreign(_))
-        ));
-        assert!(matches!(
-            ts.parse("lf/v1/cab/+/up"),
-            Err(TopicError::BadId { .. })
-        ));
-        assert!(matches!(
-            ts.filter(Filter::AllCabinetUp, Some("a+b")),
-            Err(TopicError::BadGroup(_))
-        ));
+        assert!(matches!(ts.parse("lf/v1/cab/c1"), Err(TopicError::Layout(_))));
+        assert!(matches!(ts.parse("lf/v1/cab/c1/up/x"), Err(TopicError::Layout(_))));
+        assert!(matches!(ts.parse("lf/v1/cab/c1/sideways"), Err(TopicError::Layout(_))));
+        assert!(matches!(ts.parse("lf/v2/cab/c1/up"), Err(TopicError::Foreign(_))));
+        assert!(matches!(ts.parse("lf/v1/cab/+/up"), Err(TopicError::BadId { .. })));
+        assert!(matches!(ts.filter(Filter::AllCabinetUp, Some("a+b")), Err(TopicError::BadGroup(_))));
     }
 
     proptest! {

@@ -20,14 +20,12 @@ pub struct Ingress {
     pub max_payload_bytes: usize,
     pub metrics: Metrics,
     pub presence: Addr<Presence>,
+    pub ingest: Addr<super::ingest::Ingest>,
 }
 
 impl Ingress {
     fn reject(&self, reason: &'static str, topic: &str, detail: &dyn std::fmt::Display) {
-        self.metrics
-            .rejected_messages
-            .with_label_values(&[reason])
-            .inc();
+        self.metrics.rejected_messages.with_label_values(&[reason]).inc();
         tracing::debug!(topic, reason, %detail, "message rejected");
     }
 
@@ -63,6 +61,19 @@ impl Ingress {
         if claimed != &cabinet {
             let detail = format!("envelope names cabinet {claimed}");
             return self.reject("cabinet_mismatch", topic, &detail);
+        }
+        if let Inbound::Up(env) = &inbound {
+            match &env.body {
+                UpBody::Events(batch) => self
+                    .ingest
+                    .do_send(super::ingest::Events { cabinet: cabinet.clone(), events: batch.events.clone() }),
+                UpBody::Applied(a) => self.ingest.do_send(super::ingest::AppliedVersions {
+                    cabinet: cabinet.clone(),
+                    templates: a.templates,
+                    parcels: a.parcels,
+                }),
+                _ => {}
+            }
         }
         self.presence.do_send(FromCabinet { cabinet, inbound });
     }

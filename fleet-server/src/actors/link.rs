@@ -48,47 +48,50 @@ impl Link {
 }
 
 /// Connects to `host:port` and starts the event loop task on the current actix arbiter.
-pub fn start(
-    config: &Config,
-    host: &str,
-    port: u16,
-    ingress: Ingress,
-    metrics: Metrics,
-    mut stop: watch::Receiver<bool>,
-) -> Link {
-    let client_id = config
-        .mqtt
-        .client_id
-        .clone()
-        .unwrap_or_else(|| format!("lf-server-{}", uuid::Uuid::new_v4().simple()));
+/// Creates the server's MQTT client; nothing is sent until [`run`] drives it.
+pub fn connect(config: &Config, host: &str, port: u16) -> (Link, Pending) {
+    let client_id =
+        config.mqtt.client_id.clone().unwrap_or_else(|| format!("lf-server-{}", uuid::Uuid::new_v4().simple()));
     let mut opts = MqttOptions::new(client_id, host, port);
     opts.set_keep_alive(Duration::from_secs(config.mqtt.keep_alive_s))
         .set_clean_session(true)
         .set_max_packet_size(CLIENT_MAX_PACKET, CLIENT_MAX_PACKET)
         .set_inflight(200);
-    let (client, eventloop) = AsyncClient::new(opts, 1024);
+    let (client, eventloop) = AsyncClient::new(opts, 4096);
     let topics = config.topics();
     let group = config.mqtt.shared_group.clone();
     let filters: Vec<String> = [Filter::AllCabinetUp, Filter::AllCabinetPresence]
         .into_iter()
-        .map(|f| {
-            topics
-                .filter(f, group.as_deref())
-                .expect("validated in Config::validate")
-        })
+        .map(|f| topics.filter(f, group.as_deref()).expect("validated in Config::validate"))
         .collect();
     let up = Arc::new(AtomicBool::new(false));
-    let link = Link {
-        client: client.clone(),
-        up: up.clone(),
-    };
+    let link = Link { client: client.clone(), up: up.clone() };
+    (link, Pending { eventloop, client, filters, up })
+}
+
+/// The event loop of a connected-but-not-yet-running link.
+pub struct Pending {
+    eventloop: EventLoop,
+    client: AsyncClient,
+    filters: Vec<String>,
+    up: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending").field("filters", &self.filters).finish_non_exhaustive()
+    }
+}
+
+/// Starts the event loop task on the current actix arbiter, handing publishes to `ingress`.
+pub fn run(pending: Pending, ingress: Ingress, metrics: Metrics, mut stop: watch::Receiver<bool>) {
+    let Pending { eventloop, client, filters, up } = pending;
     actix_rt::spawn(async move {
         tokio::select! {
             () = drive(eventloop, client, filters, ingress, metrics, up) => {}
             _ = stop.wait_for(|s| *s) => {}
         }
     });
-    link
 }
 
 async fn drive(
@@ -104,9 +107,7 @@ async fn drive(
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 backoff.reset();
-                let subs = filters
-                    .iter()
-                    .map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
+                let subs = filters.iter().map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
                 if let Err(e) = client.subscribe_many(subs).await {
                     tracing::error!(error = %e, "could not queue subscriptions");
                 }
@@ -149,11 +150,7 @@ mod rand_backoff {
 
     impl Backoff {
         pub fn new(base: Duration, cap: Duration) -> Self {
-            Self {
-                base,
-                cap,
-                attempt: 0,
-            }
+            Self { base, cap, attempt: 0 }
         }
 
         pub fn reset(&mut self) {
@@ -166,10 +163,7 @@ mod rand_backoff {
             let ceiling = exp.min(self.cap);
             // Full jitter: uniform in [ceiling/2, ceiling].
             let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
-            Duration::from_nanos(rand::Rng::gen_range(
-                &mut rand::thread_rng(),
-                nanos / 2..=nanos,
-            ))
+            Duration::from_nanos(rand::Rng::gen_range(&mut rand::thread_rng(), nanos / 2..=nanos))
         }
     }
 }

@@ -10,6 +10,10 @@
 //! Every actor runs inside the actix `System` started by `main` (or by a test's
 //! `#[actix_rt::test]`).
 
+pub mod ingest;
 pub mod ingress;
 pub mod link;
+pub mod outbox;
 pub mod presence;
+pub mod publisher;
+pub mod sweeper;

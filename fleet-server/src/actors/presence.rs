@@ -147,16 +147,9 @@ impl Presence {
         flush_interval: Duration,
         stale_after: Duration,
     ) -> Result<Self, crate::store::StoreError> {
-        let cabinets: HashMap<_, _> = store
-            .all_presence()
-            .await?
-            .into_iter()
-            .map(Live::from_row)
-            .collect();
+        let cabinets: HashMap<_, _> = store.all_presence().await?.into_iter().map(Live::from_row).collect();
         metrics.cabinets_known.set(cabinets.len() as i64);
-        metrics
-            .cabinets_online
-            .set(cabinets.values().filter(|l| l.online).count() as i64);
+        metrics.cabinets_online.set(cabinets.values().filter(|l| l.online).count() as i64);
         Ok(Self {
             store,
             metrics,
@@ -185,10 +178,7 @@ impl Presence {
             tracing::info!(cabinet = %id, "cabinet online");
         } else {
             self.metrics.cabinets_online.dec();
-            self.metrics
-                .cabinets_went_offline
-                .with_label_values(&[cause])
-                .inc();
+            self.metrics.cabinets_went_offline.with_label_values(&[cause]).inc();
             tracing::info!(cabinet = %id, cause, "cabinet offline");
         }
     }
@@ -197,10 +187,7 @@ impl Presence {
         let now = crate::store::now();
         match inbound {
             Inbound::Up(env) => {
-                self.metrics
-                    .received_messages
-                    .with_label_values(&[env.body.kind()])
-                    .inc();
+                self.metrics.received_messages.with_label_values(&[env.body.kind()]).inc();
                 if let Some(live) = self.cabinets.get_mut(id) {
                     live.last_seen = Some(now);
                     live.dirty = true;
@@ -221,10 +208,7 @@ impl Presence {
                 self.set_online(id, true, "");
             }
             Inbound::Presence(env) => {
-                self.metrics
-                    .received_messages
-                    .with_label_values(&["presence"])
-                    .inc();
+                self.metrics.received_messages.with_label_values(&["presence"]).inc();
                 let Some(live) = self.cabinets.get_mut(id) else {
                     return;
                 };
@@ -308,10 +292,7 @@ impl Presence {
                 act.metrics.presence_flush_errors.inc();
                 tracing::warn!(error = %e, rows = rows.len(), "presence flush failed; will retry");
                 for row in rows {
-                    if let Some(l) = CabinetId::new(row.cabinet)
-                        .ok()
-                        .and_then(|id| act.cabinets.get_mut(&id))
-                    {
+                    if let Some(l) = CabinetId::new(row.cabinet).ok().and_then(|id| act.cabinets.get_mut(&id)) {
                         l.dirty = true;
                     }
                 }
@@ -355,15 +336,8 @@ impl Handler<FromCabinet> for Presence {
             queue.push(inbound);
             return;
         }
-        if self
-            .strangers
-            .get(&cabinet)
-            .is_some_and(|t| t.elapsed() < NEGATIVE_CACHE)
-        {
-            self.metrics
-                .rejected_messages
-                .with_label_values(&["unregistered_cabinet"])
-                .inc();
+        if self.strangers.get(&cabinet).is_some_and(|t| t.elapsed() < NEGATIVE_CACHE) {
+            self.metrics.rejected_messages.with_label_values(&["unregistered_cabinet"]).inc();
             return;
         }
         self.pending.insert(cabinet.clone(), vec![inbound]);
@@ -402,10 +376,7 @@ impl Handler<Resolved> for Presence {
             }
             None => {
                 tracing::debug!(cabinet = %msg.cabinet, dropped = queued.len(), "messages from an unregistered cabinet");
-                self.metrics
-                    .rejected_messages
-                    .with_label_values(&["unregistered_cabinet"])
-                    .inc_by(queued.len() as u64);
+                self.metrics.rejected_messages.with_label_values(&["unregistered_cabinet"]).inc_by(queued.len() as u64);
                 self.strangers.insert(msg.cabinet, Instant::now());
             }
         }

@@ -11,6 +11,7 @@ use lockerfleet_shared::{CabinetId, CompartmentId, TenantId};
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
+use super::auth::{Action, Caller};
 use super::error::ApiError;
 use crate::actors::presence::{Registered, Snapshot};
 use crate::config::BrokerMode;
@@ -38,16 +39,17 @@ pub struct TenantView {
 
 pub async fn create_tenant(
     state: web::Data<AppState>,
+    caller: Caller,
     body: web::Json<NewTenant>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(Action::ManageTenants)?;
+    if caller.tenant.is_some() {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "only a fleet admin creates tenants"));
+    }
     let id = TenantId::new(body.id.clone()).map_err(|e| ApiError::field("id", e.to_string()))?;
     let name = check_name("name", &body.name)?;
     let t = state.store.create_tenant(id.as_str(), name).await?;
-    Ok(HttpResponse::Created().json(TenantView {
-        id: t.id,
-        name: t.name,
-        created_at: t.created_at,
-    }))
+    Ok(HttpResponse::Created().json(TenantView { id: t.id, name: t.name, created_at: t.created_at }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -128,15 +130,8 @@ impl CabinetView {
             hardware: c.hardware,
             slot: c.slot,
             registered_at: c.registered_at,
-            compartments: compartments.map(|cs| {
-                cs.into_iter()
-                    .map(|k| CompartmentView {
-                        id: k.id,
-                        size: k.size,
-                        low: k.low,
-                    })
-                    .collect()
-            }),
+            compartments: compartments
+                .map(|cs| cs.into_iter().map(|k| CompartmentView { id: k.id, size: k.size, low: k.low }).collect()),
         }
     }
 
@@ -156,51 +151,32 @@ fn check_name<'a>(field: &'static str, name: &'a str) -> Result<&'a str, ApiErro
 fn check_timezone(tz: &str) -> Result<(), ApiError> {
     let ok = !tz.is_empty()
         && tz.len() <= 64
-        && tz
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-' | '+'));
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::field(
-            "timezone",
-            "must be an IANA zone name such as Europe/Berlin",
-        ))
-    }
+        && tz.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-' | '+'));
+    if ok { Ok(()) } else { Err(ApiError::field("timezone", "must be an IANA zone name such as Europe/Berlin")) }
 }
 
 /// Turns a request into rows, or names the first bad field.
 fn validate(body: &NewCabinet) -> Result<(cabinet::Model, Vec<compartment::Model>), ApiError> {
     let id = CabinetId::new(body.id.clone()).map_err(|e| ApiError::field("id", e.to_string()))?;
-    let tenant =
-        TenantId::new(body.tenant.clone()).map_err(|e| ApiError::field("tenant", e.to_string()))?;
+    let tenant = TenantId::new(body.tenant.clone()).map_err(|e| ApiError::field("tenant", e.to_string()))?;
     let name = match &body.name {
         Some(n) => check_name("name", n)?.to_owned(),
         None => id.to_string(),
     };
-    let key = CabinetPublicKey::from_base64(&body.public_key)
-        .map_err(|e| ApiError::field("public_key", e.to_string()))?;
+    let key =
+        CabinetPublicKey::from_base64(&body.public_key).map_err(|e| ApiError::field("public_key", e.to_string()))?;
     let timezone = body.timezone.clone().unwrap_or_else(|| "UTC".into());
     check_timezone(&timezone)?;
     if let Some(loc) = body.location {
         if !(-90.0..=90.0).contains(&loc.lat) {
-            return Err(ApiError::field(
-                "location.lat",
-                "must be between -90 and 90",
-            ));
+            return Err(ApiError::field("location.lat", "must be between -90 and 90"));
         }
         if !(-180.0..=180.0).contains(&loc.lon) {
-            return Err(ApiError::field(
-                "location.lon",
-                "must be between -180 and 180",
-            ));
+            return Err(ApiError::field("location.lon", "must be between -180 and 180"));
         }
     }
     if body.compartments.is_empty() || body.compartments.len() > MAX_COMPARTMENTS {
-        return Err(ApiError::field(
-            "compartments",
-            format!("a cabinet has 1-{MAX_COMPARTMENTS} compartments"),
-        ));
+        return Err(ApiError::field("compartments", format!("a cabinet has 1-{MAX_COMPARTMENTS} compartments")));
     }
     let mut seen = HashSet::new();
     let mut compartments = Vec::with_capacity(body.compartments.len());
@@ -208,16 +184,15 @@ fn validate(body: &NewCabinet) -> Result<(cabinet::Model, Vec<compartment::Model
         let cid = CompartmentId::new(c.id.clone())
             .map_err(|e| ApiError::field(format!("compartments[{i}].id"), e.to_string()))?;
         if !seen.insert(cid.clone()) {
-            return Err(ApiError::field(
-                format!("compartments[{i}].id"),
-                format!("{cid} appears twice"),
-            ));
+            return Err(ApiError::field(format!("compartments[{i}].id"), format!("{cid} appears twice")));
         }
         compartments.push(compartment::Model {
             cabinet_id: id.to_string(),
             id: cid.to_string(),
             size: c.size.as_str().to_owned(),
             low: c.low,
+            parcel_id: None,
+            reserved_until: None,
         });
     }
     let cab = cabinet::Model {
@@ -242,9 +217,12 @@ fn validate(body: &NewCabinet) -> Result<(cabinet::Model, Vec<compartment::Model
 
 pub async fn register(
     state: web::Data<AppState>,
+    caller: Caller,
     body: web::Json<NewCabinet>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(Action::RegisterCabinets)?;
     let (cab, compartments) = validate(&body)?;
+    caller.owning_tenant(Some(&cab.tenant_id))?;
     let mqtt = &state.config.mqtt;
     if mqtt.mode == BrokerMode::Embedded {
         // Keep admission inside the embedded broker's connection limit (see broker.rs).
@@ -270,14 +248,17 @@ pub async fn register(
 
 pub async fn get(
     state: web::Data<AppState>,
+    caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(Action::ReadCabinets)?;
     let raw = path.into_inner();
     let id = CabinetId::new(raw.clone()).map_err(|e| ApiError::field("id", e.to_string()))?;
     let record = state
         .store
         .cabinet(id.as_str())
         .await?
+        .filter(|r| caller.sees(&r.cabinet.tenant_id))
         .ok_or_else(|| ApiError::not_found("cabinet", &raw))?;
     let mut view = CabinetView::from_record(record);
     // The presence actor is ahead of the database by at most one flush interval.
@@ -310,8 +291,10 @@ pub struct Page<T> {
 
 pub async fn list(
     state: web::Data<AppState>,
+    caller: Caller,
     q: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(Action::ReadCabinets)?;
     let limit = q.limit.unwrap_or(100);
     if limit == 0 || limit > MAX_PAGE {
         return Err(ApiError::field("limit", format!("must be 1-{MAX_PAGE}")));
@@ -319,20 +302,11 @@ pub async fn list(
     if let Some(t) = &q.tenant {
         TenantId::new(t.clone()).map_err(|e| ApiError::field("tenant", e.to_string()))?;
     }
-    let rows = state
-        .store
-        .list_cabinets(q.tenant.as_deref(), q.after.as_deref(), limit + 1)
-        .await?;
+    let tenant = caller.list_scope(q.tenant.as_deref())?;
+    let rows = state.store.list_cabinets(tenant.as_deref(), q.after.as_deref(), limit + 1).await?;
     let more = rows.len() as u64 > limit;
-    let items: Vec<CabinetView> = rows
-        .into_iter()
-        .take(limit as usize)
-        .map(|c| CabinetView::from_model(c, None))
-        .collect();
-    let next = if more {
-        items.last().map(|c| c.id.clone())
-    } else {
-        None
-    };
+    let items: Vec<CabinetView> =
+        rows.into_iter().take(limit as usize).map(|c| CabinetView::from_model(c, None)).collect();
+    let next = if more { items.last().map(|c| c.id.clone()) } else { None };
     Ok(HttpResponse::Ok().json(Page { items, next }))
 }

@@ -27,14 +27,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            body: ErrorBody {
-                code,
-                message: message.into(),
-                field: None,
-            },
-        }
+        Self { status, body: ErrorBody { code, message: message.into(), field: None } }
     }
 
     /// A request field with a bad value.
@@ -43,29 +36,17 @@ impl ApiError {
         let message = format!("{field}: {}", message.into());
         Self {
             status: StatusCode::UNPROCESSABLE_ENTITY,
-            body: ErrorBody {
-                code: "invalid_field",
-                message,
-                field: Some(field),
-            },
+            body: ErrorBody { code: "invalid_field", message, field: Some(field) },
         }
     }
 
     pub fn not_found(what: &str, id: &str) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("{what} {id:?} does not exist"),
-        )
+        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} {id:?} does not exist"))
     }
 
     pub fn internal(e: impl std::fmt::Display) -> Self {
         tracing::error!(error = %e, "request failed");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal error; see the server log",
-        )
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server log")
     }
 }
 
@@ -88,15 +69,9 @@ impl ResponseError for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Conflict { .. } => {
-                Self::new(StatusCode::CONFLICT, "conflict", e.to_string())
-            }
+            StoreError::Conflict { .. } => Self::new(StatusCode::CONFLICT, "conflict", e.to_string()),
             StoreError::Missing { what, .. } => {
-                let mut err = Self::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "unknown_reference",
-                    e.to_string(),
-                );
+                let mut err = Self::new(StatusCode::UNPROCESSABLE_ENTITY, "unknown_reference", e.to_string());
                 err.body.field = Some(what.to_owned());
                 err
             }

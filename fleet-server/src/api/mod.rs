@@ -1,9 +1,11 @@
 //! The HTTP surface: operator REST API under `/api/v1`, plus `/healthz`, `/readyz` and
 //! `/metrics`.
 
+pub mod auth;
 pub mod cabinets;
 pub mod error;
 pub mod health;
+pub mod parcels;
 
 use std::sync::Arc;
 
@@ -25,24 +27,40 @@ pub struct AppState {
     pub metrics: Metrics,
     pub presence: Addr<Presence>,
     pub link: Link,
+    /// Wakes the outbox relay after a commit that queued notifications.
+    pub outbox: Option<actix::Recipient<crate::actors::outbox::Kick>>,
+}
+
+impl AppState {
+    /// The context the use cases in `service` need.
+    pub fn service(&self) -> crate::service::Ctx {
+        crate::service::Ctx {
+            store: self.store.clone(),
+            topics: self.config.topics(),
+            max_alternative_km: self.config.parcels.max_alternative_km,
+        }
+    }
+
+    /// Tells the outbox relay there is something to deliver (it also polls).
+    pub fn outbox_kick(&self) {
+        if let Some(r) = &self.outbox {
+            r.do_send(crate::actors::outbox::Kick);
+        }
+    }
 }
 
 /// Mounts every route.
 pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
     let max_body = state.config.http.max_body_bytes;
     cfg.app_data(web::Data::new(state))
-        .app_data(
-            web::JsonConfig::default()
-                .limit(max_body)
-                .error_handler(|err, _req| {
-                    ApiError::new(
-                        actix_web::http::StatusCode::BAD_REQUEST,
-                        "invalid_body",
-                        format!("request body is not valid: {err}"),
-                    )
-                    .into()
-                }),
-        )
+        .app_data(web::JsonConfig::default().limit(max_body).error_handler(|err, _req| {
+            ApiError::new(
+                actix_web::http::StatusCode::BAD_REQUEST,
+                "invalid_body",
+                format!("request body is not valid: {err}"),
+            )
+            .into()
+        }))
         .app_data(web::QueryConfig::default().error_handler(|err, _req| {
             ApiError::new(
                 actix_web::http::StatusCode::BAD_REQUEST,
@@ -52,19 +70,27 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
             .into()
         }))
         .app_data(web::PathConfig::default().error_handler(|err, _req| {
-            ApiError::new(
-                actix_web::http::StatusCode::BAD_REQUEST,
-                "invalid_path",
-                format!("path is not valid: {err}"),
-            )
-            .into()
+            ApiError::new(actix_web::http::StatusCode::BAD_REQUEST, "invalid_path", format!("path is not valid: {err}"))
+                .into()
         }))
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .route("/metrics", web::get().to(health::metrics))
         .service(
             web::scope("/api/v1")
+                .route("/tokens", web::post().to(auth::create_token))
+                .route("/tokens/{id}", web::delete().to(auth::revoke_token))
                 .route("/tenants", web::post().to(cabinets::create_tenant))
+                .route("/tenants/{id}", web::patch().to(parcels::update_tenant))
+                .route("/couriers", web::post().to(parcels::create_courier))
+                .route("/couriers", web::get().to(parcels::list_couriers))
+                .route("/recipients", web::post().to(parcels::create_recipient))
+                .route("/parcels", web::post().to(parcels::create_parcel))
+                .route("/parcels", web::get().to(parcels::list_parcels))
+                .route("/parcels/{id}", web::get().to(parcels::get_parcel))
+                .route("/parcels/{id}/events", web::get().to(parcels::parcel_timeline))
+                .route("/parcels/{id}/cancel", web::post().to(parcels::cancel_parcel))
+                .route("/parcels/{id}/extend", web::post().to(parcels::extend_parcel))
                 .route("/cabinets", web::post().to(cabinets::register))
                 .route("/cabinets", web::get().to(cabinets::list))
                 .route("/cabinets/{id}", web::get().to(cabinets::get)),

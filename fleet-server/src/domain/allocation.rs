@@ -60,13 +60,7 @@ fn rank_in(cab: &CabinetSlots, need: Need) -> Vec<&Slot> {
     fitting.sort_by(|a, b| {
         a.size
             .cmp(&b.size)
-            .then_with(|| {
-                if need.low {
-                    std::cmp::Ordering::Equal
-                } else {
-                    a.low.cmp(&b.low)
-                }
-            })
+            .then_with(|| if need.low { std::cmp::Ordering::Equal } else { a.low.cmp(&b.low) })
             .then_with(|| a.compartment.cmp(&b.compartment))
     });
     fitting
@@ -77,26 +71,16 @@ pub fn haversine_km(a: (f64, f64), b: (f64, f64)) -> f64 {
     const EARTH_RADIUS_KM: f64 = 6371.0;
     let (lat1, lon1) = (a.0.to_radians(), a.1.to_radians());
     let (lat2, lon2) = (b.0.to_radians(), b.1.to_radians());
-    let h = ((lat2 - lat1) / 2.0).sin().powi(2)
-        + lat1.cos() * lat2.cos() * ((lon2 - lon1) / 2.0).sin().powi(2);
+    let h = ((lat2 - lat1) / 2.0).sin().powi(2) + lat1.cos() * lat2.cos() * ((lon2 - lon1) / 2.0).sin().powi(2);
     2.0 * EARTH_RADIUS_KM * h.sqrt().asin()
 }
 
 /// Every candidate, best first: the chosen cabinet's fitting compartments, then (only if
 /// it has none) those of the nearest other cabinets within `max_km`, nearest first.
-pub fn rank(
-    chosen: &CabinetSlots,
-    others: &[CabinetSlots],
-    need: Need,
-    max_km: f64,
-) -> Vec<Candidate> {
+pub fn rank(chosen: &CabinetSlots, others: &[CabinetSlots], need: Need, max_km: f64) -> Vec<Candidate> {
     let here: Vec<Candidate> = rank_in(chosen, need)
         .into_iter()
-        .map(|s| Candidate {
-            cabinet: chosen.cabinet.clone(),
-            compartment: s.compartment.clone(),
-            distance_km: 0.0,
-        })
+        .map(|s| Candidate { cabinet: chosen.cabinet.clone(), compartment: s.compartment.clone(), distance_km: 0.0 })
         .collect();
     if !here.is_empty() {
         return here;
@@ -110,10 +94,7 @@ pub fn rank(
         .filter_map(|c| c.location.map(|loc| (haversine_km(origin, loc), c)))
         .filter(|(d, _)| *d <= max_km)
         .collect();
-    nearby.sort_by(|a, b| {
-        a.0.total_cmp(&b.0)
-            .then_with(|| a.1.cabinet.cmp(&b.1.cabinet))
-    });
+    nearby.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cabinet.cmp(&b.1.cabinet)));
     nearby
         .into_iter()
         .flat_map(|(d, cab)| {
@@ -132,26 +113,15 @@ mod tests {
     use CompartmentSize::*;
 
     fn slot(id: &str, size: CompartmentSize, low: bool, free: bool) -> Slot {
-        Slot {
-            compartment: CompartmentId::new(id).unwrap(),
-            size,
-            low,
-            free,
-        }
+        Slot { compartment: CompartmentId::new(id).unwrap(), size, low, free }
     }
 
     fn cab(id: &str, loc: Option<(f64, f64)>, slots: Vec<Slot>) -> CabinetSlots {
-        CabinetSlots {
-            cabinet: CabinetId::new(id).unwrap(),
-            location: loc,
-            slots,
-        }
+        CabinetSlots { cabinet: CabinetId::new(id).unwrap(), location: loc, slots }
     }
 
     fn ids(c: &[Candidate]) -> Vec<String> {
-        c.iter()
-            .map(|c| format!("{}/{}", c.cabinet, c.compartment))
-            .collect()
+        c.iter().map(|c| format!("{}/{}", c.cabinet, c.compartment)).collect()
     }
 
     #[test]
@@ -166,67 +136,16 @@ mod tests {
                 slot("S2", S, false, true),
             ],
         );
-        assert_eq!(
-            ids(&rank(
-                &c,
-                &[],
-                Need {
-                    size: S,
-                    low: false
-                },
-                5.0
-            )),
-            ["c/S2", "c/M1", "c/L1"]
-        );
-        assert_eq!(
-            ids(&rank(
-                &c,
-                &[],
-                Need {
-                    size: M,
-                    low: false
-                },
-                5.0
-            )),
-            ["c/M1", "c/L1"]
-        );
-        assert!(
-            rank(
-                &c,
-                &[],
-                Need {
-                    size: Xl,
-                    low: false
-                },
-                5.0
-            )
-            .is_empty()
-        );
+        assert_eq!(ids(&rank(&c, &[], Need { size: S, low: false }, 5.0)), ["c/S2", "c/M1", "c/L1"]);
+        assert_eq!(ids(&rank(&c, &[], Need { size: M, low: false }, 5.0)), ["c/M1", "c/L1"]);
+        assert!(rank(&c, &[], Need { size: Xl, low: false }, 5.0).is_empty());
     }
 
     #[test]
     fn low_compartments_go_to_those_who_need_them() {
-        let c = cab(
-            "c",
-            None,
-            vec![slot("A-low", M, true, true), slot("B-high", M, false, true)],
-        );
-        assert_eq!(
-            ids(&rank(
-                &c,
-                &[],
-                Need {
-                    size: M,
-                    low: false
-                },
-                5.0
-            )),
-            ["c/B-high", "c/A-low"]
-        );
-        assert_eq!(
-            ids(&rank(&c, &[], Need { size: M, low: true }, 5.0)),
-            ["c/A-low"]
-        );
+        let c = cab("c", None, vec![slot("A-low", M, true, true), slot("B-high", M, false, true)]);
+        assert_eq!(ids(&rank(&c, &[], Need { size: M, low: false }, 5.0)), ["c/B-high", "c/A-low"]);
+        assert_eq!(ids(&rank(&c, &[], Need { size: M, low: true }, 5.0)), ["c/A-low"]);
         let high_only = cab("c", None, vec![slot("B-high", L, false, true)]);
         assert!(rank(&high_only, &[], Need { size: S, low: true }, 5.0).is_empty());
     }
@@ -235,55 +154,20 @@ mod tests {
     fn a_full_cabinet_offers_the_nearest_one_with_room() {
         let berlin = (52.5200, 13.4050);
         let full = cab("home", Some(berlin), vec![slot("A1", M, false, false)]);
-        let near = cab(
-            "near",
-            Some((52.5300, 13.4100)),
-            vec![slot("N1", M, false, true)],
-        );
-        let nearer_but_full = cab(
-            "nearer",
-            Some((52.5210, 13.4060)),
-            vec![slot("F1", M, false, false)],
-        );
-        let far = cab(
-            "far",
-            Some((48.1351, 11.5820)),
-            vec![slot("F1", M, false, true)],
-        );
+        let near = cab("near", Some((52.5300, 13.4100)), vec![slot("N1", M, false, true)]);
+        let nearer_but_full = cab("nearer", Some((52.5210, 13.4060)), vec![slot("F1", M, false, false)]);
+        let far = cab("far", Some((48.1351, 11.5820)), vec![slot("F1", M, false, true)]);
         let unknown = cab("nowhere", None, vec![slot("U1", M, false, true)]);
-        let ranked = rank(
-            &full,
-            &[far, unknown, near, nearer_but_full],
-            Need {
-                size: S,
-                low: false,
-            },
-            5.0,
-        );
+        let ranked = rank(&full, &[far, unknown, near, nearer_but_full], Need { size: S, low: false }, 5.0);
         assert_eq!(ids(&ranked), ["near/N1"]);
-        assert!(
-            ranked[0].distance_km > 1.0 && ranked[0].distance_km < 1.5,
-            "{}",
-            ranked[0].distance_km
-        );
+        assert!(ranked[0].distance_km > 1.0 && ranked[0].distance_km < 1.5, "{}", ranked[0].distance_km);
     }
 
     #[test]
     fn no_location_means_no_alternative() {
         let full = cab("home", None, vec![slot("A1", M, false, false)]);
         let near = cab("near", Some((0.0, 0.0)), vec![slot("N1", M, false, true)]);
-        assert!(
-            rank(
-                &full,
-                &[near],
-                Need {
-                    size: S,
-                    low: false
-                },
-                5.0
-            )
-            .is_empty()
-        );
+        assert!(rank(&full, &[near], Need { size: S, low: false }, 5.0).is_empty());
     }
 
     #[test]

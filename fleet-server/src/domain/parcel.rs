@@ -63,10 +63,7 @@ impl ParcelState {
 
     /// The parcel is physically inside its compartment.
     pub fn in_compartment(&self) -> bool {
-        matches!(
-            self,
-            ParcelState::Deposited | ParcelState::Ready | ParcelState::Expired
-        )
+        matches!(self, ParcelState::Deposited | ParcelState::Ready | ParcelState::Expired)
     }
 
     /// Nothing more will happen to the parcel.
@@ -88,11 +85,7 @@ pub struct PickupPolicy {
 
 impl Default for PickupPolicy {
     fn default() -> Self {
-        Self {
-            window: Duration::hours(48),
-            extension: Duration::hours(24),
-            reservation: Duration::hours(24),
-        }
+        Self { window: Duration::hours(48), extension: Duration::hours(24), reservation: Duration::hours(24) }
     }
 }
 
@@ -160,10 +153,7 @@ pub enum Effect {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TransitionError {
     #[error("a parcel that is {from} cannot {transition}")]
-    NotAllowed {
-        from: &'static str,
-        transition: &'static str,
-    },
+    NotAllowed { from: &'static str, transition: &'static str },
     #[error("the pickup window was already extended once")]
     AlreadyExtended,
     #[error("the pickup window has already ended")]
@@ -190,11 +180,7 @@ impl Default for Parcel {
 
 impl Parcel {
     pub fn new() -> Self {
-        Self {
-            state: ParcelState::Created,
-            deadline: None,
-            extended: false,
-        }
+        Self { state: ParcelState::Created, deadline: None, extended: false }
     }
 
     /// Applies `t` at `now`, returning the effects to perform.
@@ -206,30 +192,19 @@ impl Parcel {
     ) -> Result<Vec<Effect>, TransitionError> {
         use Effect::*;
         use ParcelState as S;
-        let refuse = || TransitionError::NotAllowed {
-            from: self.state.as_str(),
-            transition: t.as_str(),
-        };
+        let refuse = || TransitionError::NotAllowed { from: self.state.as_str(), transition: t.as_str() };
         let (next, deadline, effects) = match (self.state, t) {
             (S::Created, Transition::Assign) => {
                 let until = now + policy.reservation;
-                (
-                    S::Assigned,
-                    Some(until),
-                    vec![ReserveCompartment { until }, NotifyCourierAssignment],
-                )
+                (S::Assigned, Some(until), vec![ReserveCompartment { until }, NotifyCourierAssignment])
             }
-            (S::Assigned, Transition::ReservationLapsed) => (
-                S::Created,
-                None,
-                vec![ReleaseCompartment, NotifyCourierWithdrawn],
-            ),
+            (S::Assigned, Transition::ReservationLapsed) => {
+                (S::Created, None, vec![ReleaseCompartment, NotifyCourierWithdrawn])
+            }
             (S::Assigned, Transition::Deposit) => (S::Deposited, None, vec![]),
-            (S::Deposited, Transition::Ready) => (
-                S::Ready,
-                Some(now + policy.window),
-                vec![PushToCabinet, NotifyRecipientReady],
-            ),
+            (S::Deposited, Transition::Ready) => {
+                (S::Ready, Some(now + policy.window), vec![PushToCabinet, NotifyRecipientReady])
+            }
             (S::Ready, Transition::Extend) => {
                 if self.extended {
                     return Err(TransitionError::AlreadyExtended);
@@ -239,47 +214,29 @@ impl Parcel {
                     return Err(TransitionError::WindowEnded);
                 }
                 self.extended = true;
-                (
-                    S::Ready,
-                    Some(current + policy.extension),
-                    vec![PushToCabinet],
-                )
+                (S::Ready, Some(current + policy.extension), vec![PushToCabinet])
             }
             // A pickup recorded by the cabinet counts even if the server's timer already
             // expired the parcel: the cabinet only opens for parcels it still holds.
-            (S::Ready | S::Expired, Transition::Pickup) => (
-                S::PickedUp,
-                None,
-                vec![ReleaseCompartment, RevokeFromCabinet],
-            ),
+            (S::Ready | S::Expired, Transition::Pickup) => {
+                (S::PickedUp, None, vec![ReleaseCompartment, RevokeFromCabinet])
+            }
             (S::Ready, Transition::Expire) => {
                 if let Some(d) = self.deadline
                     && d > now
                 {
                     return Err(TransitionError::NotYetExpired { deadline: d });
                 }
-                (
-                    S::Expired,
-                    None,
-                    vec![RevokeFromCabinet, NotifyCourierCollection],
-                )
+                (S::Expired, None, vec![RevokeFromCabinet, NotifyCourierCollection])
             }
-            (S::Expired | S::Cancelled, Transition::Collect) => (
-                S::Returned,
-                None,
-                vec![ReleaseCompartment, RevokeFromCabinet],
-            ),
+            (S::Expired | S::Cancelled, Transition::Collect) => {
+                (S::Returned, None, vec![ReleaseCompartment, RevokeFromCabinet])
+            }
             (S::Created, Transition::Cancel) => (S::Cancelled, None, vec![]),
-            (S::Assigned, Transition::Cancel) => (
-                S::Cancelled,
-                None,
-                vec![ReleaseCompartment, NotifyCourierWithdrawn],
-            ),
-            (S::Deposited | S::Ready, Transition::Cancel) => (
-                S::Cancelled,
-                None,
-                vec![RevokeFromCabinet, NotifyCourierCollection],
-            ),
+            (S::Assigned, Transition::Cancel) => (S::Cancelled, None, vec![ReleaseCompartment, NotifyCourierWithdrawn]),
+            (S::Deposited | S::Ready, Transition::Cancel) => {
+                (S::Cancelled, None, vec![RevokeFromCabinet, NotifyCourierCollection])
+            }
             (S::Expired, Transition::Cancel) => (S::Cancelled, None, vec![]),
             _ => return Err(refuse()),
         };
@@ -307,11 +264,7 @@ mod tests {
         let mut p = Parcel::new();
         for s in steps {
             // Expiry needs the window to have ended; everything else happens at t0.
-            let now = if *s == Transition::Expire {
-                t0() + Duration::days(30)
-            } else {
-                t0()
-            };
+            let now = if *s == Transition::Expire { t0() + Duration::days(30) } else { t0() };
             p.apply(s, now, &policy()).unwrap();
         }
         p
@@ -321,31 +274,13 @@ mod tests {
     fn the_happy_path_reserves_notifies_pushes_and_frees() {
         let mut p = Parcel::new();
         let e = p.apply(&Transition::Assign, t0(), &policy()).unwrap();
-        assert_eq!(
-            e,
-            vec![
-                ReserveCompartment {
-                    until: t0() + Duration::hours(24)
-                },
-                NotifyCourierAssignment
-            ]
-        );
+        assert_eq!(e, vec![ReserveCompartment { until: t0() + Duration::hours(24) }, NotifyCourierAssignment]);
         assert_eq!(p.deadline, Some(t0() + Duration::hours(24)));
-        assert!(
-            p.apply(&Transition::Deposit, t0(), &policy())
-                .unwrap()
-                .is_empty()
-        );
+        assert!(p.apply(&Transition::Deposit, t0(), &policy()).unwrap().is_empty());
         assert_eq!(p.state, S::Deposited);
-        assert_eq!(
-            p.apply(&Transition::Ready, t0(), &policy()).unwrap(),
-            vec![PushToCabinet, NotifyRecipientReady]
-        );
+        assert_eq!(p.apply(&Transition::Ready, t0(), &policy()).unwrap(), vec![PushToCabinet, NotifyRecipientReady]);
         assert_eq!(p.deadline, Some(t0() + Duration::hours(48)));
-        assert_eq!(
-            p.apply(&Transition::Pickup, t0(), &policy()).unwrap(),
-            vec![ReleaseCompartment, RevokeFromCabinet]
-        );
+        assert_eq!(p.apply(&Transition::Pickup, t0(), &policy()).unwrap(), vec![ReleaseCompartment, RevokeFromCabinet]);
         assert_eq!(p.state, S::PickedUp);
         assert!(p.state.is_final());
         assert_eq!(p.deadline, None);
@@ -355,13 +290,9 @@ mod tests {
     fn the_window_extends_once_and_only_before_it_ends() {
         let mut p = walk(&[Transition::Assign, Transition::Deposit, Transition::Ready]);
         let ends = p.deadline.unwrap();
-        p.apply(&Transition::Extend, t0() + Duration::hours(1), &policy())
-            .unwrap();
+        p.apply(&Transition::Extend, t0() + Duration::hours(1), &policy()).unwrap();
         assert_eq!(p.deadline, Some(ends + Duration::hours(24)));
-        assert_eq!(
-            p.apply(&Transition::Extend, t0(), &policy()),
-            Err(TransitionError::AlreadyExtended)
-        );
+        assert_eq!(p.apply(&Transition::Extend, t0(), &policy()), Err(TransitionError::AlreadyExtended));
 
         let mut late = walk(&[Transition::Assign, Transition::Deposit, Transition::Ready]);
         assert_eq!(
@@ -378,8 +309,7 @@ mod tests {
             Err(TransitionError::NotYetExpired { .. })
         ));
         assert_eq!(
-            p.apply(&Transition::Expire, t0() + Duration::hours(48), &policy())
-                .unwrap(),
+            p.apply(&Transition::Expire, t0() + Duration::hours(48), &policy()).unwrap(),
             vec![RevokeFromCabinet, NotifyCourierCollection]
         );
         assert_eq!(
@@ -392,20 +322,15 @@ mod tests {
     #[test]
     fn a_pickup_the_cabinet_recorded_after_server_side_expiry_still_counts() {
         let mut p = walk(&[Transition::Assign, Transition::Deposit, Transition::Ready]);
-        p.apply(&Transition::Expire, t0() + Duration::hours(49), &policy())
-            .unwrap();
-        assert_eq!(
-            p.apply(&Transition::Pickup, t0(), &policy()).unwrap(),
-            vec![ReleaseCompartment, RevokeFromCabinet]
-        );
+        p.apply(&Transition::Expire, t0() + Duration::hours(49), &policy()).unwrap();
+        assert_eq!(p.apply(&Transition::Pickup, t0(), &policy()).unwrap(), vec![ReleaseCompartment, RevokeFromCabinet]);
     }
 
     #[test]
     fn a_lapsed_reservation_frees_the_compartment_and_returns_to_created() {
         let mut p = walk(&[Transition::Assign]);
         assert_eq!(
-            p.apply(&Transition::ReservationLapsed, t0(), &policy())
-                .unwrap(),
+            p.apply(&Transition::ReservationLapsed, t0(), &policy()).unwrap(),
             vec![ReleaseCompartment, NotifyCourierWithdrawn]
         );
         assert_eq!(p, Parcel::new());
@@ -415,14 +340,8 @@ mod tests {
     fn cancellation_depends_on_where_the_parcel_is() {
         let cases = [
             (vec![], vec![]),
-            (
-                vec![Transition::Assign],
-                vec![ReleaseCompartment, NotifyCourierWithdrawn],
-            ),
-            (
-                vec![Transition::Assign, Transition::Deposit],
-                vec![RevokeFromCabinet, NotifyCourierCollection],
-            ),
+            (vec![Transition::Assign], vec![ReleaseCompartment, NotifyCourierWithdrawn]),
+            (vec![Transition::Assign, Transition::Deposit], vec![RevokeFromCabinet, NotifyCourierCollection]),
             (
                 vec![Transition::Assign, Transition::Deposit, Transition::Ready],
                 vec![RevokeFromCabinet, NotifyCourierCollection],
@@ -430,11 +349,7 @@ mod tests {
         ];
         for (steps, effects) in cases {
             let mut p = walk(&steps);
-            assert_eq!(
-                p.apply(&Transition::Cancel, t0(), &policy()).unwrap(),
-                effects,
-                "{steps:?}"
-            );
+            assert_eq!(p.apply(&Transition::Cancel, t0(), &policy()).unwrap(), effects, "{steps:?}");
             assert_eq!(p.state, S::Cancelled);
         }
         // Cancelled with the parcel inside: a courier collects it.
@@ -460,12 +375,7 @@ mod tests {
             Transition::Cancel,
         ];
         for done in [
-            walk(&[
-                Transition::Assign,
-                Transition::Deposit,
-                Transition::Ready,
-                Transition::Pickup,
-            ]),
+            walk(&[Transition::Assign, Transition::Deposit, Transition::Ready, Transition::Pickup]),
             walk(&[
                 Transition::Assign,
                 Transition::Deposit,
@@ -477,10 +387,7 @@ mod tests {
             for t in &all {
                 let mut p = done.clone();
                 assert!(
-                    matches!(
-                        p.apply(t, t0(), &policy()),
-                        Err(TransitionError::NotAllowed { .. })
-                    ),
+                    matches!(p.apply(t, t0(), &policy()), Err(TransitionError::NotAllowed { .. })),
                     "{:?} after {:?}",
                     t,
                     done.state
@@ -530,11 +437,7 @@ mod tests {
                     deadline: Some(t0() + Duration::hours(1)),
                     extended: false,
                 };
-                let now = if *t == Transition::Expire {
-                    t0() + Duration::hours(2)
-                } else {
-                    t0()
-                };
+                let now = if *t == Transition::Expire { t0() + Duration::hours(2) } else { t0() };
                 let accepted = p.apply(t, now, &policy()).is_ok();
                 let expected = allowed.contains(&(state, t.as_str()));
                 assert_eq!(accepted, expected, "{state:?} + {t:?}");

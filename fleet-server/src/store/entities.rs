@@ -10,6 +10,13 @@ pub mod tenant {
         pub id: String,
         pub name: String,
         pub created_at: DateTimeUtc,
+        pub pickup_window_hours: i32,
+        pub extension_hours: i32,
+        pub reservation_hours: i32,
+        /// `recipient` (templates sealed on the recipient's phone) or `operator`.
+        pub custody: String,
+        pub webhook_url: Option<String>,
+        pub webhook_secret: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -63,6 +70,227 @@ pub mod compartment {
         pub id: String,
         pub size: String,
         pub low: bool,
+        /// The parcel holding (or reserved into) this compartment.
+        pub parcel_id: Option<Uuid>,
+        pub reserved_until: Option<DateTimeUtc>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod courier {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "couriers")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub tenant_id: String,
+        pub name: String,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod recipient {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "recipients")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub tenant_id: String,
+        /// The operator's own reference for the person (no names or addresses here).
+        pub reference: String,
+        pub custody: String,
+        pub consent_at: Option<DateTimeUtc>,
+        /// Operator-held custody only: the template encrypted under the key-encryption key.
+        pub template_ciphertext: Option<String>,
+        pub template_model_id: Option<String>,
+        pub template_model_sha256: Option<String>,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod parcel {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "parcels")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub tenant_id: String,
+        /// The sender's tracking reference.
+        pub reference: String,
+        pub recipient_id: Option<Uuid>,
+        pub courier_id: Option<String>,
+        pub state: String,
+        pub size: String,
+        pub need_low: bool,
+        pub cabinet_id: Option<String>,
+        pub compartment_id: Option<String>,
+        pub deadline: Option<DateTimeUtc>,
+        pub extended: bool,
+        /// PHC string of the pickup code's slow hash.
+        pub code_hash: Option<String>,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod parcel_event {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "parcel_events")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub parcel_id: Uuid,
+        pub at: DateTimeUtc,
+        pub kind: String,
+        pub from_state: Option<String>,
+        pub to_state: String,
+        /// `api`, `cabinet` or `timer`.
+        pub source: String,
+        /// JSON with what else is worth knowing (who, where).
+        pub detail: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod cabinet_event {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "cabinet_events")]
+    pub struct Model {
+        /// The cabinet's own event id: storing it twice is impossible.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub cabinet_id: String,
+        pub seq: i64,
+        pub at: DateTimeUtc,
+        pub kind: String,
+        pub body: String,
+        pub received_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod outbox {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "outbox")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub tenant_id: String,
+        /// `mqtt` (target is a topic) or `webhook` (target is a URL).
+        pub channel: String,
+        pub target: String,
+        pub payload: String,
+        pub created_at: DateTimeUtc,
+        pub attempts: i32,
+        pub next_attempt_at: DateTimeUtc,
+        pub delivered_at: Option<DateTimeUtc>,
+        pub last_error: Option<String>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod api_token {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "api_tokens")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        /// Hex sha256 of the secret; the secret itself is shown once and never stored.
+        pub token_hash: String,
+        pub name: String,
+        pub role: String,
+        /// `None` only for fleet-wide admins.
+        pub tenant_id: Option<String>,
+        /// For the courier role: whose assignments the token may see.
+        pub courier_id: Option<String>,
+        pub created_at: DateTimeUtc,
+        pub expires_at: Option<DateTimeUtc>,
+        pub revoked_at: Option<DateTimeUtc>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod sealed_template {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "sealed_templates")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub parcel_id: Uuid,
+        pub cabinet_id: String,
+        /// `SealedTemplate` JSON: ciphertext only this cabinet can open.
+        pub blob: String,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod cabinet_desired {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "cabinet_desired")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub cabinet_id: String,
+        pub templates_version: i64,
+        pub parcels_version: i64,
+        pub templates_applied: i64,
+        pub parcels_applied: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

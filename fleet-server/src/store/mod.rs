@@ -12,8 +12,9 @@ use chrono::{DateTime, Utc};
 use lockerfleet_migrations::{Migrator, MigratorTrait};
 use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectOptions, Database, DatabaseConnection, DbErr,
-    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbErr,
+    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, SqliteTransactionMode, TransactionOptions,
+    TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -85,44 +86,48 @@ impl Store {
         &self.db
     }
 
+    /// Starts a transaction that will write. On SQLite it takes the write lock at once
+    /// (`BEGIN IMMEDIATE`), so two writers queue on `busy_timeout` instead of one failing
+    /// when it tries to upgrade a stale read snapshot; on PostgreSQL it is a plain `BEGIN`.
+    pub async fn begin_write(&self) -> Result<DatabaseTransaction, DbErr> {
+        let options = TransactionOptions {
+            sqlite_transaction_mode: match self.db.get_database_backend() {
+                sea_orm::DatabaseBackend::Sqlite => Some(SqliteTransactionMode::Immediate),
+                _ => None,
+            },
+            ..Default::default()
+        };
+        self.db.begin_with_options(options).await
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.db.get_database_backend() == sea_orm::DatabaseBackend::Postgres
+    }
+
     /// Cheap round trip for `/readyz`.
     pub async fn ping(&self) -> Result<(), DbErr> {
         self.db.ping().await
     }
 
     pub async fn create_tenant(&self, id: &str, name: &str) -> Result<tenant::Model, StoreError> {
-        if tenant::Entity::find_by_id(id.to_owned())
-            .one(&self.db)
-            .await?
-            .is_some()
-        {
-            return Err(StoreError::Conflict {
-                what: "tenant",
-                id: id.to_owned(),
-            });
+        if tenant::Entity::find_by_id(id.to_owned()).one(&self.db).await?.is_some() {
+            return Err(StoreError::Conflict { what: "tenant", id: id.to_owned() });
         }
         let model = tenant::ActiveModel {
             id: Set(id.to_owned()),
             name: Set(name.to_owned()),
             created_at: Set(now()),
+            ..Default::default()
         };
-        tenant::Entity::insert(model)
-            .exec(&self.db)
-            .await
-            .map_err(|e| conflict_or(e, "tenant", id))?;
+        tenant::Entity::insert(model).exec(&self.db).await.map_err(|e| conflict_or(e, "tenant", id))?;
         tenant::Entity::find_by_id(id.to_owned())
             .one(&self.db)
             .await?
-            .ok_or_else(|| StoreError::Missing {
-                what: "tenant",
-                id: id.to_owned(),
-            })
+            .ok_or_else(|| StoreError::Missing { what: "tenant", id: id.to_owned() })
     }
 
     pub async fn tenant(&self, id: &str) -> Result<Option<tenant::Model>, StoreError> {
-        Ok(tenant::Entity::find_by_id(id.to_owned())
-            .one(&self.db)
-            .await?)
+        Ok(tenant::Entity::find_by_id(id.to_owned()).one(&self.db).await?)
     }
 
     pub async fn count_cabinets(&self) -> Result<u64, StoreError> {
@@ -136,51 +141,29 @@ impl Store {
         compartments: Vec<compartment::Model>,
     ) -> Result<CabinetRecord, StoreError> {
         let id = cab.id.clone();
-        let txn = self.db.begin().await?;
-        if tenant::Entity::find_by_id(cab.tenant_id.clone())
-            .one(&txn)
-            .await?
-            .is_none()
-        {
-            return Err(StoreError::Missing {
-                what: "tenant",
-                id: cab.tenant_id,
-            });
+        let txn = self.begin_write().await?;
+        if tenant::Entity::find_by_id(cab.tenant_id.clone()).one(&txn).await?.is_none() {
+            return Err(StoreError::Missing { what: "tenant", id: cab.tenant_id });
         }
-        if cabinet::Entity::find_by_id(id.clone())
-            .one(&txn)
-            .await?
-            .is_some()
-        {
-            return Err(StoreError::Conflict {
-                what: "cabinet",
-                id,
-            });
+        if cabinet::Entity::find_by_id(id.clone()).one(&txn).await?.is_some() {
+            return Err(StoreError::Conflict { what: "cabinet", id });
         }
         cabinet::Entity::insert(cabinet::ActiveModel::from(cab))
             .exec(&txn)
             .await
             .map_err(|e| conflict_or(e, "cabinet", &id))?;
         if !compartments.is_empty() {
-            compartment::Entity::insert_many(
-                compartments.into_iter().map(compartment::ActiveModel::from),
-            )
-            .exec(&txn)
-            .await?;
+            compartment::Entity::insert_many(compartments.into_iter().map(compartment::ActiveModel::from))
+                .exec(&txn)
+                .await?;
         }
         txn.commit().await?;
-        self.cabinet(&id).await?.ok_or(StoreError::Missing {
-            what: "cabinet",
-            id,
-        })
+        self.cabinet(&id).await?.ok_or(StoreError::Missing { what: "cabinet", id })
     }
 
     /// One cabinet with its compartments.
     pub async fn cabinet(&self, id: &str) -> Result<Option<CabinetRecord>, StoreError> {
-        let Some(cab) = cabinet::Entity::find_by_id(id.to_owned())
-            .one(&self.db)
-            .await?
-        else {
+        let Some(cab) = cabinet::Entity::find_by_id(id.to_owned()).one(&self.db).await? else {
             return Ok(None);
         };
         let compartments = compartment::Entity::find()
@@ -188,10 +171,7 @@ impl Store {
             .order_by_asc(compartment::Column::Id)
             .all(&self.db)
             .await?;
-        Ok(Some(CabinetRecord {
-            cabinet: cab,
-            compartments,
-        }))
+        Ok(Some(CabinetRecord { cabinet: cab, compartments }))
     }
 
     /// Cabinets ordered by id, after `after` (keyset pagination), optionally of one tenant.
@@ -231,23 +211,20 @@ impl Store {
 
     /// The presence of one cabinet, or `None` when it is not registered.
     pub async fn presence_of(&self, id: &str) -> Result<Option<PresenceRow>, StoreError> {
-        Ok(cabinet::Entity::find_by_id(id.to_owned())
-            .one(&self.db)
-            .await?
-            .map(|c| PresenceRow {
-                cabinet: c.id,
-                online: c.online,
-                session: c.session,
-                last_seen_at: c.last_seen_at,
-                firmware: c.firmware,
-                hardware: c.hardware,
-                slot: c.slot,
-            }))
+        Ok(cabinet::Entity::find_by_id(id.to_owned()).one(&self.db).await?.map(|c| PresenceRow {
+            cabinet: c.id,
+            online: c.online,
+            session: c.session,
+            last_seen_at: c.last_seen_at,
+            firmware: c.firmware,
+            hardware: c.hardware,
+            slot: c.slot,
+        }))
     }
 
     /// Writes a batch of presence rows in one transaction.
     pub async fn write_presence(&self, rows: &[PresenceRow]) -> Result<(), StoreError> {
-        let txn = self.db.begin().await?;
+        let txn = self.begin_write().await?;
         for row in rows {
             cabinet::Entity::update_many()
                 .col_expr(cabinet::Column::Online, row.online.into())
@@ -264,6 +241,11 @@ impl Store {
         Ok(())
     }
 
+    /// Every stored token hash (for audits and tests: proves no secret is stored).
+    pub async fn token_hashes(&self) -> Result<Vec<String>, StoreError> {
+        Ok(entities::api_token::Entity::find().all(&self.db).await?.into_iter().map(|t| t.token_hash).collect())
+    }
+
     /// The database backend's name, for logs.
     pub fn backend(&self) -> &'static str {
         match self.db.get_database_backend() {
@@ -278,10 +260,7 @@ impl Store {
 /// [`StoreError::Conflict`].
 fn conflict_or(e: DbErr, what: &'static str, id: &str) -> StoreError {
     match e.sql_err() {
-        Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => StoreError::Conflict {
-            what,
-            id: id.to_owned(),
-        },
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => StoreError::Conflict { what, id: id.to_owned() },
         _ => StoreError::Db(e),
     }
 }

@@ -17,8 +17,7 @@ use std::time::Duration;
 use fleet_server::config::{BrokerMode, Config};
 use fleet_server::{RunningServer, start};
 use lockerfleet_shared::envelope::{
-    CompartmentInfo, CompartmentSize, DownBody, Heartbeat, Hello, PresenceBody, Session, Slot,
-    UpBody, decode,
+    CompartmentInfo, CompartmentSize, DownBody, Heartbeat, Hello, PresenceBody, Session, Slot, UpBody, decode,
 };
 use lockerfleet_shared::{CabinetId, CompartmentId, Envelope, TopicSpace};
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
@@ -26,6 +25,9 @@ use sea_orm::{ConnectionTrait, Database};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use uuid::Uuid;
+
+/// The fleet-admin token every test server is bootstrapped with.
+pub const ADMIN_TOKEN: &str = "lf_test-admin-token-0123456789abcdef";
 
 /// Which database a test runs on.
 #[derive(Debug, Clone)]
@@ -63,28 +65,15 @@ fn required(var: &str) -> Option<String> {
 
 impl Backend {
     pub fn sqlite_embedded() -> Option<Self> {
-        Some(Self {
-            db: Db::Sqlite,
-            mqtt: Mqtt::Embedded,
-        })
+        Some(Self { db: Db::Sqlite, mqtt: Mqtt::Embedded })
     }
 
     pub fn postgres_embedded() -> Option<Self> {
-        Some(Self {
-            db: Db::Postgres {
-                admin_url: required("DATABASE_URL")?,
-            },
-            mqtt: Mqtt::Embedded,
-        })
+        Some(Self { db: Db::Postgres { admin_url: required("DATABASE_URL")? }, mqtt: Mqtt::Embedded })
     }
 
     pub fn sqlite_external() -> Option<Self> {
-        Some(Self {
-            db: Db::Sqlite,
-            mqtt: Mqtt::External {
-                url: required("MQTT_EXTERNAL_URL")?,
-            },
-        })
+        Some(Self { db: Db::Sqlite, mqtt: Mqtt::External { url: required("MQTT_EXTERNAL_URL")? } })
     }
 }
 
@@ -142,39 +131,19 @@ impl Fixture {
     pub async fn new(backend: Backend) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let (database_url, pg_cleanup) = match &backend.db {
-            Db::Sqlite => (
-                format!(
-                    "sqlite://{}?mode=rwc",
-                    dir.path().join("fleet.db").display()
-                ),
-                None,
-            ),
+            Db::Sqlite => (format!("sqlite://{}?mode=rwc", dir.path().join("fleet.db").display()), None),
             Db::Postgres { admin_url } => {
                 let name = format!("lf_t_{}", Uuid::new_v4().simple());
-                let admin = Database::connect(admin_url.as_str())
-                    .await
-                    .expect("connect to DATABASE_URL");
-                admin
-                    .execute_unprepared(&format!("CREATE DATABASE {name}"))
-                    .await
-                    .expect("create test database");
-                (
-                    with_database(admin_url, &name),
-                    Some((admin_url.clone(), name)),
-                )
+                let admin = Database::connect(admin_url.as_str()).await.expect("connect to DATABASE_URL");
+                admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("create test database");
+                (with_database(admin_url, &name), Some((admin_url.clone(), name)))
             }
         };
         let namespace = match backend.mqtt {
             Mqtt::Embedded => None,
             Mqtt::External { .. } => Some(format!("t{}", Uuid::new_v4().simple())),
         };
-        Self {
-            backend,
-            database_url,
-            namespace,
-            pg_cleanup,
-            _dir: dir,
-        }
+        Self { backend, database_url, namespace, pg_cleanup, _dir: dir }
     }
 
     /// A configuration for this fixture; tests adjust it before starting.
@@ -186,6 +155,7 @@ impl Fixture {
         c.mqtt.namespace = self.namespace.clone();
         c.mqtt.probe_interval_s = 1;
         c.presence.flush_interval_ms = 100;
+        c.auth.bootstrap_token = Some(ADMIN_TOKEN.to_owned());
         match &self.backend.mqtt {
             Mqtt::Embedded => {
                 c.mqtt.mode = BrokerMode::Embedded;
@@ -204,15 +174,11 @@ impl Fixture {
         let ts = TestServer {
             base: format!("http://{}", server.http_addr),
             topics: config.topics(),
-            http: awc::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .finish(),
+            http: awc::Client::builder().timeout(Duration::from_secs(10)).finish(),
+            token: ADMIN_TOKEN.to_owned(),
             server,
         };
-        ts.wait_until("the server is ready", || async {
-            ts.get("/readyz").await.0 == 200
-        })
-        .await;
+        ts.wait_until("the server is ready", || async { ts.get("/readyz").await.0 == 200 }).await;
         ts
     }
 
@@ -221,9 +187,7 @@ impl Fixture {
         if let Some((admin_url, name)) = &self.pg_cleanup
             && let Ok(admin) = Database::connect(admin_url.as_str()).await
         {
-            let _ = admin
-                .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .await;
+            let _ = admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
         }
     }
 }
@@ -234,42 +198,61 @@ pub struct TestServer {
     pub base: String,
     pub topics: TopicSpace,
     http: awc::Client,
+    /// The bearer token requests are made with.
+    pub token: String,
 }
 
 impl TestServer {
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let mut res = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .expect("GET");
-        let status = res.status().as_u16();
-        let body = res.body().limit(16 * 1024 * 1024).await.expect("body");
-        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+        self.request("GET", path, Some(&self.token), None).await
     }
 
     pub async fn get_text(&self, path: &str) -> String {
-        let mut res = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .expect("GET");
+        let mut res = self.http.get(format!("{}{path}", self.base)).send().await.expect("GET");
         let body = res.body().limit(16 * 1024 * 1024).await.expect("body");
         String::from_utf8_lossy(&body).into_owned()
     }
 
-    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        let mut res = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .send_json(body)
-            .await
-            .expect("POST");
+    /// The same server seen with another token.
+    pub fn with_token(&self, token: &str) -> TestClient<'_> {
+        TestClient { server: self, token: token.to_owned() }
+    }
+
+    pub async fn request(&self, method: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> (u16, Value) {
+        let url = format!("{}{path}", self.base);
+        let mut req = match method {
+            "GET" => self.http.get(url),
+            "POST" => self.http.post(url),
+            "PUT" => self.http.put(url),
+            "DELETE" => self.http.delete(url),
+            other => panic!("method {other}"),
+        };
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let mut res = match body {
+            Some(b) => req.send_json(b).await.expect("request"),
+            None => req.send().await.expect("request"),
+        };
         let status = res.status().as_u16();
-        let body = res.body().await.expect("body");
+        let body = res.body().limit(16 * 1024 * 1024).await.expect("body");
         (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
+    /// Makes a token and returns its secret.
+    pub async fn make_token(&self, role: &str, tenant: Option<&str>, courier: Option<&str>) -> String {
+        let (status, body) = self
+            .post(
+                "/api/v1/tokens",
+                &json!({"name": format!("{role} test"), "role": role, "tenant": tenant, "courier": courier}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["token"].as_str().expect("token secret").to_owned()
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.request("POST", path, Some(&self.token), Some(body)).await
     }
 
     /// A sample value from `/metrics`, e.g. `lockerfleet_rejected_messages_total{reason="too_large"}`.
@@ -277,10 +260,7 @@ impl TestServer {
         self.get_text("/metrics")
             .await
             .lines()
-            .find_map(|l| {
-                l.strip_prefix(series)
-                    .and_then(|rest| rest.strip_prefix(' '))
-            })
+            .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
             .map(|v| v.trim().parse().expect("metric value is a number"))
             .unwrap_or(0.0)
     }
@@ -296,34 +276,22 @@ impl TestServer {
             if check().await {
                 return;
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out waiting until {what}"
-            );
+            assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
 
     pub async fn wait_for_metric(&self, series: &str, at_least: f64) {
-        self.wait_until(&format!("{series} >= {at_least}"), || async {
-            self.metric(series).await >= at_least
-        })
-        .await;
+        self.wait_until(&format!("{series} >= {at_least}"), || async { self.metric(series).await >= at_least }).await;
     }
 
     pub async fn create_tenant(&self, id: &str) {
-        let (status, body) = self
-            .post("/api/v1/tenants", &json!({"id": id, "name": id}))
-            .await;
+        let (status, body) = self.post("/api/v1/tenants", &json!({"id": id, "name": id})).await;
         assert_eq!(status, 201, "{body}");
     }
 
     /// Registers a cabinet with two compartments and returns its key pair.
-    pub async fn register_cabinet(
-        &self,
-        tenant: &str,
-        id: &str,
-    ) -> lockerfleet_shared::seal::CabinetKeyPair {
+    pub async fn register_cabinet(&self, tenant: &str, id: &str) -> lockerfleet_shared::seal::CabinetKeyPair {
         let keys = lockerfleet_shared::seal::CabinetKeyPair::generate();
         let (status, body) = self
             .post(
@@ -346,13 +314,31 @@ impl TestServer {
 
     /// Connects a scripted cabinet (a plain MQTT client, not the edge agent).
     pub async fn connect_cabinet(&self, id: &str) -> FakeCabinet {
-        FakeCabinet::connect(
-            &self.server.mqtt_host,
-            self.server.mqtt_port,
-            self.topics.clone(),
-            id,
-        )
-        .await
+        FakeCabinet::connect(&self.server.mqtt_host, self.server.mqtt_port, self.topics.clone(), id).await
+    }
+}
+
+/// Requests made with a particular token.
+pub struct TestClient<'a> {
+    server: &'a TestServer,
+    token: String,
+}
+
+impl TestClient<'_> {
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.server.request("GET", path, Some(&self.token), None).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.server.request("POST", path, Some(&self.token), Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.server.request("PUT", path, Some(&self.token), Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        self.server.request("DELETE", path, Some(&self.token), None).await
     }
 }
 
@@ -372,17 +358,11 @@ impl FakeCabinet {
     pub async fn connect(host: &str, port: u16, topics: TopicSpace, id: &str) -> Self {
         let id = CabinetId::new(id).expect("valid id");
         let session = Uuid::now_v7();
-        let will =
-            Envelope::new(id.clone(), 0, PresenceBody::Offline(Session { session })).encode();
+        let will = Envelope::new(id.clone(), 0, PresenceBody::Offline(Session { session })).encode();
         let mut opts = MqttOptions::new(format!("{}-{}", topics, id).replace('/', "_"), host, port);
         opts.set_keep_alive(Duration::from_secs(5))
             .set_max_packet_size(8 * 1024 * 1024, 8 * 1024 * 1024)
-            .set_last_will(LastWill::new(
-                topics.cabinet_presence(&id),
-                will,
-                QoS::AtLeastOnce,
-                true,
-            ));
+            .set_last_will(LastWill::new(topics.cabinet_presence(&id), will, QoS::AtLeastOnce, true));
         let (client, mut eventloop) = AsyncClient::new(opts, 64);
         let (conn_tx, mut conn_rx) = mpsc::unbounded_channel();
         let (down_tx, down) = mpsc::unbounded_channel();
@@ -402,28 +382,13 @@ impl FakeCabinet {
                 }
             }
         });
-        client
-            .subscribe(topics.cabinet_down(&id), QoS::AtLeastOnce)
-            .await
-            .expect("queue subscribe");
+        client.subscribe(topics.cabinet_down(&id), QoS::AtLeastOnce).await.expect("queue subscribe");
         tokio::time::timeout(Duration::from_secs(10), conn_rx.recv())
             .await
             .expect("cabinet connects and subscribes within 10 s");
-        let online =
-            Envelope::new(id.clone(), 0, PresenceBody::Online(Session { session })).encode();
-        client
-            .publish(topics.cabinet_presence(&id), QoS::AtLeastOnce, true, online)
-            .await
-            .expect("publish online");
-        Self {
-            id,
-            session,
-            client,
-            topics,
-            down,
-            seq: 0,
-            task,
-        }
+        let online = Envelope::new(id.clone(), 0, PresenceBody::Online(Session { session })).encode();
+        client.publish(topics.cabinet_presence(&id), QoS::AtLeastOnce, true, online).await.expect("publish online");
+        Self { id, session, client, topics, down, seq: 0, task }
     }
 
     pub async fn send(&mut self, body: UpBody) {
@@ -434,15 +399,7 @@ impl FakeCabinet {
 
     /// Publishes raw bytes on this cabinet's `up` topic.
     pub async fn publish_up(&self, payload: Vec<u8>) {
-        self.client
-            .publish(
-                self.topics.cabinet_up(&self.id),
-                QoS::AtLeastOnce,
-                false,
-                payload,
-            )
-            .await
-            .expect("publish");
+        self.client.publish(self.topics.cabinet_up(&self.id), QoS::AtLeastOnce, false, payload).await.expect("publish");
     }
 
     pub async fn hello(&mut self, firmware: &str) {
@@ -472,9 +429,82 @@ impl FakeCabinet {
         .await;
     }
 
+    /// Waits up to 10 s for a `down` message that `pick` accepts, skipping others.
+    pub async fn expect_down<T>(&mut self, what: &str, mut pick: impl FnMut(&DownBody) -> Option<T>) -> T {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match tokio::time::timeout_at(deadline, self.down.recv()).await {
+                Ok(Some(env)) => {
+                    assert_eq!(env.cabinet, self.id, "a down message names another cabinet");
+                    if let Some(t) = pick(&env.body) {
+                        return t;
+                    }
+                }
+                Ok(None) => panic!("{}: connection task ended while waiting for {what}", self.id),
+                Err(_) => panic!("{}: no {what} within 10 s", self.id),
+            }
+        }
+    }
+
+    /// Sends one journal event.
+    pub async fn send_event(&mut self, id: Uuid, seq: u64, what: lockerfleet_shared::envelope::EventKind) {
+        self.send(UpBody::Events(lockerfleet_shared::envelope::EventBatch {
+            events: vec![lockerfleet_shared::envelope::CabinetEvent { id, seq, at: chrono::Utc::now(), what }],
+        }))
+        .await;
+    }
+
     /// Drops the connection without DISCONNECT, as a power cut would: the broker then
     /// publishes the last will.
     pub fn kill(self) {
+        self.task.abort();
+    }
+}
+
+/// A plain MQTT subscriber (a courier's phone, or an eavesdropper in tests).
+pub struct Subscriber {
+    pub rx: mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+    _client: AsyncClient,
+    task: actix_rt::task::JoinHandle<()>,
+}
+
+impl Subscriber {
+    pub async fn new(host: &str, port: u16, filter: &str) -> Self {
+        let mut opts = MqttOptions::new(format!("sub-{}", Uuid::new_v4().simple()), host, port);
+        opts.set_keep_alive(Duration::from_secs(5)).set_max_packet_size(8 * 1024 * 1024, 8 * 1024 * 1024);
+        let (client, mut eventloop) = AsyncClient::new(opts, 64);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
+        let task = actix_rt::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        let _ = ready_tx.send(());
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let _ = tx.send((p.topic.clone(), p.payload.to_vec()));
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        client.subscribe(filter, QoS::AtLeastOnce).await.expect("queue subscribe");
+        tokio::time::timeout(Duration::from_secs(10), ready_rx.recv()).await.expect("subscribed within 10 s");
+        Self { rx, _client: client, task }
+    }
+
+    /// The next message within 10 s.
+    pub async fn next(&mut self, what: &str) -> (String, Vec<u8>) {
+        tokio::time::timeout(Duration::from_secs(10), self.rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no {what} within 10 s"))
+            .expect("subscriber task alive")
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
         self.task.abort();
     }
 }

@@ -1,0 +1,292 @@
+//! The ingest actor: cabinet events into the database, exactly once, then acked.
+//!
+//! ```text
+//!   ingress ──Events──► buffer ──(max_batch or max_wait_ms)──► one transaction:
+//!                                   known ids? → duplicates (acked, not stored again)
+//!                                   new ids    → INSERT … ON CONFLICT DO NOTHING
+//!                                               + parcel transitions (deposit, pickup, collect)
+//!                         commit ──► ack on each cabinet's down topic (ids of new + duplicates)
+//! ```
+//!
+//! The ack is sent only after the commit: a crash before it means the cabinet resends,
+//! and the primary key on the event id makes the resend a duplicate. A transition the
+//! lifecycle refuses (a pickup for a parcel already picked up) is counted and logged; the
+//! event itself is stored and acked, so one odd fact can never block a cabinet's journal.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use actix::prelude::*;
+use lockerfleet_shared::envelope::{Ack, CabinetEvent, DownBody, EventKind};
+use lockerfleet_shared::{CabinetId, Envelope, TopicSpace};
+use rumqttc::{AsyncClient, QoS};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::domain::parcel::Transition;
+use crate::metrics::Metrics;
+use crate::service::Ctx;
+use crate::service::parcels::{ServiceError, Source, transition_in};
+use crate::store::entities::{cabinet_desired, cabinet_event, parcel};
+use crate::store::now;
+use sea_orm::sea_query::Expr;
+
+/// A batch of events one cabinet sent.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Events {
+    pub cabinet: CabinetId,
+    pub events: Vec<CabinetEvent>,
+}
+
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct Flush;
+
+/// A cabinet reports the desired-state versions it has applied.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct AppliedVersions {
+    pub cabinet: CabinetId,
+    pub templates: Option<u64>,
+    pub parcels: Option<u64>,
+}
+
+pub struct Ingest {
+    ctx: Ctx,
+    metrics: Metrics,
+    client: AsyncClient,
+    topics: TopicSpace,
+    max_batch: usize,
+    max_wait: Duration,
+    buffer: Vec<(CabinetId, CabinetEvent)>,
+    flush_scheduled: bool,
+    writing: bool,
+    outbox: Option<Recipient<super::outbox::Kick>>,
+}
+
+impl std::fmt::Debug for Ingest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ingest").field("buffered", &self.buffer.len()).finish_non_exhaustive()
+    }
+}
+
+impl Ingest {
+    pub fn new(
+        ctx: Ctx,
+        metrics: Metrics,
+        client: AsyncClient,
+        max_batch: usize,
+        max_wait: Duration,
+        outbox: Option<Recipient<super::outbox::Kick>>,
+    ) -> Self {
+        Self {
+            topics: ctx.topics.clone(),
+            ctx,
+            metrics,
+            client,
+            max_batch,
+            max_wait,
+            buffer: Vec::new(),
+            flush_scheduled: false,
+            writing: false,
+            outbox,
+        }
+    }
+
+    fn write(&mut self, ctx: &mut Context<Self>) {
+        if self.writing || self.buffer.is_empty() {
+            return;
+        }
+        self.writing = true;
+        let take = self.buffer.len().min(self.max_batch);
+        let batch: Vec<_> = self.buffer.drain(..take).collect();
+        let service = self.ctx.clone();
+        let metrics = self.metrics.clone();
+        async move {
+            let timer = metrics.ingest_batch_seconds.start_timer();
+            metrics.ingest_batch_size.observe(batch.len() as f64);
+            let result = store_batch(&service, &metrics, &batch).await;
+            timer.observe_duration();
+            (batch, result)
+        }
+        .into_actor(self)
+        .map(|(batch, result), act, ctx| {
+            act.writing = false;
+            match result {
+                Ok(()) => {
+                    act.ack(&batch);
+                    if let Some(o) = &act.outbox {
+                        o.do_send(super::outbox::Kick);
+                    }
+                }
+                // Not acked: the cabinets resend, and the next attempt may succeed.
+                Err(e) => tracing::warn!(error = %e, events = batch.len(), "ingest batch failed; not acked"),
+            }
+            if !act.buffer.is_empty() {
+                act.write(ctx);
+            }
+        })
+        .spawn(ctx);
+    }
+
+    fn ack(&self, batch: &[(CabinetId, CabinetEvent)]) {
+        let mut per_cabinet: BTreeMap<&CabinetId, Vec<Uuid>> = BTreeMap::new();
+        for (cabinet, event) in batch {
+            per_cabinet.entry(cabinet).or_default().push(event.id);
+        }
+        for (cabinet, events) in per_cabinet {
+            let envelope = Envelope::new(cabinet.clone(), 0, DownBody::Ack(Ack { events }));
+            match self.client.try_publish(self.topics.cabinet_down(cabinet), QoS::AtLeastOnce, false, envelope.encode())
+            {
+                Ok(()) => self.metrics.acks_sent.inc(),
+                // The cabinet will resend; its events are already stored and will be acked then.
+                Err(e) => tracing::warn!(error = %e, %cabinet, "could not queue an ack"),
+            }
+        }
+    }
+}
+
+impl Actor for Ingest {
+    type Context = Context<Self>;
+}
+
+impl Handler<Events> for Ingest {
+    type Result = ();
+
+    fn handle(&mut self, msg: Events, ctx: &mut Self::Context) {
+        let Events { cabinet, events } = msg;
+        self.buffer.extend(events.into_iter().map(|e| (cabinet.clone(), e)));
+        if self.buffer.len() >= self.max_batch {
+            self.write(ctx);
+        } else if !self.flush_scheduled {
+            self.flush_scheduled = true;
+            ctx.notify_later(Flush, self.max_wait);
+        }
+    }
+}
+
+impl Handler<Flush> for Ingest {
+    type Result = ();
+
+    fn handle(&mut self, _: Flush, ctx: &mut Self::Context) {
+        self.flush_scheduled = false;
+        self.write(ctx);
+    }
+}
+
+impl Handler<AppliedVersions> for Ingest {
+    type Result = ();
+
+    fn handle(&mut self, msg: AppliedVersions, ctx: &mut Self::Context) {
+        let store = self.ctx.store.clone();
+        async move {
+            let mut update = cabinet_desired::Entity::update_many();
+            // Versions only move forward: a late report never lowers what was confirmed.
+            if let Some(t) = msg.templates.and_then(|v| i64::try_from(v).ok()) {
+                update = update.col_expr(
+                    cabinet_desired::Column::TemplatesApplied,
+                    Expr::cust_with_values("CASE WHEN templates_applied < $1 THEN $1 ELSE templates_applied END", [t]),
+                );
+            }
+            if let Some(p) = msg.parcels.and_then(|v| i64::try_from(v).ok()) {
+                update = update.col_expr(
+                    cabinet_desired::Column::ParcelsApplied,
+                    Expr::cust_with_values("CASE WHEN parcels_applied < $1 THEN $1 ELSE parcels_applied END", [p]),
+                );
+            }
+            if msg.templates.is_none() && msg.parcels.is_none() {
+                return;
+            }
+            if let Err(e) = update
+                .filter(cabinet_desired::Column::CabinetId.eq(msg.cabinet.as_str()))
+                .exec(store.connection())
+                .await
+            {
+                tracing::warn!(error = %e, cabinet = %msg.cabinet, "could not record applied versions");
+            }
+        }
+        .into_actor(self)
+        .spawn(ctx);
+    }
+}
+
+fn kind_of(e: &EventKind) -> &'static str {
+    match e {
+        EventKind::Deposit { .. } => "deposit",
+        EventKind::Pickup { .. } => "pickup",
+        EventKind::Collected { .. } => "collected",
+        EventKind::FailedMatch { .. } => "failed_match",
+        EventKind::Alarm { .. } => "alarm",
+    }
+}
+
+async fn store_batch(ctx: &Ctx, metrics: &Metrics, batch: &[(CabinetId, CabinetEvent)]) -> Result<(), ServiceError> {
+    let txn = ctx.store.begin_write().await?;
+    let ids: Vec<Uuid> = batch.iter().map(|(_, e)| e.id).collect();
+    let known: HashSet<Uuid> = cabinet_event::Entity::find()
+        .filter(cabinet_event::Column::Id.is_in(ids))
+        .all(&txn)
+        .await?
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    let at = now();
+    let mut seen_in_batch = HashSet::new();
+    for (cabinet, event) in batch {
+        if known.contains(&event.id) || !seen_in_batch.insert(event.id) {
+            metrics.ingest_events.with_label_values(&["duplicate"]).inc();
+            continue;
+        }
+        let inserted = cabinet_event::Entity::insert(cabinet_event::ActiveModel {
+            id: Set(event.id),
+            cabinet_id: Set(cabinet.to_string()),
+            seq: Set(i64::try_from(event.seq).unwrap_or(i64::MAX)),
+            at: Set(event.at),
+            kind: Set(kind_of(&event.what).to_owned()),
+            body: Set(serde_json::to_string(&event.what).expect("event kinds serialise")),
+            received_at: Set(at),
+        })
+        .on_conflict(sea_orm::sea_query::OnConflict::column(cabinet_event::Column::Id).do_nothing().to_owned())
+        .exec_without_returning(&txn)
+        .await;
+        match inserted {
+            Ok(0) | Err(sea_orm::DbErr::RecordNotInserted) => {
+                // Another replica stored it between our lookup and this insert.
+                metrics.ingest_events.with_label_values(&["duplicate"]).inc();
+                continue;
+            }
+            Ok(_) => metrics.ingest_events.with_label_values(&["stored"]).inc(),
+            Err(e) => return Err(e.into()),
+        }
+        let (parcel_id, transition) = match &event.what {
+            EventKind::Deposit { parcel, .. } => (parcel.0, Transition::Deposit),
+            EventKind::Pickup { parcel, .. } => (parcel.0, Transition::Pickup),
+            EventKind::Collected { parcel, .. } => (parcel.0, Transition::Collect),
+            EventKind::FailedMatch { .. } | EventKind::Alarm { .. } => continue,
+        };
+        let kind = kind_of(&event.what);
+        let Some(p) = parcel::Entity::find_by_id(parcel_id).one(&txn).await? else {
+            metrics.ingest_refused_transitions.with_label_values(&[kind]).inc();
+            tracing::warn!(%cabinet, parcel = %parcel_id, kind, "event names an unknown parcel");
+            continue;
+        };
+        if p.cabinet_id.as_deref() != Some(cabinet.as_str()) {
+            metrics.ingest_refused_transitions.with_label_values(&[kind]).inc();
+            tracing::warn!(%cabinet, parcel = %parcel_id, kind, "event names a parcel of another cabinet");
+            continue;
+        }
+        let detail = json!({"event": event.id, "seq": event.seq, "cabinet_time": event.at, "what": event.what});
+        match transition_in(&txn, ctx, p, &transition, Source::Cabinet, detail, at).await {
+            Ok(_) => {}
+            Err(ServiceError::Transition(e)) => {
+                metrics.ingest_refused_transitions.with_label_values(&[kind]).inc();
+                tracing::warn!(%cabinet, parcel = %parcel_id, kind, error = %e, "transition refused");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    txn.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,296 @@
+//! The outbox relay: delivers what the use cases queued in the `outbox` table.
+//!
+//! ```text
+//!   outbox rows ──► relay pass ──► mqtt:    courier topics (PUBACK-confirmed)
+//!   (committed)         │         cabinet: the cabinet's current desired state → down topic
+//!                       │         webhook: POST, HMAC-SHA256 signed, retried with backoff
+//!                       └──► delivered_at set only after the broker or endpoint accepted
+//! ```
+//!
+//! A pass runs when kicked (after a commit that queued something) and every second. A
+//! row that fails is retried with capped exponential backoff and jitter; its last error
+//! is kept on the row for the operator. Delivery is at least once: a crash after the
+//! broker accepted and before `delivered_at` was written sends that message again, and
+//! receivers deduplicate on the envelope id.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::Utc;
+use hmac::{Hmac, Mac};
+use lockerfleet_shared::envelope::DownBody;
+use lockerfleet_shared::{CabinetId, Envelope, TopicSpace};
+use rand::Rng;
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
+use sha2::Sha256;
+
+use super::publisher::{MAX_BATCH, Publisher};
+use crate::metrics::Metrics;
+use crate::service::desired;
+use crate::service::outbox::{CHANNEL_CABINET, CHANNEL_MQTT, CHANNEL_WEBHOOK};
+use crate::store::entities::{outbox, tenant};
+use crate::store::{Store, now};
+
+/// Something was queued: run a pass soon.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct Kick;
+
+pub struct OutboxRelay {
+    store: Store,
+    metrics: Metrics,
+    topics: TopicSpace,
+    publisher: Option<Publisher>,
+    http: awc::Client,
+    running: bool,
+    again: bool,
+}
+
+impl std::fmt::Debug for OutboxRelay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutboxRelay").field("running", &self.running).finish_non_exhaustive()
+    }
+}
+
+impl OutboxRelay {
+    pub fn new(store: Store, metrics: Metrics, topics: TopicSpace, host: &str, port: u16) -> Self {
+        Self {
+            store,
+            metrics,
+            topics,
+            publisher: Some(Publisher::new(host, port, "lf-outbox")),
+            http: awc::Client::builder().timeout(Duration::from_secs(10)).finish(),
+            running: false,
+            again: false,
+        }
+    }
+
+    fn pass(&mut self, ctx: &mut Context<Self>) {
+        if self.running {
+            self.again = true;
+            return;
+        }
+        self.running = true;
+        self.again = false;
+        let store = self.store.clone();
+        let metrics = self.metrics.clone();
+        let topics = self.topics.clone();
+        let http = self.http.clone();
+        let mut publisher = self.publisher.take().expect("the publisher is home whenever no pass runs");
+        async move {
+            let result = deliver(&store, &metrics, &topics, &http, &mut publisher).await;
+            (publisher, result)
+        }
+        .into_actor(self)
+        .map(|(publisher, result), act, ctx| {
+            act.publisher = Some(publisher);
+            act.running = false;
+            match result {
+                Ok(more) => {
+                    if more || act.again {
+                        act.pass(ctx);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "outbox pass failed; retrying on the next tick"),
+            }
+        })
+        .spawn(ctx);
+    }
+}
+
+impl Actor for OutboxRelay {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.pass(ctx);
+        ctx.run_interval(Duration::from_secs(1), |act, ctx| act.pass(ctx));
+    }
+}
+
+impl Handler<Kick> for OutboxRelay {
+    type Result = ();
+
+    fn handle(&mut self, _: Kick, ctx: &mut Self::Context) {
+        self.pass(ctx);
+    }
+}
+
+/// Backoff after `attempts` failures: 2^n seconds capped at an hour, with ±20% jitter.
+fn retry_delay(attempts: i32) -> chrono::Duration {
+    let base = 2f64.powi(attempts.clamp(0, 12)).min(3600.0);
+    let jitter = rand::thread_rng().gen_range(0.8..1.2);
+    chrono::Duration::milliseconds((base * jitter * 1000.0) as i64)
+}
+
+/// One pass: delivers up to one batch; returns whether more may be waiting.
+async fn deliver(
+    store: &Store,
+    metrics: &Metrics,
+    topics: &TopicSpace,
+    http: &awc::Client,
+    publisher: &mut Publisher,
+) -> Result<bool, sea_orm::DbErr> {
+    let db = store.connection();
+    let at = now();
+    let rows = outbox::Entity::find()
+        .filter(outbox::Column::DeliveredAt.is_null())
+        .filter(outbox::Column::NextAttemptAt.lte(at))
+        .order_by_asc(outbox::Column::Id)
+        .limit(MAX_BATCH as u64)
+        .all(db)
+        .await?;
+    let pending = outbox::Entity::find().filter(outbox::Column::DeliveredAt.is_null()).count(db).await?;
+    metrics.outbox_pending.set(i64::try_from(pending).unwrap_or(i64::MAX));
+    if rows.is_empty() {
+        return Ok(false);
+    }
+    let full = rows.len() == MAX_BATCH;
+
+    // MQTT messages and cabinet pushes go out through one confirmed batch.
+    let mut messages: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut owners: Vec<Vec<i64>> = Vec::new();
+    let mut cabinets: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    let mut webhooks = Vec::new();
+    for row in &rows {
+        match row.channel.as_str() {
+            CHANNEL_MQTT => {
+                messages.push((row.target.clone(), row.payload.clone().into_bytes()));
+                owners.push(vec![row.id]);
+            }
+            CHANNEL_CABINET => cabinets.entry(row.target.clone()).or_default().push(row.id),
+            CHANNEL_WEBHOOK => webhooks.push(row.clone()),
+            other => {
+                tracing::error!(id = row.id, channel = other, "outbox row with an unknown channel");
+                mark_failed(store, row, &format!("unknown channel {other:?}")).await?;
+            }
+        }
+    }
+    let mut kinds = Vec::new();
+    for (cabinet, ids) in &cabinets {
+        let Ok(cab) = CabinetId::new(cabinet.clone()) else { continue };
+        let state = match desired::build(store, cabinet).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, %cabinet, "cannot build desired state");
+                continue;
+            }
+        };
+        let topic = topics.cabinet_down(&cab);
+        // Sequence numbers for server → cabinet messages: the versions order them.
+        let seq = state.parcels.version;
+        messages.push((topic.clone(), Envelope::new(cab.clone(), seq, DownBody::Parcels(state.parcels)).encode()));
+        owners.push(Vec::new());
+        kinds.push("parcels");
+        messages.push((topic, Envelope::new(cab, seq, DownBody::Templates(state.templates)).encode()));
+        owners.push(ids.clone());
+        kinds.push("templates");
+    }
+    let acked = publisher.publish_all(&messages, Duration::from_secs(5)).await;
+    let mut delivered = Vec::new();
+    let mut kind_iter = kinds.into_iter();
+    for ((i, ok), ids) in acked.iter().enumerate().zip(&owners) {
+        let is_cabinet = messages[i].0.ends_with("/down");
+        if is_cabinet
+            && let Some(kind) = kind_iter.next()
+            && *ok
+        {
+            metrics.desired_pushes.with_label_values(&[kind]).inc();
+        }
+        let channel = if is_cabinet { CHANNEL_CABINET } else { CHANNEL_MQTT };
+        if ids.is_empty() {
+            continue;
+        }
+        // A cabinet's rows count as delivered only when both halves were accepted.
+        let ok = *ok && (!is_cabinet || i == 0 || acked[i - 1]);
+        metrics.notifications.with_label_values(&[channel, if ok { "delivered" } else { "failed" }]).inc();
+        if ok {
+            delivered.extend(ids.iter().copied());
+        } else {
+            for id in ids {
+                if let Some(row) = rows.iter().find(|r| r.id == *id) {
+                    mark_failed(store, row, "the broker did not acknowledge the message").await?;
+                }
+            }
+        }
+    }
+    if !delivered.is_empty() {
+        outbox::Entity::update_many()
+            .col_expr(outbox::Column::DeliveredAt, Expr::value(Some(now())))
+            .col_expr(outbox::Column::Attempts, Expr::col(outbox::Column::Attempts).add(1))
+            .filter(outbox::Column::Id.is_in(delivered))
+            .exec(db)
+            .await?;
+    }
+
+    for row in webhooks {
+        let secret = tenant::Entity::find_by_id(row.tenant_id.clone()).one(db).await?.and_then(|t| t.webhook_secret);
+        match post_webhook(http, &row.target, &row.payload, secret.as_deref()).await {
+            Ok(()) => {
+                metrics.notifications.with_label_values(&[CHANNEL_WEBHOOK, "delivered"]).inc();
+                outbox::Entity::update_many()
+                    .col_expr(outbox::Column::DeliveredAt, Expr::value(Some(now())))
+                    .col_expr(outbox::Column::Attempts, Expr::value(row.attempts + 1))
+                    .filter(outbox::Column::Id.eq(row.id))
+                    .exec(db)
+                    .await?;
+            }
+            Err(e) => {
+                metrics.notifications.with_label_values(&[CHANNEL_WEBHOOK, "failed"]).inc();
+                mark_failed(store, &row, &e).await?;
+            }
+        }
+    }
+    Ok(full)
+}
+
+async fn mark_failed(store: &Store, row: &outbox::Model, error: &str) -> Result<(), sea_orm::DbErr> {
+    let attempts = row.attempts + 1;
+    outbox::Entity::update_many()
+        .col_expr(outbox::Column::Attempts, Expr::value(attempts))
+        .col_expr(outbox::Column::NextAttemptAt, Expr::value(now() + retry_delay(attempts)))
+        .col_expr(outbox::Column::LastError, Expr::value(Some(error.chars().take(500).collect::<String>())))
+        .filter(outbox::Column::Id.eq(row.id))
+        .exec(store.connection())
+        .await?;
+    Ok(())
+}
+
+/// The signature header value: `t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
+/// Binding the timestamp lets a receiver refuse replays older than a few minutes.
+pub fn webhook_signature(secret: &str, timestamp: i64, body: &str) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    mac.update(format!("{timestamp}.{body}").as_bytes());
+    format!("t={timestamp},v1={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+async fn post_webhook(http: &awc::Client, url: &str, body: &str, secret: Option<&str>) -> Result<(), String> {
+    let mut req = http.post(url).insert_header(("content-type", "application/json"));
+    if let Some(secret) = secret {
+        req = req.insert_header(("x-lockerfleet-signature", webhook_signature(secret, Utc::now().timestamp(), body)));
+    }
+    let res = req.send_body(body.to_owned()).await.map_err(|e| format!("webhook request failed: {e}"))?;
+    if res.status().is_success() { Ok(()) } else { Err(format!("webhook answered {}", res.status())) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_bind_the_body_and_the_time() {
+        let a = webhook_signature("s3cret-s3cret-s3cret", 1_800_000_000, "{}");
+        assert!(a.starts_with("t=1800000000,v1="));
+        assert_ne!(a, webhook_signature("s3cret-s3cret-s3cret", 1_800_000_001, "{}"));
+        assert_ne!(a, webhook_signature("s3cret-s3cret-s3cret", 1_800_000_000, "{ }"));
+        assert_ne!(a, webhook_signature("another-secret-value", 1_800_000_000, "{}"));
+    }
+
+    #[test]
+    fn retries_back_off_up_to_an_hour() {
+        assert!(retry_delay(1) < retry_delay(5));
+        assert!(retry_delay(40) <= chrono::Duration::seconds(4320));
+        assert!(retry_delay(0) >= chrono::Duration::milliseconds(800));
+    }
+}

@@ -1,0 +1,92 @@
+//! The sweeper: moves parcels on when time alone decides.
+//!
+//! Every `parcels.expiry_sweep_s`: a ready parcel past its pickup deadline expires (a
+//! courier is sent to collect it, its template is revoked), and an assigned parcel whose
+//! courier did not deposit in time gives its compartment back. Each parcel moves in its
+//! own transaction through the same lifecycle as everything else; the optimistic check
+//! in the transition makes two replicas sweeping at once harmless.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
+use serde_json::json;
+
+use crate::domain::parcel::{ParcelState, Transition};
+use crate::service::Ctx;
+use crate::service::parcels::{ServiceError, Source, transition};
+use crate::store::entities::parcel;
+use crate::store::now;
+
+pub struct Sweeper {
+    ctx: Ctx,
+    every: Duration,
+    busy: bool,
+    outbox: Option<Recipient<super::outbox::Kick>>,
+}
+
+impl std::fmt::Debug for Sweeper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sweeper").field("every", &self.every).finish_non_exhaustive()
+    }
+}
+
+impl Sweeper {
+    pub fn new(ctx: Ctx, every: Duration, outbox: Option<Recipient<super::outbox::Kick>>) -> Self {
+        Self { ctx, every, busy: false, outbox }
+    }
+}
+
+impl Actor for Sweeper {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(self.every, |act, ctx| {
+            if act.busy {
+                return;
+            }
+            act.busy = true;
+            let service = act.ctx.clone();
+            async move { sweep(&service).await }
+                .into_actor(act)
+                .map(|result, act, _| {
+                    act.busy = false;
+                    match result {
+                        Ok(n) if n > 0 => {
+                            tracing::info!(parcels = n, "sweeper moved parcels on");
+                            if let Some(o) = &act.outbox {
+                                o.do_send(super::outbox::Kick);
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "sweep failed"),
+                    }
+                })
+                .spawn(ctx);
+        });
+    }
+}
+
+/// One sweep; returns how many parcels moved.
+pub async fn sweep(ctx: &Ctx) -> Result<usize, ServiceError> {
+    let at = now();
+    let mut moved = 0;
+    for (state, t) in [(ParcelState::Ready, Transition::Expire), (ParcelState::Assigned, Transition::ReservationLapsed)]
+    {
+        let due = parcel::Entity::find()
+            .filter(parcel::Column::State.eq(state.as_str()))
+            .filter(parcel::Column::Deadline.lte(at))
+            .limit(500)
+            .all(ctx.store.connection())
+            .await
+            .map_err(crate::store::StoreError::from)?;
+        for p in due {
+            match transition(ctx, None, p.id, t.clone(), Source::Timer, json!({"deadline": p.deadline})).await {
+                Ok(_) => moved += 1,
+                Err(ServiceError::Conflict | ServiceError::Transition(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(moved)
+}

@@ -1,0 +1,509 @@
+//! Couriers, recipients and parcels: the dispatcher's side of the pickup flow.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+use chrono::{DateTime, Utc};
+use lockerfleet_shared::envelope::CompartmentSize;
+use lockerfleet_shared::{CabinetId, CourierId, TenantId};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::AppState;
+use super::auth::{Action, Caller};
+use super::error::ApiError;
+use crate::domain::parcel::{ParcelState, Transition};
+use crate::service::parcels::{self, NewParcel, ServiceError, Source};
+use crate::store::entities::{courier, parcel, parcel_event, recipient, tenant};
+use crate::store::{StoreError, now};
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::NotFound { what, ref id } => {
+                let mut err = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unknown_reference", e.to_string());
+                err.body.field = Some(what.to_owned());
+                let _ = id;
+                err
+            }
+            ServiceError::NoRoom { .. } => ApiError::new(StatusCode::CONFLICT, "no_room", e.to_string()),
+            ServiceError::Transition(_) => ApiError::new(StatusCode::CONFLICT, "invalid_transition", e.to_string()),
+            ServiceError::Conflict => ApiError::new(StatusCode::CONFLICT, "concurrent_change", e.to_string()),
+            ServiceError::Store(s) => s.into(),
+        }
+    }
+}
+
+fn db(e: sea_orm::DbErr) -> ApiError {
+    StoreError::from(e).into()
+}
+
+// ─────────────────────────────── couriers ───────────────────────────────
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewCourier {
+    pub id: String,
+    #[serde(default)]
+    pub tenant: Option<String>,
+    pub name: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CourierView {
+    pub id: String,
+    pub tenant: String,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<courier::Model> for CourierView {
+    fn from(c: courier::Model) -> Self {
+        Self { id: c.id, tenant: c.tenant_id, name: c.name, created_at: c.created_at }
+    }
+}
+
+async fn existing_tenant(state: &AppState, id: &str) -> Result<tenant::Model, ApiError> {
+    state.store.tenant(id).await?.ok_or_else(|| ApiError::field("tenant", format!("tenant {id:?} does not exist")))
+}
+
+pub async fn create_courier(
+    state: web::Data<AppState>,
+    caller: Caller,
+    body: web::Json<NewCourier>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Action::ManageCouriers)?;
+    let id = CourierId::new(body.id.clone()).map_err(|e| ApiError::field("id", e.to_string()))?;
+    let tenant = caller.owning_tenant(body.tenant.as_deref())?;
+    existing_tenant(&state, &tenant).await?;
+    let name = body.name.trim();
+    if name.is_empty() || name.len() > 200 {
+        return Err(ApiError::field("name", "must be 1-200 characters"));
+    }
+    let conn = state.store.connection();
+    if courier::Entity::find_by_id(id.to_string()).one(conn).await.map_err(db)?.is_some() {
+        return Err(ApiError::new(StatusCode::CONFLICT, "conflict", format!("courier {id} already exists")));
+    }
+    let model = courier::Model { id: id.to_string(), tenant_id: tenant, name: name.to_owned(), created_at: now() };
+    courier::Entity::insert(courier::ActiveModel::from(model.clone()))
+        .exec_without_returning(conn)
+        .await
+        .map_err(db)?;
+    Ok(HttpResponse::Created().json(CourierView::from(model)))
+}
+
+pub async fn list_couriers(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
+    caller.require(Action::ReadParcels)?;
+    let mut q = courier::Entity::find().order_by_asc(courier::Column::Id);
+    if let Some(t) = caller.list_scope(None)? {
+        q = q.filter(courier::Column::TenantId.eq(t));
+    }
+    let items: Vec<CourierView> =
+        q.limit(1000).all(state.store.connection()).await.map_err(db)?.into_iter().map(Into::into).collect();
+    Ok(HttpResponse::Ok().json(json!({ "items": items })))
+}
+
+// ─────────────────────────────── recipients ───────────────────────────────
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewRecipient {
+    /// The operator's own reference for the person; no names or addresses are stored.
+    pub reference: String,
+    #[serde(default)]
+    pub tenant: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RecipientView {
+    pub id: Uuid,
+    pub tenant: String,
+    pub reference: String,
+    /// `recipient`: the template lives on the recipient's phone; `operator`: the server
+    /// keeps it encrypted.
+    pub custody: String,
+    pub consent_at: Option<DateTime<Utc>>,
+    pub has_template: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<recipient::Model> for RecipientView {
+    fn from(r: recipient::Model) -> Self {
+        Self {
+            id: r.id,
+            tenant: r.tenant_id,
+            reference: r.reference,
+            custody: r.custody,
+            consent_at: r.consent_at,
+            has_template: r.template_ciphertext.is_some(),
+            created_at: r.created_at,
+        }
+    }
+}
+
+pub async fn create_recipient(
+    state: web::Data<AppState>,
+    caller: Caller,
+    body: web::Json<NewRecipient>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Action::ManageRecipients)?;
+    let tenant = caller.owning_tenant(body.tenant.as_deref())?;
+    let t = existing_tenant(&state, &tenant).await?;
+    let reference = body.reference.trim();
+    if reference.is_empty() || reference.len() > 200 {
+        return Err(ApiError::field("reference", "must be 1-200 characters"));
+    }
+    let conn = state.store.connection();
+    let model = recipient::Model {
+        id: Uuid::now_v7(),
+        tenant_id: tenant,
+        reference: reference.to_owned(),
+        custody: t.custody,
+        consent_at: None,
+        template_ciphertext: None,
+        template_model_id: None,
+        template_model_sha256: None,
+        created_at: now(),
+    };
+    recipient::Entity::insert(recipient::ActiveModel::from(model.clone())).exec_without_returning(conn).await.map_err(
+        |e| match e.sql_err() {
+            Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("a recipient with reference {reference:?} exists"),
+            ),
+            _ => db(e),
+        },
+    )?;
+    Ok(HttpResponse::Created().json(RecipientView::from(model)))
+}
+
+// ─────────────────────────────── parcels ───────────────────────────────
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateParcel {
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// The sender's tracking reference.
+    pub reference: String,
+    #[serde(default)]
+    pub recipient: Option<Uuid>,
+    pub courier: String,
+    pub size: CompartmentSize,
+    /// The recipient needs a low compartment (wheelchair, child).
+    #[serde(default)]
+    pub need_low: bool,
+    /// The cabinet the recipient chose; a nearby one is used when it is full.
+    pub cabinet: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ParcelView {
+    pub id: Uuid,
+    pub tenant: String,
+    pub reference: String,
+    pub recipient: Option<Uuid>,
+    pub courier: Option<String>,
+    pub state: String,
+    pub size: String,
+    pub need_low: bool,
+    pub cabinet: Option<String>,
+    pub compartment: Option<String>,
+    /// Deposit deadline while assigned; pickup deadline while ready.
+    pub deadline: Option<DateTime<Utc>>,
+    pub extended: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<parcel::Model> for ParcelView {
+    fn from(p: parcel::Model) -> Self {
+        Self {
+            id: p.id,
+            tenant: p.tenant_id,
+            reference: p.reference,
+            recipient: p.recipient_id,
+            courier: p.courier_id,
+            state: p.state,
+            size: p.size,
+            need_low: p.need_low,
+            cabinet: p.cabinet_id,
+            compartment: p.compartment_id,
+            deadline: p.deadline,
+            extended: p.extended,
+            created_at: p.created_at,
+            updated_at: p.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct CreatedParcel {
+    #[serde(flatten)]
+    pub parcel: ParcelView,
+    /// Shown this once: the server keeps only a slow hash.
+    pub pickup_code: String,
+    /// The chosen cabinet was full; the parcel went to the nearest one with room.
+    pub alternative_cabinet: bool,
+}
+
+pub async fn create_parcel(
+    state: web::Data<AppState>,
+    caller: Caller,
+    body: web::Json<CreateParcel>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Action::ManageParcels)?;
+    let tenant = caller.owning_tenant(body.tenant.as_deref())?;
+    TenantId::new(tenant.clone()).map_err(|e| ApiError::field("tenant", e.to_string()))?;
+    let reference = body.reference.trim();
+    if reference.is_empty() || reference.len() > 200 {
+        return Err(ApiError::field("reference", "must be 1-200 characters"));
+    }
+    let courier = CourierId::new(body.courier.clone()).map_err(|e| ApiError::field("courier", e.to_string()))?;
+    let cabinet = CabinetId::new(body.cabinet.clone()).map_err(|e| ApiError::field("cabinet", e.to_string()))?;
+    let created = parcels::create_and_assign(
+        &state.service(),
+        NewParcel {
+            tenant,
+            reference: reference.to_owned(),
+            recipient: body.recipient,
+            courier,
+            size: body.size,
+            need_low: body.need_low,
+            cabinet,
+        },
+    )
+    .await?;
+    state.metrics.assignments.with_label_values(&[if created.alternative { "alternative" } else { "chosen" }]).inc();
+    state.outbox_kick();
+    let id = created.parcel.id;
+    Ok(HttpResponse::Created().insert_header(("Location", format!("/api/v1/parcels/{id}"))).json(CreatedParcel {
+        parcel: created.parcel.into(),
+        pickup_code: created.pickup_code,
+        alternative_cabinet: created.alternative,
+    }))
+}
+
+async fn visible_parcel(state: &AppState, caller: &Caller, raw: &str) -> Result<parcel::Model, ApiError> {
+    let id = Uuid::parse_str(raw).map_err(|_| ApiError::field("id", format!("{raw:?} is not a parcel id")))?;
+    parcel::Entity::find_by_id(id)
+        .one(state.store.connection())
+        .await
+        .map_err(db)?
+        .filter(|p| caller.sees(&p.tenant_id))
+        .ok_or_else(|| ApiError::not_found("parcel", raw))
+}
+
+pub async fn get_parcel(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Action::ReadParcels)?;
+    let p = visible_parcel(&state, &caller, &path).await?;
+    Ok(HttpResponse::Ok().json(ParcelView::from(p)))
+}
+
+#[derive(Debug, Serialize)]
+pub struct TimelineEntry {
+    pub at: DateTime<Utc>,
+    pub kind: String,
+    pub from: Option<String>,
+    pub to: String,
+    pub source: String,
+    pub detail: serde_json::Value,
+}
+
+pub async fn parcel_timeline(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Action::ReadParcels)?;
+    let p = visible_parcel(&state, &caller, &path).await?;
+    let events = parcel_event::Entity::find()
+        .filter(parcel_event::Column::ParcelId.eq(p.id))
+        .order_by_asc(parcel_event::Column::Id)
+        .all(state.store.connection())
+        .await
+        .map_err(db)?;
+    let items: Vec<TimelineEntry> = events
+        .into_iter()
+        .map(|e| TimelineEntry {
+            at: e.at,
+            kind: e.kind,
+            from: e.from_state,
+            to: e.to_state,
+            source: e.source,
+            detail: serde_json::from_str(&e.detail).unwrap_or(serde_json::Value::Null),
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "parcel": p.id, "items": items })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParcelQuery {
+    pub tenant: Option<String>,
+    pub state: Option<String>,
+    pub cabinet: Option<String>,
+    pub courier: Option<String>,
+    /// `created` (oldest first, the default) or `-created` (newest first).
+    pub sort: Option<String>,
+    /// Cursor: the last id of the previous page.
+    pub after: Option<Uuid>,
+    pub limit: Option<u64>,
+}
+
+pub async fn list_parcels(
+    state: web::Data<AppState>,
+    caller: Caller,
+    q: web::Query<ParcelQuery>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Action::ReadParcels)?;
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > 500 {
+        return Err(ApiError::field("limit", "must be 1-500"));
+    }
+    let newest_first = match q.sort.as_deref() {
+        None | Some("created") => false,
+        Some("-created") => true,
+        Some(other) => return Err(ApiError::field("sort", format!("{other:?} is not one of created, -created"))),
+    };
+    let mut query = parcel::Entity::find();
+    if let Some(t) = caller.list_scope(q.tenant.as_deref())? {
+        query = query.filter(parcel::Column::TenantId.eq(t));
+    }
+    if let Some(s) = &q.state {
+        let st =
+            ParcelState::parse(s).ok_or_else(|| ApiError::field("state", format!("{s:?} is not a parcel state")))?;
+        query = query.filter(parcel::Column::State.eq(st.as_str()));
+    }
+    if let Some(c) = &q.cabinet {
+        query = query.filter(parcel::Column::CabinetId.eq(c.as_str()));
+    }
+    if let Some(c) = &q.courier {
+        query = query.filter(parcel::Column::CourierId.eq(c.as_str()));
+    }
+    // Ids are UUIDv7: ordering by id is ordering by creation time, and the id is a stable
+    // cursor.
+    if let Some(after) = q.after {
+        query = if newest_first {
+            query.filter(parcel::Column::Id.lt(after))
+        } else {
+            query.filter(parcel::Column::Id.gt(after))
+        };
+    }
+    query = if newest_first { query.order_by_desc(parcel::Column::Id) } else { query.order_by_asc(parcel::Column::Id) };
+    let rows = query.limit(limit + 1).all(state.store.connection()).await.map_err(db)?;
+    let more = rows.len() as u64 > limit;
+    let items: Vec<ParcelView> = rows.into_iter().take(limit as usize).map(Into::into).collect();
+    let next = if more { items.last().map(|p| p.id) } else { None };
+    Ok(HttpResponse::Ok().json(json!({ "items": items, "next": next })))
+}
+
+async fn act(state: &AppState, caller: &Caller, raw: &str, t: Transition) -> Result<HttpResponse, ApiError> {
+    caller.require(Action::ManageParcels)?;
+    let p = visible_parcel(state, caller, raw).await?;
+    let updated = parcels::transition(
+        &state.service(),
+        Some(&p.tenant_id),
+        p.id,
+        t,
+        Source::Api,
+        json!({"token": caller.token_id}),
+    )
+    .await?;
+    state.outbox_kick();
+    Ok(HttpResponse::Ok().json(ParcelView::from(updated)))
+}
+
+pub async fn cancel_parcel(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    act(&state, &caller, &path, Transition::Cancel).await
+}
+
+pub async fn extend_parcel(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    act(&state, &caller, &path, Transition::Extend).await
+}
+
+/// Tenant settings a tenant admin may change.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSettings {
+    pub pickup_window_hours: Option<i32>,
+    pub extension_hours: Option<i32>,
+    pub reservation_hours: Option<i32>,
+    pub custody: Option<String>,
+    pub webhook_url: Option<String>,
+    pub webhook_secret: Option<String>,
+}
+
+pub async fn update_tenant(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    body: web::Json<TenantSettings>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Action::ManageTokens)?;
+    let id = path.into_inner();
+    if !caller.sees(&id) {
+        return Err(ApiError::not_found("tenant", &id));
+    }
+    let t = state.store.tenant(&id).await?.ok_or_else(|| ApiError::not_found("tenant", &id))?;
+    let mut active: tenant::ActiveModel = t.into();
+    for (field, v) in [
+        ("pickup_window_hours", body.pickup_window_hours),
+        ("extension_hours", body.extension_hours),
+        ("reservation_hours", body.reservation_hours),
+    ] {
+        if let Some(h) = v
+            && !(1..=24 * 30).contains(&h)
+        {
+            return Err(ApiError::field(field, "must be 1-720 hours"));
+        }
+    }
+    if let Some(h) = body.pickup_window_hours {
+        active.pickup_window_hours = Set(h);
+    }
+    if let Some(h) = body.extension_hours {
+        active.extension_hours = Set(h);
+    }
+    if let Some(h) = body.reservation_hours {
+        active.reservation_hours = Set(h);
+    }
+    if let Some(c) = &body.custody {
+        if c != "recipient" && c != "operator" {
+            return Err(ApiError::field("custody", "must be recipient or operator"));
+        }
+        active.custody = Set(c.clone());
+    }
+    if let Some(url) = &body.webhook_url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() > 500 {
+            return Err(ApiError::field("webhook_url", "must be an http(s) URL of at most 500 characters"));
+        }
+        active.webhook_url = Set(Some(url.clone()));
+    }
+    if let Some(secret) = &body.webhook_secret {
+        if secret.len() < 16 {
+            return Err(ApiError::field("webhook_secret", "must be at least 16 characters"));
+        }
+        active.webhook_secret = Set(Some(secret.clone()));
+    }
+    let updated = tenant::Entity::update(active).exec(state.store.connection()).await.map_err(db)?;
+    Ok(HttpResponse::Ok().json(json!({
+        "id": updated.id, "name": updated.name,
+        "pickup_window_hours": updated.pickup_window_hours, "extension_hours": updated.extension_hours,
+        "reservation_hours": updated.reservation_hours, "custody": updated.custody,
+        "webhook_url": updated.webhook_url,
+    })))
+}

@@ -1,0 +1,194 @@
+//! The whole pickup flow over the real broker, with two scripted cabinets: assignment
+//! (courier notified over MQTT), the cabinet's desired state, deposit, pickup, and every
+//! cabinet event stored once and acked — only ever at the right cabinet.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod common;
+
+use common::{Backend, Fixture, Subscriber};
+use lockerfleet_shared::envelope::{CourierBody, DownBody, EventKind, ParcelStage, PickupMethod, decode};
+use lockerfleet_shared::{CompartmentId, CourierId, ParcelId};
+use serde_json::json;
+use uuid::Uuid;
+
+backend_tests!(a_parcel_goes_from_assignment_to_pickup, a_full_cabinet_sends_the_parcel_to_the_nearest_one,);
+
+async fn setup(ts: &common::TestServer) -> Uuid {
+    ts.create_tenant("acme").await;
+    for (id, lat) in [("cab-a", 52.520), ("cab-b", 52.530)] {
+        let keys = lockerfleet_shared::seal::CabinetKeyPair::generate();
+        let (status, body) = ts
+            .post(
+                "/api/v1/cabinets",
+                &json!({"id": id, "tenant": "acme", "public_key": keys.public().to_base64(),
+                        "location": {"lat": lat, "lon": 13.405},
+                        "compartments": [{"id": "S1", "size": "s"}, {"id": "M1", "size": "m"}]}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    assert_eq!(ts.post("/api/v1/couriers", &json!({"id": "k-1", "tenant": "acme", "name": "Kim"})).await.0, 201);
+    let (status, r) = ts.post("/api/v1/recipients", &json!({"tenant": "acme", "reference": "cust-991"})).await;
+    assert_eq!(status, 201, "{r}");
+    Uuid::parse_str(r["id"].as_str().unwrap()).unwrap()
+}
+
+async fn a_parcel_goes_from_assignment_to_pickup(backend: Backend) {
+    let fx = Fixture::new(backend).await;
+    let ts = fx.start(fx.config()).await;
+    let recipient = setup(&ts).await;
+    let mut cab_a = ts.connect_cabinet("cab-a").await;
+    let mut cab_b = ts.connect_cabinet("cab-b").await;
+    let courier_topic = ts.topics.courier_assignments(&CourierId::new("k-1").unwrap());
+    let mut courier = Subscriber::new(&ts.server.mqtt_host, ts.server.mqtt_port, &courier_topic).await;
+
+    let (status, created) = ts
+        .post(
+            "/api/v1/parcels",
+            &json!({"tenant": "acme", "reference": "TRK-1", "recipient": recipient, "courier": "k-1",
+                    "size": "s", "cabinet": "cab-a"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["state"], "assigned");
+    assert_eq!(created["cabinet"], "cab-a");
+    assert_eq!(created["compartment"], "S1", "the smallest fitting compartment");
+    let code = created["pickup_code"].as_str().unwrap().to_owned();
+    assert_eq!(code.len(), 8);
+    let parcel = ParcelId(Uuid::parse_str(created["id"].as_str().unwrap()).unwrap());
+
+    // The courier is told over MQTT.
+    let (_, payload) = courier.next("courier assignment").await;
+    let note = decode::<CourierBody>(&payload, 1 << 20).unwrap();
+    match note.body {
+        CourierBody::Assignment(task) => {
+            assert_eq!(task.parcel, parcel);
+            assert_eq!(task.compartment.as_str(), "S1");
+        }
+        other => panic!("expected an assignment, got {other:?}"),
+    }
+
+    // The cabinet learns to expect it; it holds no code hash yet.
+    let expected = cab_a
+        .expect_down("parcels with the expected parcel", |b| match b {
+            DownBody::Parcels(set) => set.parcels.iter().find(|p| p.parcel == parcel).cloned(),
+            _ => None,
+        })
+        .await;
+    assert_eq!(expected.stage, ParcelStage::Expected);
+    assert_eq!(expected.code_hash, None);
+
+    // Deposit: stored, acked, and the parcel is ready with the code hash at the cabinet.
+    let deposit = Uuid::now_v7();
+    let what = EventKind::Deposit {
+        parcel,
+        compartment: CompartmentId::new("S1").unwrap(),
+        courier: CourierId::new("k-1").unwrap(),
+    };
+    cab_a.send_event(deposit, 1, what.clone()).await;
+    // The ack and the new desired state travel separately and may arrive in either order.
+    let (mut acked, mut ready) = (None, None);
+    while acked.is_none() || ready.is_none() {
+        cab_a
+            .expect_down("the deposit's ack and the ready parcel", |b| match b {
+                DownBody::Ack(a) => {
+                    acked = Some(a.events.clone());
+                    Some(())
+                }
+                DownBody::Parcels(set) => {
+                    if let Some(p) = set.parcels.iter().find(|p| p.parcel == parcel && p.stage == ParcelStage::Ready) {
+                        ready = Some(p.clone());
+                    }
+                    Some(())
+                }
+                _ => None,
+            })
+            .await;
+    }
+    assert_eq!(acked.unwrap(), vec![deposit]);
+    let ready = ready.unwrap();
+    let hash = ready.code_hash.expect("a ready parcel carries its code hash");
+    assert!(fleet_server::service::parcels::verify_code(&code, &hash), "the hash is of the code the caller got");
+    assert!(!hash.contains(&code));
+    let (_, p) = ts.get(&format!("/api/v1/parcels/{}", parcel.0)).await;
+    assert_eq!(p["state"], "ready");
+    assert!(p["deadline"].is_string());
+
+    // The cabinet resends the deposit (it never saw the ack): acked again, stored once.
+    cab_a.send_event(deposit, 1, what).await;
+    let again = cab_a
+        .expect_down("second ack of the deposit", |b| match b {
+            DownBody::Ack(a) => Some(a.events.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(again, vec![deposit]);
+    ts.wait_for_metric("lockerfleet_ingest_events_total{outcome=\"duplicate\"}", 1.0).await;
+    assert_eq!(ts.metric("lockerfleet_ingest_events_total{outcome=\"stored\"}").await, 1.0);
+
+    // Pickup: the parcel is closed, the compartment free, the cabinet's desired state empty.
+    let pickup = Uuid::now_v7();
+    cab_a
+        .send_event(
+            pickup,
+            2,
+            EventKind::Pickup { parcel, compartment: CompartmentId::new("S1").unwrap(), method: PickupMethod::Code },
+        )
+        .await;
+    // The ack and the new desired state travel separately and may arrive in either order.
+    let (mut acked, mut emptied) = (false, false);
+    while !(acked && emptied) {
+        cab_a
+            .expect_down("the pickup's ack and the emptied desired state", |b| match b {
+                DownBody::Ack(a) if a.events == vec![pickup] => {
+                    acked = true;
+                    Some(())
+                }
+                DownBody::Parcels(set) if set.parcels.iter().all(|p| p.parcel != parcel) => {
+                    emptied = true;
+                    Some(())
+                }
+                _ => None,
+            })
+            .await;
+    }
+    let (_, p) = ts.get(&format!("/api/v1/parcels/{}", parcel.0)).await;
+    assert_eq!(p["state"], "picked_up");
+    let record = ts.server.store.cabinet("cab-a").await.unwrap().unwrap();
+    assert!(record.compartments.iter().all(|c| c.parcel_id.is_none()), "every compartment is free again");
+
+    let (_, timeline) = ts.get(&format!("/api/v1/parcels/{}/events", parcel.0)).await;
+    let kinds: Vec<&str> = timeline["items"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["created", "assign", "deposit", "ready", "pickup"]);
+    assert_eq!(timeline["items"][2]["source"], "cabinet");
+
+    // Nothing of this reached the other cabinet.
+    assert!(cab_b.down.try_recv().is_err(), "cab-b received a message meant for cab-a");
+    ts.server.stop().await;
+    fx.cleanup().await;
+}
+
+async fn a_full_cabinet_sends_the_parcel_to_the_nearest_one(backend: Backend) {
+    let fx = Fixture::new(backend).await;
+    let ts = fx.start(fx.config()).await;
+    setup(&ts).await;
+    let parcel = |r: &str| json!({"tenant": "acme", "reference": r, "courier": "k-1", "size": "m", "cabinet": "cab-a"});
+    let (s1, first) = ts.post("/api/v1/parcels", &parcel("TRK-1")).await;
+    assert_eq!(
+        (s1, first["cabinet"].as_str(), first["alternative_cabinet"].as_bool()),
+        (201, Some("cab-a"), Some(false))
+    );
+    let (s2, second) = ts.post("/api/v1/parcels", &parcel("TRK-2")).await;
+    assert_eq!(s2, 201, "{second}");
+    assert_eq!(second["cabinet"], "cab-b", "cab-a has no free M compartment; cab-b is 1.1 km away");
+    assert_eq!(second["alternative_cabinet"], true);
+    ts.post("/api/v1/parcels", &parcel("TRK-3")).await;
+    let (s4, err) = ts.post("/api/v1/parcels", &parcel("TRK-4")).await;
+    assert_eq!(s4, 409, "{err}");
+    assert_eq!(err["error"]["code"], "no_room");
+    let (_, list) = ts.get("/api/v1/parcels?tenant=acme").await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 2, "the refused parcel was not stored");
+    ts.server.stop().await;
+    fx.cleanup().await;
+}
