@@ -72,6 +72,9 @@ pub struct RunningServer {
     pub store: Store,
     http: ServerHandle,
     presence: Addr<Presence>,
+    relay: Addr<actors::outbox::OutboxRelay>,
+    ingest: Addr<actors::ingest::Ingest>,
+    sweeper: Addr<actors::sweeper::Sweeper>,
     link: Link,
     stop_tx: watch::Sender<bool>,
 }
@@ -82,7 +85,12 @@ impl RunningServer {
     pub async fn stop(self) {
         tracing::info!("shutting down");
         self.http.stop(true).await;
+        self.sweeper.do_send(actors::Shutdown);
+        // Buffered events are written and acked before the link goes.
+        let _ = self.ingest.send(actors::Shutdown).await;
+        self.relay.do_send(actors::Shutdown);
         let _ = self.presence.send(FlushNow).await;
+        self.presence.do_send(actors::Shutdown);
         self.link.disconnect().await;
         let _ = self.stop_tx.send(true);
         tracing::info!("stopped");
@@ -134,6 +142,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         Some(relay.clone().recipient()),
     )
     .start();
+    let ingest_addr = ingest.clone();
     let ingress = Ingress {
         topics: config.topics(),
         max_payload_bytes: config.mqtt.max_payload_bytes,
@@ -143,7 +152,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     actors::link::run(pending, ingress, metrics.clone(), stop_rx.clone());
-    actors::sweeper::Sweeper::new(
+    let sweeper = actors::sweeper::Sweeper::new(
         service,
         Duration::from_secs(config.parcels.expiry_sweep_s),
         Some(relay.clone().recipient()),
@@ -194,7 +203,20 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     actix_rt::spawn(server);
     tracing::info!(%http_addr, mqtt = %format!("{mqtt_host}:{mqtt_port}"), "fleet-server started");
 
-    Ok(RunningServer { http_addr, mqtt_host, mqtt_port, metrics, store, http, presence, link, stop_tx })
+    Ok(RunningServer {
+        http_addr,
+        mqtt_host,
+        mqtt_port,
+        metrics,
+        store,
+        http,
+        presence,
+        relay,
+        ingest: ingest_addr,
+        sweeper,
+        link,
+        stop_tx,
+    })
 }
 
 /// Checks every `interval` that the broker accepts a fresh connection.

@@ -192,3 +192,110 @@ async fn a_full_cabinet_sends_the_parcel_to_the_nearest_one(backend: Backend) {
     ts.server.stop().await;
     fx.cleanup().await;
 }
+
+mod concurrency {
+    use super::*;
+
+    backend_tests!(
+        concurrent_assignments_never_share_a_compartment,
+        a_notification_committed_before_a_crash_is_delivered_after_restart,
+    );
+}
+
+async fn concurrent_assignments_never_share_a_compartment(backend: Backend) {
+    let fx = Fixture::new(backend).await;
+    let ts = fx.start(fx.config()).await;
+    ts.create_tenant("acme").await;
+    let keys = lockerfleet_shared::seal::CabinetKeyPair::generate();
+    let compartments: Vec<_> = (0..5).map(|i| json!({"id": format!("C{i}"), "size": "m"})).collect();
+    let (status, _) = ts
+        .post(
+            "/api/v1/cabinets",
+            &json!({"id": "busy", "tenant": "acme", "public_key": keys.public().to_base64(), "compartments": compartments}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    assert_eq!(ts.post("/api/v1/couriers", &json!({"id": "k-1", "tenant": "acme", "name": "Kim"})).await.0, 201);
+
+    // Twenty dispatchers press "assign" at the same moment for five compartments.
+    let requests = (0..20).map(|i| {
+        let body = json!({"tenant": "acme", "reference": format!("TRK-{i}"), "courier": "k-1", "size": "s", "cabinet": "busy"});
+        let ts = &ts;
+        async move { ts.post("/api/v1/parcels", &body).await }
+    });
+    let results = futures_util::future::join_all(requests).await;
+    let won: Vec<&serde_json::Value> = results.iter().filter(|(s, _)| *s == 201).map(|(_, b)| b).collect();
+    let lost = results.iter().filter(|(s, b)| *s == 409 && b["error"]["code"] == "no_room").count();
+    assert_eq!(won.len(), 5, "{results:?}");
+    assert_eq!(lost, 15, "{results:?}");
+    let mut taken: Vec<&str> = won.iter().map(|b| b["compartment"].as_str().unwrap()).collect();
+    taken.sort_unstable();
+    taken.dedup();
+    assert_eq!(taken.len(), 5, "a compartment was given twice: {won:?}");
+    // The database agrees: each compartment holds exactly the parcel the API named.
+    let record = ts.server.store.cabinet("busy").await.unwrap().unwrap();
+    for b in won {
+        let id = Uuid::parse_str(b["id"].as_str().unwrap()).unwrap();
+        let comp = record.compartments.iter().find(|c| c.id == b["compartment"].as_str().unwrap()).unwrap();
+        assert_eq!(comp.parcel_id, Some(id));
+    }
+    ts.server.stop().await;
+    fx.cleanup().await;
+}
+
+async fn a_notification_committed_before_a_crash_is_delivered_after_restart(backend: Backend) {
+    let fx = Fixture::new(backend).await;
+    // First life: set up, then stop.
+    let ts = fx.start(fx.config()).await;
+    setup(&ts).await;
+    ts.server.stop().await;
+
+    // The assignment commits while no relay runs — exactly the state a server killed
+    // between commit and publish leaves behind.
+    let store = fleet_server::store::Store::connect(&fx.database_url, 2).await.unwrap();
+    let config = fx.config();
+    let ctx = fleet_server::service::Ctx { store: store.clone(), topics: config.topics(), max_alternative_km: 5.0 };
+    let created = fleet_server::service::parcels::create_and_assign(
+        &ctx,
+        fleet_server::service::parcels::NewParcel {
+            tenant: "acme".into(),
+            reference: "TRK-crash".into(),
+            recipient: None,
+            courier: CourierId::new("k-1").unwrap(),
+            size: lockerfleet_shared::envelope::CompartmentSize::S,
+            need_low: false,
+            cabinet: lockerfleet_shared::CabinetId::new("cab-a").unwrap(),
+        },
+    )
+    .await
+    .unwrap();
+
+    // Second life: the courier is listening before the server comes back.
+    let mut config = fx.config();
+    if let common::Mqtt::Embedded = fx.backend.mqtt {
+        // The embedded broker must be up before the courier can subscribe.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        config.mqtt.listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        fleet_server::broker::start_embedded(&config.mqtt).unwrap();
+        config.mqtt.mode = fleet_server::config::BrokerMode::External;
+        config.mqtt.url = Some(format!("mqtt://127.0.0.1:{port}"));
+    }
+    let (host, port) = match &config.mqtt.url {
+        Some(url) => {
+            let a = fleet_server::config::parse_broker_url(url).unwrap();
+            (a.host, a.port)
+        }
+        None => unreachable!("the embedded case was turned into an external one above"),
+    };
+    let topic = config.topics().courier_assignments(&CourierId::new("k-1").unwrap());
+    let mut courier = Subscriber::new(&host, port, &topic).await;
+    let ts = fx.start(config).await;
+    let (_, payload) = courier.next("the assignment queued before the crash").await;
+    match decode::<CourierBody>(&payload, 1 << 20).unwrap().body {
+        CourierBody::Assignment(task) => assert_eq!(task.parcel.0, created.parcel.id),
+        other => panic!("expected an assignment, got {other:?}"),
+    }
+    ts.wait_for_metric("lockerfleet_notifications_total{channel=\"mqtt\",outcome=\"delivered\"}", 1.0).await;
+    ts.server.stop().await;
+    fx.cleanup().await;
+}

@@ -290,3 +290,27 @@ async fn store_batch(ctx: &Ctx, metrics: &Metrics, batch: &[(CabinetId, CabinetE
     txn.commit().await?;
     Ok(())
 }
+
+impl Handler<super::Shutdown> for Ingest {
+    type Result = ResponseActFuture<Self, ()>;
+
+    /// Writes and acks what is buffered, then stops.
+    fn handle(&mut self, _: super::Shutdown, _ctx: &mut Self::Context) -> Self::Result {
+        let batch: Vec<_> = self.buffer.drain(..).collect();
+        let service = self.ctx.clone();
+        let metrics = self.metrics.clone();
+        Box::pin(
+            async move {
+                let result = if batch.is_empty() { Ok(()) } else { store_batch(&service, &metrics, &batch).await };
+                (batch, result)
+            }
+            .into_actor(self)
+            .map(|(batch, result), act, ctx| {
+                if result.is_ok() {
+                    act.ack(&batch);
+                }
+                ctx.stop();
+            }),
+        )
+    }
+}

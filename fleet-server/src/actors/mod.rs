@@ -17,3 +17,8 @@ pub mod outbox;
 pub mod presence;
 pub mod publisher;
 pub mod sweeper;
+
+/// Asks an actor to finish what it holds and stop (sent by `RunningServer::stop`).
+#[derive(Debug, Clone, Copy, actix::Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;

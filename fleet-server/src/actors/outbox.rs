@@ -274,6 +274,14 @@ async fn post_webhook(http: &awc::Client, url: &str, body: &str, secret: Option<
     if res.status().is_success() { Ok(()) } else { Err(format!("webhook answered {}", res.status())) }
 }
 
+impl Handler<super::Shutdown> for OutboxRelay {
+    type Result = ();
+
+    fn handle(&mut self, _: super::Shutdown, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -407,6 +407,14 @@ impl Handler<Snapshot> for Presence {
     }
 }
 
+impl Handler<super::Shutdown> for Presence {
+    type Result = ();
+
+    fn handle(&mut self, _: super::Shutdown, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
 impl Handler<FlushNow> for Presence {
     type Result = ResponseFuture<()>;
 

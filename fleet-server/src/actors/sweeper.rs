@@ -90,3 +90,11 @@ pub async fn sweep(ctx: &Ctx) -> Result<usize, ServiceError> {
     }
     Ok(moved)
 }
+
+impl Handler<super::Shutdown> for Sweeper {
+    type Result = ();
+
+    fn handle(&mut self, _: super::Shutdown, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
