@@ -38,6 +38,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub parcels: ParcelsConfig,
     pub ingest: IngestConfig,
+    pub templates: TemplatesConfig,
     pub log: LogConfig,
 }
 
@@ -54,6 +55,15 @@ impl Default for ParcelsConfig {
     fn default() -> Self {
         Self { max_alternative_km: 5.0, expiry_sweep_s: 30 }
     }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TemplatesConfig {
+    /// Key-encryption key (32 bytes, base64) for operator-held templates. Needed only by
+    /// tenants with operator custody; keep it in a secret store, not in a file.
+    #[serde(skip_serializing)]
+    pub kek: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -317,6 +327,9 @@ impl Config {
         if !(1..=10_000).contains(&self.ingest.max_batch) {
             return Err(invalid("ingest.max_batch", "must be 1-10000"));
         }
+        if let Some(k) = &self.templates.kek {
+            crate::service::templates::Kek::from_base64(k).map_err(|e| invalid("templates.kek", e))?;
+        }
         if self.presence.stale_after_s == 0 {
             return Err(invalid("presence.stale_after_s", "must be at least 1"));
         }
@@ -327,6 +340,14 @@ impl Config {
     /// The topic space all topics are built in.
     pub fn topics(&self) -> TopicSpace {
         TopicSpace::new(self.mqtt.namespace.as_deref()).expect("validated in Config::validate")
+    }
+
+    /// The key-encryption key, when configured (validated in [`Config::validate`]).
+    pub fn kek(&self) -> Option<std::sync::Arc<crate::service::templates::Kek>> {
+        self.templates
+            .kek
+            .as_deref()
+            .map(|k| std::sync::Arc::new(crate::service::templates::Kek::from_base64(k).expect("validated")))
     }
 
     pub fn flush_interval(&self) -> Duration {

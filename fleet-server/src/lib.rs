@@ -132,6 +132,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         store: store.clone(),
         topics: config.topics(),
         max_alternative_km: config.parcels.max_alternative_km,
+        kek: config.kek(),
     };
     let ingest = actors::ingest::Ingest::new(
         service.clone(),
@@ -153,7 +154,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let (stop_tx, stop_rx) = watch::channel(false);
     actors::link::run(pending, ingress, metrics.clone(), stop_rx.clone());
     let sweeper = actors::sweeper::Sweeper::new(
-        service,
+        service.clone(),
         Duration::from_secs(config.parcels.expiry_sweep_s),
         Some(relay.clone().recipient()),
     )
@@ -173,6 +174,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         presence: presence.clone(),
         link: link.clone(),
         outbox: Some(relay.clone().recipient()),
+        ctx: service.clone(),
     };
     let http_metrics = metrics.clone();
     let server = HttpServer::new(move || {

@@ -49,6 +49,8 @@ pub struct Metrics {
     /// Events per ingest batch, and time from batch start to commit.
     pub ingest_batch_size: Histogram,
     pub ingest_batch_seconds: Histogram,
+    /// Template operations: `accepted` (recipient-held upload), `enrolled`, `erased`.
+    pub templates: IntCounterVec,
     /// Acks published to cabinets.
     pub acks_sent: IntCounter,
     /// Parcel transitions caused by cabinet events that the lifecycle refused.
@@ -160,6 +162,11 @@ impl Metrics {
                         .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0]),
                 )
                 .expect("valid metric"),
+            ),
+            templates: counter_vec(
+                "lockerfleet_templates_total",
+                "Template operations by kind (accepted, enrolled, erased)",
+                &["op"],
             ),
             acks_sent: counter("lockerfleet_acks_sent_total", "Ack messages published to cabinets"),
             ingest_refused_transitions: counter_vec(

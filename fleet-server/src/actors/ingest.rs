@@ -182,29 +182,22 @@ impl Handler<AppliedVersions> for Ingest {
     fn handle(&mut self, msg: AppliedVersions, ctx: &mut Self::Context) {
         let store = self.ctx.store.clone();
         async move {
-            let mut update = cabinet_desired::Entity::update_many();
             // Versions only move forward: a late report never lowers what was confirmed.
-            if let Some(t) = msg.templates.and_then(|v| i64::try_from(v).ok()) {
-                update = update.col_expr(
-                    cabinet_desired::Column::TemplatesApplied,
-                    Expr::cust_with_values("CASE WHEN templates_applied < $1 THEN $1 ELSE templates_applied END", [t]),
-                );
-            }
-            if let Some(p) = msg.parcels.and_then(|v| i64::try_from(v).ok()) {
-                update = update.col_expr(
-                    cabinet_desired::Column::ParcelsApplied,
-                    Expr::cust_with_values("CASE WHEN parcels_applied < $1 THEN $1 ELSE parcels_applied END", [p]),
-                );
-            }
-            if msg.templates.is_none() && msg.parcels.is_none() {
-                return;
-            }
-            if let Err(e) = update
-                .filter(cabinet_desired::Column::CabinetId.eq(msg.cabinet.as_str()))
-                .exec(store.connection())
-                .await
-            {
-                tracing::warn!(error = %e, cabinet = %msg.cabinet, "could not record applied versions");
+            let columns = [
+                (cabinet_desired::Column::TemplatesApplied, msg.templates),
+                (cabinet_desired::Column::ParcelsApplied, msg.parcels),
+            ];
+            for (column, version) in columns {
+                let Some(v) = version.and_then(|v| i64::try_from(v).ok()) else { continue };
+                let result = cabinet_desired::Entity::update_many()
+                    .col_expr(column, Expr::value(v))
+                    .filter(cabinet_desired::Column::CabinetId.eq(msg.cabinet.as_str()))
+                    .filter(column.lt(v))
+                    .exec(store.connection())
+                    .await;
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, cabinet = %msg.cabinet, "could not record applied versions");
+                }
             }
         }
         .into_actor(self)

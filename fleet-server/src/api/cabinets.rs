@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use lockerfleet_shared::envelope::CompartmentSize;
 use lockerfleet_shared::seal::CabinetPublicKey;
 use lockerfleet_shared::{CabinetId, CompartmentId, TenantId};
+use sea_orm::EntityTrait;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
@@ -108,6 +109,18 @@ pub struct CabinetView {
     pub registered_at: DateTime<Utc>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compartments: Option<Vec<CompartmentView>>,
+    /// Desired-state versions sent and applied (only on the single-cabinet view).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub desired: Option<DesiredView>,
+}
+
+/// Which desired-state versions the server has sent and the cabinet has confirmed.
+#[derive(Debug, Serialize)]
+pub struct DesiredView {
+    pub parcels_version: i64,
+    pub parcels_applied: i64,
+    pub templates_version: i64,
+    pub templates_applied: i64,
 }
 
 impl CabinetView {
@@ -132,6 +145,7 @@ impl CabinetView {
             registered_at: c.registered_at,
             compartments: compartments
                 .map(|cs| cs.into_iter().map(|k| CompartmentView { id: k.id, size: k.size, low: k.low }).collect()),
+            desired: None,
         }
     }
 
@@ -261,6 +275,19 @@ pub async fn get(
         .filter(|r| caller.sees(&r.cabinet.tenant_id))
         .ok_or_else(|| ApiError::not_found("cabinet", &raw))?;
     let mut view = CabinetView::from_record(record);
+    let d = crate::store::entities::cabinet_desired::Entity::find_by_id(id.to_string())
+        .one(state.store.connection())
+        .await
+        .map_err(crate::store::StoreError::from)?;
+    view.desired = Some(match d {
+        Some(d) => DesiredView {
+            parcels_version: d.parcels_version,
+            parcels_applied: d.parcels_applied,
+            templates_version: d.templates_version,
+            templates_applied: d.templates_applied,
+        },
+        None => DesiredView { parcels_version: 0, parcels_applied: 0, templates_version: 0, templates_applied: 0 },
+    });
     // The presence actor is ahead of the database by at most one flush interval.
     if let Ok(Some(live)) = state.presence.send(Snapshot(id)).await {
         view.online = live.online;

@@ -27,6 +27,8 @@ pub struct AppState {
     pub metrics: Metrics,
     pub presence: Addr<Presence>,
     pub link: Link,
+    /// What the use cases need (store, topics, keys).
+    pub ctx: crate::service::Ctx,
     /// Wakes the outbox relay after a commit that queued notifications.
     pub outbox: Option<actix::Recipient<crate::actors::outbox::Kick>>,
 }
@@ -34,11 +36,7 @@ pub struct AppState {
 impl AppState {
     /// The context the use cases in `service` need.
     pub fn service(&self) -> crate::service::Ctx {
-        crate::service::Ctx {
-            store: self.store.clone(),
-            topics: self.config.topics(),
-            max_alternative_km: self.config.parcels.max_alternative_km,
-        }
+        self.ctx.clone()
     }
 
     /// Tells the outbox relay there is something to deliver (it also polls).
@@ -85,6 +83,10 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
                 .route("/couriers", web::post().to(parcels::create_courier))
                 .route("/couriers", web::get().to(parcels::list_couriers))
                 .route("/recipients", web::post().to(parcels::create_recipient))
+                .route("/recipients/{id}", web::delete().to(parcels::erase_recipient))
+                .route("/recipients/{id}/template", web::put().to(parcels::enrol_template))
+                .route("/parcels/{id}/sealed-template", web::post().to(parcels::upload_sealed_template))
+                .route("/parcels/{id}/ready-notice", web::get().to(parcels::ready_notice))
                 .route("/parcels", web::post().to(parcels::create_parcel))
                 .route("/parcels", web::get().to(parcels::list_parcels))
                 .route("/parcels/{id}", web::get().to(parcels::get_parcel))

@@ -15,6 +15,7 @@ use super::auth::{Action, Caller};
 use super::error::ApiError;
 use crate::domain::parcel::{ParcelState, Transition};
 use crate::service::parcels::{self, NewParcel, ServiceError, Source};
+use crate::service::templates::{self, TemplateError};
 use crate::store::entities::{courier, parcel, parcel_event, recipient, tenant};
 use crate::store::{StoreError, now};
 
@@ -30,6 +31,13 @@ impl From<ServiceError> for ApiError {
             ServiceError::NoRoom { .. } => ApiError::new(StatusCode::CONFLICT, "no_room", e.to_string()),
             ServiceError::Transition(_) => ApiError::new(StatusCode::CONFLICT, "invalid_transition", e.to_string()),
             ServiceError::Conflict => ApiError::new(StatusCode::CONFLICT, "concurrent_change", e.to_string()),
+            ServiceError::Template(TemplateError::NoKek) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_configured", e.to_string())
+            }
+            ServiceError::Template(TemplateError::Undecryptable) => ApiError::internal(e),
+            ServiceError::Template(TemplateError::Refused(_)) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "template_refused", e.to_string())
+            }
             ServiceError::Store(s) => s.into(),
         }
     }
@@ -506,4 +514,101 @@ pub async fn update_tenant(
         "reservation_hours": updated.reservation_hours, "custody": updated.custody,
         "webhook_url": updated.webhook_url,
     })))
+}
+
+// ─────────────────────────────── templates ───────────────────────────────
+
+/// Recipient-held custody: the recipient's app (through the operator's backend) hands in
+/// the template it sealed for this parcel's cabinet. The server relays it unopened.
+pub async fn upload_sealed_template(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    body: web::Json<lockerfleet_shared::seal::SealedTemplate>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Action::ManageRecipients)?;
+    let p = visible_parcel(&state, &caller, &path).await?;
+    templates::accept_sealed(&state.service(), Some(&p.tenant_id), p.id, body.into_inner()).await?;
+    state.metrics.templates.with_label_values(&["accepted"]).inc();
+    state.outbox_kick();
+    Ok(HttpResponse::Accepted().json(json!({"parcel": p.id, "status": "queued for the cabinet"})))
+}
+
+/// What the recipient's app needs to seal its template: the cabinet and its public key.
+pub async fn ready_notice(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Action::ManageRecipients)?;
+    let p = visible_parcel(&state, &caller, &path).await?;
+    let (Some(cab), Some(deadline)) = (&p.cabinet_id, p.deadline) else {
+        return Err(ApiError::new(StatusCode::CONFLICT, "not_ready", "the parcel has no cabinet yet"));
+    };
+    if p.state != "ready" {
+        return Err(ApiError::new(StatusCode::CONFLICT, "not_ready", format!("the parcel is {}", p.state)));
+    }
+    let record = state.store.cabinet(cab).await?.ok_or_else(|| ApiError::not_found("cabinet", cab))?;
+    Ok(HttpResponse::Ok().json(json!({
+        "parcel": p.id, "cabinet": cab, "cabinet_public_key": record.cabinet.public_key, "deadline": deadline,
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Consent {
+    /// When the recipient gave explicit consent (GDPR art. 9(2)(a)).
+    pub given_at: DateTime<Utc>,
+    /// Which consent text they agreed to.
+    pub text_version: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Enrolment {
+    pub template: Vec<f32>,
+    pub model: lockerfleet_shared::seal::ModelRef,
+    pub consent: Consent,
+}
+
+/// Operator-held custody: stores the enrolment template encrypted, with the consent.
+pub async fn enrol_template(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<Uuid>,
+    body: web::Json<Enrolment>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Action::ManageRecipients)?;
+    let id = path.into_inner();
+    let Enrolment { template, model, consent } = body.into_inner();
+    if consent.text_version.trim().is_empty() {
+        return Err(ApiError::field("consent.text_version", "names the consent text the recipient agreed to"));
+    }
+    if consent.given_at > now() + chrono::Duration::minutes(5) {
+        return Err(ApiError::field("consent.given_at", "lies in the future"));
+    }
+    if template.iter().any(|v| !v.is_finite()) {
+        return Err(ApiError::field("template", "holds a value that is not a finite number"));
+    }
+    let t = lockerfleet_shared::seal::FaceTemplate::new(template);
+    templates::enrol(&state.service(), caller.tenant.as_deref(), id, &t, &model, consent.given_at).await?;
+    state.metrics.templates.with_label_values(&["enrolled"]).inc();
+    tracing::info!(recipient = %id, consent = %consent.text_version, "operator-held template enrolled");
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Erasure on request: nothing of the recipient is left on the server; every cabinet
+/// holding a copy gets a template version without it, and the receipt says which
+/// version confirms the removal at each cabinet.
+pub async fn erase_recipient(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Action::ManageRecipients)?;
+    let id = path.into_inner();
+    let receipts = templates::erase(&state.service(), caller.tenant.as_deref(), id).await?;
+    state.metrics.templates.with_label_values(&["erased"]).inc();
+    state.outbox_kick();
+    Ok(HttpResponse::Accepted().json(json!({"recipient": id, "cabinets": receipts})))
 }

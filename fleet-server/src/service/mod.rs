@@ -13,6 +13,7 @@
 pub mod desired;
 pub mod outbox;
 pub mod parcels;
+pub mod templates;
 
 use lockerfleet_shared::TopicSpace;
 
@@ -25,4 +26,6 @@ pub struct Ctx {
     pub topics: TopicSpace,
     /// How far away an alternative cabinet may be when the chosen one is full, in km.
     pub max_alternative_km: f64,
+    /// Key-encryption key for operator-held templates, when configured.
+    pub kek: Option<std::sync::Arc<templates::Kek>>,
 }

@@ -31,6 +31,8 @@ pub enum ServiceError {
     #[error("the parcel changed while this request ran; try again")]
     Conflict,
     #[error(transparent)]
+    Template(#[from] super::templates::TemplateError),
+    #[error(transparent)]
     Store(#[from] StoreError),
 }
 
@@ -203,7 +205,7 @@ async fn timeline<C: ConnectionTrait>(
 }
 
 /// Bumps the cabinet's desired-state versions and queues a push.
-async fn bump_desired<C: ConnectionTrait>(
+pub(crate) async fn bump_desired<C: ConnectionTrait>(
     db: &C,
     tenant: &str,
     cabinet: &str,
@@ -489,6 +491,10 @@ pub async fn transition_in<C: ConnectionTrait>(
     for (kind, from, to) in kinds {
         timeline(db, p.id, (kind, Some(from), to), source, detail.clone(), at).await?;
     }
+    // Operator-held custody: the server seals the template for the cabinet as the parcel
+    // becomes ready.
+    let became_ready = from != ParcelState::Ready && lifecycle.state == ParcelState::Ready;
+    let sealed_now = became_ready && super::templates::seal_for_ready_parcel(db, ctx, &updated).await?;
     let mut pushed = false;
     for e in &effects {
         match e {
@@ -532,7 +538,7 @@ pub async fn transition_in<C: ConnectionTrait>(
                 if let Some(cab) = &p.cabinet_id
                     && !pushed
                 {
-                    bump_desired(db, &ten.id, cab, false, at).await?;
+                    bump_desired(db, &ten.id, cab, sealed_now, at).await?;
                     pushed = true;
                 }
             }

@@ -246,6 +246,29 @@ impl Store {
         Ok(entities::api_token::Entity::find().all(&self.db).await?.into_iter().map(|t| t.token_hash).collect())
     }
 
+    /// The sealed templates queued for a cabinet (ciphertext only).
+    pub async fn sealed_templates_of(
+        &self,
+        cabinet: &str,
+    ) -> Result<Vec<lockerfleet_shared::seal::SealedTemplate>, StoreError> {
+        Ok(entities::sealed_template::Entity::find()
+            .filter(entities::sealed_template::Column::CabinetId.eq(cabinet))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .filter_map(|t| serde_json::from_str(&t.blob).ok())
+            .collect())
+    }
+
+    /// A recipient's operator-held template as stored (encrypted), if the recipient exists
+    /// and has one; `None` when the recipient does not exist.
+    pub async fn recipient_template(&self, id: Uuid) -> Result<Option<String>, StoreError> {
+        Ok(entities::recipient::Entity::find_by_id(id)
+            .one(&self.db)
+            .await?
+            .map(|r| r.template_ciphertext.unwrap_or_default()))
+    }
+
     /// The database backend's name, for logs.
     pub fn backend(&self) -> &'static str {
         match self.db.get_database_backend() {

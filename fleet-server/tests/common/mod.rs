@@ -170,6 +170,10 @@ impl Fixture {
     }
 
     pub async fn start(&self, config: Config) -> TestServer {
+        // `LF_TEST_LOG=debug` shows the server's logs for a failing test.
+        if let Ok(filter) = std::env::var("LF_TEST_LOG") {
+            let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+        }
         let server = start(config.clone()).await.expect("server starts");
         let ts = TestServer {
             base: format!("http://{}", server.http_addr),
@@ -225,6 +229,7 @@ impl TestServer {
             "POST" => self.http.post(url),
             "PUT" => self.http.put(url),
             "DELETE" => self.http.delete(url),
+            "PATCH" => self.http.patch(url),
             other => panic!("method {other}"),
         };
         if let Some(t) = token {
