@@ -77,6 +77,7 @@ pub struct RunningServer {
     sweeper: Addr<actors::sweeper::Sweeper>,
     link: Link,
     stop_tx: watch::Sender<bool>,
+    closing_tx: watch::Sender<bool>,
 }
 
 impl RunningServer {
@@ -84,6 +85,8 @@ impl RunningServer {
     /// goodbye to the broker.
     pub async fn stop(self) {
         tracing::info!("shutting down");
+        // Long-lived streams end first, so the graceful HTTP stop does not wait on them.
+        let _ = self.closing_tx.send(true);
         self.http.stop(true).await;
         self.sweeper.do_send(actors::Shutdown);
         // Buffered events are written and acked before the link goes.
@@ -144,12 +147,15 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     )
     .start();
     let ingest_addr = ingest.clone();
+    let (courier_feed, _) = tokio::sync::broadcast::channel(1024);
+    let (closing_tx, closing_rx) = watch::channel(false);
     let ingress = Ingress {
         topics: config.topics(),
         max_payload_bytes: config.mqtt.max_payload_bytes,
         metrics: metrics.clone(),
         presence: presence.clone(),
         ingest,
+        courier_feed: courier_feed.clone(),
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     actors::link::run(pending, ingress, metrics.clone(), stop_rx.clone());
@@ -175,6 +181,8 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         link: link.clone(),
         outbox: Some(relay.clone().recipient()),
         ctx: service.clone(),
+        courier_feed: courier_feed.clone(),
+        closing: closing_rx,
     };
     let http_metrics = metrics.clone();
     let server = HttpServer::new(move || {
@@ -218,6 +226,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         sweeper,
         link,
         stop_tx,
+        closing_tx,
     })
 }
 

@@ -63,6 +63,9 @@ pub enum Filter {
     AllCabinetUp,
     /// Every cabinet's `presence` topic.
     AllCabinetPresence,
+    /// Every courier's `assignments` topic (each replica needs all of them for its own
+    /// server-sent-event clients, so never subscribe to it through a shared group).
+    AllCourierAssignments,
 }
 
 /// Builds and parses topics within one deployment's namespace.
@@ -119,6 +122,7 @@ impl TopicSpace {
         let plain = match filter {
             Filter::AllCabinetUp => format!("{}{ROOT}/cab/+/up", self.prefix),
             Filter::AllCabinetPresence => format!("{}{ROOT}/cab/+/presence", self.prefix),
+            Filter::AllCourierAssignments => format!("{}{ROOT}/courier/+/assignments", self.prefix),
         };
         match shared_group {
             None => Ok(plain),

@@ -21,6 +21,16 @@ pub struct Ingress {
     pub metrics: Metrics,
     pub presence: Addr<Presence>,
     pub ingest: Addr<super::ingest::Ingest>,
+    /// Courier notifications seen on the broker, for this replica's SSE streams.
+    pub courier_feed: tokio::sync::broadcast::Sender<CourierNote>,
+}
+
+/// A courier notification as published by the outbox relay.
+#[derive(Debug, Clone)]
+pub struct CourierNote {
+    pub courier: lockerfleet_shared::CourierId,
+    /// The envelope's JSON, passed to SSE clients unchanged.
+    pub payload: std::sync::Arc<str>,
 }
 
 impl Ingress {
@@ -50,7 +60,19 @@ impl Ingress {
                     Err(e) => return self.reject(e.reason(), topic, &e),
                 }
             }
-            Topic::CabinetDown(_) | Topic::CourierAssignments(_) => {
+            Topic::CourierAssignments(courier) => {
+                // Our own relay published it; only check it is one of ours and pass it on.
+                match decode::<lockerfleet_shared::envelope::CourierBody>(payload, self.max_payload_bytes) {
+                    Ok(_) => {
+                        let payload = String::from_utf8_lossy(payload).into();
+                        // No receiver is fine: nobody is streaming right now.
+                        let _ = self.courier_feed.send(CourierNote { courier, payload });
+                    }
+                    Err(e) => self.reject(e.reason(), topic, &e),
+                }
+                return;
+            }
+            Topic::CabinetDown(_) => {
                 return self.reject("unexpected_topic", topic, &"server-to-edge topic");
             }
         };

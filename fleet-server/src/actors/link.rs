@@ -60,10 +60,12 @@ pub fn connect(config: &Config, host: &str, port: u16) -> (Link, Pending) {
     let (client, eventloop) = AsyncClient::new(opts, 4096);
     let topics = config.topics();
     let group = config.mqtt.shared_group.clone();
-    let filters: Vec<String> = [Filter::AllCabinetUp, Filter::AllCabinetPresence]
+    let mut filters: Vec<String> = [Filter::AllCabinetUp, Filter::AllCabinetPresence]
         .into_iter()
         .map(|f| topics.filter(f, group.as_deref()).expect("validated in Config::validate"))
         .collect();
+    // Courier notifications fan out to this replica's own SSE clients: no shared group.
+    filters.push(topics.filter(Filter::AllCourierAssignments, None).expect("no group, always valid"));
     let up = Arc::new(AtomicBool::new(false));
     let link = Link { client: client.clone(), up: up.clone() };
     (link, Pending { eventloop, client, filters, up })

@@ -27,6 +27,10 @@ pub struct AppState {
     pub metrics: Metrics,
     pub presence: Addr<Presence>,
     pub link: Link,
+    /// Flips to `true` when the server stops, ending long-lived streams.
+    pub closing: tokio::sync::watch::Receiver<bool>,
+    /// Courier notifications for server-sent-event streams.
+    pub courier_feed: tokio::sync::broadcast::Sender<crate::actors::ingress::CourierNote>,
     /// What the use cases need (store, topics, keys).
     pub ctx: crate::service::Ctx,
     /// Wakes the outbox relay after a commit that queued notifications.
@@ -82,6 +86,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
                 .route("/tenants/{id}", web::patch().to(parcels::update_tenant))
                 .route("/couriers", web::post().to(parcels::create_courier))
                 .route("/couriers", web::get().to(parcels::list_couriers))
+                .route("/couriers/{id}/assignments/stream", web::get().to(parcels::courier_stream))
                 .route("/recipients", web::post().to(parcels::create_recipient))
                 .route("/recipients/{id}", web::delete().to(parcels::erase_recipient))
                 .route("/recipients/{id}/template", web::put().to(parcels::enrol_template))

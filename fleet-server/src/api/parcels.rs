@@ -612,3 +612,71 @@ pub async fn erase_recipient(
     state.outbox_kick();
     Ok(HttpResponse::Accepted().json(json!({"recipient": id, "cabinets": receipts})))
 }
+
+// ─────────────────────────────── courier stream ───────────────────────────────
+
+/// How often an idle stream sends a comment line, so proxies keep it open.
+const SSE_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// `GET /api/v1/couriers/{id}/assignments/stream`: the courier's assignment, collection
+/// and withdrawal notifications as server-sent events (`event: assignment`, `data:` the
+/// envelope JSON, `id:` the envelope id). A courier token sees only its own stream.
+pub async fn courier_stream(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Action::ReadCourierFeed)?;
+    let raw = path.into_inner();
+    let id = CourierId::new(raw.clone()).map_err(|e| ApiError::field("id", e.to_string()))?;
+    if caller.role == super::auth::Role::Courier && caller.courier.as_deref() != Some(id.as_str()) {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "a courier sees only its own assignments"));
+    }
+    courier::Entity::find_by_id(id.to_string())
+        .one(state.store.connection())
+        .await
+        .map_err(db)?
+        .filter(|c| caller.sees(&c.tenant_id))
+        .ok_or_else(|| ApiError::not_found("courier", &raw))?;
+    let rx = state.courier_feed.subscribe();
+    let closing = state.closing.clone();
+    let stream = futures_util::stream::unfold((rx, id, closing), |(mut rx, id, mut closing)| async move {
+        loop {
+            let next = tokio::select! {
+                r = tokio::time::timeout(SSE_KEEPALIVE, rx.recv()) => r,
+                _ = closing.wait_for(|c| *c) => return None,
+            };
+            match next {
+                Err(_) => {
+                    return Some((
+                        Ok::<_, actix_web::Error>(web::Bytes::from_static(b": keep-alive\n\n")),
+                        (rx, id, closing),
+                    ));
+                }
+                Ok(Ok(note)) if note.courier == id => {
+                    let kind = serde_json::from_str::<serde_json::Value>(&note.payload)
+                        .ok()
+                        .and_then(|v| v["body"]["kind"].as_str().map(str::to_owned))
+                        .unwrap_or_else(|| "message".into());
+                    let event_id = serde_json::from_str::<serde_json::Value>(&note.payload)
+                        .ok()
+                        .and_then(|v| v["id"].as_str().map(str::to_owned))
+                        .unwrap_or_default();
+                    let frame = format!("id: {event_id}\nevent: {kind}\ndata: {}\n\n", note.payload);
+                    return Some((Ok(web::Bytes::from(frame)), (rx, id, closing)));
+                }
+                Ok(Ok(_)) => continue,
+                Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(n))) => {
+                    let frame = format!("event: lagged\ndata: {{\"missed\":{n}}}\n\n");
+                    return Some((Ok(web::Bytes::from(frame)), (rx, id, closing)));
+                }
+                Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => return None,
+            }
+        }
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("cache-control", "no-cache"))
+        .insert_header(("x-accel-buffering", "no"))
+        .streaming(stream))
+}
