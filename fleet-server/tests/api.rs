@@ -204,3 +204,54 @@ async fn registration_stops_inside_the_embedded_brokers_connection_limit(backend
     ts.server.stop().await;
     fx.cleanup().await;
 }
+
+#[actix_rt::test]
+async fn the_openapi_document_describes_every_route() {
+    let fx = Fixture::new(Backend::sqlite_embedded().unwrap()).await;
+    let ts = fx.start(fx.config()).await;
+    // Public, like /healthz: it describes the API, it holds no data.
+    let (status, doc) = ts.request("GET", "/api/v1/openapi.json", None, None).await;
+    assert_eq!(status, 200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let routes = [
+        ("get", "/healthz"),
+        ("get", "/readyz"),
+        ("get", "/metrics"),
+        ("post", "/api/v1/tokens"),
+        ("delete", "/api/v1/tokens/{id}"),
+        ("post", "/api/v1/tenants"),
+        ("patch", "/api/v1/tenants/{id}"),
+        ("post", "/api/v1/cabinets"),
+        ("get", "/api/v1/cabinets"),
+        ("get", "/api/v1/cabinets/{id}"),
+        ("post", "/api/v1/couriers"),
+        ("get", "/api/v1/couriers"),
+        ("get", "/api/v1/couriers/{id}/assignments/stream"),
+        ("post", "/api/v1/recipients"),
+        ("delete", "/api/v1/recipients/{id}"),
+        ("put", "/api/v1/recipients/{id}/template"),
+        ("post", "/api/v1/parcels"),
+        ("get", "/api/v1/parcels"),
+        ("get", "/api/v1/parcels/{id}"),
+        ("get", "/api/v1/parcels/{id}/events"),
+        ("post", "/api/v1/parcels/{id}/cancel"),
+        ("post", "/api/v1/parcels/{id}/extend"),
+        ("post", "/api/v1/parcels/{id}/sealed-template"),
+        ("get", "/api/v1/parcels/{id}/ready-notice"),
+    ];
+    for (method, path) in routes {
+        assert!(doc["paths"][path][method].is_object(), "{method} {path} is missing from the document");
+    }
+    let distinct: std::collections::BTreeSet<&str> = routes.iter().map(|(_, p)| *p).collect();
+    assert_eq!(
+        doc["paths"].as_object().unwrap().len(),
+        distinct.len(),
+        "a documented path that the test does not know"
+    );
+    for schema in ["CabinetView", "NewCabinet", "ParcelView", "CreatedParcel", "ErrorEnvelope", "Role"] {
+        assert!(doc["components"]["schemas"][schema].is_object(), "schema {schema} missing");
+    }
+    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    ts.server.stop().await;
+    fx.cleanup().await;
+}

@@ -31,7 +31,7 @@ use crate::store::entities::api_token;
 use crate::store::{Store, StoreError};
 
 /// What a token may do, by role.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Admin,
@@ -274,7 +274,7 @@ fn write_secret_file(path: &std::path::Path, secret: &str) -> std::io::Result<()
 
 // ─────────────────────────────── routes ────────────────────────────────
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewToken {
     pub name: String,
@@ -288,7 +288,7 @@ pub struct NewToken {
     pub expires_in_hours: Option<u32>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CreatedToken {
     pub id: Uuid,
     /// The secret: shown this once, never again.
@@ -299,6 +299,8 @@ pub struct CreatedToken {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
+#[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", request_body = NewToken,
+    responses((status = 201, body = CreatedToken), (status = 403, body = super::error::ErrorEnvelope)), security(("bearer" = [])))]
 pub async fn create_token(
     state: web::Data<AppState>,
     caller: Caller,
@@ -338,6 +340,8 @@ pub async fn create_token(
     Ok(HttpResponse::Created().json(CreatedToken { id, token: secret, role: body.role, tenant, courier, expires_at }))
 }
 
+#[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "tokens", params(("id" = Uuid, Path, description = "token id")),
+    responses((status = 204), (status = 404, body = super::error::ErrorEnvelope)), security(("bearer" = [])))]
 pub async fn revoke_token(
     state: web::Data<AppState>,
     caller: Caller,

@@ -24,20 +24,22 @@ const MAX_COMPARTMENTS: usize = 500;
 /// Largest page of a listing.
 const MAX_PAGE: u64 = 500;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTenant {
     pub id: String,
     pub name: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TenantView {
     pub id: String,
     pub name: String,
     pub created_at: DateTime<Utc>,
 }
 
+#[utoipa::path(post, path = "/api/v1/tenants", tag = "tenants", request_body = NewTenant,
+    responses((status = 201, body = TenantView), (status = 409, body = super::error::ErrorEnvelope)), security(("bearer" = [])))]
 pub async fn create_tenant(
     state: web::Data<AppState>,
     caller: Caller,
@@ -53,23 +55,25 @@ pub async fn create_tenant(
     Ok(HttpResponse::Created().json(TenantView { id: t.id, name: t.name, created_at: t.created_at }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewCompartment {
     pub id: String,
+    /// `s`, `m`, `l` or `xl`.
+    #[schema(value_type = String, example = "m")]
     pub size: CompartmentSize,
     #[serde(default)]
     pub low: bool,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Location {
     pub lat: f64,
     pub lon: f64,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewCabinet {
     pub id: String,
@@ -85,14 +89,14 @@ pub struct NewCabinet {
     pub compartments: Vec<NewCompartment>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CompartmentView {
     pub id: String,
     pub size: String,
     pub low: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CabinetView {
     pub id: String,
     pub tenant: String,
@@ -115,7 +119,7 @@ pub struct CabinetView {
 }
 
 /// Which desired-state versions the server has sent and the cabinet has confirmed.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DesiredView {
     pub parcels_version: i64,
     pub parcels_applied: i64,
@@ -229,6 +233,9 @@ fn validate(body: &NewCabinet) -> Result<(cabinet::Model, Vec<compartment::Model
     Ok((cab, compartments))
 }
 
+#[utoipa::path(post, path = "/api/v1/cabinets", tag = "cabinets", request_body = NewCabinet,
+    responses((status = 201, body = CabinetView), (status = 409, body = super::error::ErrorEnvelope),
+              (status = 422, body = super::error::ErrorEnvelope)), security(("bearer" = [])))]
 pub async fn register(
     state: web::Data<AppState>,
     caller: Caller,
@@ -260,6 +267,8 @@ pub async fn register(
         .json(CabinetView::from_record(record)))
 }
 
+#[utoipa::path(get, path = "/api/v1/cabinets/{id}", tag = "cabinets", params(("id" = String, Path, description = "cabinet id")),
+    responses((status = 200, body = CabinetView), (status = 404, body = super::error::ErrorEnvelope)), security(("bearer" = [])))]
 pub async fn get(
     state: web::Data<AppState>,
     caller: Caller,
@@ -299,7 +308,8 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(view))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     pub tenant: Option<String>,
@@ -308,7 +318,7 @@ pub struct ListQuery {
     pub limit: Option<u64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Page<T> {
     pub items: Vec<T>,
     /// Pass as `after` to get the next page; absent on the last page.
@@ -316,6 +326,8 @@ pub struct Page<T> {
     pub next: Option<String>,
 }
 
+#[utoipa::path(get, path = "/api/v1/cabinets", tag = "cabinets", params(ListQuery),
+    responses((status = 200, body = Page<CabinetView>)), security(("bearer" = [])))]
 pub async fn list(
     state: web::Data<AppState>,
     caller: Caller,

@@ -10,13 +10,19 @@ use serde::Serialize;
 
 use crate::store::StoreError;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// Stable, machine-readable code (`invalid_field`, `not_found`, `conflict`…).
     pub code: &'static str,
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+}
+
+/// The JSON shape of every error: `{"error": {...}}`.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ErrorEnvelope {
+    pub error: ErrorBody,
 }
 
 #[derive(Debug, Clone)]
@@ -62,7 +68,7 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status).json(serde_json::json!({ "error": self.body }))
+        HttpResponse::build(self.status).json(ErrorEnvelope { error: self.body.clone() })
     }
 }
 

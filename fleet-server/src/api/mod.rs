@@ -5,6 +5,7 @@ pub mod auth;
 pub mod cabinets;
 pub mod error;
 pub mod health;
+pub mod openapi;
 pub mod parcels;
 
 use std::sync::Arc;
@@ -80,6 +81,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
         .route("/metrics", web::get().to(health::metrics))
         .service(
             web::scope("/api/v1")
+                .route("/openapi.json", web::get().to(openapi::document))
                 .route("/tokens", web::post().to(auth::create_token))
                 .route("/tokens/{id}", web::delete().to(auth::revoke_token))
                 .route("/tenants", web::post().to(cabinets::create_tenant))

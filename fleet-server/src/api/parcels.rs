@@ -49,7 +49,7 @@ fn db(e: sea_orm::DbErr) -> ApiError {
 
 // ─────────────────────────────── couriers ───────────────────────────────
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewCourier {
     pub id: String,
@@ -58,7 +58,7 @@ pub struct NewCourier {
     pub name: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CourierView {
     pub id: String,
     pub tenant: String,
@@ -76,6 +76,7 @@ async fn existing_tenant(state: &AppState, id: &str) -> Result<tenant::Model, Ap
     state.store.tenant(id).await?.ok_or_else(|| ApiError::field("tenant", format!("tenant {id:?} does not exist")))
 }
 
+#[utoipa::path(post, path = "/api/v1/couriers", tag = "couriers", request_body = NewCourier, responses((status = 201, body = CourierView), (status = 409, body = super::error::ErrorEnvelope)), security(("bearer" = [])))]
 pub async fn create_courier(
     state: web::Data<AppState>,
     caller: Caller,
@@ -101,6 +102,7 @@ pub async fn create_courier(
     Ok(HttpResponse::Created().json(CourierView::from(model)))
 }
 
+#[utoipa::path(get, path = "/api/v1/couriers", tag = "couriers", responses((status = 200, body = CourierList)), security(("bearer" = [])))]
 pub async fn list_couriers(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
     caller.require(Action::ReadParcels)?;
     let mut q = courier::Entity::find().order_by_asc(courier::Column::Id);
@@ -109,12 +111,17 @@ pub async fn list_couriers(state: web::Data<AppState>, caller: Caller) -> Result
     }
     let items: Vec<CourierView> =
         q.limit(1000).all(state.store.connection()).await.map_err(db)?.into_iter().map(Into::into).collect();
-    Ok(HttpResponse::Ok().json(json!({ "items": items })))
+    Ok(HttpResponse::Ok().json(CourierList { items }))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CourierList {
+    pub items: Vec<CourierView>,
 }
 
 // ─────────────────────────────── recipients ───────────────────────────────
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewRecipient {
     /// The operator's own reference for the person; no names or addresses are stored.
@@ -123,7 +130,7 @@ pub struct NewRecipient {
     pub tenant: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RecipientView {
     pub id: Uuid,
     pub tenant: String,
@@ -150,6 +157,7 @@ impl From<recipient::Model> for RecipientView {
     }
 }
 
+#[utoipa::path(post, path = "/api/v1/recipients", tag = "recipients", request_body = NewRecipient, responses((status = 201, body = RecipientView), (status = 409, body = super::error::ErrorEnvelope)), security(("bearer" = [])))]
 pub async fn create_recipient(
     state: web::Data<AppState>,
     caller: Caller,
@@ -189,7 +197,7 @@ pub async fn create_recipient(
 
 // ─────────────────────────────── parcels ───────────────────────────────
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateParcel {
     #[serde(default)]
@@ -199,6 +207,8 @@ pub struct CreateParcel {
     #[serde(default)]
     pub recipient: Option<Uuid>,
     pub courier: String,
+    /// `s`, `m`, `l` or `xl`.
+    #[schema(value_type = String, example = "s")]
     pub size: CompartmentSize,
     /// The recipient needs a low compartment (wheelchair, child).
     #[serde(default)]
@@ -207,7 +217,7 @@ pub struct CreateParcel {
     pub cabinet: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ParcelView {
     pub id: Uuid,
     pub tenant: String,
@@ -247,7 +257,7 @@ impl From<parcel::Model> for ParcelView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CreatedParcel {
     #[serde(flatten)]
     pub parcel: ParcelView,
@@ -257,6 +267,7 @@ pub struct CreatedParcel {
     pub alternative_cabinet: bool,
 }
 
+#[utoipa::path(post, path = "/api/v1/parcels", tag = "parcels", request_body = CreateParcel, responses((status = 201, body = CreatedParcel), (status = 409, description = "no free compartment fits (`no_room`)", body = super::error::ErrorEnvelope), (status = 422, body = super::error::ErrorEnvelope)), security(("bearer" = [])))]
 pub async fn create_parcel(
     state: web::Data<AppState>,
     caller: Caller,
@@ -304,6 +315,7 @@ async fn visible_parcel(state: &AppState, caller: &Caller, raw: &str) -> Result<
         .ok_or_else(|| ApiError::not_found("parcel", raw))
 }
 
+#[utoipa::path(get, path = "/api/v1/parcels/{id}", tag = "parcels", params(("id" = Uuid, Path)), responses((status = 200, body = ParcelView), (status = 404, body = super::error::ErrorEnvelope)), security(("bearer" = [])))]
 pub async fn get_parcel(
     state: web::Data<AppState>,
     caller: Caller,
@@ -314,16 +326,18 @@ pub async fn get_parcel(
     Ok(HttpResponse::Ok().json(ParcelView::from(p)))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TimelineEntry {
     pub at: DateTime<Utc>,
     pub kind: String,
     pub from: Option<String>,
     pub to: String,
     pub source: String,
+    #[schema(value_type = Object)]
     pub detail: serde_json::Value,
 }
 
+#[utoipa::path(get, path = "/api/v1/parcels/{id}/events", tag = "parcels", params(("id" = Uuid, Path)), responses((status = 200, body = Timeline), (status = 404, body = super::error::ErrorEnvelope)), security(("bearer" = [])))]
 pub async fn parcel_timeline(
     state: web::Data<AppState>,
     caller: Caller,
@@ -348,10 +362,26 @@ pub async fn parcel_timeline(
             detail: serde_json::from_str(&e.detail).unwrap_or(serde_json::Value::Null),
         })
         .collect();
-    Ok(HttpResponse::Ok().json(json!({ "parcel": p.id, "items": items })))
+    Ok(HttpResponse::Ok().json(Timeline { parcel: p.id, items }))
 }
 
-#[derive(Debug, Deserialize)]
+/// A parcel's timeline, oldest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Timeline {
+    pub parcel: Uuid,
+    pub items: Vec<TimelineEntry>,
+}
+
+/// One page of parcels.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ParcelPage {
+    pub items: Vec<ParcelView>,
+    /// Pass as `after` for the next page; `null` on the last page.
+    pub next: Option<Uuid>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ParcelQuery {
     pub tenant: Option<String>,
@@ -365,6 +395,7 @@ pub struct ParcelQuery {
     pub limit: Option<u64>,
 }
 
+#[utoipa::path(get, path = "/api/v1/parcels", tag = "parcels", params(ParcelQuery), responses((status = 200, body = ParcelPage), (status = 422, body = super::error::ErrorEnvelope)), security(("bearer" = [])))]
 pub async fn list_parcels(
     state: web::Data<AppState>,
     caller: Caller,
@@ -409,7 +440,7 @@ pub async fn list_parcels(
     let more = rows.len() as u64 > limit;
     let items: Vec<ParcelView> = rows.into_iter().take(limit as usize).map(Into::into).collect();
     let next = if more { items.last().map(|p| p.id) } else { None };
-    Ok(HttpResponse::Ok().json(json!({ "items": items, "next": next })))
+    Ok(HttpResponse::Ok().json(ParcelPage { items, next }))
 }
 
 async fn act(state: &AppState, caller: &Caller, raw: &str, t: Transition) -> Result<HttpResponse, ApiError> {
@@ -428,6 +459,7 @@ async fn act(state: &AppState, caller: &Caller, raw: &str, t: Transition) -> Res
     Ok(HttpResponse::Ok().json(ParcelView::from(updated)))
 }
 
+#[utoipa::path(post, path = "/api/v1/parcels/{id}/cancel", tag = "parcels", params(("id" = Uuid, Path)), responses((status = 200, body = ParcelView), (status = 409, body = super::error::ErrorEnvelope)), security(("bearer" = [])))]
 pub async fn cancel_parcel(
     state: web::Data<AppState>,
     caller: Caller,
@@ -436,6 +468,7 @@ pub async fn cancel_parcel(
     act(&state, &caller, &path, Transition::Cancel).await
 }
 
+#[utoipa::path(post, path = "/api/v1/parcels/{id}/extend", tag = "parcels", params(("id" = Uuid, Path)), responses((status = 200, body = ParcelView), (status = 409, body = super::error::ErrorEnvelope)), security(("bearer" = [])))]
 pub async fn extend_parcel(
     state: web::Data<AppState>,
     caller: Caller,
@@ -445,7 +478,7 @@ pub async fn extend_parcel(
 }
 
 /// Tenant settings a tenant admin may change.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TenantSettings {
     pub pickup_window_hours: Option<i32>,
@@ -456,6 +489,7 @@ pub struct TenantSettings {
     pub webhook_secret: Option<String>,
 }
 
+#[utoipa::path(patch, path = "/api/v1/tenants/{id}", tag = "tenants", params(("id" = String, Path)), request_body = TenantSettings, responses((status = 200, description = "the tenant's settings"), (status = 422, body = super::error::ErrorEnvelope)), security(("bearer" = [])))]
 pub async fn update_tenant(
     state: web::Data<AppState>,
     caller: Caller,
@@ -520,6 +554,7 @@ pub async fn update_tenant(
 
 /// Recipient-held custody: the recipient's app (through the operator's backend) hands in
 /// the template it sealed for this parcel's cabinet. The server relays it unopened.
+#[utoipa::path(post, path = "/api/v1/parcels/{id}/sealed-template", tag = "templates", params(("id" = Uuid, Path)), request_body(content = Object, description = "a `SealedTemplate` made with the recipient SDK (`lockerfleet_shared::sdk`)"), responses((status = 202, description = "queued for the cabinet"), (status = 422, body = super::error::ErrorEnvelope)), security(("bearer" = [])))]
 pub async fn upload_sealed_template(
     state: web::Data<AppState>,
     caller: Caller,
@@ -535,6 +570,7 @@ pub async fn upload_sealed_template(
 }
 
 /// What the recipient's app needs to seal its template: the cabinet and its public key.
+#[utoipa::path(get, path = "/api/v1/parcels/{id}/ready-notice", tag = "templates", params(("id" = Uuid, Path)), responses((status = 200, description = "cabinet id, its public key and the pickup deadline"), (status = 409, body = super::error::ErrorEnvelope)), security(("bearer" = [])))]
 pub async fn ready_notice(
     state: web::Data<AppState>,
     caller: Caller,
@@ -554,7 +590,7 @@ pub async fn ready_notice(
     })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Consent {
     /// When the recipient gave explicit consent (GDPR art. 9(2)(a)).
@@ -563,15 +599,18 @@ pub struct Consent {
     pub text_version: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Enrolment {
     pub template: Vec<f32>,
+    /// `{"id": "...", "sha256": "..."}` of the embedding model that made the template.
+    #[schema(value_type = Object)]
     pub model: lockerfleet_shared::seal::ModelRef,
     pub consent: Consent,
 }
 
 /// Operator-held custody: stores the enrolment template encrypted, with the consent.
+#[utoipa::path(put, path = "/api/v1/recipients/{id}/template", tag = "templates", params(("id" = Uuid, Path)), request_body = Enrolment, responses((status = 204), (status = 422, body = super::error::ErrorEnvelope), (status = 503, description = "templates.kek is not configured", body = super::error::ErrorEnvelope)), security(("bearer" = [])))]
 pub async fn enrol_template(
     state: web::Data<AppState>,
     caller: Caller,
@@ -600,6 +639,7 @@ pub async fn enrol_template(
 /// Erasure on request: nothing of the recipient is left on the server; every cabinet
 /// holding a copy gets a template version without it, and the receipt says which
 /// version confirms the removal at each cabinet.
+#[utoipa::path(delete, path = "/api/v1/recipients/{id}", tag = "recipients", params(("id" = Uuid, Path)), responses((status = 202, description = "erased; the receipt names the template version that confirms removal at each cabinet"), (status = 422, body = super::error::ErrorEnvelope)), security(("bearer" = [])))]
 pub async fn erase_recipient(
     state: web::Data<AppState>,
     caller: Caller,
@@ -621,6 +661,7 @@ const SSE_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(15);
 /// `GET /api/v1/couriers/{id}/assignments/stream`: the courier's assignment, collection
 /// and withdrawal notifications as server-sent events (`event: assignment`, `data:` the
 /// envelope JSON, `id:` the envelope id). A courier token sees only its own stream.
+#[utoipa::path(get, path = "/api/v1/couriers/{id}/assignments/stream", tag = "couriers", params(("id" = String, Path)), responses((status = 200, description = "server-sent events: assignment, collection, withdrawn", content_type = "text/event-stream")), security(("bearer" = [])))]
 pub async fn courier_stream(
     state: web::Data<AppState>,
     caller: Caller,

@@ -1,0 +1,47 @@
+//! The OpenAPI document, generated from the handlers' and types' annotations and served
+//! at `/api/v1/openapi.json`.
+
+use actix_web::HttpResponse;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::{auth, cabinets, error, health, parcels};
+
+#[derive(Debug)]
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("an API token (`lf_…`) made with POST /api/v1/tokens"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(title = "Lockerfleet fleet-server API", description = "Cabinets, parcels, couriers, recipients and templates of a Lockerfleet deployment."),
+    modifiers(&BearerAuth),
+    paths(
+        health::healthz, health::readyz, health::metrics,
+        auth::create_token, auth::revoke_token,
+        cabinets::create_tenant, cabinets::register, cabinets::get, cabinets::list,
+        parcels::update_tenant, parcels::create_courier, parcels::list_couriers, parcels::courier_stream,
+        parcels::create_recipient, parcels::erase_recipient, parcels::enrol_template,
+        parcels::create_parcel, parcels::list_parcels, parcels::get_parcel, parcels::parcel_timeline,
+        parcels::cancel_parcel, parcels::extend_parcel, parcels::upload_sealed_template, parcels::ready_notice,
+    ),
+    components(schemas(error::ErrorEnvelope, error::ErrorBody))
+)]
+pub struct ApiDoc;
+
+pub async fn document() -> HttpResponse {
+    HttpResponse::Ok().json(ApiDoc::openapi())
+}
