@@ -43,6 +43,26 @@ async fn a_token_of_one_tenant_cannot_see_or_change_another(backend: Backend) {
     // Alpha sees its own.
     assert_eq!(alpha.get("/api/v1/cabinets/a-1").await.0, 200);
     assert_eq!(alpha.get("/api/v1/cabinets").await.1["items"][0]["id"], "a-1");
+    // Parcels too: beta can neither read nor change alpha's parcel, nor list it.
+    alpha.post("/api/v1/couriers", &json!({"id": "ka", "name": "A"})).await;
+    let (status, parcel) =
+        alpha.post("/api/v1/parcels", &json!({"reference": "P", "courier": "ka", "size": "s", "cabinet": "a-1"})).await;
+    assert_eq!(status, 201, "{parcel}");
+    let id = parcel["id"].as_str().unwrap();
+    assert_eq!(beta.get(&format!("/api/v1/parcels/{id}")).await.0, 404);
+    assert_eq!(beta.get(&format!("/api/v1/parcels/{id}/events")).await.0, 404);
+    assert_eq!(beta.post(&format!("/api/v1/parcels/{id}/cancel"), &json!({})).await.0, 404);
+    assert_eq!(beta.get("/api/v1/parcels").await.1["items"], json!([]));
+    assert_eq!(beta.get("/api/v1/couriers").await.1["items"], json!([]));
+    // Nor use alpha's cabinet or courier for a parcel of its own.
+    beta.post("/api/v1/couriers", &json!({"id": "kb", "name": "B"})).await;
+    let (status, err) =
+        beta.post("/api/v1/parcels", &json!({"reference": "P", "courier": "kb", "size": "s", "cabinet": "a-1"})).await;
+    assert_eq!(status, 422, "{err}");
+    let (status, _) =
+        beta.post("/api/v1/parcels", &json!({"reference": "P", "courier": "ka", "size": "s", "cabinet": "a-1"})).await;
+    assert_eq!(status, 422);
+    assert_eq!(alpha.get(&format!("/api/v1/parcels/{id}")).await.1["state"], "assigned", "untouched");
     // A tenant admin may not make tenants or tokens for another tenant.
     assert_eq!(beta.post("/api/v1/tenants", &json!({"id": "gamma", "name": "g"})).await.0, 403);
     let (status, _) = beta.post("/api/v1/tokens", &json!({"name": "x", "role": "auditor", "tenant": "alpha"})).await;

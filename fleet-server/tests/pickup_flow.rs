@@ -304,3 +304,39 @@ async fn a_notification_committed_before_a_crash_is_delivered_after_restart(back
     ts.server.stop().await;
     fx.cleanup().await;
 }
+
+mod offline {
+    use super::*;
+
+    backend_tests!(a_cabinet_that_was_offline_converges_when_it_says_hello,);
+}
+
+async fn a_cabinet_that_was_offline_converges_when_it_says_hello(backend: Backend) {
+    let fx = Fixture::new(backend).await;
+    let ts = fx.start(fx.config()).await;
+    setup(&ts).await;
+    // cab-a is not connected while its parcel is assigned: the push goes nowhere.
+    let (status, created) = ts
+        .post(
+            "/api/v1/parcels",
+            &json!({"tenant": "acme", "reference": "TRK-off", "courier": "k-1", "size": "s", "cabinet": "cab-a"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    ts.wait_for_metric("lockerfleet_desired_state_pushes_total{kind=\"parcels\"}", 1.0).await;
+    let parcel = ParcelId(Uuid::parse_str(created["id"].as_str().unwrap()).unwrap());
+
+    // It comes back and says hello: it receives its whole current desired state.
+    let mut cab_a = ts.connect_cabinet("cab-a").await;
+    cab_a.hello("1.0.0").await;
+    let set = cab_a
+        .expect_down("the desired state after hello", |b| match b {
+            DownBody::Parcels(set) => Some(set.clone()),
+            _ => None,
+        })
+        .await;
+    assert!(set.parcels.iter().any(|p| p.parcel == parcel && p.stage == ParcelStage::Expected), "{set:?}");
+    assert!(set.version >= 1);
+    ts.server.stop().await;
+    fx.cleanup().await;
+}

@@ -44,6 +44,14 @@ pub struct Events {
 #[rtype(result = "()")]
 struct Flush;
 
+/// A cabinet (re)connected and said hello: send it its current desired state, so a
+/// cabinet that missed pushes while offline converges at once.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Hello {
+    pub cabinet: CabinetId,
+}
+
 /// A cabinet reports the desired-state versions it has applied.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
@@ -173,6 +181,42 @@ impl Handler<Flush> for Ingest {
     fn handle(&mut self, _: Flush, ctx: &mut Self::Context) {
         self.flush_scheduled = false;
         self.write(ctx);
+    }
+}
+
+impl Handler<Hello> for Ingest {
+    type Result = ();
+
+    fn handle(&mut self, msg: Hello, ctx: &mut Self::Context) {
+        let store = self.ctx.store.clone();
+        let outbox = self.outbox.clone();
+        async move {
+            let Ok(Some(cab)) = crate::store::entities::cabinet::Entity::find_by_id(msg.cabinet.to_string())
+                .one(store.connection())
+                .await
+            else {
+                return;
+            };
+            let queued = crate::service::outbox::enqueue(
+                store.connection(),
+                &cab.tenant_id,
+                crate::service::outbox::CHANNEL_CABINET,
+                &cab.id,
+                String::new(),
+                now(),
+            )
+            .await;
+            match queued {
+                Ok(()) => {
+                    if let Some(o) = outbox {
+                        o.do_send(super::outbox::Kick);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, cabinet = %msg.cabinet, "could not queue the desired state"),
+            }
+        }
+        .into_actor(self)
+        .spawn(ctx);
     }
 }
 

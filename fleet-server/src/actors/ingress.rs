@@ -89,6 +89,7 @@ impl Ingress {
                 UpBody::Events(batch) => self
                     .ingest
                     .do_send(super::ingest::Events { cabinet: cabinet.clone(), events: batch.events.clone() }),
+                UpBody::Hello(_) => self.ingest.do_send(super::ingest::Hello { cabinet: cabinet.clone() }),
                 UpBody::Applied(a) => self.ingest.do_send(super::ingest::AppliedVersions {
                     cabinet: cabinet.clone(),
                     templates: a.templates,
