@@ -5,6 +5,7 @@ use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use lockerfleet_shared::envelope::CompartmentSize;
 use lockerfleet_shared::{CabinetId, CourierId, TenantId};
+use futures_util::StreamExt;
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -660,7 +661,8 @@ const SSE_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// `GET /api/v1/couriers/{id}/assignments/stream`: the courier's assignment, collection
 /// and withdrawal notifications as server-sent events (`event: assignment`, `data:` the
-/// envelope JSON, `id:` the envelope id). A courier token sees only its own stream.
+/// envelope JSON, `id:` the envelope id). A stream starts with the courier's open tasks,
+/// so an app that reconnects misses nothing. A courier token sees only its own stream.
 #[utoipa::path(get, path = "/api/v1/couriers/{id}/assignments/stream", tag = "couriers", params(("id" = String, Path)), responses((status = 200, description = "server-sent events: assignment, collection, withdrawn", content_type = "text/event-stream")), security(("bearer" = [])))]
 pub async fn courier_stream(
     state: web::Data<AppState>,
@@ -679,7 +681,39 @@ pub async fn courier_stream(
         .map_err(db)?
         .filter(|c| caller.sees(&c.tenant_id))
         .ok_or_else(|| ApiError::not_found("courier", &raw))?;
+    // Subscribe first, then read the open tasks: a notification relayed in between shows
+    // up twice (the app deduplicates by parcel), never not at all.
     let rx = state.courier_feed.subscribe();
+    let open = parcel::Entity::find()
+        .filter(parcel::Column::CourierId.eq(id.as_str()))
+        .filter(parcel::Column::State.is_in(["assigned", "expired"]))
+        .order_by_asc(parcel::Column::Id)
+        .limit(500)
+        .all(state.store.connection())
+        .await
+        .map_err(db)?;
+    let snapshot: Vec<Result<web::Bytes, actix_web::Error>> = open
+        .into_iter()
+        .filter_map(|p| {
+            let task = lockerfleet_shared::envelope::CourierTask {
+                parcel: lockerfleet_shared::ParcelId(p.id),
+                cabinet: CabinetId::new(p.cabinet_id?).ok()?,
+                compartment: lockerfleet_shared::CompartmentId::new(p.compartment_id?).ok()?,
+                due: p.deadline.unwrap_or(p.updated_at),
+            };
+            let (kind, body) = match p.state.as_str() {
+                "assigned" => ("assignment", lockerfleet_shared::envelope::CourierBody::Assignment(task.clone())),
+                // An expired parcel stays in its compartment until a courier collects it.
+                "expired" => {
+                    ("collection", lockerfleet_shared::envelope::CourierBody::Collection(task.clone()))
+                }
+                _ => return None,
+            };
+            let env = lockerfleet_shared::Envelope::new(task.cabinet.clone(), 0, body);
+            let json = String::from_utf8(env.encode()).ok()?;
+            Some(Ok(web::Bytes::from(format!("id: {}\nevent: {kind}\ndata: {json}\n\n", env.id))))
+        })
+        .collect();
     let closing = state.closing.clone();
     let stream = futures_util::stream::unfold((rx, id, closing), |(mut rx, id, mut closing)| async move {
         loop {
@@ -719,5 +753,5 @@ pub async fn courier_stream(
         .content_type("text/event-stream")
         .insert_header(("cache-control", "no-cache"))
         .insert_header(("x-accel-buffering", "no"))
-        .streaming(stream))
+        .streaming(futures_util::stream::iter(snapshot).chain(stream)))
 }

@@ -246,6 +246,11 @@ impl Store {
         Ok(entities::api_token::Entity::find().all(&self.db).await?.into_iter().map(|t| t.token_hash).collect())
     }
 
+    /// How many cabinet events are stored.
+    pub async fn count_cabinet_events(&self) -> Result<u64, StoreError> {
+        Ok(entities::cabinet_event::Entity::find().count(&self.db).await?)
+    }
+
     /// The sealed templates queued for a cabinet (ciphertext only).
     pub async fn sealed_templates_of(
         &self,

@@ -349,7 +349,32 @@ impl TestClient<'_> {
 
 /// A cabinet played by a plain rumqttc client: retained `online` at connect, retained
 /// `offline` as its last will, and the `down` topic subscribed.
+/// What a scripted cabinet has learned from its `down` topic so far.
+#[derive(Debug, Default, Clone)]
+pub struct DownView {
+    pub parcels: Option<lockerfleet_shared::envelope::ParcelSet>,
+    pub templates: Option<lockerfleet_shared::envelope::TemplateSet>,
+    pub acked: std::collections::HashSet<Uuid>,
+}
+
+impl DownView {
+    fn absorb(&mut self, body: &DownBody) {
+        match body {
+            DownBody::Parcels(p) if self.parcels.as_ref().is_none_or(|old| old.version <= p.version) => {
+                self.parcels = Some(p.clone())
+            }
+            DownBody::Templates(t) if self.templates.as_ref().is_none_or(|old| old.version <= t.version) => {
+                self.templates = Some(t.clone())
+            }
+            DownBody::Ack(a) => self.acked.extend(a.events.iter().copied()),
+            _ => {}
+        }
+    }
+}
+
 pub struct FakeCabinet {
+    /// Everything received so far, newest desired state per kind.
+    pub view: DownView,
     pub id: CabinetId,
     pub session: Uuid,
     pub client: AsyncClient,
@@ -393,7 +418,7 @@ impl FakeCabinet {
             .expect("cabinet connects and subscribes within 10 s");
         let online = Envelope::new(id.clone(), 0, PresenceBody::Online(Session { session })).encode();
         client.publish(topics.cabinet_presence(&id), QoS::AtLeastOnce, true, online).await.expect("publish online");
-        Self { id, session, client, topics, down, seq: 0, task }
+        Self { view: DownView::default(), id, session, client, topics, down, seq: 0, task }
     }
 
     pub async fn send(&mut self, body: UpBody) {
@@ -441,12 +466,32 @@ impl FakeCabinet {
             match tokio::time::timeout_at(deadline, self.down.recv()).await {
                 Ok(Some(env)) => {
                     assert_eq!(env.cabinet, self.id, "a down message names another cabinet");
+                    self.view.absorb(&env.body);
                     if let Some(t) = pick(&env.body) {
                         return t;
                     }
                 }
                 Ok(None) => panic!("{}: connection task ended while waiting for {what}", self.id),
                 Err(_) => panic!("{}: no {what} within 10 s", self.id),
+            }
+        }
+    }
+
+    /// Waits up to 10 s until what the cabinet has received satisfies `check`, in
+    /// whatever order the messages arrive.
+    pub async fn wait_view(&mut self, what: &str, check: impl Fn(&DownView) -> bool) -> DownView {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if check(&self.view) {
+                return self.view.clone();
+            }
+            match tokio::time::timeout_at(deadline, self.down.recv()).await {
+                Ok(Some(env)) => {
+                    assert_eq!(env.cabinet, self.id, "a down message names another cabinet");
+                    self.view.absorb(&env.body);
+                }
+                Ok(None) => panic!("{}: connection task ended while waiting for {what}", self.id),
+                Err(_) => panic!("{}: no {what} within 10 s; received so far: {:?}", self.id, self.view),
             }
         }
     }
