@@ -62,6 +62,8 @@ async fn every_bad_registration_field_is_named(backend: Backend) {
         ("tenant", Box::new(|b| b["tenant"] = json!(""))),
         ("public_key", Box::new(|b| b["public_key"] = json!("not-base64!"))),
         ("public_key", Box::new(|b| b["public_key"] = json!("AAAA"))),
+        // 32 zero bytes decode fine but no template could ever be sealed to them.
+        ("public_key", Box::new(|b| b["public_key"] = json!("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="))),
         ("timezone", Box::new(|b| b["timezone"] = json!("Mars Base; DROP"))),
         ("location.lat", Box::new(|b| b["location"]["lat"] = json!(91.0))),
         ("location.lon", Box::new(|b| b["location"]["lon"] = json!(-181.0))),

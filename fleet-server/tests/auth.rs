@@ -9,6 +9,7 @@ use common::{Backend, Fixture};
 use serde_json::json;
 
 backend_tests!(
+    a_revoked_bootstrap_token_stays_revoked_across_restarts,
     a_token_of_one_tenant_cannot_see_or_change_another,
     roles_limit_what_a_token_may_do,
     unknown_revoked_and_expired_tokens_are_refused,
@@ -136,6 +137,26 @@ async fn unknown_revoked_and_expired_tokens_are_refused(backend: Backend) {
     // The database never holds a secret, only its hash.
     let hashes = ts.server.store.token_hashes().await.unwrap();
     assert!(!hashes.iter().any(|h| h.contains("lf_")));
+    ts.server.stop().await;
+    fx.cleanup().await;
+}
+
+async fn a_revoked_bootstrap_token_stays_revoked_across_restarts(backend: Backend) {
+    let fx = Fixture::new(backend).await;
+    let ts = fx.start(fx.config()).await;
+    // A second fleet admin revokes the bootstrap token.
+    let (status, made) = ts.post("/api/v1/tokens", &json!({"name": "ops", "role": "admin"})).await;
+    assert_eq!(status, 201);
+    let ops = made["token"].as_str().unwrap().to_owned();
+    let (_, me) = ts.request("GET", "/api/v1/cabinets", Some(&ops), None).await;
+    assert!(me["items"].is_array());
+    let bootstrap_id = ts.server.store.token_id_of(common::ADMIN_TOKEN).await.unwrap().unwrap();
+    assert_eq!(ts.request("DELETE", &format!("/api/v1/tokens/{bootstrap_id}"), Some(&ops), None).await.0, 204);
+    ts.server.stop().await;
+    // The configuration still names it: the server starts, and the token stays dead.
+    let ts = fx.start(fx.config()).await;
+    assert_eq!(ts.request("GET", "/api/v1/cabinets", Some(common::ADMIN_TOKEN), None).await.0, 401);
+    assert_eq!(ts.request("GET", "/api/v1/cabinets", Some(&ops), None).await.0, 200);
     ts.server.stop().await;
     fx.cleanup().await;
 }

@@ -67,7 +67,8 @@ async fn run(backend: Backend, crash: bool) {
     let cab_b = ts.connect_cabinet("cab-b").await;
     // Anything published to cab-b's down topic, seen by a second listener.
     let cab_b_id = CabinetId::new("cab-b").unwrap();
-    let mut cab_b_spy = Subscriber::new(&ts.server.mqtt_host, ts.server.mqtt_port, &ts.topics.cabinet_down(&cab_b_id)).await;
+    let mut cab_b_spy =
+        Subscriber::new(&ts.server.mqtt_host, ts.server.mqtt_port, &ts.topics.cabinet_down(&cab_b_id)).await;
     let mut courier_mqtt = Subscriber::new(
         &ts.server.mqtt_host,
         ts.server.mqtt_port,
@@ -154,7 +155,9 @@ async fn run(backend: Backend, crash: bool) {
     let view = cab_a
         .wait_view("the sealed template and the ready parcel", |v| {
             v.templates.as_ref().is_some_and(|t| !t.add.is_empty())
-                && v.parcels.as_ref().is_some_and(|s| s.parcels.iter().any(|p| p.parcel == parcel && p.stage == ParcelStage::Ready))
+                && v.parcels
+                    .as_ref()
+                    .is_some_and(|s| s.parcels.iter().any(|p| p.parcel == parcel && p.stage == ParcelStage::Ready))
         })
         .await;
     let set = view.templates.unwrap();

@@ -308,7 +308,80 @@ async fn a_notification_committed_before_a_crash_is_delivered_after_restart(back
 mod offline {
     use super::*;
 
-    backend_tests!(a_cabinet_that_was_offline_converges_when_it_says_hello,);
+    backend_tests!(
+        a_cabinet_that_was_offline_converges_when_it_says_hello,
+        cancelling_an_assigned_parcel_tells_the_cabinet_and_the_courier,
+        events_of_an_unregistered_cabinet_are_neither_stored_nor_acked,
+    );
+}
+
+async fn cancelling_an_assigned_parcel_tells_the_cabinet_and_the_courier(backend: Backend) {
+    let fx = Fixture::new(backend).await;
+    let ts = fx.start(fx.config()).await;
+    setup(&ts).await;
+    let mut cab_a = ts.connect_cabinet("cab-a").await;
+    let topic = ts.topics.courier_assignments(&CourierId::new("k-1").unwrap());
+    let mut courier = Subscriber::new(&ts.server.mqtt_host, ts.server.mqtt_port, &topic).await;
+    let (_, created) = ts
+        .post(
+            "/api/v1/parcels",
+            &json!({"tenant": "acme", "reference": "TRK-c", "courier": "k-1", "size": "s", "cabinet": "cab-a"}),
+        )
+        .await;
+    let parcel = ParcelId(Uuid::parse_str(created["id"].as_str().unwrap()).unwrap());
+    cab_a
+        .wait_view("the expected parcel", |v| {
+            v.parcels.as_ref().is_some_and(|s| s.parcels.iter().any(|p| p.parcel == parcel))
+        })
+        .await;
+    let (status, cancelled) = ts.post(&format!("/api/v1/parcels/{}/cancel", parcel.0), &json!({})).await;
+    assert_eq!(status, 200, "{cancelled}");
+    assert_eq!(cancelled["state"], "cancelled");
+    // The cabinet stops expecting it, so the compartment cannot be filled twice.
+    cab_a
+        .wait_view("parcels without the cancelled one", |v| {
+            v.parcels.as_ref().is_some_and(|s| s.parcels.iter().all(|p| p.parcel != parcel))
+        })
+        .await;
+    let record = ts.server.store.cabinet("cab-a").await.unwrap().unwrap();
+    assert!(record.compartments.iter().all(|c| c.parcel_id.is_none()));
+    // The courier hears the assignment, then its withdrawal.
+    let mut kinds = Vec::new();
+    while kinds.len() < 2 {
+        let (_, payload) = courier.next("courier notifications").await;
+        kinds.push(match decode::<CourierBody>(&payload, 1 << 20).unwrap().body {
+            CourierBody::Assignment(_) => "assignment",
+            CourierBody::Withdrawn(_) => "withdrawn",
+            CourierBody::Collection(_) => "collection",
+        });
+    }
+    assert_eq!(kinds, ["assignment", "withdrawn"]);
+    // A second cancel is refused with a clear reason.
+    let (status, err) = ts.post(&format!("/api/v1/parcels/{}/cancel", parcel.0), &json!({})).await;
+    assert_eq!(status, 409);
+    assert_eq!(err["error"]["code"], "invalid_transition");
+    ts.server.stop().await;
+    fx.cleanup().await;
+}
+
+async fn events_of_an_unregistered_cabinet_are_neither_stored_nor_acked(backend: Backend) {
+    let fx = Fixture::new(backend).await;
+    let ts = fx.start(fx.config()).await;
+    setup(&ts).await;
+    let mut stranger = ts.connect_cabinet("cab-x").await;
+    let mut cab_a = ts.connect_cabinet("cab-a").await;
+    let forged = Uuid::now_v7();
+    stranger.send_event(forged, 1, EventKind::Alarm { code: "door_forced".into(), detail: "A1".into() }).await;
+    ts.wait_for_metric("lockerfleet_rejected_messages_total{reason=\"unregistered_cabinet\"}", 1.0).await;
+    // A registered cabinet's event, sent after the stranger's, is stored and acked...
+    let real = Uuid::now_v7();
+    cab_a.send_event(real, 1, EventKind::Alarm { code: "door_forced".into(), detail: "S1".into() }).await;
+    cab_a.wait_view("the ack", |v| v.acked.contains(&real)).await;
+    // ...while the stranger's was neither.
+    assert_eq!(ts.server.store.count_cabinet_events().await.unwrap(), 1);
+    assert!(!stranger.view.acked.contains(&forged) && stranger.down.try_recv().is_err());
+    ts.server.stop().await;
+    fx.cleanup().await;
 }
 
 async fn a_cabinet_that_was_offline_converges_when_it_says_hello(backend: Backend) {

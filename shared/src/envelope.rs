@@ -258,9 +258,10 @@ pub struct Ack {
 }
 
 /// Desired state: the sealed templates this cabinet should hold. `add` is the complete
-/// set at `version`: a template the cabinet holds that is not in it is deleted. `revoke`
-/// names the parcels whose templates this version removed, so the cabinet can confirm
-/// each removal (by reporting `applied.templates >= version`).
+/// set at `version`: a template the cabinet holds that is not in it is deleted, and the
+/// cabinet confirms every removal by reporting `applied.templates >= version`. `revoke`
+/// may name removed parcels explicitly; today's server leaves it empty, since absence
+/// from `add` already says it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TemplateSet {

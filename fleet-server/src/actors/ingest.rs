@@ -20,7 +20,7 @@ use actix::prelude::*;
 use lockerfleet_shared::envelope::{Ack, CabinetEvent, DownBody, EventKind};
 use lockerfleet_shared::{CabinetId, Envelope, TopicSpace};
 use rumqttc::{AsyncClient, QoS};
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, TransactionTrait};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -123,8 +123,9 @@ impl Ingest {
         .map(|(batch, result), act, ctx| {
             act.writing = false;
             match result {
-                Ok(()) => {
-                    act.ack(&batch);
+                Ok(registered) => {
+                    let ackable: Vec<_> = batch.into_iter().filter(|(c, _)| registered.contains(c.as_str())).collect();
+                    act.ack(&ackable);
                     if let Some(o) = &act.outbox {
                         o.do_send(super::outbox::Kick);
                     }
@@ -227,16 +228,18 @@ impl Handler<AppliedVersions> for Ingest {
         let store = self.ctx.store.clone();
         async move {
             // Versions only move forward: a late report never lowers what was confirmed.
+            // A cabinet cannot confirm a version it was never sent.
             let columns = [
-                (cabinet_desired::Column::TemplatesApplied, msg.templates),
-                (cabinet_desired::Column::ParcelsApplied, msg.parcels),
+                (cabinet_desired::Column::TemplatesApplied, cabinet_desired::Column::TemplatesVersion, msg.templates),
+                (cabinet_desired::Column::ParcelsApplied, cabinet_desired::Column::ParcelsVersion, msg.parcels),
             ];
-            for (column, version) in columns {
+            for (column, sent, version) in columns {
                 let Some(v) = version.and_then(|v| i64::try_from(v).ok()) else { continue };
                 let result = cabinet_desired::Entity::update_many()
                     .col_expr(column, Expr::value(v))
                     .filter(cabinet_desired::Column::CabinetId.eq(msg.cabinet.as_str()))
                     .filter(column.lt(v))
+                    .filter(sent.gte(v))
                     .exec(store.connection())
                     .await;
                 if let Err(e) = result {
@@ -259,7 +262,12 @@ fn kind_of(e: &EventKind) -> &'static str {
     }
 }
 
-async fn store_batch(ctx: &Ctx, metrics: &Metrics, batch: &[(CabinetId, CabinetEvent)]) -> Result<(), ServiceError> {
+/// Stores a batch; returns the cabinets whose events may be acked (the registered ones).
+async fn store_batch(
+    ctx: &Ctx,
+    metrics: &Metrics,
+    batch: &[(CabinetId, CabinetEvent)],
+) -> Result<HashSet<String>, ServiceError> {
     let txn = ctx.store.begin_write().await?;
     let ids: Vec<Uuid> = batch.iter().map(|(_, e)| e.id).collect();
     let known: HashSet<Uuid> = cabinet_event::Entity::find()
@@ -270,8 +278,20 @@ async fn store_batch(ctx: &Ctx, metrics: &Metrics, batch: &[(CabinetId, CabinetE
         .map(|e| e.id)
         .collect();
     let at = now();
+    // Events of cabinets nobody registered are neither stored nor acked.
+    let cabinet_ids: Vec<String> = batch.iter().map(|(c, _)| c.to_string()).collect();
+    let registered: HashSet<String> = crate::store::entities::cabinet::Entity::find()
+        .filter(crate::store::entities::cabinet::Column::Id.is_in(cabinet_ids))
+        .all(&txn)
+        .await?
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
     let mut seen_in_batch = HashSet::new();
     for (cabinet, event) in batch {
+        if !registered.contains(cabinet.as_str()) {
+            continue;
+        }
         if known.contains(&event.id) || !seen_in_batch.insert(event.id) {
             metrics.ingest_events.with_label_values(&["duplicate"]).inc();
             continue;
@@ -315,17 +335,20 @@ async fn store_batch(ctx: &Ctx, metrics: &Metrics, batch: &[(CabinetId, CabinetE
             continue;
         }
         let detail = json!({"event": event.id, "seq": event.seq, "cabinet_time": event.at, "what": event.what});
-        match transition_in(&txn, ctx, p, &transition, Source::Cabinet, detail, at).await {
-            Ok(_) => {}
-            Err(ServiceError::Transition(e)) => {
+        // A savepoint per event: whatever goes wrong with one parcel's consequences, the
+        // event stays stored and the rest of the batch commits.
+        let savepoint = txn.begin().await?;
+        match transition_in(&savepoint, ctx, p, &transition, Source::Cabinet, detail, at).await {
+            Ok(_) => savepoint.commit().await?,
+            Err(e) => {
+                savepoint.rollback().await?;
                 metrics.ingest_refused_transitions.with_label_values(&[kind]).inc();
-                tracing::warn!(%cabinet, parcel = %parcel_id, kind, error = %e, "transition refused");
+                tracing::warn!(%cabinet, parcel = %parcel_id, kind, error = %e, "transition not applied; event kept");
             }
-            Err(e) => return Err(e),
         }
     }
     txn.commit().await?;
-    Ok(())
+    Ok(registered)
 }
 
 impl Handler<super::Shutdown> for Ingest {
@@ -338,13 +361,15 @@ impl Handler<super::Shutdown> for Ingest {
         let metrics = self.metrics.clone();
         Box::pin(
             async move {
-                let result = if batch.is_empty() { Ok(()) } else { store_batch(&service, &metrics, &batch).await };
+                let result =
+                    if batch.is_empty() { Ok(HashSet::new()) } else { store_batch(&service, &metrics, &batch).await };
                 (batch, result)
             }
             .into_actor(self)
             .map(|(batch, result), act, ctx| {
-                if result.is_ok() {
-                    act.ack(&batch);
+                if let Ok(registered) = result {
+                    let ackable: Vec<_> = batch.into_iter().filter(|(c, _)| registered.contains(c.as_str())).collect();
+                    act.ack(&ackable);
                 }
                 ctx.stop();
             }),

@@ -63,8 +63,10 @@ impl Ingress {
             Topic::CourierAssignments(courier) => {
                 // Our own relay published it; only check it is one of ours and pass it on.
                 match decode::<lockerfleet_shared::envelope::CourierBody>(payload, self.max_payload_bytes) {
-                    Ok(_) => {
-                        let payload = String::from_utf8_lossy(payload).into();
+                    Ok(env) => {
+                        // Re-serialised, so the text is compact JSON on one line and
+                        // cannot smuggle extra fields into an SSE frame.
+                        let payload = String::from_utf8(env.encode()).expect("JSON is UTF-8").into();
                         // No receiver is fine: nobody is streaming right now.
                         let _ = self.courier_feed.send(CourierNote { courier, payload });
                     }

@@ -61,7 +61,7 @@ impl OutboxRelay {
             metrics,
             topics,
             publisher: Some(Publisher::new(host, port, "lf-outbox")),
-            http: awc::Client::builder().timeout(Duration::from_secs(10)).finish(),
+            http: awc::Client::builder().timeout(Duration::from_secs(5)).finish(),
             running: false,
             again: false,
         }
@@ -224,9 +224,18 @@ async fn deliver(
             .await?;
     }
 
+    // Webhooks go out concurrently, each bounded by the client's timeout, so one tenant's
+    // slow endpoint delays a pass by at most that timeout, not by its number of rows.
+    let mut attempts = Vec::with_capacity(webhooks.len());
     for row in webhooks {
         let secret = tenant::Entity::find_by_id(row.tenant_id.clone()).one(db).await?.and_then(|t| t.webhook_secret);
-        match post_webhook(http, &row.target, &row.payload, secret.as_deref()).await {
+        attempts.push(async move {
+            let result = post_webhook(http, &row.target, &row.payload, secret.as_deref()).await;
+            (row, result)
+        });
+    }
+    for (row, result) in futures_util::future::join_all(attempts).await {
+        match result {
             Ok(()) => {
                 metrics.notifications.with_label_values(&[CHANNEL_WEBHOOK, "delivered"]).inc();
                 outbox::Entity::update_many()

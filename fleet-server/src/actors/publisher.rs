@@ -16,6 +16,9 @@ use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS}
 /// Most messages queued at once; below the client's request channel capacity.
 pub const MAX_BATCH: usize = 200;
 
+/// Largest message the publisher sends; desired-state sets of full cabinets are large.
+const MAX_PACKET: usize = 16 * 1024 * 1024;
+
 pub struct Publisher {
     host: String,
     port: u16,
@@ -45,7 +48,11 @@ impl Publisher {
         self.conn = None;
         let id = format!("{}-{}", self.client_id_prefix, uuid::Uuid::new_v4().simple());
         let mut opts = MqttOptions::new(id, self.host.clone(), self.port);
-        opts.set_keep_alive(Duration::from_secs(30)).set_clean_session(true).set_inflight(100);
+        // The default 10 KiB limit would refuse a cabinet's template set.
+        opts.set_keep_alive(Duration::from_secs(30))
+            .set_clean_session(true)
+            .set_inflight(100)
+            .set_max_packet_size(MAX_PACKET, MAX_PACKET);
         let (client, mut eventloop) = AsyncClient::new(opts, MAX_BATCH * 2);
         let wait = async {
             loop {

@@ -241,9 +241,20 @@ pub async fn bootstrap(
     token_file: &std::path::Path,
 ) -> Result<(), anyhow::Error> {
     if let Some(secret) = configured {
-        if authenticate(store, secret, crate::store::now()).await?.is_none() {
-            insert_token(store, secret, "bootstrap (configuration)", Role::Admin, None, None, None).await?;
-            tracing::info!("bootstrap admin token from the configuration registered");
+        let existing = api_token::Entity::find()
+            .filter(api_token::Column::TokenHash.eq(token_hash(secret)))
+            .one(store.connection())
+            .await?;
+        match existing {
+            None => {
+                insert_token(store, secret, "bootstrap (configuration)", Role::Admin, None, None, None).await?;
+                tracing::info!("bootstrap admin token from the configuration registered");
+            }
+            // A revoked bootstrap token stays revoked: it is never silently brought back.
+            Some(t) if t.revoked_at.is_some() => {
+                tracing::warn!("the configured auth.bootstrap_token was revoked; it is not registered again");
+            }
+            Some(_) => {}
         }
         return Ok(());
     }

@@ -183,6 +183,16 @@ fn validate(body: &NewCabinet) -> Result<(cabinet::Model, Vec<compartment::Model
     };
     let key =
         CabinetPublicKey::from_base64(&body.public_key).map_err(|e| ApiError::field("public_key", e.to_string()))?;
+    // A key HPKE cannot seal to (all zeros, or another low-order point) would make every
+    // template for this cabinet fail later; refuse it now.
+    let probe = lockerfleet_shared::seal::TemplateBinding {
+        cabinet: id.clone(),
+        parcel: lockerfleet_shared::ParcelId::generate(),
+        expires_at: Utc::now() + chrono::Duration::minutes(1),
+        model: lockerfleet_shared::seal::ModelRef { id: "probe".into(), sha256: String::new() },
+    };
+    lockerfleet_shared::seal::seal(&key, probe, &lockerfleet_shared::seal::FaceTemplate::new(vec![0.0]))
+        .map_err(|e| ApiError::field("public_key", format!("is not a usable X25519 key: {e}")))?;
     let timezone = body.timezone.clone().unwrap_or_else(|| "UTC".into());
     check_timezone(&timezone)?;
     if let Some(loc) = body.location {

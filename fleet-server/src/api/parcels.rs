@@ -3,9 +3,9 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
 use lockerfleet_shared::envelope::CompartmentSize;
 use lockerfleet_shared::{CabinetId, CourierId, TenantId};
-use futures_util::StreamExt;
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -704,9 +704,7 @@ pub async fn courier_stream(
             let (kind, body) = match p.state.as_str() {
                 "assigned" => ("assignment", lockerfleet_shared::envelope::CourierBody::Assignment(task.clone())),
                 // An expired parcel stays in its compartment until a courier collects it.
-                "expired" => {
-                    ("collection", lockerfleet_shared::envelope::CourierBody::Collection(task.clone()))
-                }
+                "expired" => ("collection", lockerfleet_shared::envelope::CourierBody::Collection(task.clone())),
                 _ => return None,
             };
             let env = lockerfleet_shared::Envelope::new(task.cabinet.clone(), 0, body);

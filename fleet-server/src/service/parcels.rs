@@ -6,7 +6,7 @@ use lockerfleet_shared::envelope::{CompartmentSize, CourierBody, CourierTask};
 use lockerfleet_shared::{CabinetId, CompartmentId, CourierId, Envelope, ParcelId};
 use rand::Rng;
 use sea_orm::sea_query::{Expr, ExprTrait};
-use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
+use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -156,6 +156,54 @@ async fn slots_of<C: ConnectionTrait>(db: &C, cab: &cabinet::Model) -> Result<Ca
             })
             .collect(),
     })
+}
+
+/// Every other located cabinet of the tenant with its compartments, in two queries.
+async fn nearby_slots<C: ConnectionTrait>(
+    db: &C,
+    tenant: &str,
+    chosen: &cabinet::Model,
+) -> Result<Vec<CabinetSlots>, DbErr> {
+    let others = cabinet::Entity::find()
+        .filter(cabinet::Column::TenantId.eq(tenant))
+        .filter(cabinet::Column::Id.ne(chosen.id.as_str()))
+        .filter(cabinet::Column::Latitude.is_not_null())
+        .filter(cabinet::Column::Longitude.is_not_null())
+        .all(db)
+        .await?;
+    let ids: Vec<String> = others.iter().map(|c| c.id.clone()).collect();
+    let mut by_cabinet: std::collections::HashMap<String, Vec<compartment::Model>> = std::collections::HashMap::new();
+    if !ids.is_empty() {
+        for c in compartment::Entity::find()
+            .filter(compartment::Column::CabinetId.is_in(ids))
+            .filter(compartment::Column::ParcelId.is_null())
+            .all(db)
+            .await?
+        {
+            by_cabinet.entry(c.cabinet_id.clone()).or_default().push(c);
+        }
+    }
+    Ok(others
+        .into_iter()
+        .filter_map(|cab| {
+            let comps = by_cabinet.remove(&cab.id)?;
+            Some(CabinetSlots {
+                cabinet: CabinetId::new(cab.id).ok()?,
+                location: cab.latitude.zip(cab.longitude),
+                slots: comps
+                    .into_iter()
+                    .filter_map(|c| {
+                        Some(Slot {
+                            size: size_of(&c.size)?,
+                            compartment: CompartmentId::new(c.id).ok()?,
+                            low: c.low,
+                            free: c.parcel_id.is_none(),
+                        })
+                    })
+                    .collect(),
+            })
+        })
+        .collect())
 }
 
 /// Claims a compartment if it is still free: the one statement that makes double
@@ -346,28 +394,27 @@ pub async fn create_and_assign(ctx: &Ctx, req: NewParcel) -> Result<Created, Ser
         })
         .unwrap_or(at + policy.reservation);
 
-    // Rank candidates; the alternatives are loaded only when the chosen cabinet is full.
+    // Claim in the chosen cabinet first; only when every candidate there is taken (or
+    // lost to a concurrent claim) are the nearby cabinets loaded and tried.
     let need = Need { size: req.size, low: req.need_low };
     let here = slots_of(&txn, &chosen).await?;
-    let mut candidates = allocation::rank(&here, &[], need, ctx.max_alternative_km);
-    if candidates.is_empty() && here.location.is_some() {
-        let others = cabinet::Entity::find()
-            .filter(cabinet::Column::TenantId.eq(req.tenant.as_str()))
-            .filter(cabinet::Column::Id.ne(chosen.id.as_str()))
-            .filter(cabinet::Column::Latitude.is_not_null())
-            .all(&txn)
-            .await?;
-        let mut other_slots = Vec::with_capacity(others.len());
-        for o in &others {
-            other_slots.push(slots_of(&txn, o).await?);
-        }
-        candidates = allocation::rank(&here, &other_slots, need, ctx.max_alternative_km);
-    }
     let mut won = None;
-    for c in &candidates {
+    for c in allocation::rank(&here, &[], need, ctx.max_alternative_km) {
         if claim(&txn, c.cabinet.as_str(), c.compartment.as_str(), id, until).await? {
-            won = Some(c.clone());
+            won = Some(c);
             break;
+        }
+    }
+    if won.is_none() && here.location.is_some() {
+        let others = nearby_slots(&txn, &req.tenant, &chosen).await?;
+        for c in allocation::rank(&here, &others, need, ctx.max_alternative_km) {
+            if c.cabinet.as_str() == chosen.id {
+                continue;
+            }
+            if claim(&txn, c.cabinet.as_str(), c.compartment.as_str(), id, until).await? {
+                won = Some(c);
+                break;
+            }
         }
     }
     let Some(won) = won else {
@@ -432,7 +479,9 @@ pub async fn transition(
     detail: Value,
 ) -> Result<parcel::Model, ServiceError> {
     let txn = ctx.store.begin_write().await?;
+    // FOR UPDATE on PostgreSQL (SQLite's write transaction already excludes writers).
     let p = parcel::Entity::find_by_id(id)
+        .lock_exclusive()
         .one(&txn)
         .await?
         .filter(|p| tenant.is_none_or(|t| p.tenant_id == t))
@@ -493,13 +542,28 @@ pub async fn transition_in<C: ConnectionTrait>(
     }
     // Operator-held custody: the server seals the template for the cabinet as the parcel
     // becomes ready.
-    let became_ready = from != ParcelState::Ready && lifecycle.state == ParcelState::Ready;
-    let sealed_now = became_ready && super::templates::seal_for_ready_parcel(db, ctx, &updated).await?;
+    // Sealing never blocks the transition: if it fails the parcel is still ready and the
+    // pickup code still works; the failure is logged for the operator.
+    let reseal = (from != ParcelState::Ready && lifecycle.state == ParcelState::Ready) || *t == Transition::Extend;
+    let sealed_now = reseal
+        && match super::templates::seal_for_ready_parcel(db, ctx, &updated).await {
+            Ok(sealed) => sealed,
+            Err(ServiceError::Store(e)) => return Err(ServiceError::Store(e)),
+            Err(e) => {
+                tracing::error!(parcel = %updated.id, error = %e, "could not seal the operator-held template; code pickup only");
+                false
+            }
+        };
     let mut pushed = false;
     for e in &effects {
         match e {
             Effect::ReleaseCompartment => {
                 if let (Some(cab), Some(comp)) = (&p.cabinet_id, &p.compartment_id) {
+                    // The cabinet must stop expecting (or holding) the parcel as well.
+                    if !pushed {
+                        bump_desired(db, &ten.id, cab, false, at).await?;
+                        pushed = true;
+                    }
                     compartment::Entity::update_many()
                         .col_expr(compartment::Column::ParcelId, Expr::value(Option::<Uuid>::None))
                         .col_expr(compartment::Column::ReservedUntil, Expr::value(Option::<DateTime<Utc>>::None))

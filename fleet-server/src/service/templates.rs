@@ -23,7 +23,7 @@ use lockerfleet_shared::seal::{self, CabinetPublicKey, FaceTemplate, ModelRef, S
 use lockerfleet_shared::{CabinetId, ParcelId};
 use rand::RngCore;
 use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
+use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
@@ -52,6 +52,9 @@ impl Kek {
         Ok(Self(arr))
     }
 }
+
+/// Largest sealed template accepted (a 512-float template seals to about 3.2 KB).
+pub const MAX_SEALED_BYTES: usize = 16 * 1024;
 
 /// Why a template operation failed (beyond the parcel errors).
 #[derive(Debug, thiserror::Error)]
@@ -173,8 +176,13 @@ pub async fn accept_sealed(
     parcel_id: Uuid,
     blob: SealedTemplate,
 ) -> Result<(), ServiceError> {
+    if serde_json::to_vec(&blob).map(|b| b.len()).unwrap_or(usize::MAX) > MAX_SEALED_BYTES {
+        return Err(refuse(format!("a sealed template is at most {MAX_SEALED_BYTES} bytes")));
+    }
     let txn = ctx.store.begin_write().await?;
+    // Lock the parcel so a pickup committing meanwhile cannot leave this template behind.
     let p = parcel::Entity::find_by_id(parcel_id)
+        .lock_exclusive()
         .one(&txn)
         .await?
         .filter(|p| tenant.is_none_or(|t| p.tenant_id == t))
@@ -253,7 +261,15 @@ pub async fn seal_for_ready_parcel<C: ConnectionTrait>(
     p: &parcel::Model,
 ) -> Result<bool, ServiceError> {
     let Some(rid) = p.recipient_id else { return Ok(false) };
-    let Some(r) = recipient::Entity::find_by_id(rid).one(db).await? else { return Ok(false) };
+    // Locked, so an erasure running at the same time waits for this seal or prevents it.
+    let Some(r) = recipient::Entity::find_by_id(rid).lock_exclusive().one(db).await? else { return Ok(false) };
+    if r.tenant_id != p.tenant_id || r.custody != "operator" {
+        return Ok(false);
+    }
+    let custody = tenant::Entity::find_by_id(p.tenant_id.clone()).one(db).await?.map(|t| t.custody);
+    if custody.as_deref() != Some("operator") {
+        return Ok(false);
+    }
     let (Some(stored), Some(model_id), Some(model_sha)) =
         (&r.template_ciphertext, &r.template_model_id, &r.template_model_sha256)
     else {
@@ -294,6 +310,7 @@ pub struct ErasureReceipt {
 pub async fn erase(ctx: &Ctx, tenant: Option<&str>, recipient_id: Uuid) -> Result<Vec<ErasureReceipt>, ServiceError> {
     let txn = ctx.store.begin_write().await?;
     let r = recipient::Entity::find_by_id(recipient_id)
+        .lock_exclusive()
         .one(&txn)
         .await?
         .filter(|r| tenant.is_none_or(|t| r.tenant_id == t))

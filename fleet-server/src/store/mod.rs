@@ -246,6 +246,15 @@ impl Store {
         Ok(entities::api_token::Entity::find().all(&self.db).await?.into_iter().map(|t| t.token_hash).collect())
     }
 
+    /// The id of the token with this secret, if any (revoked or not).
+    pub async fn token_id_of(&self, secret: &str) -> Result<Option<Uuid>, StoreError> {
+        Ok(entities::api_token::Entity::find()
+            .filter(entities::api_token::Column::TokenHash.eq(crate::api::auth::token_hash(secret)))
+            .one(&self.db)
+            .await?
+            .map(|t| t.id))
+    }
+
     /// How many cabinet events are stored.
     pub async fn count_cabinet_events(&self) -> Result<u64, StoreError> {
         Ok(entities::cabinet_event::Entity::find().count(&self.db).await?)
