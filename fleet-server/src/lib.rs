@@ -136,6 +136,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         topics: config.topics(),
         max_alternative_km: config.parcels.max_alternative_km,
         kek: config.kek(),
+        metrics: metrics.clone(),
     };
     let ingest = actors::ingest::Ingest::new(
         service.clone(),

@@ -49,7 +49,9 @@ pub struct Metrics {
     /// Events per ingest batch, and time from batch start to commit.
     pub ingest_batch_size: Histogram,
     pub ingest_batch_seconds: Histogram,
-    /// Template operations: `accepted` (recipient-held upload), `enrolled`, `erased`.
+    /// Template operations: `accepted` (recipient-held upload), `enrolled`, `sealed`
+    /// (operator-held, by the server), `revoked` (pickup, expiry, cancellation, erasure),
+    /// `erased` (recipients).
     pub templates: IntCounterVec,
     /// Acks published to cabinets.
     pub acks_sent: IntCounter,
@@ -165,7 +167,7 @@ impl Metrics {
             ),
             templates: counter_vec(
                 "lockerfleet_templates_total",
-                "Template operations by kind (accepted, enrolled, erased)",
+                "Template operations by kind (accepted, enrolled, sealed, revoked, erased)",
                 &["op"],
             ),
             acks_sent: counter("lockerfleet_acks_sent_total", "Ack messages published to cabinets"),

@@ -259,6 +259,7 @@ async fn a_notification_committed_before_a_crash_is_delivered_after_restart(back
         topics: config.topics(),
         max_alternative_km: 5.0,
         kek: None,
+        metrics: fleet_server::metrics::Metrics::new(),
     };
     let created = fleet_server::service::parcels::create_and_assign(
         &ctx,

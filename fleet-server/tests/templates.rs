@@ -130,6 +130,7 @@ async fn a_recipient_held_template_reaches_only_its_cabinet_and_is_revoked_at_pi
     let after = next_templates(&mut cab_a, "templates without the blob", |t| t.add.is_empty()).await;
     assert!(after.version > set.version);
     assert!(ts.server.store.sealed_templates_of("cab-a").await.unwrap().is_empty());
+    assert_eq!(ts.metric("lockerfleet_templates_total{op=\"revoked\"}").await, 1.0);
 
     // The cabinet confirms the revocation by reporting the version applied.
     cab_a

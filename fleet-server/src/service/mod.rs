@@ -28,4 +28,6 @@ pub struct Ctx {
     pub max_alternative_km: f64,
     /// Key-encryption key for operator-held templates, when configured.
     pub kek: Option<std::sync::Arc<templates::Kek>>,
+    /// Where use cases count what they did (templates sealed and revoked).
+    pub metrics: crate::metrics::Metrics,
 }

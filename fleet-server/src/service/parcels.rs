@@ -593,6 +593,7 @@ pub async fn transition_in<C: ConnectionTrait>(
                     .filter(sealed_template::Column::ParcelId.eq(p.id))
                     .exec(db)
                     .await?;
+                ctx.metrics.templates.with_label_values(&["revoked"]).inc_by(removed.rows_affected);
                 if let Some(cab) = &p.cabinet_id {
                     bump_desired(db, &ten.id, cab, removed.rows_affected > 0, at).await?;
                     pushed = true;

@@ -293,6 +293,7 @@ pub async fn seal_for_ready_parcel<C: ConnectionTrait>(
     let sealed = seal::seal(&key, binding, &template).map_err(|e| refuse(e.to_string()))?;
     drop(template);
     store_sealed(db, p, &cab.id, &sealed).await?;
+    ctx.metrics.templates.with_label_values(&["sealed"]).inc();
     Ok(true)
 }
 
@@ -322,10 +323,11 @@ pub async fn erase(ctx: &Ctx, tenant: Option<&str>, recipient_id: Uuid) -> Resul
     let mut cabinets: Vec<String> = sealed.iter().map(|s| s.cabinet_id.clone()).collect();
     cabinets.sort();
     cabinets.dedup();
-    sealed_template::Entity::delete_many()
+    let removed = sealed_template::Entity::delete_many()
         .filter(sealed_template::Column::ParcelId.is_in(ids.clone()))
         .exec(&txn)
         .await?;
+    ctx.metrics.templates.with_label_values(&["revoked"]).inc_by(removed.rows_affected);
     let at = now();
     let mut receipts = Vec::new();
     for cab in &cabinets {
