@@ -1,6 +1,135 @@
 //! # edge-agent
 //!
-//! The process that runs on every cabinet: camera, face, door, keypad, link (MQTT with a
-//! durable journal) and updater actors over hardware traits. Not built yet; it will speak
-//! the contract in `lockerfleet-shared` (topics, envelope, sealed templates, signed
-//! artifacts), which is complete and tested.
+//! The process that runs on every cabinet, as an actix actor system:
+//!
+//! ```text
+//!   hardware (locks, door sensors, keypad) ──► cabinet actor ──► journal on disk (fsync)
+//!                                                   ▲  │
+//!                                  desired state,   │  ▼ events, applied versions
+//!                                  acks             link actor ◄──MQTT──► fleet-server
+//! ```
+//!
+//! * `domain/` — sans-IO cores: journal, door state machine, keypad lockout, desired state.
+//! * `actors/` — the cabinet actor (owns the cores) and the link actor (MQTT).
+//! * `hw/` — hardware traits and simulated implementations.
+//!
+//! Works offline: pickup codes are checked against the hashes in the desired state on
+//! disk, events wait in the journal, and everything drains in order on reconnect.
+//! The face path and updates arrive with their own issues.
+
+pub mod actors;
+pub mod config;
+pub mod domain;
+pub mod hw;
+
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use actix::{Actor, Addr};
+use argon2::password_hash::{PasswordHash, PasswordVerifier};
+use lockerfleet_shared::CompartmentId;
+use lockerfleet_shared::envelope::CompartmentInfo;
+use lockerfleet_shared::seal::CabinetKeyPair;
+
+use actors::cabinet::Cabinet;
+use actors::link::{Identity, Link, LinkSettings};
+use config::AgentConfig;
+
+/// Why the agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("the cabinet key {path} is missing: run `edge-agent provision` first")]
+    NoKey { path: String },
+    #[error("the cabinet key {path} is unreadable or not a key: {reason}")]
+    BadKey { path: String, reason: String },
+    #[error(transparent)]
+    Journal(#[from] domain::journal::JournalError),
+    #[error("cannot write {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Whether a typed code matches a pickup-code hash from the server (argon2id PHC).
+pub fn verify_code(code: &str, phc: &str) -> bool {
+    PasswordHash::new(phc).is_ok_and(|h| argon2::Argon2::default().verify_password(code.as_bytes(), &h).is_ok())
+}
+
+/// Creates the cabinet's key pair (private key file mode 0600) unless it exists, and
+/// returns the registration request for the fleet-server.
+pub fn provision(config: &AgentConfig) -> Result<serde_json::Value, AgentError> {
+    let path = config.key_path();
+    let keys = if path.exists() {
+        load_key(&path)?
+    } else {
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|source| AgentError::Io { path: config.data_dir.display().to_string(), source })?;
+        let keys = CabinetKeyPair::generate();
+        let io = |source| AgentError::Io { path: path.display().to_string(), source };
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).map_err(io)?;
+        std::io::Write::write_all(&mut f, &keys.secret_bytes()).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        keys
+    };
+    Ok(serde_json::json!({
+        "id": config.cabinet,
+        "public_key": keys.public().to_base64(),
+        "compartments": config.compartments,
+    }))
+}
+
+fn load_key(path: &Path) -> Result<CabinetKeyPair, AgentError> {
+    let bytes = zeroize::Zeroizing::new(std::fs::read(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => AgentError::NoKey { path: path.display().to_string() },
+        _ => AgentError::BadKey { path: path.display().to_string(), reason: e.to_string() },
+    })?);
+    CabinetKeyPair::from_secret_bytes(&bytes)
+        .map_err(|e| AgentError::BadKey { path: path.display().to_string(), reason: e.to_string() })
+}
+
+/// A running agent.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    pub cabinet: Addr<Cabinet>,
+    pub link: Addr<Link>,
+}
+
+/// Starts the cabinet and link actors in the current actix system.
+pub fn start(config: &AgentConfig, lock: Box<dyn hw::Lock>) -> Result<Agent, AgentError> {
+    let keys = load_key(&config.key_path())?;
+    let journal = domain::journal::Journal::open(&config.data_dir.join("journal.log"), config.journal_max_bytes)?;
+    let desired = domain::desired::DesiredStore::open(&config.data_dir.join("desired.json"));
+    let compartments: Vec<CompartmentId> =
+        config.compartments.iter().map(|c| CompartmentId::new(c.id.clone()).expect("validated")).collect();
+    let cabinet = Cabinet::new(journal, desired, &compartments, lock, config.data_dir.join("done.json")).start();
+    let identity = Identity {
+        cabinet: config.cabinet_id(),
+        firmware: config.firmware.clone(),
+        hardware: config.hardware.clone(),
+        compartments: config
+            .compartments
+            .iter()
+            .map(|c| CompartmentInfo {
+                id: CompartmentId::new(c.id.clone()).expect("validated"),
+                size: c.size,
+                low: c.low,
+            })
+            .collect(),
+        key_fingerprint: keys.public().fingerprint(),
+    };
+    let settings = LinkSettings {
+        host: config.mqtt.host.clone(),
+        port: config.mqtt.port,
+        keep_alive: Duration::from_secs(config.mqtt.keep_alive_s),
+        heartbeat: Duration::from_secs(config.heartbeat_s),
+        resend: Duration::from_secs(config.resend_s),
+    };
+    let link = Link::new(identity, config.topics(), &settings, cabinet.clone()).start();
+    // Events recorded before this arrives are not lost: the link sends everything
+    // pending when it connects.
+    cabinet.do_send(actors::cabinet::SetLink(link.clone().recipient()));
+    Ok(Agent { cabinet, link })
+}

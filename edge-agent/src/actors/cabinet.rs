@@ -1,0 +1,358 @@
+//! The cabinet actor: owns the journal, the desired state, the doors and the keypad.
+//!
+//! ```text
+//!   keypad ─EnterCode─►┐                      ┌─► lock (release / engage)
+//!   courier ─Deposit──►│  cabinet actor       ├─► journal (fsync) ─► link: EventsRecorded
+//!   sensors ─DoorSensed►│ (doors, keypad,     │
+//!   link ─FromServer──►│  desired, journal)   └─► link: Applied versions
+//! ```
+//!
+//! A pickup or deposit is recorded when its door closes again, so the event says what
+//! really happened. A parcel whose pickup was recorded is remembered on disk, so no code
+//! opens its door a second time — not after a restart, and not before the server's new
+//! desired state arrives.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::Utc;
+use lockerfleet_shared::envelope::{CabinetEvent, DownBody, EventKind, ExpectedParcel, ParcelStage, PickupMethod};
+use lockerfleet_shared::{CompartmentId, CourierId, ParcelId};
+
+use crate::domain::desired::DesiredStore;
+use crate::domain::door::{Door, DoorEffect, DoorInput, DoorTimings};
+use crate::domain::journal::Journal;
+use crate::domain::keypad::{CodeOutcome, Keypad, KeypadPolicy};
+use crate::hw::Lock;
+
+/// Who a door was opened for, so that its closing records the right event.
+#[derive(Debug, Clone)]
+enum Purpose {
+    Pickup(ExpectedParcel),
+    Deposit { parcel: ParcelId, courier: CourierId },
+}
+
+/// A code typed on the keypad.
+#[derive(Debug, Message)]
+#[rtype(result = "CodeOutcome")]
+pub struct EnterCode(pub String);
+
+/// A courier, logged in at the cabinet, deposits a parcel it was assigned.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<CompartmentId, String>")]
+pub struct CourierDeposit {
+    pub courier: CourierId,
+    pub parcel: ParcelId,
+}
+
+/// A door sensor reading.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct DoorSensed {
+    pub compartment: CompartmentId,
+    pub open: bool,
+}
+
+/// A desired-state or ack message from the server.
+#[derive(Debug, Message)]
+#[rtype(result = "Option<lockerfleet_shared::envelope::Applied>")]
+pub struct FromServer(pub DownBody);
+
+/// The events not yet acked, oldest first.
+#[derive(Debug, Message)]
+#[rtype(result = "Vec<CabinetEvent>")]
+pub struct Pending;
+
+/// What a heartbeat reports.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Status")]
+pub struct GetStatus;
+
+#[derive(Debug, Clone, MessageResponse)]
+pub struct Status {
+    pub open_doors: Vec<CompartmentId>,
+    pub occupied: Vec<CompartmentId>,
+    pub journal_depth: u32,
+    /// A door is open or a pickup is under way: updates must wait.
+    pub busy: bool,
+}
+
+/// Connects the cabinet to its link.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct SetLink(pub Recipient<EventsRecorded>);
+
+impl Handler<SetLink> for Cabinet {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetLink, _ctx: &mut Self::Context) {
+        self.link = Some(msg.0);
+    }
+}
+
+/// The desired state the cabinet holds (for diagnostics and tests).
+#[derive(Debug, Message)]
+#[rtype(result = "crate::domain::desired::DesiredState")]
+pub struct GetDesired;
+
+impl Handler<GetDesired> for Cabinet {
+    type Result = MessageResult<GetDesired>;
+
+    fn handle(&mut self, _: GetDesired, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(self.desired.state.clone())
+    }
+}
+
+/// Tells the link there is something new to send.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct EventsRecorded;
+
+pub struct Cabinet {
+    journal: Journal,
+    desired: DesiredStore,
+    doors: BTreeMap<CompartmentId, Door>,
+    purposes: BTreeMap<CompartmentId, Purpose>,
+    /// Parcels taken out here whose removal the server has not yet confirmed.
+    done: BTreeSet<ParcelId>,
+    done_path: std::path::PathBuf,
+    keypad: Keypad,
+    lock: Box<dyn Lock>,
+    link: Option<Recipient<EventsRecorded>>,
+}
+
+impl std::fmt::Debug for Cabinet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cabinet").field("journal_depth", &self.journal.depth()).finish_non_exhaustive()
+    }
+}
+
+impl Cabinet {
+    pub fn new(
+        journal: Journal,
+        desired: DesiredStore,
+        compartments: &[CompartmentId],
+        lock: Box<dyn Lock>,
+        done_path: std::path::PathBuf,
+    ) -> Self {
+        let done = std::fs::read(&done_path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        Self {
+            journal,
+            desired,
+            doors: compartments.iter().map(|c| (c.clone(), Door::new(DoorTimings::default()))).collect(),
+            purposes: BTreeMap::new(),
+            done,
+            done_path,
+            keypad: Keypad::new(KeypadPolicy::default()),
+            lock,
+            link: None,
+        }
+    }
+
+    fn save_done(&self) {
+        let tmp = self.done_path.with_extension("tmp");
+        let ok = std::fs::write(&tmp, serde_json::to_vec(&self.done).expect("ids serialise"))
+            .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+            .and_then(|()| std::fs::rename(&tmp, &self.done_path));
+        if let Err(e) = ok {
+            tracing::error!(error = %e, "could not save the picked-up parcels");
+        }
+    }
+
+    fn record(&mut self, what: EventKind) {
+        match self.journal.record(what, Utc::now()) {
+            Ok(e) => {
+                tracing::info!(seq = e.seq, id = %e.id, "event recorded");
+                if let Some(l) = &self.link {
+                    l.do_send(EventsRecorded);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "event NOT recorded"),
+        }
+    }
+
+    fn parcels(&self) -> Vec<ExpectedParcel> {
+        self.desired.state.parcels.as_ref().map(|p| p.parcels.clone()).unwrap_or_default()
+    }
+
+    fn drive(&mut self, compartment: &CompartmentId, input: DoorInput) {
+        let Some(door) = self.doors.get_mut(compartment) else {
+            tracing::warn!(%compartment, "input for an unknown compartment");
+            return;
+        };
+        let effects = door.step(input, Utc::now());
+        for effect in effects {
+            match effect {
+                DoorEffect::ReleaseLock => {
+                    if let Err(e) = self.lock.release(compartment) {
+                        tracing::error!(error = %e, "lock did not release");
+                        self.drive(compartment, DoorInput::LockFailed);
+                        return;
+                    }
+                }
+                DoorEffect::EngageLock => self.lock.engage(compartment),
+                DoorEffect::Alarm(a) => {
+                    self.record(EventKind::Alarm { code: a.code().into(), detail: compartment.to_string() })
+                }
+                DoorEffect::Closed => match self.purposes.remove(compartment) {
+                    Some(Purpose::Pickup(p)) => {
+                        self.done.insert(p.parcel);
+                        self.save_done();
+                        self.record(EventKind::Pickup {
+                            parcel: p.parcel,
+                            compartment: compartment.clone(),
+                            method: PickupMethod::Code,
+                        });
+                    }
+                    Some(Purpose::Deposit { parcel, courier }) => {
+                        self.record(EventKind::Deposit { parcel, compartment: compartment.clone(), courier });
+                    }
+                    None => {}
+                },
+            }
+        }
+    }
+}
+
+impl Actor for Cabinet {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(Duration::from_secs(1), |act, _| {
+            let ids: Vec<CompartmentId> = act.doors.keys().cloned().collect();
+            for c in ids {
+                act.drive(&c, DoorInput::Tick);
+            }
+        });
+    }
+}
+
+impl Handler<EnterCode> for Cabinet {
+    type Result = MessageResult<EnterCode>;
+
+    fn handle(&mut self, msg: EnterCode, _ctx: &mut Self::Context) -> Self::Result {
+        let parcels: Vec<ExpectedParcel> = self
+            .parcels()
+            .into_iter()
+            .filter(|p| !self.done.contains(&p.parcel) && !self.purposes.contains_key(&p.compartment))
+            .collect();
+        // argon2 verification is slow on purpose; a cabinet handles one keypad at a time.
+        let outcome = self.keypad.enter(&msg.0, &parcels, Utc::now(), crate::verify_code);
+        match &outcome {
+            CodeOutcome::Accepted(p) => {
+                self.purposes.insert(p.compartment.clone(), Purpose::Pickup(p.clone()));
+                let c = p.compartment.clone();
+                self.drive(&c, DoorInput::Unlock);
+            }
+            CodeOutcome::LockedOutNow { until } => {
+                self.record(EventKind::Alarm { code: "keypad_lockout".into(), detail: format!("until {until}") });
+            }
+            CodeOutcome::Rejected { .. } => {
+                self.record(EventKind::FailedMatch { reason: "wrong pickup code".into() });
+            }
+            CodeOutcome::LockedOut { .. } => {}
+        }
+        MessageResult(outcome)
+    }
+}
+
+impl Handler<CourierDeposit> for Cabinet {
+    type Result = Result<CompartmentId, String>;
+
+    fn handle(&mut self, msg: CourierDeposit, _ctx: &mut Self::Context) -> Self::Result {
+        let p = self
+            .parcels()
+            .into_iter()
+            .find(|p| p.parcel == msg.parcel && p.stage == ParcelStage::Expected)
+            .ok_or_else(|| format!("parcel {} is not expected here", msg.parcel))?;
+        // A courier opens only the compartments of its own assignments.
+        if p.courier.as_ref() != Some(&msg.courier) {
+            return Err(format!("parcel {} is assigned to another courier", msg.parcel));
+        }
+        self.purposes.insert(p.compartment.clone(), Purpose::Deposit { parcel: p.parcel, courier: msg.courier });
+        self.drive(&p.compartment, DoorInput::Unlock);
+        Ok(p.compartment)
+    }
+}
+
+impl Handler<DoorSensed> for Cabinet {
+    type Result = ();
+
+    fn handle(&mut self, msg: DoorSensed, _ctx: &mut Self::Context) {
+        let input = if msg.open { DoorInput::SensorOpened } else { DoorInput::SensorClosed };
+        self.drive(&msg.compartment, input);
+    }
+}
+
+impl Handler<FromServer> for Cabinet {
+    type Result = Option<lockerfleet_shared::envelope::Applied>;
+
+    fn handle(&mut self, msg: FromServer, _ctx: &mut Self::Context) -> Self::Result {
+        match msg.0 {
+            DownBody::Ack(a) => {
+                if let Err(e) = self.journal.ack(&a.events) {
+                    tracing::error!(error = %e, "could not record an ack; the events will be sent again");
+                }
+                None
+            }
+            DownBody::Parcels(set) => {
+                let version = set.version;
+                // Parcels the server no longer lists need no protection from a second opening.
+                let listed: BTreeSet<ParcelId> = set.parcels.iter().map(|p| p.parcel).collect();
+                let before = self.done.len();
+                self.done.retain(|p| listed.contains(p));
+                if self.done.len() != before {
+                    self.save_done();
+                }
+                match self.desired.apply_parcels(set) {
+                    Ok(_) => Some(lockerfleet_shared::envelope::Applied { templates: None, parcels: Some(version) }),
+                    Err(e) => {
+                        tracing::error!(error = %e, "could not save the parcels");
+                        None
+                    }
+                }
+            }
+            DownBody::Templates(set) => {
+                let version = set.version;
+                match self.desired.apply_templates(set) {
+                    Ok(_) => Some(lockerfleet_shared::envelope::Applied { templates: Some(version), parcels: None }),
+                    Err(e) => {
+                        tracing::error!(error = %e, "could not save the templates");
+                        None
+                    }
+                }
+            }
+            DownBody::Ota(_) | DownBody::Cmd(_) => None,
+        }
+    }
+}
+
+impl Handler<Pending> for Cabinet {
+    type Result = Vec<CabinetEvent>;
+
+    fn handle(&mut self, _: Pending, _ctx: &mut Self::Context) -> Self::Result {
+        self.journal.pending().cloned().collect()
+    }
+}
+
+impl Handler<GetStatus> for Cabinet {
+    type Result = Status;
+
+    fn handle(&mut self, _: GetStatus, _ctx: &mut Self::Context) -> Status {
+        let occupied = self
+            .parcels()
+            .into_iter()
+            .filter(|p| p.stage != ParcelStage::Expected && !self.done.contains(&p.parcel))
+            .map(|p| p.compartment)
+            .collect();
+        let open_doors: Vec<CompartmentId> =
+            self.doors.iter().filter(|(_, d)| d.busy()).map(|(c, _)| c.clone()).collect();
+        Status {
+            busy: !open_doors.is_empty() || !self.purposes.is_empty(),
+            open_doors,
+            occupied,
+            journal_depth: u32::try_from(self.journal.depth()).unwrap_or(u32::MAX),
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! The link actor: the cabinet's MQTT connection.
+//!
+//! On every (re)connect it subscribes to its `down` topic, publishes `online` (retained;
+//! its last will is the matching `offline`), says `hello` (which makes the server send the
+//! whole desired state), and sends every journal event not yet acked. It sends them again
+//! whenever something new is recorded, after each ack, and every `resend` while any
+//! remain; the server stores each once by id. Reconnects back off with jitter so a fleet
+//! returning after an outage does not arrive all at once.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use lockerfleet_shared::envelope::{
+    Applied, CompartmentInfo, DownBody, EventBatch, Heartbeat, Hello, PresenceBody, Session, Slot, UpBody, decode,
+};
+use lockerfleet_shared::{CabinetId, Envelope, TopicSpace};
+use rand::Rng;
+use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
+use uuid::Uuid;
+
+use super::cabinet::{Cabinet, EventsRecorded, FromServer, GetStatus, Pending};
+
+/// Largest number of events in one `events` message.
+const EVENTS_PER_MESSAGE: usize = 100;
+/// Largest payload accepted on the down topic.
+const MAX_DOWN_BYTES: usize = 4 * 1024 * 1024;
+
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+struct Connected;
+
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+struct Disconnected;
+
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct Incoming(Vec<u8>);
+
+/// Where and how often the link talks.
+#[derive(Debug, Clone)]
+pub struct LinkSettings {
+    pub host: String,
+    pub port: u16,
+    pub keep_alive: Duration,
+    pub heartbeat: Duration,
+    pub resend: Duration,
+}
+
+/// What the link needs to say hello.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub cabinet: CabinetId,
+    pub firmware: String,
+    pub hardware: String,
+    pub compartments: Vec<CompartmentInfo>,
+    pub key_fingerprint: String,
+}
+
+pub struct Link {
+    id: Identity,
+    topics: TopicSpace,
+    client: AsyncClient,
+    cabinet: Addr<Cabinet>,
+    session: Uuid,
+    seq: u64,
+    connected: bool,
+    heartbeat: Duration,
+    resend: Duration,
+    started: std::time::Instant,
+    eventloop: Option<rumqttc::EventLoop>,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link").field("cabinet", &self.id.cabinet).field("connected", &self.connected).finish()
+    }
+}
+
+impl Link {
+    pub fn new(id: Identity, topics: TopicSpace, settings: &LinkSettings, cabinet: Addr<Cabinet>) -> Self {
+        let session = Uuid::now_v7();
+        let will = Envelope::new(id.cabinet.clone(), 0, PresenceBody::Offline(Session { session })).encode();
+        let mut opts = MqttOptions::new(format!("cab-{}", id.cabinet), settings.host.clone(), settings.port);
+        opts.set_keep_alive(settings.keep_alive)
+            .set_clean_session(true)
+            .set_max_packet_size(MAX_DOWN_BYTES, MAX_DOWN_BYTES)
+            .set_last_will(LastWill::new(topics.cabinet_presence(&id.cabinet), will, QoS::AtLeastOnce, true));
+        let (client, eventloop) = AsyncClient::new(opts, 256);
+        // Sequence numbers of up messages: milliseconds since the epoch at start, so they
+        // keep increasing across restarts without being stored.
+        let seq = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0) * 1000;
+        Self {
+            id,
+            topics,
+            client,
+            cabinet,
+            session,
+            seq,
+            connected: false,
+            heartbeat: settings.heartbeat,
+            resend: settings.resend,
+            started: std::time::Instant::now(),
+            eventloop: Some(eventloop),
+        }
+    }
+
+    fn publish(&mut self, body: UpBody, qos: QoS) {
+        self.seq += 1;
+        let env = Envelope::new(self.id.cabinet.clone(), self.seq, body);
+        if let Err(e) = self.client.try_publish(self.topics.cabinet_up(&self.id.cabinet), qos, false, env.encode()) {
+            tracing::warn!(error = %e, "could not queue a message; it is sent again later");
+        }
+    }
+
+    fn send_pending(&mut self, ctx: &mut Context<Self>) {
+        if !self.connected {
+            return;
+        }
+        self.cabinet
+            .send(Pending)
+            .into_actor(self)
+            .map(|pending, act, _| {
+                let Ok(events) = pending else { return };
+                for chunk in events.chunks(EVENTS_PER_MESSAGE) {
+                    act.publish(UpBody::Events(EventBatch { events: chunk.to_vec() }), QoS::AtLeastOnce);
+                }
+            })
+            .wait(ctx);
+    }
+}
+
+impl Actor for Link {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let mut eventloop = self.eventloop.take().expect("the event loop is taken once, at start");
+        let me = ctx.address();
+        actix::spawn(async move {
+            let mut failures: u32 = 0;
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        failures = 0;
+                        me.do_send(Connected);
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => me.do_send(Incoming(p.payload.to_vec())),
+                    Ok(_) => {}
+                    Err(e) => {
+                        me.do_send(Disconnected);
+                        failures = failures.saturating_add(1);
+                        let cap = 200u64.saturating_mul(1 << failures.min(7)).min(30_000);
+                        let wait = rand::thread_rng().gen_range(cap / 2..=cap);
+                        tracing::warn!(error = %e, retry_in_ms = wait, "link down");
+                        tokio::time::sleep(Duration::from_millis(wait)).await;
+                    }
+                }
+            }
+        });
+        ctx.run_interval(self.heartbeat, |act, ctx| {
+            if !act.connected {
+                return;
+            }
+            let uptime = act.started.elapsed().as_secs();
+            act.cabinet
+                .send(GetStatus)
+                .into_actor(act)
+                .map(move |status, act, _| {
+                    let Ok(s) = status else { return };
+                    act.publish(
+                        UpBody::State(Heartbeat {
+                            open_doors: s.open_doors,
+                            occupied: s.occupied,
+                            temperature_c: None,
+                            journal_depth: s.journal_depth,
+                            uptime_s: uptime,
+                        }),
+                        QoS::AtMostOnce,
+                    );
+                })
+                .spawn(ctx);
+        });
+        // Unacked events are sent again periodically until the server acks them.
+        ctx.run_interval(self.resend, |act, ctx| act.send_pending(ctx));
+    }
+}
+
+impl Handler<Connected> for Link {
+    type Result = ();
+
+    fn handle(&mut self, _: Connected, ctx: &mut Self::Context) {
+        self.connected = true;
+        let down = self.topics.cabinet_down(&self.id.cabinet);
+        if let Err(e) = self.client.try_subscribe(down, QoS::AtLeastOnce) {
+            tracing::error!(error = %e, "could not subscribe to the down topic");
+        }
+        let online = Envelope::new(self.id.cabinet.clone(), 0, PresenceBody::Online(Session { session: self.session }));
+        let _ = self.client.try_publish(
+            self.topics.cabinet_presence(&self.id.cabinet),
+            QoS::AtLeastOnce,
+            true,
+            online.encode(),
+        );
+        let hello = UpBody::Hello(Hello {
+            firmware: self.id.firmware.clone(),
+            slot: Slot::A,
+            hardware: self.id.hardware.clone(),
+            compartments: self.id.compartments.clone(),
+            key_fingerprint: self.id.key_fingerprint.clone(),
+            model: None,
+        });
+        self.publish(hello, QoS::AtLeastOnce);
+        tracing::info!(cabinet = %self.id.cabinet, "link up");
+        self.send_pending(ctx);
+    }
+}
+
+impl Handler<Disconnected> for Link {
+    type Result = ();
+
+    fn handle(&mut self, _: Disconnected, _ctx: &mut Self::Context) {
+        self.connected = false;
+    }
+}
+
+impl Handler<EventsRecorded> for Link {
+    type Result = ();
+
+    fn handle(&mut self, _: EventsRecorded, ctx: &mut Self::Context) {
+        self.send_pending(ctx);
+    }
+}
+
+impl Handler<Incoming> for Link {
+    type Result = ();
+
+    fn handle(&mut self, msg: Incoming, ctx: &mut Self::Context) {
+        let env = match decode::<DownBody>(&msg.0, MAX_DOWN_BYTES) {
+            Ok(env) => env,
+            Err(e) => {
+                tracing::warn!(reason = e.reason(), error = %e, "down message refused");
+                return;
+            }
+        };
+        if env.cabinet != self.id.cabinet {
+            tracing::warn!(named = %env.cabinet, "down message for another cabinet refused");
+            return;
+        }
+        self.cabinet
+            .send(FromServer(env.body))
+            .into_actor(self)
+            .map(|applied, act, _| {
+                if let Ok(Some(Applied { templates, parcels })) = applied {
+                    act.publish(UpBody::Applied(Applied { templates, parcels }), QoS::AtLeastOnce);
+                }
+            })
+            .wait(ctx);
+    }
+}

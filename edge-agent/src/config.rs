@@ -1,0 +1,128 @@
+//! The agent's configuration: defaults → `--config cabinet.toml` → `EDGE_*` environment
+//! variables (`EDGE_MQTT__HOST`). Validated at start; a bad value names its key.
+
+use std::path::{Path, PathBuf};
+
+use lockerfleet_shared::envelope::CompartmentSize;
+use lockerfleet_shared::{CabinetId, TopicSpace};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration could not be read: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("configuration key `{key}` is invalid: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompartmentConfig {
+    pub id: String,
+    pub size: CompartmentSize,
+    #[serde(default)]
+    pub low: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttSettings {
+    pub host: String,
+    pub port: u16,
+    pub namespace: Option<String>,
+    pub keep_alive_s: u64,
+}
+
+impl Default for MqttSettings {
+    fn default() -> Self {
+        Self { host: "127.0.0.1".into(), port: 1884, namespace: None, keep_alive_s: 30 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// This cabinet's id, as registered with the fleet-server.
+    pub cabinet: String,
+    pub mqtt: MqttSettings,
+    /// Where the journal, the key and the desired state live.
+    pub data_dir: PathBuf,
+    pub firmware: String,
+    pub hardware: String,
+    pub heartbeat_s: u64,
+    /// How often unacked events are sent again while connected, in seconds.
+    pub resend_s: u64,
+    /// Journal size limit in bytes (see the journal's documented policy when full).
+    pub journal_max_bytes: u64,
+    pub compartments: Vec<CompartmentConfig>,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            cabinet: String::new(),
+            mqtt: MqttSettings::default(),
+            data_dir: "data".into(),
+            firmware: env!("CARGO_PKG_VERSION").into(),
+            hardware: "lf-cab-sim".into(),
+            heartbeat_s: 30,
+            resend_s: 10,
+            journal_max_bytes: 64 * 1024 * 1024,
+            compartments: Vec::new(),
+        }
+    }
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key, reason: reason.into() }
+}
+
+impl AgentConfig {
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut b = config::Config::builder();
+        if let Some(f) = file {
+            b = b.add_source(config::File::from(f).required(true));
+        }
+        let cfg: Self = b
+            .add_source(
+                config::Environment::with_prefix("EDGE").prefix_separator("_").separator("__").try_parsing(true),
+            )
+            .build()?
+            .try_deserialize()?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        CabinetId::new(self.cabinet.clone()).map_err(|e| invalid("cabinet", e.to_string()))?;
+        TopicSpace::new(self.mqtt.namespace.as_deref()).map_err(|e| invalid("mqtt.namespace", e.to_string()))?;
+        if self.compartments.is_empty() {
+            return Err(invalid("compartments", "a cabinet has at least one compartment"));
+        }
+        for c in &self.compartments {
+            lockerfleet_shared::CompartmentId::new(c.id.clone()).map_err(|e| invalid("compartments", e.to_string()))?;
+        }
+        if self.resend_s == 0 {
+            return Err(invalid("resend_s", "must be at least 1"));
+        }
+        if self.heartbeat_s == 0 {
+            return Err(invalid("heartbeat_s", "must be at least 1"));
+        }
+        if self.journal_max_bytes < 64 * 1024 {
+            return Err(invalid("journal_max_bytes", "must be at least 65536"));
+        }
+        Ok(())
+    }
+
+    pub fn cabinet_id(&self) -> CabinetId {
+        CabinetId::new(self.cabinet.clone()).expect("validated")
+    }
+
+    pub fn topics(&self) -> TopicSpace {
+        TopicSpace::new(self.mqtt.namespace.as_deref()).expect("validated")
+    }
+
+    pub fn key_path(&self) -> PathBuf {
+        self.data_dir.join("cabinet.key")
+    }
+}

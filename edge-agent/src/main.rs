@@ -1,0 +1,71 @@
+//! `edge-agent`: run a cabinet, or provision its key.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use edge_agent::config::AgentConfig;
+
+#[derive(Debug, Parser)]
+#[command(version, about = "Lockerfleet edge agent (one per cabinet)")]
+struct Cli {
+    /// The cabinet's TOML configuration; EDGE_<SECTION>__<KEY> variables override it.
+    #[arg(long, short, global = true, env = "EDGE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the cabinet (the default).
+    Run,
+    /// Create the cabinet's key pair (once) and print the registration request for
+    /// `POST /api/v1/cabinets` (add the tenant).
+    Provision,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match AgentConfig::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("edge-agent: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    if let Some(Command::Provision) = cli.command {
+        return match edge_agent::provision(&config) {
+            Ok(req) => {
+                #[allow(clippy::print_stdout)] // the registration request is the command's output
+                {
+                    println!("{req:#}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("edge-agent: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let system = actix::System::new();
+    let result: Result<(), String> = system.block_on(async move {
+        // Simulated hardware until a board driver is configured.
+        let _agent =
+            edge_agent::start(&config, Box::new(edge_agent::hw::SimLock::default())).map_err(|e| e.to_string())?;
+        tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;
+        Ok(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("edge-agent: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

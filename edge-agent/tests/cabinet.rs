@@ -1,0 +1,231 @@
+//! An edge agent with simulated hardware against a real fleet-server (embedded broker,
+//! SQLite): assignment, courier deposit, code pickup at the right compartment, wrong
+//! codes and lockout, courier confinement, and a code pickup while the server is down
+//! whose event arrives once it is back.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use edge_agent::actors::cabinet::{CourierDeposit, DoorSensed, EnterCode, GetDesired};
+use edge_agent::config::{AgentConfig, CompartmentConfig};
+use edge_agent::domain::keypad::CodeOutcome;
+use edge_agent::hw::SimLock;
+use fleet_server::config::{BrokerMode, Config};
+use lockerfleet_shared::envelope::{CompartmentSize, ParcelStage};
+use lockerfleet_shared::{CompartmentId, CourierId, ParcelId};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+const TOKEN: &str = "lf_edge-test-admin-token-0123456789";
+
+struct Server {
+    server: fleet_server::RunningServer,
+    base: String,
+    http: awc::Client,
+}
+
+impl Server {
+    async fn start(db: &str, broker_port: u16) -> Self {
+        let mut c = Config::default();
+        c.http.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        c.database.url = db.to_owned();
+        c.mqtt.mode = BrokerMode::External;
+        c.mqtt.url = Some(format!("mqtt://127.0.0.1:{broker_port}"));
+        c.mqtt.probe_interval_s = 1;
+        c.presence.flush_interval_ms = 100;
+        c.auth.bootstrap_token = Some(TOKEN.into());
+        let server = fleet_server::start(c).await.unwrap();
+        let s = Self { base: format!("http://{}", server.http_addr), http: awc::Client::default(), server };
+        s.until("ready", || async { s.call("GET", "/readyz", None).await.0 == 200 }).await;
+        s
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let url = format!("{}{path}", self.base);
+        let req = match method {
+            "GET" => self.http.get(url),
+            _ => self.http.post(url),
+        }
+        .bearer_auth(TOKEN);
+        let mut res = match body {
+            Some(b) => req.send_json(&b).await.unwrap(),
+            None => req.send().await.unwrap(),
+        };
+        let bytes = res.body().await.unwrap();
+        (res.status().as_u16(), serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    async fn until<F, Fut>(&self, what: &str, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !check().await {
+            assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn parcel_state(&self, id: ParcelId) -> String {
+        self.call("GET", &format!("/api/v1/parcels/{}", id.0), None).await.1["state"].as_str().unwrap_or("").to_owned()
+    }
+}
+
+fn agent_config(dir: &std::path::Path, broker_port: u16) -> AgentConfig {
+    AgentConfig {
+        cabinet: "cab-e1".into(),
+        data_dir: dir.to_owned(),
+        heartbeat_s: 1,
+        resend_s: 1,
+        mqtt: edge_agent::config::MqttSettings { port: broker_port, ..Default::default() },
+        compartments: vec![
+            CompartmentConfig { id: "A1".into(), size: CompartmentSize::S, low: false },
+            CompartmentConfig { id: "A2".into(), size: CompartmentSize::M, low: false },
+        ],
+        ..AgentConfig::default()
+    }
+}
+
+async fn wait_desired(
+    agent: &edge_agent::Agent,
+    what: &str,
+    check: impl Fn(&edge_agent::domain::desired::DesiredState) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let d = agent.cabinet.send(GetDesired).await.unwrap();
+        if check(&d) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the cabinet never got {what}: {d:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[actix_rt::test]
+async fn a_parcel_goes_in_and_out_through_the_cabinet() {
+    // A standalone broker, so the server can be stopped while the cabinet stays connected.
+    let broker_cfg =
+        fleet_server::config::MqttConfig { listen: SocketAddr::from(([127, 0, 0, 1], 0)), ..Default::default() };
+    let broker = fleet_server::broker::start_embedded(&broker_cfg).unwrap();
+    let port = broker.addr.port();
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}?mode=rwc", dir.path().join("fleet.db").display());
+    let server = Server::start(&db, port).await;
+
+    // Provision, register, run.
+    let config = agent_config(&dir.path().join("cabinet"), port);
+    let mut registration = edge_agent::provision(&config).unwrap();
+    let key_mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(config.key_path()).unwrap().permissions());
+    assert_eq!(key_mode & 0o777, 0o600, "the private key is readable by its owner only");
+    registration["tenant"] = json!("acme");
+    assert_eq!(server.call("POST", "/api/v1/tenants", Some(json!({"id": "acme", "name": "Acme"}))).await.0, 201);
+    let (status, body) = server.call("POST", "/api/v1/cabinets", Some(registration)).await;
+    assert_eq!(status, 201, "{body}");
+    for (id, name) in [("k-1", "Kim"), ("k-2", "Lee")] {
+        server.call("POST", "/api/v1/couriers", Some(json!({"id": id, "tenant": "acme", "name": name}))).await;
+    }
+    let lock = SimLock::default();
+    let agent = edge_agent::start(&config, Box::new(lock.clone())).unwrap();
+    server
+        .until("the cabinet is online", || async {
+            server.call("GET", "/api/v1/cabinets/cab-e1", None).await.1["online"] == true
+        })
+        .await;
+
+    // A parcel is assigned; the cabinet learns to expect it.
+    let (_, created) = server
+        .call(
+            "POST",
+            "/api/v1/parcels",
+            Some(json!({"tenant": "acme", "reference": "T1", "courier": "k-1", "size": "m", "cabinet": "cab-e1"})),
+        )
+        .await;
+    let parcel = ParcelId(Uuid::parse_str(created["id"].as_str().unwrap()).unwrap());
+    let code = created["pickup_code"].as_str().unwrap().to_owned();
+    assert_eq!(created["compartment"], "A2");
+    wait_desired(&agent, "the expected parcel", |d| {
+        d.parcels
+            .as_ref()
+            .is_some_and(|s| s.parcels.iter().any(|p| p.parcel == parcel && p.stage == ParcelStage::Expected))
+    })
+    .await;
+
+    // Another courier cannot open it; the assigned one deposits.
+    let other = agent.cabinet.send(CourierDeposit { courier: CourierId::new("k-2").unwrap(), parcel }).await.unwrap();
+    assert!(other.is_err(), "{other:?}");
+    assert!(lock.releases().is_empty(), "no door opened for the wrong courier");
+    let comp =
+        agent.cabinet.send(CourierDeposit { courier: CourierId::new("k-1").unwrap(), parcel }).await.unwrap().unwrap();
+    assert_eq!(comp.as_str(), "A2");
+    agent.cabinet.send(DoorSensed { compartment: comp.clone(), open: true }).await.unwrap();
+    agent.cabinet.send(DoorSensed { compartment: comp.clone(), open: false }).await.unwrap();
+    server.until("the parcel is ready", || async { server.parcel_state(parcel).await == "ready" }).await;
+    wait_desired(&agent, "the ready parcel with its code hash", |d| {
+        d.parcels.as_ref().is_some_and(|s| s.parcels.iter().any(|p| p.parcel == parcel && p.code_hash.is_some()))
+    })
+    .await;
+
+    // The server goes away; the cabinet keeps working.
+    server.server.stop().await;
+
+    // A wrong code opens nothing; the right one opens exactly A2.
+    let wrong = agent.cabinet.send(EnterCode("00000000".into())).await.unwrap();
+    assert!(matches!(wrong, CodeOutcome::Rejected { remaining: 4 }), "{wrong:?}");
+    assert_eq!(lock.releases(), vec![CompartmentId::new("A2").unwrap()], "only the courier's opening so far");
+    let right = agent.cabinet.send(EnterCode(code.clone())).await.unwrap();
+    assert!(matches!(right, CodeOutcome::Accepted(ref p) if p.parcel == parcel), "{right:?}");
+    assert_eq!(lock.releases().last().unwrap().as_str(), "A2");
+    agent.cabinet.send(DoorSensed { compartment: comp.clone(), open: true }).await.unwrap();
+    agent.cabinet.send(DoorSensed { compartment: comp.clone(), open: false }).await.unwrap();
+    // The same code never opens the door twice.
+    let again = agent.cabinet.send(EnterCode(code.clone())).await.unwrap();
+    assert!(matches!(again, CodeOutcome::Rejected { .. }), "{again:?}");
+    let releases = lock.releases().len();
+
+    // Wrong codes until lockout: an alarm is recorded.
+    let mut outcome = again;
+    for _ in 0..5 {
+        outcome = agent.cabinet.send(EnterCode("11111111".into())).await.unwrap();
+        if matches!(outcome, CodeOutcome::LockedOutNow { .. }) {
+            break;
+        }
+    }
+    assert!(matches!(outcome, CodeOutcome::LockedOutNow { .. }), "{outcome:?}");
+    assert_eq!(lock.releases().len(), releases, "no door opened during the attempts");
+
+    // The server returns: the pickup and the alarms recorded offline arrive, once each.
+    let server = Server::start(&db, port).await;
+    server.until("the offline pickup arrives", || async { server.parcel_state(parcel).await == "picked_up" }).await;
+    let (_, timeline) = server.call("GET", &format!("/api/v1/parcels/{}/events", parcel.0), None).await;
+    let kinds: Vec<&str> = timeline["items"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["created", "assign", "deposit", "ready", "pickup"]);
+    server
+        .until("every event is acked and the journal is empty", || async {
+            agent.cabinet.send(edge_agent::actors::cabinet::GetStatus).await.unwrap().journal_depth == 0
+        })
+        .await;
+    let status = agent.cabinet.send(edge_agent::actors::cabinet::GetStatus).await.unwrap();
+    assert!(status.open_doors.is_empty());
+    // Each event stored exactly once, in the order it happened: the deposit, a wrong code,
+    // the pickup, then five wrong codes (the right code had reset the count, so the
+    // reused one is the first of five) and the lockout alarm.
+    use sea_orm::{EntityTrait, QueryOrder};
+    let kinds: Vec<String> = fleet_server::store::entities::cabinet_event::Entity::find()
+        .order_by_asc(fleet_server::store::entities::cabinet_event::Column::Seq)
+        .all(server.server.store.connection())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    let mut expected = vec!["deposit", "failed_match", "pickup"];
+    expected.extend(["failed_match"; 4]);
+    expected.push("alarm");
+    assert_eq!(kinds, expected);
+    server.server.stop().await;
+}
