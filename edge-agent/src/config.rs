@@ -55,6 +55,10 @@ pub struct AgentConfig {
     /// Journal size limit in bytes (see the journal's documented policy when full).
     pub journal_max_bytes: u64,
     pub compartments: Vec<CompartmentConfig>,
+    /// The local endpoint (`/healthz`, `/status`, `/metrics`).
+    pub http_listen: std::net::SocketAddr,
+    /// Serve `/sim/*` routes that play the simulated hardware. Never on a real cabinet.
+    pub sim_control: bool,
 }
 
 impl Default for AgentConfig {
@@ -69,6 +73,8 @@ impl Default for AgentConfig {
             resend_s: 10,
             journal_max_bytes: 64 * 1024 * 1024,
             compartments: Vec::new(),
+            http_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9110)),
+            sim_control: false,
         }
     }
 }

@@ -20,6 +20,7 @@
 pub mod actors;
 pub mod config;
 pub mod domain;
+pub mod http;
 pub mod hw;
 
 use std::os::unix::fs::OpenOptionsExt;

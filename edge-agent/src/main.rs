@@ -56,9 +56,17 @@ fn main() -> ExitCode {
     let system = actix::System::new();
     let result: Result<(), String> = system.block_on(async move {
         // Simulated hardware until a board driver is configured.
-        let _agent =
+        let agent =
             edge_agent::start(&config, Box::new(edge_agent::hw::SimLock::default())).map_err(|e| e.to_string())?;
-        tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;
+        let addr = edge_agent::http::serve(config.http_listen, agent.cabinet.clone(), config.sim_control)
+            .map_err(|e| format!("cannot listen on {} (http_listen): {e}", config.http_listen))?;
+        tracing::info!(%addr, sim_control = config.sim_control, "cabinet endpoint listening");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.map_err(|e| e.to_string())?,
+            _ = term.recv() => {}
+        }
         Ok(())
     });
     match result {

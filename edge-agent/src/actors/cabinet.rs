@@ -26,8 +26,9 @@ use crate::domain::journal::Journal;
 use crate::domain::keypad::{CodeOutcome, Keypad, KeypadPolicy};
 use crate::hw::Lock;
 
-/// Who a door was opened for, so that its closing records the right event.
-#[derive(Debug, Clone)]
+/// Who a door was opened for, so that its closing records the right event. Kept on disk
+/// (written before the lock is released), so a flow survives a crash of the agent.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 enum Purpose {
     Pickup(ExpectedParcel),
     Deposit { parcel: ParcelId, courier: CourierId },
@@ -76,6 +77,8 @@ pub struct Status {
     pub journal_depth: u32,
     /// A door is open or a pickup is under way: updates must wait.
     pub busy: bool,
+    /// Parcels a pickup code opens right now.
+    pub ready: Vec<ParcelId>,
 }
 
 /// Connects the cabinet to its link.
@@ -117,6 +120,7 @@ pub struct Cabinet {
     /// Parcels taken out here whose removal the server has not yet confirmed.
     done: BTreeSet<ParcelId>,
     done_path: std::path::PathBuf,
+    purposes_path: std::path::PathBuf,
     keypad: Keypad,
     lock: Box<dyn Lock>,
     link: Option<Recipient<EventsRecorded>>,
@@ -137,13 +141,30 @@ impl Cabinet {
         done_path: std::path::PathBuf,
     ) -> Self {
         let done = std::fs::read(&done_path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        let purposes_path = done_path.with_file_name("doors.json");
+        let purposes: BTreeMap<CompartmentId, Purpose> =
+            std::fs::read(&purposes_path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        let now = Utc::now();
+        let doors = compartments
+            .iter()
+            .map(|c| {
+                let door = if purposes.contains_key(c) {
+                    tracing::warn!(compartment = %c, "resuming a door flow interrupted by a restart");
+                    Door::resumed(DoorTimings::default(), now)
+                } else {
+                    Door::new(DoorTimings::default())
+                };
+                (c.clone(), door)
+            })
+            .collect();
         Self {
             journal,
             desired,
-            doors: compartments.iter().map(|c| (c.clone(), Door::new(DoorTimings::default()))).collect(),
-            purposes: BTreeMap::new(),
+            doors,
+            purposes,
             done,
             done_path,
+            purposes_path,
             keypad: Keypad::new(KeypadPolicy::default()),
             lock,
             link: None,
@@ -158,6 +179,23 @@ impl Cabinet {
         if let Err(e) = ok {
             tracing::error!(error = %e, "could not save the picked-up parcels");
         }
+    }
+
+    fn save_purposes(&self) {
+        let tmp = self.purposes_path.with_extension("tmp");
+        let ok = std::fs::write(&tmp, serde_json::to_vec(&self.purposes).expect("purposes serialise"))
+            .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+            .and_then(|()| std::fs::rename(&tmp, &self.purposes_path));
+        if let Err(e) = ok {
+            tracing::error!(error = %e, "could not save the door flows");
+        }
+    }
+
+    /// Starts a flow at a door: the purpose is on disk before the lock releases.
+    fn open_for(&mut self, compartment: CompartmentId, purpose: Purpose) {
+        self.purposes.insert(compartment.clone(), purpose);
+        self.save_purposes();
+        self.drive(&compartment, DoorInput::Unlock);
     }
 
     fn record(&mut self, what: EventKind) {
@@ -187,6 +225,9 @@ impl Cabinet {
                 DoorEffect::ReleaseLock => {
                     if let Err(e) = self.lock.release(compartment) {
                         tracing::error!(error = %e, "lock did not release");
+                        if self.purposes.remove(compartment).is_some() {
+                            self.save_purposes();
+                        }
                         self.drive(compartment, DoorInput::LockFailed);
                         return;
                     }
@@ -195,7 +236,16 @@ impl Cabinet {
                 DoorEffect::Alarm(a) => {
                     self.record(EventKind::Alarm { code: a.code().into(), detail: compartment.to_string() })
                 }
+                DoorEffect::Abandoned => {
+                    if self.purposes.remove(compartment).is_some() {
+                        self.save_purposes();
+                    }
+                }
                 DoorEffect::Closed => match self.purposes.remove(compartment) {
+                    // The event is on disk before the flow is forgotten. A crash exactly in
+                    // between resumes the flow and records the pickup a second time under a
+                    // new id; the server refuses that second transition and counts it.
+                    // Recording after forgetting could lose the event instead.
                     Some(Purpose::Pickup(p)) => {
                         self.done.insert(p.parcel);
                         self.save_done();
@@ -204,9 +254,11 @@ impl Cabinet {
                             compartment: compartment.clone(),
                             method: PickupMethod::Code,
                         });
+                        self.save_purposes();
                     }
                     Some(Purpose::Deposit { parcel, courier }) => {
                         self.record(EventKind::Deposit { parcel, compartment: compartment.clone(), courier });
+                        self.save_purposes();
                     }
                     None => {}
                 },
@@ -241,9 +293,7 @@ impl Handler<EnterCode> for Cabinet {
         let outcome = self.keypad.enter(&msg.0, &parcels, Utc::now(), crate::verify_code);
         match &outcome {
             CodeOutcome::Accepted(p) => {
-                self.purposes.insert(p.compartment.clone(), Purpose::Pickup(p.clone()));
-                let c = p.compartment.clone();
-                self.drive(&c, DoorInput::Unlock);
+                self.open_for(p.compartment.clone(), Purpose::Pickup(p.clone()));
             }
             CodeOutcome::LockedOutNow { until } => {
                 self.record(EventKind::Alarm { code: "keypad_lockout".into(), detail: format!("until {until}") });
@@ -270,8 +320,10 @@ impl Handler<CourierDeposit> for Cabinet {
         if p.courier.as_ref() != Some(&msg.courier) {
             return Err(format!("parcel {} is assigned to another courier", msg.parcel));
         }
-        self.purposes.insert(p.compartment.clone(), Purpose::Deposit { parcel: p.parcel, courier: msg.courier });
-        self.drive(&p.compartment, DoorInput::Unlock);
+        if self.purposes.contains_key(&p.compartment) {
+            return Err(format!("compartment {} is already open", p.compartment));
+        }
+        self.open_for(p.compartment.clone(), Purpose::Deposit { parcel: p.parcel, courier: msg.courier });
         Ok(p.compartment)
     }
 }
@@ -348,7 +400,14 @@ impl Handler<GetStatus> for Cabinet {
             .collect();
         let open_doors: Vec<CompartmentId> =
             self.doors.iter().filter(|(_, d)| d.busy()).map(|(c, _)| c.clone()).collect();
+        let ready = self
+            .parcels()
+            .into_iter()
+            .filter(|p| p.stage == ParcelStage::Ready && p.code_hash.is_some() && !self.done.contains(&p.parcel))
+            .map(|p| p.parcel)
+            .collect();
         Status {
+            ready,
             busy: !open_doors.is_empty() || !self.purposes.is_empty(),
             open_doors,
             occupied,

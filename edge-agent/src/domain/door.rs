@@ -64,6 +64,8 @@ pub enum DoorEffect {
     Alarm(DoorAlarm),
     /// The door was opened and shut again: the flow that opened it is complete.
     Closed,
+    /// The door was released but never opened, and locked again: the flow did not happen.
+    Abandoned,
 }
 
 /// Timings of one door.
@@ -88,6 +90,12 @@ pub struct Door {
 impl Door {
     pub fn new(timings: DoorTimings) -> Self {
         Self { state: DoorState::Locked, timings }
+    }
+
+    /// A door whose flow was under way when the agent stopped: its lock was released and
+    /// it may be open; it completes on the next close, or relocks after the window.
+    pub fn resumed(timings: DoorTimings, now: DateTime<Utc>) -> Self {
+        Self { state: DoorState::Unlocking { since: now }, timings }
     }
 
     /// Whether a flow holds this door (an update must not restart under it).
@@ -123,7 +131,13 @@ impl Door {
             }
             (S::Unlocking { since }, I::Tick) if now - since >= self.timings.unlock_window => {
                 self.state = S::Locked;
-                vec![EngageLock]
+                vec![EngageLock, Abandoned]
+            }
+            // After a restart a door whose flow was under way starts as unlocking: a
+            // close reading means it was opened before the restart.
+            (S::Unlocking { .. }, I::SensorClosed) => {
+                self.state = S::Locked;
+                vec![EngageLock, Closed]
             }
             (S::Open { since, alarmed: false }, I::Tick) if now - since >= self.timings.left_open_after => {
                 self.state = S::Open { since, alarmed: true };
@@ -160,7 +174,7 @@ mod tests {
         let mut d = Door::new(DoorTimings::default());
         d.step(DoorInput::Unlock, t(0));
         assert_eq!(d.step(DoorInput::Tick, t(9)), vec![]);
-        assert_eq!(d.step(DoorInput::Tick, t(10)), vec![EngageLock]);
+        assert_eq!(d.step(DoorInput::Tick, t(10)), vec![EngageLock, Abandoned]);
         assert_eq!(d.state, DoorState::Locked);
     }
 
