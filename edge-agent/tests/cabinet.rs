@@ -229,3 +229,103 @@ async fn a_parcel_goes_in_and_out_through_the_cabinet() {
     assert_eq!(kinds, expected);
     server.server.stop().await;
 }
+
+/// A TCP proxy in front of the broker that the test can cut and restore: a network
+/// partition between the cabinet and everything else.
+struct Partition {
+    port: u16,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cut: tokio::sync::broadcast::Sender<()>,
+}
+
+impl Partition {
+    async fn new(broker_port: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (cut, _) = tokio::sync::broadcast::channel(4);
+        let (up2, cut2) = (up.clone(), cut.clone());
+        actix_rt::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else { return };
+                if !up2.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue; // dropped at once: the network is down
+                }
+                let mut stop = cut2.subscribe();
+                actix_rt::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", broker_port)).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = stop.recv() => {}
+                    }
+                });
+            }
+        });
+        Self { port, up, cut }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        let _ = self.cut.send(());
+    }
+
+    fn heal(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[actix_rt::test]
+async fn a_code_pickup_works_while_the_network_is_down_and_arrives_after() {
+    let broker_cfg = fleet_server::config::MqttConfig { listen: SocketAddr::from(([127, 0, 0, 1], 0)), ..Default::default() };
+    let broker = fleet_server::broker::start_embedded(&broker_cfg).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}?mode=rwc", dir.path().join("fleet.db").display());
+    let server = Server::start(&db, broker.addr.port()).await;
+    // The cabinet reaches the broker only through the partition.
+    let partition = Partition::new(broker.addr.port()).await;
+    let config = agent_config(&dir.path().join("cabinet"), partition.port);
+    let mut registration = edge_agent::provision(&config).unwrap();
+    registration["tenant"] = json!("acme");
+    server.call("POST", "/api/v1/tenants", Some(json!({"id": "acme", "name": "Acme"}))).await;
+    assert_eq!(server.call("POST", "/api/v1/cabinets", Some(registration)).await.0, 201);
+    server.call("POST", "/api/v1/couriers", Some(json!({"id": "k-1", "tenant": "acme", "name": "Kim"}))).await;
+    let lock = SimLock::default();
+    let agent = edge_agent::start(&config, Box::new(lock.clone())).unwrap();
+
+    let (_, created) = server
+        .call("POST", "/api/v1/parcels", Some(json!({"tenant": "acme", "reference": "T", "courier": "k-1", "size": "s", "cabinet": "cab-e1"})))
+        .await;
+    let parcel = ParcelId(Uuid::parse_str(created["id"].as_str().unwrap()).unwrap());
+    let code = created["pickup_code"].as_str().unwrap().to_owned();
+    wait_desired(&agent, "the expected parcel", |d| {
+        d.parcels.as_ref().is_some_and(|s| s.parcels.iter().any(|p| p.parcel == parcel))
+    })
+    .await;
+    let comp = agent.cabinet.send(CourierDeposit { courier: CourierId::new("k-1").unwrap(), parcel }).await.unwrap().unwrap();
+    agent.cabinet.send(DoorSensed { compartment: comp.clone(), open: true }).await.unwrap();
+    agent.cabinet.send(DoorSensed { compartment: comp.clone(), open: false }).await.unwrap();
+    wait_desired(&agent, "the code hash", |d| {
+        d.parcels.as_ref().is_some_and(|s| s.parcels.iter().any(|p| p.parcel == parcel && p.code_hash.is_some()))
+    })
+    .await;
+
+    // The cabinet is cut off from the broker.
+    partition.cut();
+    let right = agent.cabinet.send(EnterCode(code)).await.unwrap();
+    assert!(matches!(right, CodeOutcome::Accepted(_)), "{right:?}");
+    agent.cabinet.send(DoorSensed { compartment: comp.clone(), open: true }).await.unwrap();
+    agent.cabinet.send(DoorSensed { compartment: comp.clone(), open: false }).await.unwrap();
+    let status = agent.cabinet.send(edge_agent::actors::cabinet::GetStatus).await.unwrap();
+    assert_eq!(status.journal_depth, 1, "the pickup waits in the journal");
+    assert_eq!(server.parcel_state(parcel).await, "ready", "the server cannot know yet");
+
+    // The network heals: the queued pickup drains and is acked.
+    partition.heal();
+    server.until("the pickup arrives", || async { server.parcel_state(parcel).await == "picked_up" }).await;
+    server
+        .until("the journal is empty", || async {
+            agent.cabinet.send(edge_agent::actors::cabinet::GetStatus).await.unwrap().journal_depth == 0
+        })
+        .await;
+    server.server.stop().await;
+}
