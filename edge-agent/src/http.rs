@@ -7,12 +7,12 @@ use std::net::SocketAddr;
 
 use actix::Addr;
 use actix_web::{App, HttpResponse, HttpServer, web};
-use lockerfleet_shared::{CompartmentId, CourierId, ParcelId};
+use lockerfleet_shared::{CompartmentId, ParcelId};
 use prometheus::{Encoder, IntGauge, Registry, TextEncoder};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::actors::cabinet::{Cabinet, CourierDeposit, DoorSensed, EnterCode, GetStatus};
+use crate::actors::cabinet::{Cabinet, CourierCollect, CourierDeposit, CourierTasks, DoorSensed, EnterCode, GetStatus};
 use crate::domain::keypad::CodeOutcome;
 
 #[derive(Clone)]
@@ -87,16 +87,40 @@ async fn sim_door(state: web::Data<State>, body: web::Json<DoorReading>) -> Http
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Deposit {
-    courier: CourierId,
+struct CourierAction {
+    /// The courier's pass, as scanned from its app.
+    pass: String,
     parcel: ParcelId,
 }
 
-async fn sim_deposit(state: web::Data<State>, body: web::Json<Deposit>) -> HttpResponse {
-    let Deposit { courier, parcel } = body.into_inner();
-    match state.cabinet.send(CourierDeposit { courier, parcel }).await {
+fn opened(result: Result<Result<CompartmentId, String>, actix::MailboxError>) -> HttpResponse {
+    match result {
         Ok(Ok(c)) => HttpResponse::Ok().json(json!({"compartment": c})),
         Ok(Err(reason)) => HttpResponse::Conflict().json(json!({"error": reason})),
+        Err(e) => HttpResponse::ServiceUnavailable().json(json!({"error": e.to_string()})),
+    }
+}
+
+async fn sim_deposit(state: web::Data<State>, body: web::Json<CourierAction>) -> HttpResponse {
+    let CourierAction { pass, parcel } = body.into_inner();
+    opened(state.cabinet.send(CourierDeposit { pass, parcel }).await)
+}
+
+async fn sim_collect(state: web::Data<State>, body: web::Json<CourierAction>) -> HttpResponse {
+    let CourierAction { pass, parcel } = body.into_inner();
+    opened(state.cabinet.send(CourierCollect { pass, parcel }).await)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Pass {
+    pass: String,
+}
+
+async fn sim_tasks(state: web::Data<State>, body: web::Json<Pass>) -> HttpResponse {
+    match state.cabinet.send(CourierTasks { pass: body.into_inner().pass }).await {
+        Ok(Ok(tasks)) => HttpResponse::Ok().json(json!({"tasks": tasks})),
+        Ok(Err(reason)) => HttpResponse::Forbidden().json(json!({"error": reason})),
         Err(e) => HttpResponse::ServiceUnavailable().json(json!({"error": e.to_string()})),
     }
 }
@@ -120,7 +144,9 @@ pub fn serve(listen: SocketAddr, cabinet: Addr<Cabinet>, sim_control: bool) -> s
             app = app
                 .route("/sim/keypad", web::post().to(sim_keypad))
                 .route("/sim/door", web::post().to(sim_door))
-                .route("/sim/courier/deposit", web::post().to(sim_deposit));
+                .route("/sim/courier/deposit", web::post().to(sim_deposit))
+                .route("/sim/courier/collect", web::post().to(sim_collect))
+                .route("/sim/courier/tasks", web::post().to(sim_tasks));
         }
         app
     })

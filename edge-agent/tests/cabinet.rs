@@ -8,13 +8,13 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use edge_agent::actors::cabinet::{CourierDeposit, DoorSensed, EnterCode, GetDesired};
+use edge_agent::actors::cabinet::{CourierDeposit, CourierTasks, DoorSensed, EnterCode, GetDesired};
 use edge_agent::config::{AgentConfig, CompartmentConfig};
 use edge_agent::domain::keypad::CodeOutcome;
 use edge_agent::hw::SimLock;
 use fleet_server::config::{BrokerMode, Config};
 use lockerfleet_shared::envelope::{CompartmentSize, ParcelStage};
-use lockerfleet_shared::{CompartmentId, CourierId, ParcelId};
+use lockerfleet_shared::{CompartmentId, ParcelId};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -67,6 +67,12 @@ impl Server {
             assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    async fn pass(&self, courier: &str) -> String {
+        let (status, body) = self.call("POST", &format!("/api/v1/couriers/{courier}/pass"), None).await;
+        assert_eq!(status, 200, "{body}");
+        body["pass"].as_str().unwrap().to_owned()
     }
 
     async fn parcel_state(&self, id: ParcelId) -> String {
@@ -155,12 +161,17 @@ async fn a_parcel_goes_in_and_out_through_the_cabinet() {
     })
     .await;
 
-    // Another courier cannot open it; the assigned one deposits.
-    let other = agent.cabinet.send(CourierDeposit { courier: CourierId::new("k-2").unwrap(), parcel }).await.unwrap();
+    // Couriers log in with their pass: each sees only its own tasks, a forged pass
+    // nothing, and another courier cannot open the compartment.
+    let (kim, lee) = (server.pass("k-1").await, server.pass("k-2").await);
+    let kims = agent.cabinet.send(CourierTasks { pass: kim.clone() }).await.unwrap().unwrap();
+    assert_eq!(kims.iter().map(|p| p.parcel).collect::<Vec<_>>(), vec![parcel]);
+    assert!(agent.cabinet.send(CourierTasks { pass: lee.clone() }).await.unwrap().unwrap().is_empty());
+    assert!(agent.cabinet.send(CourierTasks { pass: "forged".into() }).await.unwrap().is_err());
+    let other = agent.cabinet.send(CourierDeposit { pass: lee, parcel }).await.unwrap();
     assert!(other.is_err(), "{other:?}");
     assert!(lock.releases().is_empty(), "no door opened for the wrong courier");
-    let comp =
-        agent.cabinet.send(CourierDeposit { courier: CourierId::new("k-1").unwrap(), parcel }).await.unwrap().unwrap();
+    let comp = agent.cabinet.send(CourierDeposit { pass: kim, parcel }).await.unwrap().unwrap();
     assert_eq!(comp.as_str(), "A2");
     agent.cabinet.send(DoorSensed { compartment: comp.clone(), open: true }).await.unwrap();
     agent.cabinet.send(DoorSensed { compartment: comp.clone(), open: false }).await.unwrap();
@@ -253,7 +264,9 @@ impl Partition {
                 }
                 let mut stop = cut2.subscribe();
                 actix_rt::spawn(async move {
-                    let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", broker_port)).await else { return };
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", broker_port)).await else {
+                        return;
+                    };
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
                         _ = stop.recv() => {}
@@ -276,7 +289,8 @@ impl Partition {
 
 #[actix_rt::test]
 async fn a_code_pickup_works_while_the_network_is_down_and_arrives_after() {
-    let broker_cfg = fleet_server::config::MqttConfig { listen: SocketAddr::from(([127, 0, 0, 1], 0)), ..Default::default() };
+    let broker_cfg =
+        fleet_server::config::MqttConfig { listen: SocketAddr::from(([127, 0, 0, 1], 0)), ..Default::default() };
     let broker = fleet_server::broker::start_embedded(&broker_cfg).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}?mode=rwc", dir.path().join("fleet.db").display());
@@ -293,7 +307,11 @@ async fn a_code_pickup_works_while_the_network_is_down_and_arrives_after() {
     let agent = edge_agent::start(&config, Box::new(lock.clone())).unwrap();
 
     let (_, created) = server
-        .call("POST", "/api/v1/parcels", Some(json!({"tenant": "acme", "reference": "T", "courier": "k-1", "size": "s", "cabinet": "cab-e1"})))
+        .call(
+            "POST",
+            "/api/v1/parcels",
+            Some(json!({"tenant": "acme", "reference": "T", "courier": "k-1", "size": "s", "cabinet": "cab-e1"})),
+        )
         .await;
     let parcel = ParcelId(Uuid::parse_str(created["id"].as_str().unwrap()).unwrap());
     let code = created["pickup_code"].as_str().unwrap().to_owned();
@@ -301,7 +319,8 @@ async fn a_code_pickup_works_while_the_network_is_down_and_arrives_after() {
         d.parcels.as_ref().is_some_and(|s| s.parcels.iter().any(|p| p.parcel == parcel))
     })
     .await;
-    let comp = agent.cabinet.send(CourierDeposit { courier: CourierId::new("k-1").unwrap(), parcel }).await.unwrap().unwrap();
+    let kim = server.pass("k-1").await;
+    let comp = agent.cabinet.send(CourierDeposit { pass: kim, parcel }).await.unwrap().unwrap();
     agent.cabinet.send(DoorSensed { compartment: comp.clone(), open: true }).await.unwrap();
     agent.cabinet.send(DoorSensed { compartment: comp.clone(), open: false }).await.unwrap();
     wait_desired(&agent, "the code hash", |d| {

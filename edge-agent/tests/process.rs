@@ -117,7 +117,8 @@ async fn a_pickup_survives_kill_9_of_the_agent() {
     .await;
     let parcel = created["id"].as_str().unwrap().to_owned();
     let code = created["pickup_code"].as_str().unwrap().to_owned();
-    let deposit = json!({"courier": "k-1", "parcel": parcel});
+    let (_, pass) = call(&http, "POST", &format!("{api}/couriers/k-1/pass"), None).await;
+    let deposit = json!({"pass": pass["pass"], "parcel": parcel});
     until("the courier can deposit", || async {
         call(&http, "POST", &format!("{sim}/courier/deposit"), Some(deposit.clone())).await.0 == 200
     })

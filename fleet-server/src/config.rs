@@ -39,6 +39,7 @@ pub struct Config {
     pub parcels: ParcelsConfig,
     pub ingest: IngestConfig,
     pub templates: TemplatesConfig,
+    pub couriers: CouriersConfig,
     pub log: LogConfig,
 }
 
@@ -55,6 +56,15 @@ impl Default for ParcelsConfig {
     fn default() -> Self {
         Self { max_alternative_km: 5.0, expiry_sweep_s: 30 }
     }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CouriersConfig {
+    /// Ed25519 seed (32 bytes, base64) that signs courier passes. Unset: one is made on
+    /// first start and kept in the database, shared by every replica.
+    #[serde(skip_serializing)]
+    pub pass_signing_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -326,6 +336,9 @@ impl Config {
         }
         if !(1..=10_000).contains(&self.ingest.max_batch) {
             return Err(invalid("ingest.max_batch", "must be 1-10000"));
+        }
+        if let Some(k) = &self.couriers.pass_signing_key {
+            crate::service::passes::PassSigner::from_base64(k).map_err(|e| invalid("couriers.pass_signing_key", e))?;
         }
         if let Some(k) = &self.templates.kek {
             crate::service::templates::Kek::from_base64(k).map_err(|e| invalid("templates.kek", e))?;

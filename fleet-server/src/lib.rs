@@ -128,15 +128,24 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let presence =
         Presence::load(store.clone(), metrics.clone(), config.flush_interval(), config.stale_after()).await?.start();
     let (link, pending) = actors::link::connect(&config, &mqtt_host, mqtt_port);
-    let relay =
-        actors::outbox::OutboxRelay::new(store.clone(), metrics.clone(), config.topics(), &mqtt_host, mqtt_port)
-            .start();
+    let passes =
+        Arc::new(service::passes::PassSigner::load(&store, config.couriers.pass_signing_key.as_deref()).await?);
+    let relay = actors::outbox::OutboxRelay::new(
+        store.clone(),
+        metrics.clone(),
+        config.topics(),
+        vec![passes.public_base64()],
+        &mqtt_host,
+        mqtt_port,
+    )
+    .start();
     let service = service::Ctx {
         store: store.clone(),
         topics: config.topics(),
         max_alternative_km: config.parcels.max_alternative_km,
         kek: config.kek(),
         metrics: metrics.clone(),
+        passes,
     };
     let ingest = actors::ingest::Ingest::new(
         service.clone(),

@@ -229,6 +229,7 @@ async fn the_openapi_document_describes_every_route() {
         ("post", "/api/v1/couriers"),
         ("get", "/api/v1/couriers"),
         ("get", "/api/v1/couriers/{id}/assignments/stream"),
+        ("post", "/api/v1/couriers/{id}/pass"),
         ("post", "/api/v1/recipients"),
         ("delete", "/api/v1/recipients/{id}"),
         ("put", "/api/v1/recipients/{id}/template"),

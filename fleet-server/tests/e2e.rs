@@ -90,6 +90,7 @@ async fn run(backend: Backend, crash: bool) {
             max_alternative_km: 5.0,
             kek: None,
             metrics: fleet_server::metrics::Metrics::new(),
+            passes: std::sync::Arc::new(fleet_server::service::passes::PassSigner::generate()),
         };
         let created = fleet_server::service::parcels::create_and_assign(
             &ctx,

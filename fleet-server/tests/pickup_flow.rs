@@ -260,6 +260,7 @@ async fn a_notification_committed_before_a_crash_is_delivered_after_restart(back
         max_alternative_km: 5.0,
         kek: None,
         metrics: fleet_server::metrics::Metrics::new(),
+        passes: std::sync::Arc::new(fleet_server::service::passes::PassSigner::generate()),
     };
     let created = fleet_server::service::parcels::create_and_assign(
         &ctx,

@@ -7,6 +7,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261125_000001_fleet;
 mod m20261125_000002_pickup_flow;
+mod m20261125_000003_server_secrets;
 
 /// All migrations, oldest first.
 #[derive(Debug)]
@@ -15,6 +16,10 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261125_000001_fleet::Migration), Box::new(m20261125_000002_pickup_flow::Migration)]
+        vec![
+            Box::new(m20261125_000001_fleet::Migration),
+            Box::new(m20261125_000002_pickup_flow::Migration),
+            Box::new(m20261125_000003_server_secrets::Migration),
+        ]
     }
 }

@@ -276,6 +276,9 @@ pub struct TemplateSet {
 pub struct ParcelSet {
     pub version: u64,
     pub parcels: Vec<ExpectedParcel>,
+    /// The server's courier-pass verifying keys (base64 Ed25519), newest first.
+    #[serde(default)]
+    pub courier_pass_keys: Vec<String>,
 }
 
 /// What the cabinet should do about a parcel in its desired state.
@@ -666,6 +669,7 @@ mod tests {
             (any::<u64>(), proptest::collection::vec((arb_parcel(), arb_compartment(), arb_time()), 0..5)).prop_map(
                 |(version, ps)| DownBody::Parcels(ParcelSet {
                     version,
+                    courier_pass_keys: vec![],
                     parcels: ps
                         .into_iter()
                         .map(|(parcel, compartment, expires_at)| ExpectedParcel {

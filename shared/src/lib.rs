@@ -40,6 +40,7 @@
 pub mod artifact;
 pub mod envelope;
 pub mod ids;
+pub mod pass;
 pub mod sdk;
 pub mod seal;
 pub mod topic;

@@ -32,6 +32,7 @@ use crate::hw::Lock;
 enum Purpose {
     Pickup(ExpectedParcel),
     Deposit { parcel: ParcelId, courier: CourierId },
+    Collect { parcel: ParcelId, courier: CourierId },
 }
 
 /// A code typed on the keypad.
@@ -39,12 +40,30 @@ enum Purpose {
 #[rtype(result = "CodeOutcome")]
 pub struct EnterCode(pub String);
 
-/// A courier, logged in at the cabinet, deposits a parcel it was assigned.
+/// A courier shows its pass (the QR code from its app) and deposits a parcel it was
+/// assigned.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<CompartmentId, String>")]
 pub struct CourierDeposit {
-    pub courier: CourierId,
+    pub pass: String,
     pub parcel: ParcelId,
+}
+
+/// A courier shows its pass and takes back a parcel it is to collect (expired or
+/// cancelled).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<CompartmentId, String>")]
+pub struct CourierCollect {
+    pub pass: String,
+    pub parcel: ParcelId,
+}
+
+/// A courier shows its pass: the compartments this courier may open here, and nothing
+/// of anybody else's.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Vec<ExpectedParcel>, String>")]
+pub struct CourierTasks {
+    pub pass: String,
 }
 
 /// A door sensor reading.
@@ -210,6 +229,44 @@ impl Cabinet {
         }
     }
 
+    /// The courier a pass names, if the pass verifies under a key from the server.
+    fn courier_of(&self, pass: &str) -> Result<CourierId, String> {
+        let keys: Vec<_> = self
+            .desired
+            .state
+            .parcels
+            .as_ref()
+            .map(|p| p.courier_pass_keys.iter().filter_map(|k| lockerfleet_shared::pass::key_from_base64(k)).collect())
+            .unwrap_or_default();
+        if keys.is_empty() {
+            return Err("this cabinet has no courier-pass key yet".into());
+        }
+        lockerfleet_shared::pass::verify(pass, &keys, Utc::now()).map(|c| c.courier).map_err(|e| e.to_string())
+    }
+
+    /// Opens the compartment of `parcel` for `courier` if it is at `stage` and theirs.
+    fn open_for_courier(&mut self, pass: &str, parcel: ParcelId, stage: ParcelStage) -> Result<CompartmentId, String> {
+        let courier = self.courier_of(pass)?;
+        let p = self
+            .parcels()
+            .into_iter()
+            .find(|p| p.parcel == parcel && p.stage == stage)
+            .ok_or_else(|| format!("parcel {parcel} is not here for this"))?;
+        // A courier opens only the compartments of its own tasks.
+        if p.courier.as_ref() != Some(&courier) {
+            return Err(format!("parcel {parcel} belongs to another courier"));
+        }
+        if self.purposes.contains_key(&p.compartment) {
+            return Err(format!("compartment {} is already open", p.compartment));
+        }
+        let purpose = match stage {
+            ParcelStage::Expected => Purpose::Deposit { parcel, courier },
+            _ => Purpose::Collect { parcel, courier },
+        };
+        self.open_for(p.compartment.clone(), purpose);
+        Ok(p.compartment)
+    }
+
     fn parcels(&self) -> Vec<ExpectedParcel> {
         self.desired.state.parcels.as_ref().map(|p| p.parcels.clone()).unwrap_or_default()
     }
@@ -258,6 +315,12 @@ impl Cabinet {
                     }
                     Some(Purpose::Deposit { parcel, courier }) => {
                         self.record(EventKind::Deposit { parcel, compartment: compartment.clone(), courier });
+                        self.save_purposes();
+                    }
+                    Some(Purpose::Collect { parcel, courier }) => {
+                        self.done.insert(parcel);
+                        self.save_done();
+                        self.record(EventKind::Collected { parcel, compartment: compartment.clone(), courier });
                         self.save_purposes();
                     }
                     None => {}
@@ -311,20 +374,36 @@ impl Handler<CourierDeposit> for Cabinet {
     type Result = Result<CompartmentId, String>;
 
     fn handle(&mut self, msg: CourierDeposit, _ctx: &mut Self::Context) -> Self::Result {
-        let p = self
+        self.open_for_courier(&msg.pass, msg.parcel, ParcelStage::Expected)
+    }
+}
+
+impl Handler<CourierCollect> for Cabinet {
+    type Result = Result<CompartmentId, String>;
+
+    fn handle(&mut self, msg: CourierCollect, _ctx: &mut Self::Context) -> Self::Result {
+        if self.done.contains(&msg.parcel) {
+            return Err(format!("parcel {} was already taken out", msg.parcel));
+        }
+        self.open_for_courier(&msg.pass, msg.parcel, ParcelStage::Collect)
+    }
+}
+
+impl Handler<CourierTasks> for Cabinet {
+    type Result = Result<Vec<ExpectedParcel>, String>;
+
+    fn handle(&mut self, msg: CourierTasks, _ctx: &mut Self::Context) -> Self::Result {
+        let courier = self.courier_of(&msg.pass)?;
+        Ok(self
             .parcels()
             .into_iter()
-            .find(|p| p.parcel == msg.parcel && p.stage == ParcelStage::Expected)
-            .ok_or_else(|| format!("parcel {} is not expected here", msg.parcel))?;
-        // A courier opens only the compartments of its own assignments.
-        if p.courier.as_ref() != Some(&msg.courier) {
-            return Err(format!("parcel {} is assigned to another courier", msg.parcel));
-        }
-        if self.purposes.contains_key(&p.compartment) {
-            return Err(format!("compartment {} is already open", p.compartment));
-        }
-        self.open_for(p.compartment.clone(), Purpose::Deposit { parcel: p.parcel, courier: msg.courier });
-        Ok(p.compartment)
+            .filter(|p| p.courier.as_ref() == Some(&courier) && p.stage != ParcelStage::Ready)
+            .filter(|p| !self.done.contains(&p.parcel))
+            .map(|mut p| {
+                p.code_hash = None;
+                p
+            })
+            .collect())
     }
 }
 

@@ -42,6 +42,8 @@ pub struct OutboxRelay {
     store: Store,
     metrics: Metrics,
     topics: TopicSpace,
+    /// Courier-pass verifying keys, sent with every parcel set.
+    pass_keys: Vec<String>,
     publisher: Option<Publisher>,
     http: awc::Client,
     running: bool,
@@ -55,11 +57,19 @@ impl std::fmt::Debug for OutboxRelay {
 }
 
 impl OutboxRelay {
-    pub fn new(store: Store, metrics: Metrics, topics: TopicSpace, host: &str, port: u16) -> Self {
+    pub fn new(
+        store: Store,
+        metrics: Metrics,
+        topics: TopicSpace,
+        pass_keys: Vec<String>,
+        host: &str,
+        port: u16,
+    ) -> Self {
         Self {
             store,
             metrics,
             topics,
+            pass_keys,
             publisher: Some(Publisher::new(host, port, "lf-outbox")),
             http: awc::Client::builder().timeout(Duration::from_secs(5)).finish(),
             running: false,
@@ -78,9 +88,10 @@ impl OutboxRelay {
         let metrics = self.metrics.clone();
         let topics = self.topics.clone();
         let http = self.http.clone();
+        let pass_keys = self.pass_keys.clone();
         let mut publisher = self.publisher.take().expect("the publisher is home whenever no pass runs");
         async move {
-            let result = deliver(&store, &metrics, &topics, &http, &mut publisher).await;
+            let result = deliver(&store, &metrics, &topics, &pass_keys, &http, &mut publisher).await;
             (publisher, result)
         }
         .into_actor(self)
@@ -129,6 +140,7 @@ async fn deliver(
     store: &Store,
     metrics: &Metrics,
     topics: &TopicSpace,
+    pass_keys: &[String],
     http: &awc::Client,
     publisher: &mut Publisher,
 ) -> Result<bool, sea_orm::DbErr> {
@@ -170,7 +182,7 @@ async fn deliver(
     let mut kinds = Vec::new();
     for (cabinet, ids) in &cabinets {
         let Ok(cab) = CabinetId::new(cabinet.clone()) else { continue };
-        let state = match desired::build(store, cabinet).await {
+        let state = match desired::build(store, cabinet, pass_keys).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, %cabinet, "cannot build desired state");

@@ -89,6 +89,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
                 .route("/couriers", web::post().to(parcels::create_courier))
                 .route("/couriers", web::get().to(parcels::list_couriers))
                 .route("/couriers/{id}/assignments/stream", web::get().to(parcels::courier_stream))
+                .route("/couriers/{id}/pass", web::post().to(parcels::courier_pass))
                 .route("/recipients", web::post().to(parcels::create_recipient))
                 .route("/recipients/{id}", web::delete().to(parcels::erase_recipient))
                 .route("/recipients/{id}/template", web::put().to(parcels::enrol_template))

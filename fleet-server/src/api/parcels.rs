@@ -753,3 +753,38 @@ pub async fn courier_stream(
         .insert_header(("x-accel-buffering", "no"))
         .streaming(futures_util::stream::iter(snapshot).chain(stream)))
 }
+
+/// A courier pass: what the courier's app shows a cabinet as a QR code.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CourierPassView {
+    /// The pass text (base64url); cabinets verify it offline.
+    pub pass: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// `POST /api/v1/couriers/{id}/pass`: issues a short-lived pass. A courier token gets
+/// only its own; dispatchers and admins of the courier's tenant may issue one.
+#[utoipa::path(post, path = "/api/v1/couriers/{id}/pass", tag = "couriers", params(("id" = String, Path)),
+    responses((status = 200, body = CourierPassView), (status = 403, body = super::error::ErrorEnvelope)),
+    security(("bearer" = [])))]
+pub async fn courier_pass(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Action::ReadCourierFeed)?;
+    let raw = path.into_inner();
+    let id = CourierId::new(raw.clone()).map_err(|e| ApiError::field("id", e.to_string()))?;
+    if caller.role == super::auth::Role::Courier && caller.courier.as_deref() != Some(id.as_str()) {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "a courier gets only its own pass"));
+    }
+    let c = courier::Entity::find_by_id(id.to_string())
+        .one(state.store.connection())
+        .await
+        .map_err(db)?
+        .filter(|c| caller.sees(&c.tenant_id))
+        .ok_or_else(|| ApiError::not_found("courier", &raw))?;
+    let tenant = TenantId::new(c.tenant_id).map_err(ApiError::internal)?;
+    let (pass, expires_at) = state.ctx.passes.issue(id, tenant, now());
+    Ok(HttpResponse::Ok().json(CourierPassView { pass, expires_at }))
+}

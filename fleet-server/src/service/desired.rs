@@ -20,7 +20,7 @@ pub struct Desired {
     pub templates: TemplateSet,
 }
 
-pub async fn build(store: &Store, cabinet: &str) -> Result<Desired, StoreError> {
+pub async fn build(store: &Store, cabinet: &str, pass_keys: &[String]) -> Result<Desired, StoreError> {
     let db = store.connection();
     let versions = cabinet_desired::Entity::find_by_id(cabinet.to_owned()).one(db).await?;
     let (pv, tv) = versions.map(|v| (v.parcels_version, v.templates_version)).unwrap_or((0, 0));
@@ -71,7 +71,11 @@ pub async fn build(store: &Store, cabinet: &str) -> Result<Desired, StoreError> 
         })
         .collect();
     Ok(Desired {
-        parcels: ParcelSet { version: u64::try_from(pv).unwrap_or(0), parcels: expected },
+        parcels: ParcelSet {
+            version: u64::try_from(pv).unwrap_or(0),
+            parcels: expected,
+            courier_pass_keys: pass_keys.to_vec(),
+        },
         templates: TemplateSet { version: u64::try_from(tv).unwrap_or(0), add: templates, revoke: Vec::new() },
     })
 }

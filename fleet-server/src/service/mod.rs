@@ -13,6 +13,7 @@
 pub mod desired;
 pub mod outbox;
 pub mod parcels;
+pub mod passes;
 pub mod templates;
 
 use lockerfleet_shared::TopicSpace;
@@ -30,4 +31,6 @@ pub struct Ctx {
     pub kek: Option<std::sync::Arc<templates::Kek>>,
     /// Where use cases count what they did (templates sealed and revoked).
     pub metrics: crate::metrics::Metrics,
+    /// Signs courier passes; its verifying key goes to every cabinet.
+    pub passes: std::sync::Arc<passes::PassSigner>,
 }

@@ -255,6 +255,26 @@ impl Store {
             .map(|t| t.id))
     }
 
+    /// A named server secret, made by `make` and stored the first time it is asked for.
+    /// Concurrent first starts of several replicas agree on one value (the insert that
+    /// loses the race reads the winner's).
+    pub async fn server_secret(&self, name: &str, make: impl FnOnce() -> String) -> Result<String, StoreError> {
+        use entities::server_secret;
+        if let Some(s) = server_secret::Entity::find_by_id(name.to_owned()).one(&self.db).await? {
+            return Ok(s.value);
+        }
+        let row = server_secret::ActiveModel { name: Set(name.to_owned()), value: Set(make()), created_at: Set(now()) };
+        let _ = server_secret::Entity::insert(row)
+            .on_conflict(sea_orm::sea_query::OnConflict::column(server_secret::Column::Name).do_nothing().to_owned())
+            .exec_without_returning(&self.db)
+            .await;
+        server_secret::Entity::find_by_id(name.to_owned())
+            .one(&self.db)
+            .await?
+            .map(|s| s.value)
+            .ok_or(StoreError::Missing { what: "server secret", id: name.to_owned() })
+    }
+
     /// How many cabinet events are stored.
     pub async fn count_cabinet_events(&self) -> Result<u64, StoreError> {
         Ok(entities::cabinet_event::Entity::find().count(&self.db).await?)
