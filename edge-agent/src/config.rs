@@ -52,6 +52,10 @@ pub struct AgentConfig {
     pub heartbeat_s: u64,
     /// How often unacked events are sent again while connected, in seconds.
     pub resend_s: u64,
+    /// A released door not opened within this many seconds locks again.
+    pub unlock_window_s: u64,
+    /// A door open longer than this many seconds raises `door_left_open`.
+    pub door_left_open_s: u64,
     /// Journal size limit in bytes (see the journal's documented policy when full).
     pub journal_max_bytes: u64,
     pub compartments: Vec<CompartmentConfig>,
@@ -71,6 +75,8 @@ impl Default for AgentConfig {
             hardware: "lf-cab-sim".into(),
             heartbeat_s: 30,
             resend_s: 10,
+            unlock_window_s: 10,
+            door_left_open_s: 120,
             journal_max_bytes: 64 * 1024 * 1024,
             compartments: Vec::new(),
             http_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9110)),
@@ -107,6 +113,9 @@ impl AgentConfig {
         }
         for c in &self.compartments {
             lockerfleet_shared::CompartmentId::new(c.id.clone()).map_err(|e| invalid("compartments", e.to_string()))?;
+        }
+        if self.unlock_window_s == 0 || self.door_left_open_s == 0 {
+            return Err(invalid("door_left_open_s", "door timings must be at least 1 s"));
         }
         if self.resend_s == 0 {
             return Err(invalid("resend_s", "must be at least 1"));

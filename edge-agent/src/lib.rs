@@ -105,7 +105,12 @@ pub fn start(config: &AgentConfig, lock: Box<dyn hw::Lock>) -> Result<Agent, Age
     let desired = domain::desired::DesiredStore::open(&config.data_dir.join("desired.json"));
     let compartments: Vec<CompartmentId> =
         config.compartments.iter().map(|c| CompartmentId::new(c.id.clone()).expect("validated")).collect();
-    let cabinet = Cabinet::new(journal, desired, &compartments, lock, config.data_dir.join("done.json")).start();
+    let timings = domain::door::DoorTimings {
+        unlock_window: chrono::Duration::seconds(i64::try_from(config.unlock_window_s).unwrap_or(i64::MAX)),
+        left_open_after: chrono::Duration::seconds(i64::try_from(config.door_left_open_s).unwrap_or(i64::MAX)),
+    };
+    let cabinet =
+        Cabinet::new(journal, desired, &compartments, lock, config.data_dir.join("done.json"), timings).start();
     let identity = Identity {
         cabinet: config.cabinet_id(),
         firmware: config.firmware.clone(),

@@ -86,6 +86,7 @@ fn agent_config(dir: &std::path::Path, broker_port: u16) -> AgentConfig {
         data_dir: dir.to_owned(),
         heartbeat_s: 1,
         resend_s: 1,
+        door_left_open_s: 1,
         mqtt: edge_agent::config::MqttSettings { port: broker_port, ..Default::default() },
         compartments: vec![
             CompartmentConfig { id: "A1".into(), size: CompartmentSize::S, low: false },
@@ -174,6 +175,13 @@ async fn a_parcel_goes_in_and_out_through_the_cabinet() {
     let comp = agent.cabinet.send(CourierDeposit { pass: kim, parcel }).await.unwrap().unwrap();
     assert_eq!(comp.as_str(), "A2");
     agent.cabinet.send(DoorSensed { compartment: comp.clone(), open: true }).await.unwrap();
+    // The courier holds the door open past door_left_open_s (1 s here): an alarm.
+    server
+        .until("the left-open alarm is journalled", || async {
+            let s = agent.cabinet.send(edge_agent::actors::cabinet::GetStatus).await.unwrap();
+            s.journal_depth >= 1 || server.server.store.count_cabinet_events().await.unwrap() >= 1
+        })
+        .await;
     agent.cabinet.send(DoorSensed { compartment: comp.clone(), open: false }).await.unwrap();
     server.until("the parcel is ready", || async { server.parcel_state(parcel).await == "ready" }).await;
     wait_desired(&agent, "the ready parcel with its code hash", |d| {
@@ -222,7 +230,8 @@ async fn a_parcel_goes_in_and_out_through_the_cabinet() {
         .await;
     let status = agent.cabinet.send(edge_agent::actors::cabinet::GetStatus).await.unwrap();
     assert!(status.open_doors.is_empty());
-    // Each event stored exactly once, in the order it happened: the deposit, a wrong code,
+    // Each event stored exactly once, in the order it happened: the door left open
+    // during the deposit, the deposit, a wrong code,
     // the pickup, then five wrong codes (the right code had reset the count, so the
     // reused one is the first of five) and the lockout alarm.
     use sea_orm::{EntityTrait, QueryOrder};
@@ -234,7 +243,7 @@ async fn a_parcel_goes_in_and_out_through_the_cabinet() {
         .into_iter()
         .map(|e| e.kind)
         .collect();
-    let mut expected = vec!["deposit", "failed_match", "pickup"];
+    let mut expected = vec!["alarm", "deposit", "failed_match", "pickup"];
     expected.extend(["failed_match"; 4]);
     expected.push("alarm");
     assert_eq!(kinds, expected);
@@ -336,6 +345,11 @@ async fn a_code_pickup_works_while_the_network_is_down_and_arrives_after() {
     agent.cabinet.send(DoorSensed { compartment: comp.clone(), open: false }).await.unwrap();
     let status = agent.cabinet.send(edge_agent::actors::cabinet::GetStatus).await.unwrap();
     assert_eq!(status.journal_depth, 1, "the pickup waits in the journal");
+    // A door opened without being unlocked was forced: an alarm, also while offline.
+    agent.cabinet.send(DoorSensed { compartment: comp.clone(), open: true }).await.unwrap();
+    agent.cabinet.send(DoorSensed { compartment: comp.clone(), open: false }).await.unwrap();
+    let status = agent.cabinet.send(edge_agent::actors::cabinet::GetStatus).await.unwrap();
+    assert_eq!(status.journal_depth, 2, "the pickup and the forced-door alarm wait in the journal");
     assert_eq!(server.parcel_state(parcel).await, "ready", "the server cannot know yet");
 
     // The network heals: the queued pickup drains and is acked.

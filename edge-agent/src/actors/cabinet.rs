@@ -158,6 +158,7 @@ impl Cabinet {
         compartments: &[CompartmentId],
         lock: Box<dyn Lock>,
         done_path: std::path::PathBuf,
+        timings: DoorTimings,
     ) -> Self {
         let done = std::fs::read(&done_path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
         let purposes_path = done_path.with_file_name("doors.json");
@@ -169,9 +170,9 @@ impl Cabinet {
             .map(|c| {
                 let door = if purposes.contains_key(c) {
                     tracing::warn!(compartment = %c, "resuming a door flow interrupted by a restart");
-                    Door::resumed(DoorTimings::default(), now)
+                    Door::resumed(timings, now)
                 } else {
-                    Door::new(DoorTimings::default())
+                    Door::new(timings)
                 };
                 (c.clone(), door)
             })
