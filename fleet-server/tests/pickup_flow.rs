@@ -415,3 +415,55 @@ async fn a_cabinet_that_was_offline_converges_when_it_says_hello(backend: Backen
     ts.server.stop().await;
     fx.cleanup().await;
 }
+
+mod replicas {
+    use super::*;
+
+    backend_tests!(two_replicas_deliver_each_notification_once,);
+}
+
+async fn two_replicas_deliver_each_notification_once(backend: Backend) {
+    let fx = Fixture::new(backend).await;
+    let mut config = fx.config();
+    if matches!(fx.backend.mqtt, common::Mqtt::Embedded) {
+        let mut broker = config.mqtt.clone();
+        broker.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        let b = fleet_server::broker::start_embedded(&broker).unwrap();
+        config.mqtt.mode = fleet_server::config::BrokerMode::External;
+        config.mqtt.url = Some(format!("mqtt://127.0.0.1:{}", b.addr.port()));
+    }
+    config.mqtt.shared_group = Some("fleet".into());
+    let a = fx.start(config.clone()).await;
+    let b = fx.start(config.clone()).await;
+    setup(&a).await;
+    let topic = a.topics.courier_assignments(&CourierId::new("k-1").unwrap());
+    let mut courier = Subscriber::new(&a.server.mqtt_host, a.server.mqtt_port, &topic).await;
+    // Ten parcels through replica A; both relays poll the same outbox.
+    let mut ids = std::collections::BTreeSet::new();
+    for i in 0..10 {
+        let size = if i % 2 == 0 { "s" } else { "m" };
+        let cabinet = if i < 2 { "cab-a" } else { "cab-b" };
+        let (status, created) = a
+            .post("/api/v1/parcels", &json!({"tenant": "acme", "reference": format!("R{i}"), "courier": "k-1", "size": size, "cabinet": cabinet}))
+            .await;
+        if status == 201 {
+            ids.insert(created["id"].as_str().unwrap().to_owned());
+        }
+    }
+    assert!(ids.len() >= 4, "{ids:?}");
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < ids.len() {
+        let (_, payload) = courier.next("every assignment").await;
+        if let CourierBody::Assignment(t) = decode::<CourierBody>(&payload, 1 << 20).unwrap().body {
+            seen.insert(t.parcel.0.to_string());
+        }
+    }
+    assert_eq!(seen, ids);
+    // Each row was claimed by one relay: together they delivered each exactly once.
+    let series = "lockerfleet_notifications_total{channel=\"mqtt\",outcome=\"delivered\"}";
+    let total = a.metric(series).await + b.metric(series).await;
+    assert_eq!(total, ids.len() as f64);
+    a.server.stop().await;
+    b.server.stop().await;
+    fx.cleanup().await;
+}

@@ -23,7 +23,7 @@ use lockerfleet_shared::envelope::DownBody;
 use lockerfleet_shared::{CabinetId, Envelope, TopicSpace};
 use rand::Rng;
 use sea_orm::sea_query::{Expr, ExprTrait};
-use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use sha2::Sha256;
 
 use super::publisher::{MAX_BATCH, Publisher};
@@ -146,13 +146,7 @@ async fn deliver(
 ) -> Result<bool, sea_orm::DbErr> {
     let db = store.connection();
     let at = now();
-    let rows = outbox::Entity::find()
-        .filter(outbox::Column::DeliveredAt.is_null())
-        .filter(outbox::Column::NextAttemptAt.lte(at))
-        .order_by_asc(outbox::Column::Id)
-        .limit(MAX_BATCH as u64)
-        .all(db)
-        .await?;
+    let rows = claim(store, at).await?;
     let pending = outbox::Entity::find().filter(outbox::Column::DeliveredAt.is_null()).count(db).await?;
     metrics.outbox_pending.set(i64::try_from(pending).unwrap_or(i64::MAX));
     if rows.is_empty() {
@@ -264,6 +258,38 @@ async fn deliver(
         }
     }
     Ok(full)
+}
+
+/// How long a claimed row belongs to this relay before another replica may take it
+/// (a replica that died mid-delivery loses its claim after this).
+const CLAIM_LEASE: chrono::Duration = chrono::Duration::seconds(30);
+
+/// Claims up to a batch of due rows for this relay by pushing their next attempt past
+/// the lease, in one statement. On PostgreSQL `FOR UPDATE SKIP LOCKED` lets replicas
+/// claim disjoint batches without waiting on each other; SQLite has one writer anyway.
+async fn claim(store: &Store, at: chrono::DateTime<Utc>) -> Result<Vec<outbox::Model>, sea_orm::DbErr> {
+    use sea_orm::{ConnectionTrait, FromQueryResult, Statement};
+    let db = store.connection();
+    let backend = db.get_database_backend();
+    let lock = if store.is_postgres() { "FOR UPDATE SKIP LOCKED" } else { "" };
+    let (p1, p2, p3) = if store.is_postgres() { ("$1", "$2", "$3") } else { ("?", "?", "?") };
+    let sql = format!(
+        "UPDATE outbox SET next_attempt_at = {p1} WHERE id IN (SELECT id FROM outbox \
+         WHERE delivered_at IS NULL AND next_attempt_at <= {p2} ORDER BY id LIMIT {p3} {lock}) RETURNING *"
+    );
+    let stmt = Statement::from_sql_and_values(
+        backend,
+        sql,
+        [(at + CLAIM_LEASE).into(), at.into(), i64::try_from(MAX_BATCH).unwrap_or(200).into()],
+    );
+    let mut rows: Vec<outbox::Model> = db
+        .query_all_raw(stmt)
+        .await?
+        .iter()
+        .map(|r| outbox::Model::from_query_result(r, ""))
+        .collect::<Result<_, _>>()?;
+    rows.sort_by_key(|r| r.id);
+    Ok(rows)
 }
 
 async fn mark_failed(store: &Store, row: &outbox::Model, error: &str) -> Result<(), sea_orm::DbErr> {
