@@ -91,7 +91,8 @@ impl RunningServer {
         self.sweeper.do_send(actors::Shutdown);
         // Buffered events are written and acked before the link goes.
         let _ = self.ingest.send(actors::Shutdown).await;
-        self.relay.do_send(actors::Shutdown);
+        // The relay settles the rows of a pass under way before it stops.
+        let _ = self.relay.send(actors::Shutdown).await;
         let _ = self.presence.send(FlushNow).await;
         self.presence.do_send(actors::Shutdown);
         self.link.disconnect().await;

@@ -50,9 +50,12 @@ async fn cabinet_goes_online_with_hello_and_offline_on_its_last_will(backend: Ba
         .await;
     assert_eq!(ts.metric("lockerfleet_cabinets_went_offline_total{cause=\"will\"}").await, 1.0);
     assert_eq!(ts.metric("lockerfleet_cabinets_online").await, 0.0);
-    // The database holds it too, not only the actor.
+    // The database holds it too, not only the actor (written by the next flush).
+    ts.wait_until("the database has cab-1 offline", || async {
+        !ts.server.store.cabinet("cab-1").await.unwrap().unwrap().cabinet.online
+    })
+    .await;
     let row = ts.server.store.cabinet("cab-1").await.unwrap().unwrap().cabinet;
-    assert!(!row.online);
     assert_eq!(row.firmware.as_deref(), Some("1.4.2"));
     ts.server.stop().await;
     fx.cleanup().await;
@@ -207,6 +210,62 @@ async fn presence_survives_a_server_restart(backend: Backend) {
     assert_eq!(v["online"], false);
     assert_eq!(v["last_seen_at"], seen);
     assert_eq!(ts.metric("lockerfleet_cabinets_known").await, 1.0);
+    ts.server.stop().await;
+    fx.cleanup().await;
+}
+
+mod replicas {
+    use super::*;
+
+    backend_tests!(presence_writes_of_a_replica_that_saw_less_never_undo_newer_facts,);
+}
+
+/// Two replicas each see part of a cabinet's traffic. Whatever order their flushes land
+/// in, the database keeps the newest facts.
+async fn presence_writes_of_a_replica_that_saw_less_never_undo_newer_facts(backend: Backend) {
+    use fleet_server::store::{OnlineChange, PresenceUpdate};
+    let fx = Fixture::new(backend).await;
+    let ts = fx.start(fx.config()).await;
+    ts.create_tenant("acme").await;
+    ts.register_cabinet("acme", "cab-1").await;
+    let store = &ts.server.store;
+    let (old_session, new_session) = (Uuid::now_v7(), Uuid::now_v7());
+    let now = chrono::Utc::now();
+    let update = |seen, online| PresenceUpdate { cabinet: "cab-1".into(), seen, hello: None, online };
+
+    // Replica A saw the new session come online just now.
+    store
+        .write_presence(&[update(Some(now), Some(OnlineChange::Online { session: Some(new_session) }))])
+        .await
+        .unwrap();
+    // Replica B flushes late: an older heartbeat, and the will of the old session.
+    store
+        .write_presence(&[update(
+            Some(now - chrono::Duration::minutes(5)),
+            Some(OnlineChange::Will { session: old_session }),
+        )])
+        .await
+        .unwrap();
+    // Replica C, which saw nothing for a while, thinks the cabinet fell silent.
+    store
+        .write_presence(&[update(None, Some(OnlineChange::Silent { cutoff: now - chrono::Duration::minutes(1) }))])
+        .await
+        .unwrap();
+    let row = store.cabinet("cab-1").await.unwrap().unwrap().cabinet;
+    assert!(row.online, "an old will or a stale silence marked a live cabinet offline");
+    assert_eq!(row.session, Some(new_session));
+    let kept = row.last_seen_at.unwrap();
+    assert!((kept - now).num_milliseconds().abs() < 1, "last seen moved backwards to {kept}");
+
+    // The current session's will, and a real silence, do count.
+    store.write_presence(&[update(None, Some(OnlineChange::Will { session: new_session }))]).await.unwrap();
+    assert!(!store.cabinet("cab-1").await.unwrap().unwrap().cabinet.online);
+    store.write_presence(&[update(None, Some(OnlineChange::Online { session: None }))]).await.unwrap();
+    store
+        .write_presence(&[update(None, Some(OnlineChange::Silent { cutoff: now + chrono::Duration::minutes(1) }))])
+        .await
+        .unwrap();
+    assert!(!store.cabinet("cab-1").await.unwrap().unwrap().cabinet.online);
     ts.server.stop().await;
     fx.cleanup().await;
 }

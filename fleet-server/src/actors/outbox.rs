@@ -48,6 +48,9 @@ pub struct OutboxRelay {
     http: awc::Client,
     running: bool,
     again: bool,
+    /// Set by `Shutdown`: finish the pass under way (so its claimed rows are settled
+    /// rather than left to their lease), then stop.
+    stopping: Vec<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl std::fmt::Debug for OutboxRelay {
@@ -74,6 +77,7 @@ impl OutboxRelay {
             http: awc::Client::builder().timeout(Duration::from_secs(5)).finish(),
             running: false,
             again: false,
+            stopping: Vec::new(),
         }
     }
 
@@ -98,6 +102,13 @@ impl OutboxRelay {
         .map(|(publisher, result), act, ctx| {
             act.publisher = Some(publisher);
             act.running = false;
+            if !act.stopping.is_empty() {
+                for w in act.stopping.drain(..) {
+                    let _ = w.send(());
+                }
+                ctx.stop();
+                return;
+            }
             match result {
                 Ok(more) => {
                     if more || act.again {
@@ -322,10 +333,18 @@ async fn post_webhook(http: &awc::Client, url: &str, body: &str, secret: Option<
 }
 
 impl Handler<super::Shutdown> for OutboxRelay {
-    type Result = ();
+    type Result = ResponseFuture<()>;
 
-    fn handle(&mut self, _: super::Shutdown, ctx: &mut Self::Context) {
-        ctx.stop();
+    fn handle(&mut self, _: super::Shutdown, ctx: &mut Self::Context) -> Self::Result {
+        if !self.running {
+            ctx.stop();
+            return Box::pin(async {});
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.stopping.push(tx);
+        Box::pin(async move {
+            let _ = rx.await;
+        })
     }
 }
 

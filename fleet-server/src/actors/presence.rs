@@ -21,7 +21,7 @@ use lockerfleet_shared::{CabinetId, Envelope};
 use uuid::Uuid;
 
 use crate::metrics::Metrics;
-use crate::store::{PresenceRow, Store};
+use crate::store::{OnlineChange, PresenceRow, PresenceUpdate, Store};
 
 /// How long "this cabinet is not registered" is believed before asking the database again.
 const NEGATIVE_CACHE: Duration = Duration::from_secs(10);
@@ -36,8 +36,22 @@ struct Live {
     firmware: Option<String>,
     hardware: Option<String>,
     slot: Option<String>,
-    /// Changed since the last flush.
-    dirty: bool,
+    /// What changed since the last flush.
+    pending: Pending,
+}
+
+/// Changes of one cabinet not yet written.
+#[derive(Debug, Clone, Default)]
+struct Pending {
+    seen: bool,
+    hello: bool,
+    online: Option<OnlineChange>,
+}
+
+impl Pending {
+    fn any(&self) -> bool {
+        self.seen || self.hello || self.online.is_some()
+    }
 }
 
 impl Live {
@@ -57,20 +71,25 @@ impl Live {
                 firmware: row.firmware,
                 hardware: row.hardware,
                 slot: row.slot,
-                dirty: false,
+                pending: Pending::default(),
             },
         )
     }
 
-    fn row(&self, id: &CabinetId) -> PresenceRow {
-        PresenceRow {
+    fn update(&self, id: &CabinetId) -> PresenceUpdate {
+        PresenceUpdate {
             cabinet: id.to_string(),
-            online: self.online,
-            session: self.session,
-            last_seen_at: self.last_seen,
-            firmware: self.firmware.clone(),
-            hardware: self.hardware.clone(),
-            slot: self.slot.clone(),
+            seen: if self.pending.seen { self.last_seen } else { None },
+            hello: if self.pending.hello {
+                Some((
+                    self.firmware.clone().unwrap_or_default(),
+                    self.hardware.clone().unwrap_or_default(),
+                    self.slot.clone().unwrap_or_default(),
+                ))
+            } else {
+                None
+            },
+            online: self.pending.online.clone(),
         }
     }
 }
@@ -163,16 +182,23 @@ impl Presence {
         })
     }
 
-    fn set_online(&mut self, id: &CabinetId, online: bool, cause: &'static str) {
+    fn set_online(&mut self, id: &CabinetId, change: OnlineChange, cause: &'static str) {
         let Some(live) = self.cabinets.get_mut(id) else {
             return;
         };
+        let online = matches!(change, OnlineChange::Online { .. });
+        // A session change is always written (it orders later wills), even when the
+        // cabinet was already online.
+        let new_session = matches!(change, OnlineChange::Online { session: Some(_) } | OnlineChange::Will { .. });
+        if live.online == online && !new_session {
+            return;
+        }
+        live.pending.online = Some(change);
+        self.urgent = true;
         if live.online == online {
             return;
         }
         live.online = online;
-        live.dirty = true;
-        self.urgent = true;
         if online {
             self.metrics.cabinets_online.inc();
             tracing::info!(cabinet = %id, "cabinet online");
@@ -190,8 +216,9 @@ impl Presence {
                 self.metrics.received_messages.with_label_values(&[env.body.kind()]).inc();
                 if let Some(live) = self.cabinets.get_mut(id) {
                     live.last_seen = Some(now);
-                    live.dirty = true;
+                    live.pending.seen = true;
                     if let UpBody::Hello(h) = &env.body {
+                        live.pending.hello = true;
                         live.firmware = Some(h.firmware.clone());
                         live.hardware = Some(h.hardware.clone());
                         live.slot = Some(
@@ -205,7 +232,7 @@ impl Presence {
                     }
                 }
                 // Anything a cabinet sends proves it is connected.
-                self.set_online(id, true, "");
+                self.set_online(id, OnlineChange::Online { session: None }, "");
             }
             Inbound::Presence(env) => {
                 self.metrics.received_messages.with_label_values(&["presence"]).inc();
@@ -220,9 +247,9 @@ impl Presence {
                         }
                         live.session = Some(s.session);
                         live.last_seen = Some(now);
-                        live.dirty = true;
+                        live.pending.seen = true;
                         self.urgent = true;
-                        self.set_online(id, true, "");
+                        self.set_online(id, OnlineChange::Online { session: Some(s.session) }, "");
                     }
                     PresenceBody::Offline(s) => {
                         if live.session.is_some_and(|cur| s.session < cur) {
@@ -230,9 +257,8 @@ impl Presence {
                             return;
                         }
                         live.session = Some(s.session);
-                        live.dirty = true;
                         self.urgent = true;
-                        self.set_online(id, false, "will");
+                        self.set_online(id, OnlineChange::Will { session: s.session }, "will");
                     }
                 }
             }
@@ -252,17 +278,18 @@ impl Presence {
             .map(|(id, _)| id.clone())
             .collect();
         for id in silent {
-            self.set_online(&id, false, "silent");
+            self.set_online(&id, OnlineChange::Silent { cutoff }, "silent");
         }
     }
 
-    fn take_dirty(&mut self) -> Vec<PresenceRow> {
+    fn take_dirty(&mut self) -> Vec<PresenceUpdate> {
         self.cabinets
             .iter_mut()
-            .filter(|(_, l)| l.dirty)
+            .filter(|(_, l)| l.pending.any())
             .map(|(id, l)| {
-                l.dirty = false;
-                l.row(id)
+                let u = l.update(id);
+                l.pending = Pending::default();
+                u
             })
             .collect()
     }
@@ -291,9 +318,14 @@ impl Presence {
             if let Err(e) = result {
                 act.metrics.presence_flush_errors.inc();
                 tracing::warn!(error = %e, rows = rows.len(), "presence flush failed; will retry");
-                for row in rows {
-                    if let Some(l) = CabinetId::new(row.cabinet).ok().and_then(|id| act.cabinets.get_mut(&id)) {
-                        l.dirty = true;
+                // Put the changes back unless something newer replaced them meanwhile.
+                for u in rows {
+                    if let Some(l) = CabinetId::new(u.cabinet).ok().and_then(|id| act.cabinets.get_mut(&id)) {
+                        l.pending.seen |= u.seen.is_some();
+                        l.pending.hello |= u.hello.is_some();
+                        if l.pending.online.is_none() {
+                            l.pending.online = u.online;
+                        }
                     }
                 }
             }

@@ -308,7 +308,11 @@ pub async fn get(
         None => DesiredView { parcels_version: 0, parcels_applied: 0, templates_version: 0, templates_applied: 0 },
     });
     // The presence actor is ahead of the database by at most one flush interval.
-    if let Ok(Some(live)) = state.presence.send(Snapshot(id)).await {
+    // With several replicas this one may have seen less than the database holds: its
+    // view counts only when it is at least as fresh.
+    if let Ok(Some(live)) = state.presence.send(Snapshot(id)).await
+        && live.last_seen >= view.last_seen_at
+    {
         view.online = live.online;
         view.last_seen_at = live.last_seen.or(view.last_seen_at);
         view.firmware = live.firmware.or(view.firmware);

@@ -45,7 +45,7 @@ pub struct CabinetRecord {
     pub compartments: Vec<compartment::Model>,
 }
 
-/// One cabinet's presence as the presence actor writes it.
+/// One cabinet's presence as stored.
 #[derive(Debug, Clone)]
 pub struct PresenceRow {
     pub cabinet: String,
@@ -55,6 +55,30 @@ pub struct PresenceRow {
     pub firmware: Option<String>,
     pub hardware: Option<String>,
     pub slot: Option<String>,
+}
+
+/// A change in whether a cabinet is online, as one replica saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OnlineChange {
+    /// It came online (with the MQTT session, when it announced one).
+    Online { session: Option<Uuid> },
+    /// Its last will for `session` arrived.
+    Will { session: Uuid },
+    /// It said nothing since before `cutoff`.
+    Silent { cutoff: DateTime<Utc> },
+}
+
+/// What one replica learned about one cabinet since its last flush. Every write is
+/// conditional, so replicas that each see part of a cabinet's traffic never overwrite
+/// newer facts with older ones: last-seen only moves forward, an older session's will
+/// never marks a newer session offline, and "silent" holds only if the database agrees.
+#[derive(Debug, Clone, Default)]
+pub struct PresenceUpdate {
+    pub cabinet: String,
+    pub seen: Option<DateTime<Utc>>,
+    /// Firmware, hardware and slot from a hello this replica received.
+    pub hello: Option<(String, String, String)>,
+    pub online: Option<OnlineChange>,
 }
 
 /// The database, shared by every actor and handler.
@@ -222,20 +246,76 @@ impl Store {
         }))
     }
 
-    /// Writes a batch of presence rows in one transaction.
-    pub async fn write_presence(&self, rows: &[PresenceRow]) -> Result<(), StoreError> {
+    /// Writes a batch of presence updates in one transaction.
+    pub async fn write_presence(&self, updates: &[PresenceUpdate]) -> Result<(), StoreError> {
+        use sea_orm::Condition;
+        use sea_orm::sea_query::Expr;
         let txn = self.begin_write().await?;
-        for row in rows {
-            cabinet::Entity::update_many()
-                .col_expr(cabinet::Column::Online, row.online.into())
-                .col_expr(cabinet::Column::Session, row.session.into())
-                .col_expr(cabinet::Column::LastSeenAt, row.last_seen_at.into())
-                .col_expr(cabinet::Column::Firmware, row.firmware.clone().into())
-                .col_expr(cabinet::Column::Hardware, row.hardware.clone().into())
-                .col_expr(cabinet::Column::Slot, row.slot.clone().into())
-                .filter(cabinet::Column::Id.eq(row.cabinet.as_str()))
-                .exec(&txn)
-                .await?;
+        for u in updates {
+            let id = cabinet::Column::Id.eq(u.cabinet.as_str());
+            if let Some(at) = u.seen {
+                cabinet::Entity::update_many()
+                    .col_expr(cabinet::Column::LastSeenAt, Expr::value(Some(at)))
+                    .filter(id.clone())
+                    .filter(
+                        Condition::any()
+                            .add(cabinet::Column::LastSeenAt.is_null())
+                            .add(cabinet::Column::LastSeenAt.lt(at)),
+                    )
+                    .exec(&txn)
+                    .await?;
+            }
+            if let Some((firmware, hardware, slot)) = &u.hello {
+                cabinet::Entity::update_many()
+                    .col_expr(cabinet::Column::Firmware, Expr::value(Some(firmware.clone())))
+                    .col_expr(cabinet::Column::Hardware, Expr::value(Some(hardware.clone())))
+                    .col_expr(cabinet::Column::Slot, Expr::value(Some(slot.clone())))
+                    .filter(id.clone())
+                    .exec(&txn)
+                    .await?;
+            }
+            let newer_or_same =
+                |s: Uuid| Condition::any().add(cabinet::Column::Session.is_null()).add(cabinet::Column::Session.lte(s));
+            match &u.online {
+                None => {}
+                Some(OnlineChange::Online { session: Some(s) }) => {
+                    cabinet::Entity::update_many()
+                        .col_expr(cabinet::Column::Online, Expr::value(true))
+                        .col_expr(cabinet::Column::Session, Expr::value(Some(*s)))
+                        .filter(id.clone())
+                        .filter(newer_or_same(*s))
+                        .exec(&txn)
+                        .await?;
+                }
+                Some(OnlineChange::Online { session: None }) => {
+                    cabinet::Entity::update_many()
+                        .col_expr(cabinet::Column::Online, Expr::value(true))
+                        .filter(id.clone())
+                        .exec(&txn)
+                        .await?;
+                }
+                Some(OnlineChange::Will { session }) => {
+                    cabinet::Entity::update_many()
+                        .col_expr(cabinet::Column::Online, Expr::value(false))
+                        .col_expr(cabinet::Column::Session, Expr::value(Some(*session)))
+                        .filter(id.clone())
+                        .filter(newer_or_same(*session))
+                        .exec(&txn)
+                        .await?;
+                }
+                Some(OnlineChange::Silent { cutoff }) => {
+                    cabinet::Entity::update_many()
+                        .col_expr(cabinet::Column::Online, Expr::value(false))
+                        .filter(id.clone())
+                        .filter(
+                            Condition::any()
+                                .add(cabinet::Column::LastSeenAt.is_null())
+                                .add(cabinet::Column::LastSeenAt.lt(*cutoff)),
+                        )
+                        .exec(&txn)
+                        .await?;
+                }
+            }
         }
         txn.commit().await?;
         Ok(())
