@@ -16,6 +16,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 backend_tests!(
+    expiry_revokes_the_template_and_sends_a_courier_to_collect,
     a_recipient_held_template_reaches_only_its_cabinet_and_is_revoked_at_pickup,
     an_operator_held_template_is_sealed_at_ready_and_erasure_leaves_nothing,
     a_template_sealed_for_another_cabinet_is_refused,
@@ -222,6 +223,78 @@ async fn a_template_sealed_for_another_cabinet_is_refused(backend: Backend) {
     let (status, err) = ts.post(&format!("/api/v1/parcels/{}/sealed-template", parcel.0), &json!(sealed)).await;
     assert_eq!(status, 422, "{err}");
     assert!(ts.server.store.sealed_templates_of("cab-a").await.unwrap().is_empty());
+    ts.server.stop().await;
+    fx.cleanup().await;
+}
+
+async fn expiry_revokes_the_template_and_sends_a_courier_to_collect(backend: Backend) {
+    use sea_orm::EntityTrait;
+    let fx = Fixture::new(backend).await;
+    let ts = fx.start(fx.config()).await;
+    let w = world(&ts, "recipient").await;
+    let mut cab_a = ts.connect_cabinet("cab-a").await;
+    let topic = ts.topics.courier_assignments(&CourierId::new("k-1").unwrap());
+    let mut courier = common::Subscriber::new(&ts.server.mqtt_host, ts.server.mqtt_port, &topic).await;
+    let parcel = ready_parcel(&ts, &mut cab_a, w.recipient).await;
+    let (_, notice) = ts.get(&format!("/api/v1/parcels/{}/ready-notice", parcel.0)).await;
+    let notice = ReadyNotice {
+        parcel,
+        cabinet: CabinetId::new("cab-a").unwrap(),
+        cabinet_public_key: w.keys_a.public(),
+        deadline: notice["deadline"].as_str().unwrap().parse().unwrap(),
+    };
+    let sealed = seal_for_parcel(&notice, &face(), &model(), Utc::now()).unwrap();
+    assert_eq!(ts.post(&format!("/api/v1/parcels/{}/sealed-template", parcel.0), &json!(sealed)).await.0, 202);
+    next_templates(&mut cab_a, "the template", |t| !t.add.is_empty()).await;
+
+    // The pickup window ends (moved into the past rather than waited for).
+    let mut row: fleet_server::store::entities::parcel::ActiveModel =
+        fleet_server::store::entities::parcel::Entity::find_by_id(parcel.0)
+            .one(ts.server.store.connection())
+            .await
+            .unwrap()
+            .unwrap()
+            .into();
+    row.deadline = sea_orm::ActiveValue::Set(Some(Utc::now() - Duration::minutes(1)));
+    fleet_server::store::entities::parcel::Entity::update(row).exec(ts.server.store.connection()).await.unwrap();
+    let ctx = fleet_server::service::Ctx {
+        store: ts.server.store.clone(),
+        topics: ts.topics.clone(),
+        max_alternative_km: 5.0,
+        kek: None,
+        metrics: ts.server.metrics.clone(),
+        passes: std::sync::Arc::new(fleet_server::service::passes::PassSigner::generate()),
+    };
+    assert_eq!(fleet_server::actors::sweeper::sweep(&ctx).await.unwrap(), 1);
+    assert_eq!(ts.get(&format!("/api/v1/parcels/{}", parcel.0)).await.1["state"], "expired");
+
+    // The template is gone from the cabinet, the parcel waits there for collection...
+    let view = cab_a
+        .wait_view("the expired parcel's state", |v| {
+            v.templates.as_ref().is_some_and(|t| t.add.is_empty() && t.version >= 2)
+                && v.parcels.as_ref().is_some_and(|s| {
+                    s.parcels
+                        .iter()
+                        .any(|p| p.parcel == parcel && p.stage == lockerfleet_shared::envelope::ParcelStage::Collect)
+                })
+        })
+        .await;
+    let collect = view.parcels.unwrap().parcels.into_iter().find(|p| p.parcel == parcel).unwrap();
+    assert_eq!(collect.code_hash, None, "an expired parcel's code opens nothing");
+    // ...and the courier is sent to collect it.
+    loop {
+        let (_, payload) = courier.next("the collection task").await;
+        if let lockerfleet_shared::envelope::CourierBody::Collection(t) =
+            lockerfleet_shared::envelope::decode::<lockerfleet_shared::envelope::CourierBody>(&payload, 1 << 20)
+                .unwrap()
+                .body
+        {
+            assert_eq!(t.parcel, parcel);
+            break;
+        }
+    }
+    // A second sweep finds nothing to do.
+    assert_eq!(fleet_server::actors::sweeper::sweep(&ctx).await.unwrap(), 0);
     ts.server.stop().await;
     fx.cleanup().await;
 }
