@@ -63,6 +63,8 @@ pub struct AgentConfig {
     pub http_listen: std::net::SocketAddr,
     /// Serve `/sim/*` routes that play the simulated hardware. Never on a real cabinet.
     pub sim_control: bool,
+    /// Where frames come from: `synthetic` or `dir:/path/to/ppm/frames`.
+    pub camera: String,
 }
 
 impl Default for AgentConfig {
@@ -81,6 +83,7 @@ impl Default for AgentConfig {
             compartments: Vec::new(),
             http_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9110)),
             sim_control: false,
+            camera: "synthetic".into(),
         }
     }
 }
@@ -116,6 +119,9 @@ impl AgentConfig {
         }
         if self.unlock_window_s == 0 || self.door_left_open_s == 0 {
             return Err(invalid("door_left_open_s", "door timings must be at least 1 s"));
+        }
+        if self.camera != "synthetic" && !self.camera.starts_with("dir:") {
+            return Err(invalid("camera", "is `synthetic` or `dir:/path/to/frames`"));
         }
         if self.resend_s == 0 {
             return Err(invalid("resend_s", "must be at least 1"));

@@ -18,8 +18,10 @@
 //! The face path and updates arrive with their own issues.
 
 pub mod actors;
+pub mod camera;
 pub mod config;
 pub mod domain;
+pub mod face;
 pub mod http;
 pub mod hw;
 
@@ -98,8 +100,26 @@ pub struct Agent {
     pub link: Addr<Link>,
 }
 
-/// Starts the cabinet and link actors in the current actix system.
+/// Starts the agent with the camera from the configuration and face pickup disabled
+/// (the face pipeline arrives with its own issue).
 pub fn start(config: &AgentConfig, lock: Box<dyn hw::Lock>) -> Result<Agent, AgentError> {
+    let camera: Box<dyn camera::FrameSource> = match config.camera.strip_prefix("dir:") {
+        Some(dir) => Box::new(
+            camera::DirectorySource::open(Path::new(dir))
+                .map_err(|e| AgentError::Io { path: dir.to_owned(), source: std::io::Error::other(e.to_string()) })?,
+        ),
+        None => Box::new(camera::SyntheticSource::new(320, 240, true, true)),
+    };
+    start_with(config, lock, camera, Box::new(face::Disabled))
+}
+
+/// Starts the cabinet, link, camera and face actors in the current actix system.
+pub fn start_with(
+    config: &AgentConfig,
+    lock: Box<dyn hw::Lock>,
+    camera: Box<dyn camera::FrameSource>,
+    matcher: Box<dyn face::FaceMatcher>,
+) -> Result<Agent, AgentError> {
     let keys = load_key(&config.key_path())?;
     let journal = domain::journal::Journal::open(&config.data_dir.join("journal.log"), config.journal_max_bytes)?;
     let desired = domain::desired::DesiredStore::open(&config.data_dir.join("desired.json"));
@@ -137,5 +157,17 @@ pub fn start(config: &AgentConfig, lock: Box<dyn hw::Lock>) -> Result<Agent, Age
     // Events recorded before this arrives are not lost: the link sends everything
     // pending when it connects.
     cabinet.do_send(actors::cabinet::SetLink(link.clone().recipient()));
+    // One thread each: blocking sensor reads and model inference stay off the actors.
+    let camera = std::sync::Mutex::new(Some(camera));
+    let camera = actix::SyncArbiter::start(1, move || {
+        let source = camera.lock().ok().and_then(|mut c| c.take()).expect("the camera thread is started once");
+        actors::face::Camera::new(source)
+    });
+    let matcher = std::sync::Mutex::new(Some(matcher));
+    let face = actix::SyncArbiter::start(1, move || {
+        let m = matcher.lock().ok().and_then(|mut m| m.take()).expect("the face thread is started once");
+        actors::face::Face::new(m)
+    });
+    cabinet.do_send(actors::cabinet::SetFace(camera, face));
     Ok(Agent { cabinet, link })
 }

@@ -362,3 +362,113 @@ async fn a_code_pickup_works_while_the_network_is_down_and_arrives_after() {
         .await;
     server.server.stop().await;
 }
+
+/// A face pipeline that answers from a script: what the real matcher will decide.
+struct Scripted(std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<&'static str>>>);
+
+impl edge_agent::face::FaceMatcher for Scripted {
+    fn decide(
+        &mut self,
+        frames: &[edge_agent::camera::Frame],
+        candidates: &[edge_agent::face::Candidate],
+    ) -> edge_agent::face::FaceDecision {
+        use edge_agent::face::FaceDecision;
+        assert!(!frames.is_empty() && frames[0].ir.is_some(), "frames with an IR channel reach the matcher");
+        match self.0.lock().unwrap().pop_front() {
+            Some("match") => match candidates.first() {
+                Some(c) => FaceDecision::Match { parcel: c.parcel.parcel, score: 0.82 },
+                None => FaceDecision::NoMatch { reason: "no candidates".into() },
+            },
+            Some("spoof") => FaceDecision::Spoof { reason: "flat IR response (print)".into() },
+            _ => FaceDecision::NoMatch { reason: "nobody waiting here".into() },
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn a_face_opens_only_after_the_pipeline_matches_and_spoofs_are_recorded() {
+    use edge_agent::actors::cabinet::{FaceOutcome, FacePickup};
+    let broker_cfg =
+        fleet_server::config::MqttConfig { listen: SocketAddr::from(([127, 0, 0, 1], 0)), ..Default::default() };
+    let broker = fleet_server::broker::start_embedded(&broker_cfg).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}?mode=rwc", dir.path().join("fleet.db").display());
+    let server = Server::start(&db, broker.addr.port()).await;
+    let config = agent_config(&dir.path().join("cabinet"), broker.addr.port());
+    let mut registration = edge_agent::provision(&config).unwrap();
+    registration["tenant"] = json!("acme");
+    server.call("POST", "/api/v1/tenants", Some(json!({"id": "acme", "name": "Acme"}))).await;
+    assert_eq!(server.call("POST", "/api/v1/cabinets", Some(registration)).await.0, 201);
+    server.call("POST", "/api/v1/couriers", Some(json!({"id": "k-1", "tenant": "acme", "name": "Kim"}))).await;
+    let (_, r) = server.call("POST", "/api/v1/recipients", Some(json!({"tenant": "acme", "reference": "p-1"}))).await;
+    let script = std::sync::Arc::new(std::sync::Mutex::new(std::collections::VecDeque::from(["spoof", "match"])));
+    let lock = SimLock::default();
+    let agent = edge_agent::start_with(
+        &config,
+        Box::new(lock.clone()),
+        Box::new(edge_agent::camera::SyntheticSource::new(64, 48, true, true)),
+        Box::new(Scripted(script.clone())),
+    )
+    .unwrap();
+
+    let (_, created) = server
+        .call("POST", "/api/v1/parcels", Some(json!({"tenant": "acme", "reference": "F", "recipient": r["id"], "courier": "k-1", "size": "s", "cabinet": "cab-e1"})))
+        .await;
+    let parcel = ParcelId(Uuid::parse_str(created["id"].as_str().unwrap()).unwrap());
+    wait_desired(&agent, "the expected parcel", |d| {
+        d.parcels.as_ref().is_some_and(|s| s.parcels.iter().any(|p| p.parcel == parcel))
+    })
+    .await;
+    let comp = agent.cabinet.send(CourierDeposit { pass: server.pass("k-1").await, parcel }).await.unwrap().unwrap();
+    agent.cabinet.send(DoorSensed { compartment: comp.clone(), open: true }).await.unwrap();
+    agent.cabinet.send(DoorSensed { compartment: comp.clone(), open: false }).await.unwrap();
+    server.until("ready", || async { server.parcel_state(parcel).await == "ready" }).await;
+
+    // No template yet: the pipeline has no candidate and nothing opens.
+    // The recipient's app seals the template for this cabinet; it arrives.
+    let (_, notice) = server.call("GET", &format!("/api/v1/parcels/{}/ready-notice", parcel.0), None).await;
+    let notice = lockerfleet_shared::sdk::ReadyNotice {
+        parcel,
+        cabinet: lockerfleet_shared::CabinetId::new("cab-e1").unwrap(),
+        cabinet_public_key: lockerfleet_shared::seal::CabinetPublicKey::from_base64(
+            notice["cabinet_public_key"].as_str().unwrap(),
+        )
+        .unwrap(),
+        deadline: notice["deadline"].as_str().unwrap().parse().unwrap(),
+    };
+    let model = lockerfleet_shared::seal::ModelRef { id: "fr_feature".into(), sha256: "ab".repeat(32) };
+    let sealed = lockerfleet_shared::sdk::seal_for_parcel(
+        &notice,
+        &lockerfleet_shared::seal::FaceTemplate::new(vec![0.5; 512]),
+        &model,
+        chrono::Utc::now(),
+    )
+    .unwrap();
+    assert_eq!(
+        server.call("POST", &format!("/api/v1/parcels/{}/sealed-template", parcel.0), Some(json!(sealed))).await.0,
+        202
+    );
+    wait_desired(&agent, "the sealed template", |d| d.templates.as_ref().is_some_and(|t| t.add.len() == 1)).await;
+    let releases_before = lock.releases().len();
+
+    // A printed photo: refused, recorded, nothing opens.
+    let spoof = agent.cabinet.send(FacePickup).await.unwrap();
+    assert!(matches!(&spoof, FaceOutcome::Refused { reason } if reason.contains("presentation attack")), "{spoof:?}");
+    assert_eq!(lock.releases().len(), releases_before);
+    // The recipient: the door of their parcel opens.
+    let ok = agent.cabinet.send(FacePickup).await.unwrap();
+    assert!(matches!(&ok, FaceOutcome::Accepted(p) if p.parcel == parcel), "{ok:?}");
+    assert_eq!(lock.releases().last().unwrap(), &comp);
+    agent.cabinet.send(DoorSensed { compartment: comp.clone(), open: true }).await.unwrap();
+    agent.cabinet.send(DoorSensed { compartment: comp.clone(), open: false }).await.unwrap();
+    server.until("picked up", || async { server.parcel_state(parcel).await == "picked_up" }).await;
+    let (_, timeline) = server.call("GET", &format!("/api/v1/parcels/{}/events", parcel.0), None).await;
+    let last = timeline["items"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["kind"], "pickup");
+    assert_eq!(last["detail"]["what"]["method"], "face");
+    // The same face never opens the door twice.
+    script.lock().unwrap().push_back("match");
+    let again = agent.cabinet.send(FacePickup).await.unwrap();
+    assert!(matches!(&again, FaceOutcome::Refused { reason } if reason.contains("no candidates")), "{again:?}");
+    server.server.stop().await;
+}

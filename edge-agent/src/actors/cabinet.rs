@@ -23,14 +23,14 @@ use lockerfleet_shared::{CompartmentId, CourierId, ParcelId};
 use crate::domain::desired::DesiredStore;
 use crate::domain::door::{Door, DoorEffect, DoorInput, DoorTimings};
 use crate::domain::journal::Journal;
-use crate::domain::keypad::{CodeOutcome, Keypad, KeypadPolicy};
+use crate::domain::keypad::{CodeOutcome, Keypad, KeypadPolicy, Lockout};
 use crate::hw::Lock;
 
 /// Who a door was opened for, so that its closing records the right event. Kept on disk
 /// (written before the lock is released), so a flow survives a crash of the agent.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 enum Purpose {
-    Pickup(ExpectedParcel),
+    Pickup { parcel: ExpectedParcel, method: PickupMethod },
     Deposit { parcel: ParcelId, courier: CourierId },
     Collect { parcel: ParcelId, courier: CourierId },
 }
@@ -100,6 +100,89 @@ pub struct Status {
     pub ready: Vec<ParcelId>,
 }
 
+/// A recipient stands in front of the camera and asks for a face pickup.
+#[derive(Debug, Message)]
+#[rtype(result = "FaceOutcome")]
+pub struct FacePickup;
+
+/// The outcome of a face pickup attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FaceOutcome {
+    Accepted(ExpectedParcel),
+    Refused { reason: String },
+    LockedOut { until: chrono::DateTime<Utc> },
+}
+
+/// Connects the cabinet to its camera and face actors.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct SetFace(pub Addr<super::face::Camera>, pub Addr<super::face::Face>);
+
+impl Handler<SetFace> for Cabinet {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetFace, _ctx: &mut Self::Context) {
+        self.face = Some((msg.0, msg.1));
+    }
+}
+
+impl Handler<FacePickup> for Cabinet {
+    type Result = ResponseActFuture<Self, FaceOutcome>;
+
+    fn handle(&mut self, _: FacePickup, _ctx: &mut Self::Context) -> Self::Result {
+        let now = Utc::now();
+        if let Some(until) = self.face_lockout.locked(now) {
+            return Box::pin(fut::ready(FaceOutcome::LockedOut { until }));
+        }
+        let Some((camera, face)) = self.face.clone() else {
+            return Box::pin(fut::ready(FaceOutcome::Refused { reason: "this cabinet has no camera".into() }));
+        };
+        // The candidates: parcels waiting here whose recipient's sealed template is held.
+        let templates = self.desired.state.templates.as_ref().map(|t| t.add.clone()).unwrap_or_default();
+        let candidates: Vec<crate::face::Candidate> = self
+            .parcels()
+            .into_iter()
+            .filter(|p| p.stage == ParcelStage::Ready && p.expires_at > now && !self.done.contains(&p.parcel))
+            .filter(|p| !self.purposes.contains_key(&p.compartment))
+            .filter_map(|p| {
+                let template = templates.iter().find(|t| t.binding.parcel == p.parcel)?.clone();
+                Some(crate::face::Candidate { parcel: p, template })
+            })
+            .collect();
+        Box::pin(
+            async move {
+                let frames = camera.send(super::face::Capture { count: 3 }).await.map_err(|e| e.to_string())??;
+                face.send(super::face::Decide { frames, candidates }).await.map_err(|e| e.to_string())
+            }
+            .into_actor(self)
+            .map(move |decision: Result<crate::face::FaceDecision, String>, act, _| {
+                let decision = match decision {
+                    Ok(d) => d,
+                    Err(e) => return FaceOutcome::Refused { reason: format!("camera or face path failed: {e}") },
+                };
+                if let crate::face::FaceDecision::Match { parcel, .. } = &decision
+                    && let Some(p) =
+                        act.parcels().into_iter().find(|p| p.parcel == *parcel && !act.done.contains(parcel))
+                    && !act.purposes.contains_key(&p.compartment)
+                {
+                    act.face_lockout.succeed();
+                    act.open_for(
+                        p.compartment.clone(),
+                        Purpose::Pickup { parcel: p.clone(), method: PickupMethod::Face },
+                    );
+                    return FaceOutcome::Accepted(p);
+                }
+                let reason = decision.failure().unwrap_or_else(|| "the matched parcel is no longer here".into());
+                act.record(EventKind::FailedMatch { reason: reason.clone() });
+                if let Some(until) = act.face_lockout.fail(Utc::now()) {
+                    act.record(EventKind::Alarm { code: "face_lockout".into(), detail: format!("until {until}") });
+                }
+                FaceOutcome::Refused { reason }
+            }),
+        )
+    }
+}
+
 /// Connects the cabinet to its link.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
@@ -141,6 +224,9 @@ pub struct Cabinet {
     done_path: std::path::PathBuf,
     purposes_path: std::path::PathBuf,
     keypad: Keypad,
+    /// Failed face attempts, locked out like the keypad.
+    face_lockout: Lockout,
+    face: Option<(Addr<super::face::Camera>, Addr<super::face::Face>)>,
     lock: Box<dyn Lock>,
     link: Option<Recipient<EventsRecorded>>,
 }
@@ -186,6 +272,8 @@ impl Cabinet {
             done_path,
             purposes_path,
             keypad: Keypad::new(KeypadPolicy::default()),
+            face_lockout: Lockout::new(KeypadPolicy::default()),
+            face: None,
             lock,
             link: None,
         }
@@ -304,14 +392,10 @@ impl Cabinet {
                     // between resumes the flow and records the pickup a second time under a
                     // new id; the server refuses that second transition and counts it.
                     // Recording after forgetting could lose the event instead.
-                    Some(Purpose::Pickup(p)) => {
+                    Some(Purpose::Pickup { parcel: p, method }) => {
                         self.done.insert(p.parcel);
                         self.save_done();
-                        self.record(EventKind::Pickup {
-                            parcel: p.parcel,
-                            compartment: compartment.clone(),
-                            method: PickupMethod::Code,
-                        });
+                        self.record(EventKind::Pickup { parcel: p.parcel, compartment: compartment.clone(), method });
                         self.save_purposes();
                     }
                     Some(Purpose::Deposit { parcel, courier }) => {
@@ -357,7 +441,7 @@ impl Handler<EnterCode> for Cabinet {
         let outcome = self.keypad.enter(&msg.0, &parcels, Utc::now(), crate::verify_code);
         match &outcome {
             CodeOutcome::Accepted(p) => {
-                self.open_for(p.compartment.clone(), Purpose::Pickup(p.clone()));
+                self.open_for(p.compartment.clone(), Purpose::Pickup { parcel: p.clone(), method: PickupMethod::Code });
             }
             CodeOutcome::LockedOutNow { until } => {
                 self.record(EventKind::Alarm { code: "keypad_lockout".into(), detail: format!("until {until}") });

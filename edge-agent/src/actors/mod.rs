@@ -2,4 +2,5 @@
 //! (MQTT). Camera, face and updater actors plug in beside them in later issues.
 
 pub mod cabinet;
+pub mod face;
 pub mod link;

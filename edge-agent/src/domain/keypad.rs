@@ -37,6 +37,52 @@ pub enum CodeOutcome {
     LockedOut { until: DateTime<Utc> },
 }
 
+/// Counts failed attempts and locks out after too many (used for faces; the keypad keeps
+/// its own count because a right code resets it).
+#[derive(Debug, Clone)]
+pub struct Lockout {
+    policy: KeypadPolicy,
+    failures: VecDeque<DateTime<Utc>>,
+    locked_until: Option<DateTime<Utc>>,
+}
+
+impl Lockout {
+    pub fn new(policy: KeypadPolicy) -> Self {
+        Self { policy, failures: VecDeque::new(), locked_until: None }
+    }
+
+    /// Until when attempts are refused, if they are now.
+    pub fn locked(&mut self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match self.locked_until {
+            Some(until) if now < until => Some(until),
+            Some(_) => {
+                self.locked_until = None;
+                self.failures.clear();
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Records a failure; returns the lockout's end when this one triggered it.
+    pub fn fail(&mut self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        while self.failures.front().is_some_and(|t| now - *t > self.policy.window) {
+            self.failures.pop_front();
+        }
+        self.failures.push_back(now);
+        if self.failures.len() >= self.policy.max_failures {
+            let until = now + self.policy.lockout;
+            self.locked_until = Some(until);
+            return Some(until);
+        }
+        None
+    }
+
+    pub fn succeed(&mut self) {
+        self.failures.clear();
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Keypad {
     policy: KeypadPolicy,
