@@ -65,6 +65,8 @@ pub struct AgentConfig {
     pub sim_control: bool,
     /// Where frames come from: `synthetic` or `dir:/path/to/ppm/frames`.
     pub camera: String,
+    /// `text` or `json` logs (on stderr, for journald).
+    pub log_format: String,
 }
 
 impl Default for AgentConfig {
@@ -84,6 +86,7 @@ impl Default for AgentConfig {
             http_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9110)),
             sim_control: false,
             camera: "synthetic".into(),
+            log_format: "text".into(),
         }
     }
 }
@@ -119,6 +122,9 @@ impl AgentConfig {
         }
         if self.unlock_window_s == 0 || self.door_left_open_s == 0 {
             return Err(invalid("door_left_open_s", "door timings must be at least 1 s"));
+        }
+        if self.log_format != "text" && self.log_format != "json" {
+            return Err(invalid("log_format", "is `text` or `json`"));
         }
         if self.camera != "synthetic" && !self.camera.starts_with("dir:") {
             return Err(invalid("camera", "is `synthetic` or `dir:/path/to/frames`"));

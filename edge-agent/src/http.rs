@@ -66,6 +66,7 @@ async fn sim_keypad(state: web::Data<State>, body: web::Json<Code>) -> HttpRespo
         Ok(CodeOutcome::LockedOutNow { until } | CodeOutcome::LockedOut { until }) => {
             HttpResponse::Ok().json(json!({"outcome": "locked_out", "until": until}))
         }
+        Ok(CodeOutcome::Unavailable) => HttpResponse::Ok().json(json!({"outcome": "unavailable"})),
         Err(e) => HttpResponse::ServiceUnavailable().json(json!({"error": e.to_string()})),
     }
 }

@@ -466,6 +466,15 @@ async fn a_face_opens_only_after_the_pipeline_matches_and_spoofs_are_recorded() 
     let last = timeline["items"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["kind"], "pickup");
     assert_eq!(last["detail"]["what"]["method"], "face");
+    // An update may start only while no door is open; while it runs, nothing opens.
+    use edge_agent::actors::cabinet::{BeginUpdate, EndUpdate};
+    agent.cabinet.send(DoorSensed { compartment: comp.clone(), open: true }).await.unwrap();
+    assert!(agent.cabinet.send(BeginUpdate).await.unwrap().is_err(), "an update began with a door open");
+    agent.cabinet.send(DoorSensed { compartment: comp.clone(), open: false }).await.unwrap();
+    agent.cabinet.send(BeginUpdate).await.unwrap().unwrap();
+    let during = agent.cabinet.send(FacePickup).await.unwrap();
+    assert!(matches!(&during, FaceOutcome::Refused { reason } if reason.contains("updating")), "{during:?}");
+    agent.cabinet.send(EndUpdate).await.unwrap();
     // The same face never opens the door twice.
     script.lock().unwrap().push_back("match");
     let again = agent.cabinet.send(FacePickup).await.unwrap();

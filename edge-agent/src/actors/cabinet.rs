@@ -96,6 +96,8 @@ pub struct Status {
     pub journal_depth: u32,
     /// A door is open or a pickup is under way: updates must wait.
     pub busy: bool,
+    /// An update holds the cabinet.
+    pub updating: bool,
     /// Parcels a pickup code opens right now.
     pub ready: Vec<ParcelId>,
 }
@@ -112,6 +114,43 @@ pub enum FaceOutcome {
     Refused { reason: String },
     LockedOut { until: chrono::DateTime<Utc> },
 }
+
+/// The updater asks to restart the cabinet: granted only when no door is open and no
+/// flow is under way; until `EndUpdate`, no new flow starts (codes, faces and couriers
+/// are told to try again shortly).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct BeginUpdate;
+
+/// The update is over (installed and restarting, or abandoned).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct EndUpdate;
+
+impl Handler<BeginUpdate> for Cabinet {
+    type Result = Result<(), String>;
+
+    fn handle(&mut self, _: BeginUpdate, _ctx: &mut Self::Context) -> Self::Result {
+        if let Some((c, _)) = self.doors.iter().find(|(_, d)| d.busy()) {
+            return Err(format!("compartment {c} is open or opening"));
+        }
+        if let Some(c) = self.purposes.keys().next() {
+            return Err(format!("a flow at compartment {c} is under way"));
+        }
+        self.updating = true;
+        Ok(())
+    }
+}
+
+impl Handler<EndUpdate> for Cabinet {
+    type Result = ();
+
+    fn handle(&mut self, _: EndUpdate, _ctx: &mut Self::Context) {
+        self.updating = false;
+    }
+}
+
+const UPDATING: &str = "the cabinet is updating; try again in a minute";
 
 /// Connects the cabinet to its camera and face actors.
 #[derive(Debug, Message)]
@@ -131,6 +170,9 @@ impl Handler<FacePickup> for Cabinet {
 
     fn handle(&mut self, _: FacePickup, _ctx: &mut Self::Context) -> Self::Result {
         let now = Utc::now();
+        if self.updating {
+            return Box::pin(fut::ready(FaceOutcome::Refused { reason: UPDATING.into() }));
+        }
         if let Some(until) = self.face_lockout.locked(now) {
             return Box::pin(fut::ready(FaceOutcome::LockedOut { until }));
         }
@@ -227,6 +269,8 @@ pub struct Cabinet {
     /// Failed face attempts, locked out like the keypad.
     face_lockout: Lockout,
     face: Option<(Addr<super::face::Camera>, Addr<super::face::Face>)>,
+    /// An update holds the cabinet: no new door flow starts until it ends.
+    updating: bool,
     lock: Box<dyn Lock>,
     link: Option<Recipient<EventsRecorded>>,
 }
@@ -274,6 +318,7 @@ impl Cabinet {
             keypad: Keypad::new(KeypadPolicy::default()),
             face_lockout: Lockout::new(KeypadPolicy::default()),
             face: None,
+            updating: false,
             lock,
             link: None,
         }
@@ -335,6 +380,9 @@ impl Cabinet {
 
     /// Opens the compartment of `parcel` for `courier` if it is at `stage` and theirs.
     fn open_for_courier(&mut self, pass: &str, parcel: ParcelId, stage: ParcelStage) -> Result<CompartmentId, String> {
+        if self.updating {
+            return Err(UPDATING.into());
+        }
         let courier = self.courier_of(pass)?;
         let p = self
             .parcels()
@@ -432,6 +480,9 @@ impl Handler<EnterCode> for Cabinet {
     type Result = MessageResult<EnterCode>;
 
     fn handle(&mut self, msg: EnterCode, _ctx: &mut Self::Context) -> Self::Result {
+        if self.updating {
+            return MessageResult(CodeOutcome::Unavailable);
+        }
         let parcels: Vec<ExpectedParcel> = self
             .parcels()
             .into_iter()
@@ -449,7 +500,7 @@ impl Handler<EnterCode> for Cabinet {
             CodeOutcome::Rejected { .. } => {
                 self.record(EventKind::FailedMatch { reason: "wrong pickup code".into() });
             }
-            CodeOutcome::LockedOut { .. } => {}
+            CodeOutcome::LockedOut { .. } | CodeOutcome::Unavailable => {}
         }
         MessageResult(outcome)
     }
@@ -571,6 +622,7 @@ impl Handler<GetStatus> for Cabinet {
             .map(|p| p.parcel)
             .collect();
         Status {
+            updating: self.updating,
             ready,
             busy: !open_doors.is_empty() || !self.purposes.is_empty(),
             open_doors,

@@ -35,6 +35,9 @@ pub enum CodeOutcome {
     LockedOutNow { until: DateTime<Utc> },
     /// Still locked; the code was not even checked.
     LockedOut { until: DateTime<Utc> },
+    /// The keypad is unavailable for a moment (an update holds the cabinet); the code was
+    /// not checked and does not count.
+    Unavailable,
 }
 
 /// Counts failed attempts and locks out after too many (used for faces; the keypad keeps
