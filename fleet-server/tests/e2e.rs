@@ -84,14 +84,7 @@ async fn run(backend: Backend, crash: bool) {
     let (parcel, code, mut sse) = if crash {
         ts.server.stop().await;
         let store = fleet_server::store::Store::connect(&fx.database_url, 2).await.unwrap();
-        let ctx = fleet_server::service::Ctx {
-            store,
-            topics: config.topics(),
-            max_alternative_km: 5.0,
-            kek: None,
-            metrics: fleet_server::metrics::Metrics::new(),
-            passes: std::sync::Arc::new(fleet_server::service::passes::PassSigner::generate()),
-        };
+        let ctx = common::service_ctx(store, &config);
         let created = fleet_server::service::parcels::create_and_assign(
             &ctx,
             fleet_server::service::parcels::NewParcel {

@@ -254,14 +254,7 @@ async fn a_notification_committed_before_a_crash_is_delivered_after_restart(back
     // between commit and publish leaves behind.
     let store = fleet_server::store::Store::connect(&fx.database_url, 2).await.unwrap();
     let config = fx.config();
-    let ctx = fleet_server::service::Ctx {
-        store: store.clone(),
-        topics: config.topics(),
-        max_alternative_km: 5.0,
-        kek: None,
-        metrics: fleet_server::metrics::Metrics::new(),
-        passes: std::sync::Arc::new(fleet_server::service::passes::PassSigner::generate()),
-    };
+    let ctx = common::service_ctx(store.clone(), &config);
     let created = fleet_server::service::parcels::create_and_assign(
         &ctx,
         fleet_server::service::parcels::NewParcel {

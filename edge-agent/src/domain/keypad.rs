@@ -40,8 +40,8 @@ pub enum CodeOutcome {
     Unavailable,
 }
 
-/// Counts failed attempts and locks out after too many (used for faces; the keypad keeps
-/// its own count because a right code resets it).
+/// Counts failed attempts and locks out after too many (the keypad's codes and the face
+/// path each have one).
 #[derive(Debug, Clone)]
 pub struct Lockout {
     policy: KeypadPolicy,
@@ -84,18 +84,21 @@ impl Lockout {
     pub fn succeed(&mut self) {
         self.failures.clear();
     }
+
+    /// Failures still allowed before a lockout.
+    pub fn remaining(&self) -> usize {
+        self.policy.max_failures.saturating_sub(self.failures.len())
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct Keypad {
-    policy: KeypadPolicy,
-    failures: VecDeque<DateTime<Utc>>,
-    locked_until: Option<DateTime<Utc>>,
+    lockout: Lockout,
 }
 
 impl Keypad {
     pub fn new(policy: KeypadPolicy) -> Self {
-        Self { policy, failures: VecDeque::new(), locked_until: None }
+        Self { lockout: Lockout::new(policy) }
     }
 
     /// Checks `code` against the ready parcels with `verify(code, hash)`.
@@ -106,31 +109,21 @@ impl Keypad {
         now: DateTime<Utc>,
         verify: impl Fn(&str, &str) -> bool,
     ) -> CodeOutcome {
-        if let Some(until) = self.locked_until {
-            if now < until {
-                return CodeOutcome::LockedOut { until };
-            }
-            self.locked_until = None;
-            self.failures.clear();
+        if let Some(until) = self.lockout.locked(now) {
+            return CodeOutcome::LockedOut { until };
         }
         let hit = parcels
             .iter()
             .filter(|p| p.stage == ParcelStage::Ready && p.expires_at > now)
             .find(|p| p.code_hash.as_deref().is_some_and(|h| verify(code, h)));
         if let Some(p) = hit {
-            self.failures.clear();
+            self.lockout.succeed();
             return CodeOutcome::Accepted(p.clone());
         }
-        while self.failures.front().is_some_and(|t| now - *t > self.policy.window) {
-            self.failures.pop_front();
+        match self.lockout.fail(now) {
+            Some(until) => CodeOutcome::LockedOutNow { until },
+            None => CodeOutcome::Rejected { remaining: self.lockout.remaining() },
         }
-        self.failures.push_back(now);
-        if self.failures.len() >= self.policy.max_failures {
-            let until = now + self.policy.lockout;
-            self.locked_until = Some(until);
-            return CodeOutcome::LockedOutNow { until };
-        }
-        CodeOutcome::Rejected { remaining: self.policy.max_failures - self.failures.len() }
     }
 }
 

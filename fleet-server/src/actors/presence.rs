@@ -156,6 +156,10 @@ pub struct Presence {
     flushing: bool,
     /// A transition is waiting to be written at the next opportunity.
     urgent: bool,
+    /// Told when the flush under way has finished (used by `FlushNow`).
+    flush_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
+    /// Shutting down: the final flush is the only write left to start.
+    closing: bool,
 }
 
 impl Presence {
@@ -179,6 +183,8 @@ impl Presence {
             strangers: HashMap::new(),
             flushing: false,
             urgent: false,
+            flush_waiters: Vec::new(),
+            closing: false,
         })
     }
 
@@ -296,7 +302,7 @@ impl Presence {
 
     /// Starts writing what changed, unless a write is already under way.
     fn flush(&mut self, ctx: &mut Context<Self>) {
-        if self.flushing {
+        if self.flushing || self.closing {
             return;
         }
         self.urgent = false;
@@ -315,6 +321,9 @@ impl Presence {
         .into_actor(self)
         .map(|(rows, result), act, ctx| {
             act.flushing = false;
+            for w in act.flush_waiters.drain(..) {
+                let _ = w.send(());
+            }
             if let Err(e) = result {
                 act.metrics.presence_flush_errors.inc();
                 tracing::warn!(error = %e, rows = rows.len(), "presence flush failed; will retry");
@@ -448,17 +457,37 @@ impl Handler<super::Shutdown> for Presence {
 }
 
 impl Handler<FlushNow> for Presence {
-    type Result = ResponseFuture<()>;
+    type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, _msg: FlushNow, _ctx: &mut Self::Context) -> Self::Result {
-        let rows = self.take_dirty();
-        let store = self.store.clone();
-        Box::pin(async move {
-            if !rows.is_empty()
-                && let Err(e) = store.write_presence(&rows).await
-            {
-                tracing::warn!(error = %e, "final presence flush failed");
+        self.closing = true;
+        // A flush under way finishes first: two writes in flight could land out of order.
+        let waiting = if self.flushing {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            self.flush_waiters.push(tx);
+            Some(rx)
+        } else {
+            None
+        };
+        Box::pin(
+            async move {
+                if let Some(rx) = waiting {
+                    let _ = rx.await;
+                }
             }
-        })
+            .into_actor(self)
+            .then(|(), act, _| {
+                let rows = act.take_dirty();
+                let store = act.store.clone();
+                async move {
+                    if !rows.is_empty()
+                        && let Err(e) = store.write_presence(&rows).await
+                    {
+                        tracing::warn!(error = %e, "final presence flush failed");
+                    }
+                }
+                .into_actor(act)
+            }),
+        )
     }
 }

@@ -139,10 +139,11 @@ fn domain_of(p: &parcel::Model) -> Parcel {
     }
 }
 
-async fn slots_of<C: ConnectionTrait>(db: &C, cab: &cabinet::Model) -> Result<CabinetSlots, DbErr> {
-    let comps = compartment::Entity::find().filter(compartment::Column::CabinetId.eq(cab.id.as_str())).all(db).await?;
-    Ok(CabinetSlots {
-        cabinet: CabinetId::new(cab.id.clone()).map_err(|e| DbErr::Custom(e.to_string()))?,
+/// A cabinet and its compartments as allocation sees them (rows with bad ids or sizes,
+/// which registration never writes, are skipped).
+fn cabinet_slots(cab: &cabinet::Model, comps: Vec<compartment::Model>) -> Option<CabinetSlots> {
+    Some(CabinetSlots {
+        cabinet: CabinetId::new(cab.id.clone()).ok()?,
         location: cab.latitude.zip(cab.longitude),
         slots: comps
             .into_iter()
@@ -156,6 +157,11 @@ async fn slots_of<C: ConnectionTrait>(db: &C, cab: &cabinet::Model) -> Result<Ca
             })
             .collect(),
     })
+}
+
+async fn slots_of<C: ConnectionTrait>(db: &C, cab: &cabinet::Model) -> Result<CabinetSlots, DbErr> {
+    let comps = compartment::Entity::find().filter(compartment::Column::CabinetId.eq(cab.id.as_str())).all(db).await?;
+    cabinet_slots(cab, comps).ok_or_else(|| DbErr::Custom(format!("cabinet {:?} has an invalid id", cab.id)))
 }
 
 /// Every other located cabinet of the tenant with its compartments, in two queries.
@@ -187,21 +193,7 @@ async fn nearby_slots<C: ConnectionTrait>(
         .into_iter()
         .filter_map(|cab| {
             let comps = by_cabinet.remove(&cab.id)?;
-            Some(CabinetSlots {
-                cabinet: CabinetId::new(cab.id).ok()?,
-                location: cab.latitude.zip(cab.longitude),
-                slots: comps
-                    .into_iter()
-                    .filter_map(|c| {
-                        Some(Slot {
-                            size: size_of(&c.size)?,
-                            compartment: CompartmentId::new(c.id).ok()?,
-                            low: c.low,
-                            free: c.parcel_id.is_none(),
-                        })
-                    })
-                    .collect(),
-            })
+            cabinet_slots(&cab, comps)
         })
         .collect())
 }

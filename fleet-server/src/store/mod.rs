@@ -57,6 +57,20 @@ pub struct PresenceRow {
     pub slot: Option<String>,
 }
 
+impl From<cabinet::Model> for PresenceRow {
+    fn from(c: cabinet::Model) -> Self {
+        Self {
+            cabinet: c.id,
+            online: c.online,
+            session: c.session,
+            last_seen_at: c.last_seen_at,
+            firmware: c.firmware,
+            hardware: c.hardware,
+            slot: c.slot,
+        }
+    }
+}
+
 /// A change in whether a cabinet is online, as one replica saw it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum OnlineChange {
@@ -217,33 +231,12 @@ impl Store {
 
     /// Every registered cabinet's id and last known presence, for the presence actor's start.
     pub async fn all_presence(&self) -> Result<Vec<PresenceRow>, StoreError> {
-        Ok(cabinet::Entity::find()
-            .all(&self.db)
-            .await?
-            .into_iter()
-            .map(|c| PresenceRow {
-                cabinet: c.id,
-                online: c.online,
-                session: c.session,
-                last_seen_at: c.last_seen_at,
-                firmware: c.firmware,
-                hardware: c.hardware,
-                slot: c.slot,
-            })
-            .collect())
+        Ok(cabinet::Entity::find().all(&self.db).await?.into_iter().map(PresenceRow::from).collect())
     }
 
     /// The presence of one cabinet, or `None` when it is not registered.
     pub async fn presence_of(&self, id: &str) -> Result<Option<PresenceRow>, StoreError> {
-        Ok(cabinet::Entity::find_by_id(id.to_owned()).one(&self.db).await?.map(|c| PresenceRow {
-            cabinet: c.id,
-            online: c.online,
-            session: c.session,
-            last_seen_at: c.last_seen_at,
-            firmware: c.firmware,
-            hardware: c.hardware,
-            slot: c.slot,
-        }))
+        Ok(cabinet::Entity::find_by_id(id.to_owned()).one(&self.db).await?.map(PresenceRow::from))
     }
 
     /// Writes a batch of presence updates in one transaction.

@@ -558,3 +558,16 @@ impl Drop for Subscriber {
         self.task.abort();
     }
 }
+
+/// The use-case context over a database, as a server would build it (for tests that act
+/// while no server runs, the way a crash leaves things).
+pub fn service_ctx(store: fleet_server::store::Store, config: &Config) -> fleet_server::service::Ctx {
+    fleet_server::service::Ctx {
+        store,
+        topics: config.topics(),
+        max_alternative_km: 5.0,
+        kek: None,
+        metrics: fleet_server::metrics::Metrics::new(),
+        passes: std::sync::Arc::new(fleet_server::service::passes::PassSigner::generate()),
+    }
+}
