@@ -124,6 +124,17 @@ impl Store {
         &self.db
     }
 
+    /// Connects without migrating (for tools that manage databases on a server).
+    pub async fn connect_raw(url: &str) -> Result<Self, DbErr> {
+        Ok(Self { db: Database::connect(url.to_owned()).await? })
+    }
+
+    /// Runs one SQL statement as it is (for tools: CREATE/DROP DATABASE).
+    pub async fn execute_sql(&self, sql: &str) -> Result<(), DbErr> {
+        use sea_orm::ConnectionTrait;
+        self.db.execute_unprepared(sql).await.map(|_| ())
+    }
+
     /// Starts a transaction that will write. On SQLite it takes the write lock at once
     /// (`BEGIN IMMEDIATE`), so two writers queue on `busy_timeout` instead of one failing
     /// when it tries to upgrade a stale read snapshot; on PostgreSQL it is a plain `BEGIN`.
