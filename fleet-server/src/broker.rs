@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet};
 
 use crate::config::MqttConfig;
+use lockerfleet_shared::topic::Filter;
 
 /// Why the broker could not be started or reached.
 #[derive(Debug, thiserror::Error)]
@@ -40,10 +41,24 @@ pub struct EmbeddedBroker {
     pub addr: SocketAddr,
 }
 
-/// rumqttd's settings derived from ours. Each subscription log holds at most
-/// `max_segment_size × max_segment_count` bytes: 2 × 1 MiB bounds the broker's memory per
-/// topic instead of the example config's 1 GB.
+/// rumqttd's settings derived from ours. rumqttd keeps one log per subscription filter
+/// and holds at most `max_segment_size × max_segment_count` bytes of it; a reader that
+/// falls further behind loses the oldest data. So the server's two wildcard filters (all
+/// cabinets' `up` and `presence`) get `mqtt.ingest_buffer_mib` — a burst of cabinet
+/// traffic waits there while the server commits — and every other filter (a cabinet's
+/// own `down`, a courier's topic) 2 × 1 MiB, instead of the example config's 1 GB each.
 fn rumqttd_config(cfg: &MqttConfig) -> rumqttd::Config {
+    const SEGMENT: usize = 16 * 1024 * 1024;
+    let topics = lockerfleet_shared::TopicSpace::new(cfg.namespace.as_deref()).unwrap_or_default();
+    let server_log = rumqttd::SegmentConfig {
+        max_segment_size: SEGMENT,
+        max_segment_count: (cfg.ingest_buffer_mib * 1024 * 1024 / SEGMENT).max(1),
+    };
+    let custom: HashMap<String, rumqttd::SegmentConfig> = [Filter::AllCabinetUp, Filter::AllCabinetPresence]
+        .into_iter()
+        .filter_map(|f| topics.filter(f, None).ok())
+        .map(|f| (f, server_log.clone()))
+        .collect();
     let connections = rumqttd::ConnectionSettings {
         connection_timeout_ms: 10_000,
         // Twice the server's own limit: payloads in between reach the server, which counts
@@ -68,6 +83,7 @@ fn rumqttd_config(cfg: &MqttConfig) -> rumqttd::Config {
             max_outgoing_packet_count: 200,
             max_segment_size: 1024 * 1024,
             max_segment_count: 2,
+            custom_segment: Some(custom),
             ..Default::default()
         },
         v4: Some(HashMap::from([("1".to_owned(), server)])),

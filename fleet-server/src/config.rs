@@ -151,6 +151,10 @@ pub struct MqttConfig {
     pub reserved_connections: usize,
     /// Embedded broker: pause between accepted connections, in ms (0 = none).
     pub next_connection_delay_ms: u64,
+    /// Embedded broker: how much cabinet traffic (MiB) may wait for the server to read it
+    /// during a burst; beyond it the broker drops the oldest and cabinets resend it from
+    /// their journals.
+    pub ingest_buffer_mib: usize,
     /// Keep-alive of the server's own connection, in seconds.
     pub keep_alive_s: u64,
     /// How often the readiness probe opens a fresh connection to the broker, in seconds.
@@ -210,6 +214,7 @@ impl Default for MqttConfig {
             max_connections: 10_100,
             reserved_connections: 50,
             next_connection_delay_ms: 0,
+            ingest_buffer_mib: 128,
             keep_alive_s: 30,
             probe_interval_s: 10,
         }
@@ -306,6 +311,9 @@ impl Config {
         }
         if !(4096..=64 * 1024 * 1024).contains(&m.max_payload_bytes) {
             return Err(invalid("mqtt.max_payload_bytes", "must be between 4096 and 67108864"));
+        }
+        if !(16..=4096).contains(&m.ingest_buffer_mib) {
+            return Err(invalid("mqtt.ingest_buffer_mib", "must be 16-4096"));
         }
         if m.keep_alive_s < 5 {
             return Err(invalid("mqtt.keep_alive_s", "must be at least 5"));

@@ -32,6 +32,9 @@ use crate::store::entities::{cabinet_desired, cabinet_event, parcel};
 use crate::store::now;
 use sea_orm::sea_query::Expr;
 
+/// Rows per multi-row insert (7 columns each, well inside PostgreSQL's 65,535 parameters).
+const INSERT_CHUNK: usize = 1000;
+
 /// A batch of events one cabinet sent.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
@@ -287,8 +290,12 @@ async fn store_batch(
         .into_iter()
         .map(|c| c.id)
         .collect();
+    // New events go in with multi-row inserts (one round trip per chunk, not per event);
+    // ON CONFLICT keeps a concurrent replica's copy and ours from clashing.
     let mut seen_in_batch = HashSet::new();
-    for (cabinet, event) in batch {
+    let mut fresh: Vec<&(CabinetId, CabinetEvent)> = Vec::with_capacity(batch.len());
+    for item in batch {
+        let (cabinet, event) = item;
         if !registered.contains(cabinet.as_str()) {
             continue;
         }
@@ -296,7 +303,10 @@ async fn store_batch(
             metrics.ingest_events.with_label_values(&["duplicate"]).inc();
             continue;
         }
-        let inserted = cabinet_event::Entity::insert(cabinet_event::ActiveModel {
+        fresh.push(item);
+    }
+    for chunk in fresh.chunks(INSERT_CHUNK) {
+        let rows = chunk.iter().map(|(cabinet, event)| cabinet_event::ActiveModel {
             id: Set(event.id),
             cabinet_id: Set(cabinet.to_string()),
             seq: Set(i64::try_from(event.seq).unwrap_or(i64::MAX)),
@@ -304,19 +314,25 @@ async fn store_batch(
             kind: Set(kind_of(&event.what).to_owned()),
             body: Set(serde_json::to_string(&event.what).expect("event kinds serialise")),
             received_at: Set(at),
-        })
-        .on_conflict(sea_orm::sea_query::OnConflict::column(cabinet_event::Column::Id).do_nothing().to_owned())
-        .exec_without_returning(&txn)
-        .await;
-        match inserted {
-            Ok(0) | Err(sea_orm::DbErr::RecordNotInserted) => {
-                // Another replica stored it between our lookup and this insert.
-                metrics.ingest_events.with_label_values(&["duplicate"]).inc();
-                continue;
-            }
-            Ok(_) => metrics.ingest_events.with_label_values(&["stored"]).inc(),
+        });
+        let inserted = match cabinet_event::Entity::insert_many(rows)
+            .on_conflict(sea_orm::sea_query::OnConflict::column(cabinet_event::Column::Id).do_nothing().to_owned())
+            .exec_without_returning(&txn)
+            .await
+        {
+            Ok(n) => n,
+            Err(sea_orm::DbErr::RecordNotInserted) => 0,
             Err(e) => return Err(e.into()),
-        }
+        };
+        metrics.ingest_events.with_label_values(&["stored"]).inc_by(inserted);
+        // Rows another replica stored in the meantime; their transitions are refused
+        // below by the lifecycle, so nothing is applied twice.
+        metrics
+            .ingest_events
+            .with_label_values(&["duplicate"])
+            .inc_by(chunk.len() as u64 - inserted.min(chunk.len() as u64));
+    }
+    for (cabinet, event) in fresh {
         let (parcel_id, transition) = match &event.what {
             EventKind::Deposit { parcel, .. } => (parcel.0, Transition::Deposit),
             EventKind::Pickup { parcel, .. } => (parcel.0, Transition::Pickup),
