@@ -473,6 +473,11 @@ impl Actor for Cabinet {
                 act.drive(&c, DoorInput::Tick);
             }
         });
+        ctx.run_interval(Duration::from_secs(60), |act, _| match act.desired.prune_expired(Utc::now()) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "expired sealed templates deleted"),
+            Err(e) => tracing::error!(error = %e, "could not delete expired templates"),
+        });
     }
 }
 
