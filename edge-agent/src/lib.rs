@@ -129,8 +129,9 @@ pub fn start_with(
         unlock_window: chrono::Duration::seconds(i64::try_from(config.unlock_window_s).unwrap_or(i64::MAX)),
         left_open_after: chrono::Duration::seconds(i64::try_from(config.door_left_open_s).unwrap_or(i64::MAX)),
     };
-    let cabinet =
-        Cabinet::new(journal, desired, &compartments, lock, config.data_dir.join("done.json"), timings).start();
+    let done = config.data_dir.join("done.json");
+    let for_cabinet = compartments.clone();
+    let cabinet = actix::Supervisor::start(move |_| Cabinet::new(journal, desired, &for_cabinet, lock, done, timings));
     let identity = Identity {
         cabinet: config.cabinet_id(),
         firmware: config.firmware.clone(),

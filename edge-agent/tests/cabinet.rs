@@ -189,6 +189,23 @@ async fn a_parcel_goes_in_and_out_through_the_cabinet() {
     })
     .await;
 
+    // The server orders a soft restart: the cabinet actor comes back from disk under its
+    // supervisor, holding the same parcels, and keeps working.
+    let reboot = lockerfleet_shared::envelope::DownBody::Cmd(lockerfleet_shared::envelope::Command {
+        id: Uuid::now_v7(),
+        action: lockerfleet_shared::envelope::CommandAction::Reboot,
+    });
+    agent.cabinet.send(edge_agent::actors::cabinet::FromServer(reboot)).await.unwrap();
+    server
+        .until("the cabinet actor restarted", || async {
+            agent.cabinet.send(edge_agent::actors::cabinet::GetStatus).await.map(|s| s.restarts).unwrap_or(0) == 1
+        })
+        .await;
+    wait_desired(&agent, "the parcels, reloaded from disk", |d| {
+        d.parcels.as_ref().is_some_and(|s| s.parcels.iter().any(|p| p.parcel == parcel && p.code_hash.is_some()))
+    })
+    .await;
+
     // The server goes away; the cabinet keeps working.
     server.server.stop().await;
 

@@ -98,6 +98,8 @@ pub struct Status {
     pub busy: bool,
     /// An update holds the cabinet.
     pub updating: bool,
+    /// Times the cabinet actor was restarted from disk since the process started.
+    pub restarts: u32,
     /// Parcels a pickup code opens right now.
     pub ready: Vec<ParcelId>,
 }
@@ -273,6 +275,12 @@ pub struct Cabinet {
     updating: bool,
     lock: Box<dyn Lock>,
     link: Option<Recipient<EventsRecorded>>,
+    compartments: Vec<CompartmentId>,
+    timings: DoorTimings,
+    /// Writing to disk failed: the actor stops and its supervisor restarts it from disk.
+    broken: bool,
+    /// How often the supervisor has restarted this actor.
+    restarts: u32,
 }
 
 impl std::fmt::Debug for Cabinet {
@@ -290,38 +298,50 @@ impl Cabinet {
         done_path: std::path::PathBuf,
         timings: DoorTimings,
     ) -> Self {
-        let done = std::fs::read(&done_path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
-        let purposes_path = done_path.with_file_name("doors.json");
-        let purposes: BTreeMap<CompartmentId, Purpose> =
-            std::fs::read(&purposes_path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
-        let now = Utc::now();
-        let doors = compartments
-            .iter()
-            .map(|c| {
-                let door = if purposes.contains_key(c) {
-                    tracing::warn!(compartment = %c, "resuming a door flow interrupted by a restart");
-                    Door::resumed(timings, now)
-                } else {
-                    Door::new(timings)
-                };
-                (c.clone(), door)
-            })
-            .collect();
-        Self {
+        let mut cabinet = Self {
             journal,
             desired,
-            doors,
-            purposes,
-            done,
+            doors: BTreeMap::new(),
+            purposes: BTreeMap::new(),
+            done: BTreeSet::new(),
+            purposes_path: done_path.with_file_name("doors.json"),
             done_path,
-            purposes_path,
             keypad: Keypad::new(KeypadPolicy::default()),
             face_lockout: Lockout::new(KeypadPolicy::default()),
             face: None,
             updating: false,
             lock,
             link: None,
-        }
+            compartments: compartments.to_vec(),
+            timings,
+            broken: false,
+            restarts: 0,
+        };
+        cabinet.load_flows();
+        cabinet
+    }
+
+    /// Reads the picked-up parcels and the door flows under way from disk, and sets each
+    /// door accordingly (a door with a flow resumes as unlocking).
+    fn load_flows(&mut self) {
+        self.done =
+            std::fs::read(&self.done_path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        self.purposes =
+            std::fs::read(&self.purposes_path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        let now = Utc::now();
+        self.doors = self
+            .compartments
+            .iter()
+            .map(|c| {
+                let door = if self.purposes.contains_key(c) {
+                    tracing::warn!(compartment = %c, "resuming a door flow interrupted by a restart");
+                    Door::resumed(self.timings, now)
+                } else {
+                    Door::new(self.timings)
+                };
+                (c.clone(), door)
+            })
+            .collect();
     }
 
     fn save_done(&self) {
@@ -359,7 +379,10 @@ impl Cabinet {
                     l.do_send(EventsRecorded);
                 }
             }
-            Err(e) => tracing::error!(error = %e, "event NOT recorded"),
+            Err(e) => {
+                tracing::error!(error = %e, "event NOT recorded; restarting the cabinet actor from disk");
+                self.broken = true;
+            }
         }
     }
 
@@ -467,7 +490,11 @@ impl Actor for Cabinet {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(Duration::from_secs(1), |act, _| {
+        ctx.run_interval(Duration::from_secs(1), |act, ctx| {
+            if act.broken {
+                ctx.stop();
+                return;
+            }
             let ids: Vec<CompartmentId> = act.doors.keys().cloned().collect();
             for c in ids {
                 act.drive(&c, DoorInput::Tick);
@@ -478,6 +505,29 @@ impl Actor for Cabinet {
             Ok(n) => tracing::info!(removed = n, "expired sealed templates deleted"),
             Err(e) => tracing::error!(error = %e, "could not delete expired templates"),
         });
+    }
+}
+
+/// Started under a `Supervisor`: when the actor stops (a failed disk write, or a soft
+/// restart commanded by the server) it comes back with everything re-read from disk —
+/// journal, desired state, picked-up parcels, door flows — the same state a process
+/// restart would give. Lockout counters survive, so a restart never resets a brute-force
+/// lockout.
+impl Supervised for Cabinet {
+    fn restarting(&mut self, _ctx: &mut Self::Context) {
+        self.restarts += 1;
+        self.broken = false;
+        let journal_path = self.journal.path().to_owned();
+        match Journal::open(&journal_path, self.journal.max_bytes()) {
+            Ok(j) => self.journal = j,
+            Err(e) => {
+                tracing::error!(error = %e, "journal could not be reopened; retrying");
+                self.broken = true;
+            }
+        }
+        self.desired = DesiredStore::open(self.desired.path());
+        self.load_flows();
+        tracing::warn!(restarts = self.restarts, "cabinet actor restarted from disk");
     }
 }
 
@@ -560,7 +610,7 @@ impl Handler<DoorSensed> for Cabinet {
 impl Handler<FromServer> for Cabinet {
     type Result = Option<lockerfleet_shared::envelope::Applied>;
 
-    fn handle(&mut self, msg: FromServer, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: FromServer, ctx: &mut Self::Context) -> Self::Result {
         match msg.0 {
             DownBody::Ack(a) => {
                 if let Err(e) = self.journal.ack(&a.events) {
@@ -595,6 +645,15 @@ impl Handler<FromServer> for Cabinet {
                     }
                 }
             }
+            DownBody::Cmd(cmd) if matches!(cmd.action, lockerfleet_shared::envelope::CommandAction::Reboot) => {
+                if self.purposes.is_empty() && !self.doors.values().any(Door::busy) {
+                    tracing::warn!(command = %cmd.id, "soft restart commanded by the server");
+                    ctx.stop();
+                } else {
+                    tracing::warn!(command = %cmd.id, "soft restart refused: a door flow is under way");
+                }
+                None
+            }
             DownBody::Ota(_) | DownBody::Cmd(_) => None,
         }
     }
@@ -627,6 +686,7 @@ impl Handler<GetStatus> for Cabinet {
             .map(|p| p.parcel)
             .collect();
         Status {
+            restarts: self.restarts,
             updating: self.updating,
             ready,
             busy: !open_doors.is_empty() || !self.purposes.is_empty(),

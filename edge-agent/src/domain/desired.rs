@@ -28,6 +28,10 @@ impl DesiredStore {
         Self { path: path.to_owned(), state }
     }
 
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     fn save(&self) -> std::io::Result<()> {
         let tmp = self.path.with_extension("tmp");
         std::fs::write(&tmp, serde_json::to_vec(&self.state).expect("desired state serialises"))?;

@@ -154,6 +154,14 @@ impl Journal {
         self.pending.values()
     }
 
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
     pub fn depth(&self) -> usize {
         self.pending.len()
     }
