@@ -19,7 +19,7 @@ pub struct Metrics {
     pub cabinets_online: IntGauge,
     /// Registered cabinets this replica tracks.
     pub cabinets_known: IntGauge,
-    /// Online → offline transitions, by cause (`will`, `silent`, `goodbye`).
+    /// Online → offline transitions, by cause (`will`, `silent`).
     pub cabinets_went_offline: IntCounterVec,
     /// Offline wills of an older session that arrived after a newer session's online.
     pub stale_wills: IntCounter,
