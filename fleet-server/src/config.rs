@@ -40,6 +40,7 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub templates: TemplatesConfig,
     pub couriers: CouriersConfig,
+    pub webhooks: WebhooksConfig,
     pub log: LogConfig,
 }
 
@@ -56,6 +57,14 @@ impl Default for ParcelsConfig {
     fn default() -> Self {
         Self { max_alternative_km: 5.0, expiry_sweep_s: 30 }
     }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// Allow webhook URLs on loopback, private or link-local addresses. Off by default:
+    /// a tenant's URL must not reach the operator's internal services.
+    pub allow_private_targets: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

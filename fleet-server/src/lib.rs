@@ -139,6 +139,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         &mqtt_host,
         mqtt_port,
     )
+    .allow_private_webhooks(config.webhooks.allow_private_targets)
     .start();
     let service = service::Ctx {
         store: store.clone(),

@@ -15,7 +15,11 @@ use futures_util::StreamExt;
 use serde_json::json;
 use tokio::sync::mpsc;
 
-backend_tests!(the_courier_sees_its_assignment_on_its_event_stream, the_webhook_is_signed_and_retried_until_accepted,);
+backend_tests!(
+    the_courier_sees_its_assignment_on_its_event_stream,
+    the_webhook_is_signed_and_retried_until_accepted,
+    webhooks_to_internal_addresses_are_refused,
+);
 
 async fn setup(ts: &TestServer) {
     ts.create_tenant("acme").await;
@@ -128,7 +132,10 @@ async fn next_call(calls: &mut mpsc::UnboundedReceiver<(u16, String, String)>) -
 
 async fn the_webhook_is_signed_and_retried_until_accepted(backend: Backend) {
     let fx = Fixture::new(backend).await;
-    let ts = fx.start(fx.config()).await;
+    let mut config = fx.config();
+    // The test's receiver listens on loopback.
+    config.webhooks.allow_private_targets = true;
+    let ts = fx.start(config).await;
     setup(&ts).await;
     let (url, mut calls) = receiver().await;
     let secret = "whsec-0123456789abcdef";
@@ -163,6 +170,32 @@ async fn the_webhook_is_signed_and_retried_until_accepted(backend: Backend) {
     assert_ne!(signature, fleet_server::actors::outbox::webhook_signature("another-secret-000", t, &body));
     ts.wait_for_metric("lockerfleet_notifications_total{channel=\"webhook\",outcome=\"failed\"}", 1.0).await;
     ts.wait_for_metric("lockerfleet_notifications_total{channel=\"webhook\",outcome=\"delivered\"}", 1.0).await;
+    ts.server.stop().await;
+    fx.cleanup().await;
+}
+
+async fn webhooks_to_internal_addresses_are_refused(backend: Backend) {
+    let fx = Fixture::new(backend).await;
+    let ts = fx.start(fx.config()).await;
+    setup(&ts).await;
+    for url in
+        ["http://127.0.0.1:8080/", "http://169.254.169.254/latest/meta-data", "http://[::1]/", "http://localhost/x"]
+    {
+        let (status, err) =
+            ts.request("PATCH", "/api/v1/tenants/acme", Some(&ts.token), Some(&json!({"webhook_url": url}))).await;
+        assert_eq!(status, 422, "{url}: {err}");
+        assert_eq!(err["error"]["field"], "webhook_url");
+        assert!(err["error"]["message"].as_str().unwrap().contains("non-public"), "{err}");
+    }
+    let (status, _) = ts
+        .request(
+            "PATCH",
+            "/api/v1/tenants/acme",
+            Some(&ts.token),
+            Some(&json!({"webhook_url": "https://hooks.example.com/lf"})),
+        )
+        .await;
+    assert_eq!(status, 200, "a public name is accepted when set (and checked again at each delivery)");
     ts.server.stop().await;
     fx.cleanup().await;
 }

@@ -44,6 +44,8 @@ pub struct OutboxRelay {
     topics: TopicSpace,
     /// Courier-pass verifying keys, sent with every parcel set.
     pass_keys: Vec<String>,
+    /// `webhooks.allow_private_targets`.
+    allow_private_webhooks: bool,
     publisher: Option<Publisher>,
     http: awc::Client,
     running: bool,
@@ -60,6 +62,12 @@ impl std::fmt::Debug for OutboxRelay {
 }
 
 impl OutboxRelay {
+    /// Lets webhooks reach loopback and private addresses (`webhooks.allow_private_targets`).
+    pub fn allow_private_webhooks(mut self, allow: bool) -> Self {
+        self.allow_private_webhooks = allow;
+        self
+    }
+
     pub fn new(
         store: Store,
         metrics: Metrics,
@@ -73,6 +81,7 @@ impl OutboxRelay {
             metrics,
             topics,
             pass_keys,
+            allow_private_webhooks: false,
             publisher: Some(Publisher::new(host, port, "lf-outbox")),
             http: awc::Client::builder().timeout(Duration::from_secs(5)).finish(),
             running: false,
@@ -93,9 +102,10 @@ impl OutboxRelay {
         let topics = self.topics.clone();
         let http = self.http.clone();
         let pass_keys = self.pass_keys.clone();
+        let allow_private = self.allow_private_webhooks;
         let mut publisher = self.publisher.take().expect("the publisher is home whenever no pass runs");
         async move {
-            let result = deliver(&store, &metrics, &topics, &pass_keys, &http, &mut publisher).await;
+            let result = deliver(&store, &metrics, &topics, &pass_keys, &http, allow_private, &mut publisher).await;
             (publisher, result)
         }
         .into_actor(self)
@@ -153,6 +163,7 @@ async fn deliver(
     topics: &TopicSpace,
     pass_keys: &[String],
     http: &awc::Client,
+    allow_private: bool,
     publisher: &mut Publisher,
 ) -> Result<bool, sea_orm::DbErr> {
     let db = store.connection();
@@ -247,7 +258,7 @@ async fn deliver(
     for row in webhooks {
         let secret = tenant::Entity::find_by_id(row.tenant_id.clone()).one(db).await?.and_then(|t| t.webhook_secret);
         attempts.push(async move {
-            let result = post_webhook(http, &row.target, &row.payload, secret.as_deref()).await;
+            let result = post_webhook(http, &row.target, &row.payload, secret.as_deref(), allow_private).await;
             (row, result)
         });
     }
@@ -323,7 +334,14 @@ pub fn webhook_signature(secret: &str, timestamp: i64, body: &str) -> String {
     format!("t={timestamp},v1={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-async fn post_webhook(http: &awc::Client, url: &str, body: &str, secret: Option<&str>) -> Result<(), String> {
+async fn post_webhook(
+    http: &awc::Client,
+    url: &str,
+    body: &str,
+    secret: Option<&str>,
+    allow_private: bool,
+) -> Result<(), String> {
+    crate::service::webhooks::check_resolved(url, allow_private).await.map_err(|e| format!("webhook URL {e}"))?;
     let mut req = http.post(url).insert_header(("content-type", "application/json"));
     if let Some(secret) = secret {
         req = req.insert_header(("x-lockerfleet-signature", webhook_signature(secret, Utc::now().timestamp(), body)));

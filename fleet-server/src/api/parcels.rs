@@ -531,9 +531,11 @@ pub async fn update_tenant(
         active.custody = Set(c.clone());
     }
     if let Some(url) = &body.webhook_url {
-        if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() > 500 {
-            return Err(ApiError::field("webhook_url", "must be an http(s) URL of at most 500 characters"));
+        if url.len() > 500 {
+            return Err(ApiError::field("webhook_url", "must be at most 500 characters"));
         }
+        crate::service::webhooks::check_url(url, state.config.webhooks.allow_private_targets)
+            .map_err(|e| ApiError::field("webhook_url", e.to_string()))?;
         active.webhook_url = Set(Some(url.clone()));
     }
     if let Some(secret) = &body.webhook_secret {

@@ -15,6 +15,7 @@ pub mod outbox;
 pub mod parcels;
 pub mod passes;
 pub mod templates;
+pub mod webhooks;
 
 use lockerfleet_shared::TopicSpace;
 
