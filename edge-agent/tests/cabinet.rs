@@ -96,6 +96,17 @@ fn agent_config(dir: &std::path::Path, broker_port: u16) -> AgentConfig {
     }
 }
 
+/// Provisions the cabinet of `config`, registers it with tenant `acme`, and adds
+/// courier `k-1` (Kim).
+async fn register(server: &Server, config: &AgentConfig) {
+    let mut registration = edge_agent::provision(config).unwrap();
+    registration["tenant"] = json!("acme");
+    server.call("POST", "/api/v1/tenants", Some(json!({"id": "acme", "name": "Acme"}))).await;
+    let (status, body) = server.call("POST", "/api/v1/cabinets", Some(registration)).await;
+    assert_eq!(status, 201, "{body}");
+    server.call("POST", "/api/v1/couriers", Some(json!({"id": "k-1", "tenant": "acme", "name": "Kim"}))).await;
+}
+
 async fn wait_desired(
     agent: &edge_agent::Agent,
     what: &str,
@@ -125,17 +136,11 @@ async fn a_parcel_goes_in_and_out_through_the_cabinet() {
 
     // Provision, register, run.
     let config = agent_config(&dir.path().join("cabinet"), port);
-    let mut registration = edge_agent::provision(&config).unwrap();
+    register(&server, &config).await;
     let key_mode =
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(config.key_path()).unwrap().permissions());
     assert_eq!(key_mode & 0o777, 0o600, "the private key is readable by its owner only");
-    registration["tenant"] = json!("acme");
-    assert_eq!(server.call("POST", "/api/v1/tenants", Some(json!({"id": "acme", "name": "Acme"}))).await.0, 201);
-    let (status, body) = server.call("POST", "/api/v1/cabinets", Some(registration)).await;
-    assert_eq!(status, 201, "{body}");
-    for (id, name) in [("k-1", "Kim"), ("k-2", "Lee")] {
-        server.call("POST", "/api/v1/couriers", Some(json!({"id": id, "tenant": "acme", "name": name}))).await;
-    }
+    server.call("POST", "/api/v1/couriers", Some(json!({"id": "k-2", "tenant": "acme", "name": "Lee"}))).await;
     let lock = SimLock::default();
     let agent = edge_agent::start(&config, Box::new(lock.clone())).unwrap();
     server
@@ -324,11 +329,7 @@ async fn a_code_pickup_works_while_the_network_is_down_and_arrives_after() {
     // The cabinet reaches the broker only through the partition.
     let partition = Partition::new(broker.addr.port()).await;
     let config = agent_config(&dir.path().join("cabinet"), partition.port);
-    let mut registration = edge_agent::provision(&config).unwrap();
-    registration["tenant"] = json!("acme");
-    server.call("POST", "/api/v1/tenants", Some(json!({"id": "acme", "name": "Acme"}))).await;
-    assert_eq!(server.call("POST", "/api/v1/cabinets", Some(registration)).await.0, 201);
-    server.call("POST", "/api/v1/couriers", Some(json!({"id": "k-1", "tenant": "acme", "name": "Kim"}))).await;
+    register(&server, &config).await;
     let lock = SimLock::default();
     let agent = edge_agent::start(&config, Box::new(lock.clone())).unwrap();
 
@@ -412,11 +413,7 @@ async fn a_face_opens_only_after_the_pipeline_matches_and_spoofs_are_recorded() 
     let db = format!("sqlite://{}?mode=rwc", dir.path().join("fleet.db").display());
     let server = Server::start(&db, broker.addr.port()).await;
     let config = agent_config(&dir.path().join("cabinet"), broker.addr.port());
-    let mut registration = edge_agent::provision(&config).unwrap();
-    registration["tenant"] = json!("acme");
-    server.call("POST", "/api/v1/tenants", Some(json!({"id": "acme", "name": "Acme"}))).await;
-    assert_eq!(server.call("POST", "/api/v1/cabinets", Some(registration)).await.0, 201);
-    server.call("POST", "/api/v1/couriers", Some(json!({"id": "k-1", "tenant": "acme", "name": "Kim"}))).await;
+    register(&server, &config).await;
     let (_, r) = server.call("POST", "/api/v1/recipients", Some(json!({"tenant": "acme", "reference": "p-1"}))).await;
     let script = std::sync::Arc::new(std::sync::Mutex::new(std::collections::VecDeque::from(["spoof", "match"])));
     let lock = SimLock::default();

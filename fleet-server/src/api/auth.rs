@@ -74,6 +74,20 @@ pub enum Action {
     ReadCourierFeed,
 }
 
+impl Action {
+    pub const ALL: [Action; 9] = [
+        Action::ManageTenants,
+        Action::ManageTokens,
+        Action::RegisterCabinets,
+        Action::ReadCabinets,
+        Action::ManageParcels,
+        Action::ReadParcels,
+        Action::ManageCouriers,
+        Action::ManageRecipients,
+        Action::ReadCourierFeed,
+    ];
+}
+
 /// The permission table in one place.
 pub fn allows(role: Role, action: Action) -> bool {
     use Action::*;
@@ -381,18 +395,7 @@ mod tests {
     #[test]
     fn the_permission_table_holds() {
         use Action::*;
-        let all = [
-            ManageTenants,
-            ManageTokens,
-            RegisterCabinets,
-            ReadCabinets,
-            ManageParcels,
-            ReadParcels,
-            ManageCouriers,
-            ManageRecipients,
-            ReadCourierFeed,
-        ];
-        for a in all {
+        for a in Action::ALL {
             assert!(allows(Role::Admin, a));
         }
         assert!(!allows(Role::Auditor, ManageParcels));

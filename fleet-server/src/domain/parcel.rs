@@ -113,6 +113,18 @@ pub enum Transition {
 }
 
 impl Transition {
+    pub const ALL: [Transition; 9] = [
+        Transition::Assign,
+        Transition::ReservationLapsed,
+        Transition::Deposit,
+        Transition::Ready,
+        Transition::Extend,
+        Transition::Pickup,
+        Transition::Expire,
+        Transition::Collect,
+        Transition::Cancel,
+    ];
+
     pub fn as_str(&self) -> &'static str {
         match self {
             Transition::Assign => "assign",
@@ -363,17 +375,7 @@ mod tests {
 
     #[test]
     fn nothing_happens_after_pickup_or_return() {
-        let all = [
-            Transition::Assign,
-            Transition::ReservationLapsed,
-            Transition::Deposit,
-            Transition::Ready,
-            Transition::Extend,
-            Transition::Pickup,
-            Transition::Expire,
-            Transition::Collect,
-            Transition::Cancel,
-        ];
+        let all = Transition::ALL;
         for done in [
             walk(&[Transition::Assign, Transition::Deposit, Transition::Ready, Transition::Pickup]),
             walk(&[
@@ -417,17 +419,7 @@ mod tests {
             (S::Expired, "cancel"),
             (S::Cancelled, "collect"),
         ];
-        let all = [
-            Transition::Assign,
-            Transition::ReservationLapsed,
-            Transition::Deposit,
-            Transition::Ready,
-            Transition::Extend,
-            Transition::Pickup,
-            Transition::Expire,
-            Transition::Collect,
-            Transition::Cancel,
-        ];
+        let all = Transition::ALL;
         for state in ParcelState::ALL {
             for t in &all {
                 let mut p = Parcel {
