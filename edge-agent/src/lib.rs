@@ -29,7 +29,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use actix::{Actor, Addr};
+use actix::Addr;
 use argon2::password_hash::{PasswordHash, PasswordVerifier};
 use lockerfleet_shared::CompartmentId;
 use lockerfleet_shared::envelope::CompartmentInfo;
@@ -154,7 +154,9 @@ pub fn start_with(
         heartbeat: Duration::from_secs(config.heartbeat_s),
         resend: Duration::from_secs(config.resend_s),
     };
-    let link = Link::new(identity, config.topics(), &settings, cabinet.clone()).start();
+    let topics = config.topics();
+    let for_link = cabinet.clone();
+    let link = actix::Supervisor::start(move |_| Link::new(identity, topics, &settings, for_link));
     // Events recorded before this arrives are not lost: the link sends everything
     // pending when it connects.
     cabinet.do_send(actors::cabinet::SetLink(link.clone().recipient()));

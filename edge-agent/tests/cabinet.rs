@@ -378,6 +378,28 @@ async fn a_code_pickup_works_while_the_network_is_down_and_arrives_after() {
             agent.cabinet.send(edge_agent::actors::cabinet::GetStatus).await.unwrap().journal_depth == 0
         })
         .await;
+
+    // The link's connection breaks for good: its supervisor restarts it with a new MQTT
+    // session, and what the cabinet records afterwards still reaches the server.
+    use edge_agent::actors::link::{Broken, GetLinkState};
+    let stored = server.server.store.count_cabinet_events().await.unwrap();
+    let before = agent.link.send(GetLinkState).await.unwrap();
+    assert_eq!(before.restarts, 0);
+    agent.link.send(Broken).await.unwrap();
+    server
+        .until("the link is back", || async {
+            let now = agent.link.send(GetLinkState).await.unwrap();
+            now.connected && now.restarts == 1
+        })
+        .await;
+    assert_ne!(agent.link.send(GetLinkState).await.unwrap().session, before.session, "a new MQTT session");
+    agent.cabinet.send(DoorSensed { compartment: comp.clone(), open: true }).await.unwrap();
+    agent.cabinet.send(DoorSensed { compartment: comp.clone(), open: false }).await.unwrap();
+    server
+        .until("the alarm after the restart arrives", || async {
+            server.server.store.count_cabinet_events().await.unwrap() == stored + 1
+        })
+        .await;
     server.server.stop().await;
 }
 

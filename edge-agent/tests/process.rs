@@ -1,15 +1,19 @@
-//! The real `edge-agent` binary against a real fleet-server: provisioned from the
-//! command line, driven through its simulated hardware endpoint, and killed with
-//! SIGKILL in the middle of a pickup. After the restart every event reaches the server
-//! exactly once and no door opens twice for the pickup.
+//! The issue's end-to-end check with real processes: the `fleet-server` binary on its
+//! embedded default (rumqttd inside it, SQLite) and the `edge-agent` binary with simulated
+//! hardware, driven only through their HTTP endpoints. The broker is "stopped" by stopping
+//! the server process it lives in; the agent is killed with SIGKILL mid-pickup.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use fleet_server::config::{BrokerMode, Config};
+use chrono::Utc;
+use lockerfleet_shared::sdk::{ReadyNotice, seal_for_parcel};
+use lockerfleet_shared::seal::{CabinetPublicKey, FaceTemplate, ModelRef};
+use lockerfleet_shared::{CabinetId, ParcelId};
 use serde_json::{Value, json};
 
 const TOKEN: &str = "lf_edge-process-admin-token-012345";
@@ -18,9 +22,23 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// The `fleet-server` binary of this build. `cargo test --workspace` (the README's test
+/// command) builds it beside the edge-agent binary before any test runs.
+fn fleet_server_binary() -> PathBuf {
+    let bin = Path::new(env!("CARGO_BIN_EXE_edge-agent")).with_file_name("fleet-server");
+    assert!(
+        bin.exists(),
+        "{} is missing: run the workspace's tests (`cargo test --workspace`) or `cargo build -p fleet-server` first",
+        bin.display()
+    );
+    bin
+}
+
 async fn call(http: &awc::Client, method: &str, url: &str, body: Option<Value>) -> (u16, Value) {
     let req = match method {
         "GET" => http.get(url),
+        "PUT" => http.put(url),
+        "PATCH" => http.patch(url),
         _ => http.post(url),
     }
     .bearer_auth(TOKEN);
@@ -49,119 +67,388 @@ where
     }
 }
 
-fn agent(config: &std::path::Path, arg: &str) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_edge-agent"));
-    c.arg("--config").arg(config).arg(arg).env("RUST_LOG", "warn");
-    c
+/// A child process killed when the test ends, however it ends.
+struct Proc(Child);
+
+impl Proc {
+    fn kill_9(&mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    fn terminate(&mut self) {
+        let status = Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status().unwrap();
+        assert!(status.success());
+        let exit = self.0.wait().unwrap();
+        assert!(exit.success(), "the process did not stop cleanly: {exit}");
+    }
 }
 
-struct Killed(Child);
-
-impl Drop for Killed {
+impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
 }
 
+/// One fleet-server process on its embedded default, in `dir`.
+struct Server {
+    config: PathBuf,
+    api: String,
+    base: String,
+    mqtt_port: u16,
+}
+
+impl Server {
+    fn new(dir: &Path) -> Self {
+        let (http_port, mqtt_port) = (free_port(), free_port());
+        let config = dir.join("fleet-server.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[http]\nlisten = \"127.0.0.1:{http_port}\"\n\
+                 [mqtt]\nmode = \"embedded\"\nlisten = \"127.0.0.1:{mqtt_port}\"\n\
+                 [database]\nurl = \"sqlite://{}?mode=rwc\"\n\
+                 [auth]\nbootstrap_token = \"{TOKEN}\"\ntoken_file = \"{}\"\n",
+                dir.join("fleet.db").display(),
+                dir.join("admin.token").display(),
+            ),
+        )
+        .unwrap();
+        let base = format!("http://127.0.0.1:{http_port}");
+        Self { config, api: format!("{base}/api/v1"), base, mqtt_port }
+    }
+
+    async fn start(&self, http: &awc::Client) -> Proc {
+        let child = Command::new(fleet_server_binary())
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let proc = Proc(child);
+        until("the fleet-server is ready", || async {
+            call(http, "GET", &format!("{}/readyz", self.base), None).await.0 == 200
+        })
+        .await;
+        proc
+    }
+}
+
+/// One cabinet: its configuration file and local endpoint.
+struct Agent {
+    config: PathBuf,
+    base: String,
+}
+
+impl Agent {
+    fn new(dir: &Path, cabinet: &str, mqtt_port: u16, compartments: &[(&str, &str)]) -> Self {
+        let port = free_port();
+        let config = dir.join(format!("{cabinet}.toml"));
+        let mut text = format!(
+            "cabinet = \"{cabinet}\"\ndata_dir = \"{}\"\nheartbeat_s = 1\nresend_s = 1\nsim_control = true\n\
+             door_left_open_s = 1\nhttp_listen = \"127.0.0.1:{port}\"\n[mqtt]\nport = {mqtt_port}\n",
+            dir.join(cabinet).display(),
+        );
+        for (id, size) in compartments {
+            text.push_str(&format!("[[compartments]]\nid = \"{id}\"\nsize = \"{size}\"\n"));
+        }
+        std::fs::write(&config, text).unwrap();
+        Self { config, base: format!("http://127.0.0.1:{port}") }
+    }
+
+    fn command(&self, arg: &str) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_edge-agent"));
+        c.arg("--config").arg(&self.config).arg(arg).env("RUST_LOG", "warn").stdin(Stdio::null());
+        c
+    }
+
+    /// `edge-agent provision`: the registration payload it prints.
+    fn provision(&self) -> Value {
+        let out = self.command("provision").stdout(Stdio::piped()).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    async fn run(&self, http: &awc::Client) -> Proc {
+        let proc = Proc(self.command("run").spawn().unwrap());
+        until("the agent answers", || async {
+            call(http, "GET", &format!("{}/healthz", self.base), None).await.0 == 200
+        })
+        .await;
+        proc
+    }
+
+    async fn status(&self, http: &awc::Client) -> Value {
+        call(http, "GET", &format!("{}/status", self.base), None).await.1
+    }
+
+    async fn sim(&self, http: &awc::Client, what: &str, body: Value) -> (u16, Value) {
+        call(http, "POST", &format!("{}/sim/{what}", self.base), Some(body)).await
+    }
+
+    async fn door(&self, http: &awc::Client, compartment: &str, open: bool) {
+        let (status, body) = self.sim(http, "door", json!({"compartment": compartment, "open": open})).await;
+        assert_eq!(status, 204, "{body}");
+    }
+
+    async fn until_ready(&self, http: &awc::Client, parcel: &str) {
+        until("the code works at the cabinet", || async {
+            self.status(http).await["ready"].as_array().is_some_and(|r| r.iter().any(|p| p == parcel))
+        })
+        .await;
+    }
+}
+
+/// Registers the provisioned cabinet, a tenant and two couriers.
+async fn world(http: &awc::Client, server: &Server, agent: &Agent, cabinet: &str) {
+    let mut registration = agent.provision();
+    registration["tenant"] = json!("acme");
+    let (s, b) =
+        call(http, "POST", &format!("{}/tenants", server.api), Some(json!({"id": "acme", "name": "Acme"}))).await;
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = call(http, "POST", &format!("{}/cabinets", server.api), Some(registration)).await;
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(b["id"], cabinet);
+    for (id, name) in [("k-1", "Kim"), ("k-2", "Lee")] {
+        let body = json!({"id": id, "tenant": "acme", "name": name});
+        assert_eq!(call(http, "POST", &format!("{}/couriers", server.api), Some(body)).await.0, 201);
+    }
+}
+
+async fn new_parcel(http: &awc::Client, server: &Server, body: Value) -> (String, String) {
+    let (s, created) = call(http, "POST", &format!("{}/parcels", server.api), Some(body)).await;
+    assert_eq!(s, 201, "{created}");
+    (created["id"].as_str().unwrap().to_owned(), created["pickup_code"].as_str().unwrap().to_owned())
+}
+
+async fn pass(http: &awc::Client, server: &Server, courier: &str) -> String {
+    let (s, p) = call(http, "POST", &format!("{}/couriers/{courier}/pass", server.api), None).await;
+    assert_eq!(s, 200, "{p}");
+    p["pass"].as_str().unwrap().to_owned()
+}
+
+async fn parcel_state(http: &awc::Client, server: &Server, parcel: &str) -> String {
+    call(http, "GET", &format!("{}/parcels/{parcel}", server.api), None).await.1["state"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+async fn cabinet_events(http: &awc::Client, server: &Server, cabinet: &str) -> Vec<Value> {
+    let (s, b) = call(http, "GET", &format!("{}/cabinets/{cabinet}/events?limit=500", server.api), None).await;
+    assert_eq!(s, 200, "{b}");
+    b.as_array().unwrap().clone()
+}
+
+fn alarms(events: &[Value], code: &str) -> usize {
+    events.iter().filter(|e| e["kind"] == "alarm" && e["detail"]["code"] == code).count()
+}
+
+fn kinds(timeline: &Value) -> Vec<String> {
+    timeline["items"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap().to_owned()).collect()
+}
+
+#[actix_rt::test]
+async fn the_cabinet_works_end_to_end_with_real_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = awc::Client::builder().timeout(Duration::from_secs(10)).finish();
+    let server = Server::new(dir.path());
+    let mut server_proc = server.start(&http).await;
+    let agent = Agent::new(dir.path(), "cab-e1", server.mqtt_port, &[("A1", "s"), ("A2", "m"), ("B1", "l")]);
+    world(&http, &server, &agent, "cab-e1").await;
+    let (s, b) =
+        call(&http, "PATCH", &format!("{}/tenants/acme", server.api), Some(json!({"custody": "recipient"}))).await;
+    assert_eq!(s, 200, "{b}");
+    let _agent_proc = agent.run(&http).await;
+
+    // The operator tightens the keypad policy remotely; the cabinet applies it by version.
+    let settings = json!({"max_failed_attempts": 3, "lockout_s": 600});
+    let (s, b) = call(&http, "PUT", &format!("{}/cabinets/cab-e1/settings", server.api), Some(settings)).await;
+    assert_eq!(s, 200, "{b}");
+    until("the cabinet applies the settings", || async {
+        agent.status(&http).await["settings"]["max_failed_attempts"] == 3
+    })
+    .await;
+    let bad = json!({"unlock_window_s": 100_000});
+    let (s, b) = call(&http, "PUT", &format!("{}/cabinets/cab-e1/settings", server.api), Some(bad)).await;
+    assert_eq!(s, 422, "{b}");
+    assert!(b.to_string().contains("unlock_window_s"), "{b}");
+
+    // Two parcels, one per courier; the small one's recipient will carry a template.
+    let (p1, code1) = new_parcel(
+        &http,
+        &server,
+        json!({"tenant": "acme", "reference": "P1", "courier": "k-1", "size": "s", "cabinet": "cab-e1"}),
+    )
+    .await;
+    let (p2, code2) = new_parcel(
+        &http,
+        &server,
+        json!({"tenant": "acme", "reference": "P2", "courier": "k-2", "size": "m", "cabinet": "cab-e1"}),
+    )
+    .await;
+    let (kim, lee) = (pass(&http, &server, "k-1").await, pass(&http, &server, "k-2").await);
+
+    // Each courier sees only their own compartments and opens only those.
+    until("the cabinet expects both parcels", || async {
+        let (_, t) = agent.sim(&http, "courier/tasks", json!({"pass": kim})).await;
+        t["tasks"].as_array().is_some_and(|t| t.len() == 1)
+    })
+    .await;
+    let (_, kims) = agent.sim(&http, "courier/tasks", json!({"pass": kim})).await;
+    let (_, lees) = agent.sim(&http, "courier/tasks", json!({"pass": lee})).await;
+    assert_eq!(kims["tasks"][0]["parcel"], json!(p1), "{kims}");
+    assert_eq!(lees["tasks"].as_array().unwrap().len(), 1, "{lees}");
+    assert_eq!(lees["tasks"][0]["parcel"], json!(p2), "{lees}");
+    let (s, _) = agent.sim(&http, "courier/deposit", json!({"pass": lee, "parcel": p1})).await;
+    assert_eq!(s, 409, "Lee must not open Kim's compartment");
+    let (s, _) = agent.sim(&http, "courier/tasks", json!({"pass": "forged"})).await;
+    assert_eq!(s, 403);
+    assert!(agent.status(&http).await["open_doors"].as_array().unwrap().is_empty(), "no door opened");
+
+    // Kim deposits and holds the door open past door_left_open_s: the alarm reaches the server.
+    let (s, opened) = agent.sim(&http, "courier/deposit", json!({"pass": kim, "parcel": p1})).await;
+    assert_eq!(s, 200, "{opened}");
+    let c1 = opened["compartment"].as_str().unwrap().to_owned();
+    agent.door(&http, &c1, true).await;
+    until("the left-open alarm is at the server", || async {
+        alarms(&cabinet_events(&http, &server, "cab-e1").await, "door_left_open") >= 1
+    })
+    .await;
+    agent.door(&http, &c1, false).await;
+    let (s, opened) = agent.sim(&http, "courier/deposit", json!({"pass": lee, "parcel": p2})).await;
+    assert_eq!(s, 200, "{opened}");
+    let c2 = opened["compartment"].as_str().unwrap().to_owned();
+    assert_ne!(c1, c2);
+    agent.door(&http, &c2, true).await;
+    agent.door(&http, &c2, false).await;
+    agent.until_ready(&http, &p1).await;
+    agent.until_ready(&http, &p2).await;
+
+    // P1's recipient seals a template for this cabinet; the cabinet receives it.
+    let (_, notice) = call(&http, "GET", &format!("{}/parcels/{p1}/ready-notice", server.api), None).await;
+    let notice = ReadyNotice {
+        parcel: ParcelId(p1.parse().unwrap()),
+        cabinet: CabinetId::new(notice["cabinet"].as_str().unwrap()).unwrap(),
+        cabinet_public_key: CabinetPublicKey::from_base64(notice["cabinet_public_key"].as_str().unwrap()).unwrap(),
+        deadline: notice["deadline"].as_str().unwrap().parse().unwrap(),
+    };
+    let face = FaceTemplate::new((0..512).map(|i| (i as f32 * 0.1).sin()).collect());
+    let model = ModelRef { id: "fr_feature".into(), sha256: "ab".repeat(32) };
+    let sealed = seal_for_parcel(&notice, &face, &model, Utc::now()).unwrap();
+    let (s, b) =
+        call(&http, "POST", &format!("{}/parcels/{p1}/sealed-template", server.api), Some(json!(sealed))).await;
+    assert_eq!(s, 202, "{b}");
+    until("the cabinet holds the template", || async { agent.status(&http).await["templates"] == 1 }).await;
+
+    // A wrong code opens nothing; P2's code opens exactly P2's compartment.
+    let (_, wrong) = agent.sim(&http, "keypad", json!({"code": "00000000"})).await;
+    assert_eq!(wrong["outcome"], "rejected", "{wrong}");
+    assert_eq!(wrong["remaining"], 2, "the remote policy allows 3 tries: {wrong}");
+    assert!(agent.status(&http).await["open_doors"].as_array().unwrap().is_empty());
+    let (_, ok) = agent.sim(&http, "keypad", json!({"code": code2})).await;
+    assert_eq!(ok["outcome"], "accepted", "{ok}");
+    assert_eq!(ok["compartment"], json!(c2));
+    assert_eq!(agent.status(&http).await["open_doors"], json!([c2]), "only P2's door is released");
+    agent.door(&http, &c2, true).await;
+    agent.door(&http, &c2, false).await;
+    until("the server has P2's pickup", || async { parcel_state(&http, &server, &p2).await == "picked_up" }).await;
+
+    // The broker goes away (it lives in the server process): code pickup still works,
+    // and its event waits in the journal.
+    server_proc.terminate();
+    let (_, ok) = agent.sim(&http, "keypad", json!({"code": code1})).await;
+    assert_eq!(ok["outcome"], "accepted", "{ok}");
+    assert_eq!(ok["compartment"], json!(c1));
+    agent.door(&http, &c1, true).await;
+    agent.door(&http, &c1, false).await;
+    until("the pickup is journalled", || async { agent.status(&http).await["journal_depth"].as_u64() >= Some(1) })
+        .await;
+
+    // The broker returns: the journal drains, the pickup lands, the template is revoked.
+    let _server_proc = server.start(&http).await;
+    until("the server has P1's pickup", || async { parcel_state(&http, &server, &p1).await == "picked_up" }).await;
+    until("the journal is empty and the template gone", || async {
+        let s = agent.status(&http).await;
+        s["journal_depth"] == 0 && s["templates"] == 0
+    })
+    .await;
+
+    // Repeated wrong codes lock the keypad (3 tries, as set remotely) and raise an alarm.
+    let mut outcomes = Vec::new();
+    for _ in 0..4 {
+        outcomes.push(agent.sim(&http, "keypad", json!({"code": "11111111"})).await.1["outcome"].clone());
+    }
+    assert_eq!(outcomes, [json!("rejected"), json!("rejected"), json!("locked_out"), json!("locked_out")]);
+    until("the lockout alarm is at the server", || async {
+        alarms(&cabinet_events(&http, &server, "cab-e1").await, "keypad_lockout") == 1
+    })
+    .await;
+
+    // Every fact reached the server exactly once.
+    for p in [&p1, &p2] {
+        let (_, timeline) = call(&http, "GET", &format!("{}/parcels/{p}/events", server.api), None).await;
+        assert_eq!(kinds(&timeline), ["created", "assign", "deposit", "ready", "pickup"], "{p}");
+    }
+    let events = cabinet_events(&http, &server, "cab-e1").await;
+    let count = |k: &str| events.iter().filter(|e| e["kind"] == k).count();
+    assert_eq!((count("deposit"), count("pickup"), count("failed_match")), (2, 2, 3), "{events:?}");
+    let ids: std::collections::HashSet<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), events.len(), "no event stored twice");
+    let (_, metrics) = (0, http.get(format!("{}/metrics", server.base)).send().await.unwrap().body().await.unwrap());
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(metrics.contains("lockerfleet_cabinet_alarms_total{code=\"keypad_lockout\"} 1"), "{metrics}");
+}
+
 #[actix_rt::test]
 async fn a_pickup_survives_kill_9_of_the_agent() {
-    let broker_cfg =
-        fleet_server::config::MqttConfig { listen: SocketAddr::from(([127, 0, 0, 1], 0)), ..Default::default() };
-    let broker = fleet_server::broker::start_embedded(&broker_cfg).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut c = Config::default();
-    c.http.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    c.database.url = format!("sqlite://{}?mode=rwc", dir.path().join("fleet.db").display());
-    c.mqtt.mode = BrokerMode::External;
-    c.mqtt.url = Some(format!("mqtt://127.0.0.1:{}", broker.addr.port()));
-    c.auth.bootstrap_token = Some(TOKEN.into());
-    let server = fleet_server::start(c).await.unwrap();
-    let api = format!("http://{}/api/v1", server.http_addr);
-    let http = awc::Client::default();
+    let http = awc::Client::builder().timeout(Duration::from_secs(10)).finish();
+    let server = Server::new(dir.path());
+    let _server_proc = server.start(&http).await;
+    let agent = Agent::new(dir.path(), "cab-p1", server.mqtt_port, &[("A1", "m")]);
+    world(&http, &server, &agent, "cab-p1").await;
+    let mut run = agent.run(&http).await;
 
-    // The cabinet's configuration file, as a field engineer writes it.
-    let agent_port = free_port();
-    let config = dir.path().join("cabinet.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "cabinet = \"cab-p1\"\ndata_dir = \"{}\"\nheartbeat_s = 1\nresend_s = 1\nsim_control = true\n\
-             http_listen = \"127.0.0.1:{agent_port}\"\n[mqtt]\nport = {}\n\
-             [[compartments]]\nid = \"A1\"\nsize = \"m\"\n",
-            dir.path().join("cabinet").display(),
-            broker.addr.port()
-        ),
-    )
-    .unwrap();
-    let out = agent(&config, "provision").stdout(Stdio::piped()).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let mut registration: Value = serde_json::from_slice(&out.stdout).unwrap();
-    registration["tenant"] = json!("acme");
-    call(&http, "POST", &format!("{api}/tenants"), Some(json!({"id": "acme", "name": "Acme"}))).await;
-    let (status, body) = call(&http, "POST", &format!("{api}/cabinets"), Some(registration)).await;
-    assert_eq!(status, 201, "{body}");
-    call(&http, "POST", &format!("{api}/couriers"), Some(json!({"id": "k-1", "tenant": "acme", "name": "Kim"}))).await;
-
-    let base = format!("http://127.0.0.1:{agent_port}");
-    let sim = format!("{base}/sim");
-    let mut run = Killed(agent(&config, "run").spawn().unwrap());
-    until("the agent answers", || async { call(&http, "GET", &format!("{base}/healthz"), None).await.0 == 200 }).await;
-
-    let (_, created) = call(
+    let (parcel, code) = new_parcel(
         &http,
-        "POST",
-        &format!("{api}/parcels"),
-        Some(json!({"tenant": "acme", "reference": "P1", "courier": "k-1", "size": "s", "cabinet": "cab-p1"})),
+        &server,
+        json!({"tenant": "acme", "reference": "P1", "courier": "k-1", "size": "s", "cabinet": "cab-p1"}),
     )
     .await;
-    let parcel = created["id"].as_str().unwrap().to_owned();
-    let code = created["pickup_code"].as_str().unwrap().to_owned();
-    let (_, pass) = call(&http, "POST", &format!("{api}/couriers/k-1/pass"), None).await;
-    let deposit = json!({"pass": pass["pass"], "parcel": parcel});
-    until("the courier can deposit", || async {
-        call(&http, "POST", &format!("{sim}/courier/deposit"), Some(deposit.clone())).await.0 == 200
-    })
-    .await;
-    for open in [true, false] {
-        call(&http, "POST", &format!("{sim}/door"), Some(json!({"compartment": "A1", "open": open}))).await;
-    }
-    until("the code works at the cabinet", || async {
-        let (_, s) = call(&http, "GET", &format!("{base}/status"), None).await;
-        s["ready"].as_array().is_some_and(|r| r.iter().any(|p| p == &json!(parcel)))
-    })
-    .await;
+    let kim = pass(&http, &server, "k-1").await;
+    let deposit = json!({"pass": kim, "parcel": parcel});
+    until("the courier can deposit", || async { agent.sim(&http, "courier/deposit", deposit.clone()).await.0 == 200 })
+        .await;
+    agent.door(&http, "A1", true).await;
+    agent.door(&http, "A1", false).await;
+    agent.until_ready(&http, &parcel).await;
 
     // The recipient types the code and opens the door...
-    let (_, accepted) = call(&http, "POST", &format!("{sim}/keypad"), Some(json!({"code": code}))).await;
+    let (_, accepted) = agent.sim(&http, "keypad", json!({"code": code})).await;
     assert_eq!(accepted["outcome"], "accepted", "{accepted}");
-    call(&http, "POST", &format!("{sim}/door"), Some(json!({"compartment": "A1", "open": true}))).await;
+    agent.door(&http, "A1", true).await;
     // ...and the agent dies with the door open.
-    run.0.kill().unwrap();
-    run.0.wait().unwrap();
+    run.kill_9();
 
-    let _run = Killed(agent(&config, "run").spawn().unwrap());
-    until("the agent is back", || async { call(&http, "GET", &format!("{base}/healthz"), None).await.0 == 200 }).await;
+    let _run = agent.run(&http).await;
     // The same code does not open the door a second time.
-    let (_, again) = call(&http, "POST", &format!("{sim}/keypad"), Some(json!({"code": code}))).await;
+    let (_, again) = agent.sim(&http, "keypad", json!({"code": code})).await;
     assert_eq!(again["outcome"], "rejected", "{again}");
     // The recipient shuts the door: the pickup interrupted by the crash completes.
-    call(&http, "POST", &format!("{sim}/door"), Some(json!({"compartment": "A1", "open": false}))).await;
-    until("the server has the pickup", || async {
-        call(&http, "GET", &format!("{api}/parcels/{parcel}"), None).await.1["state"] == "picked_up"
-    })
-    .await;
-    until("the journal is empty", || async {
-        call(&http, "GET", &format!("{base}/status"), None).await.1["journal_depth"] == 0
-    })
-    .await;
-    let (_, timeline) = call(&http, "GET", &format!("{api}/parcels/{parcel}/events"), None).await;
-    let kinds: Vec<&str> = timeline["items"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["created", "assign", "deposit", "ready", "pickup"], "each fact once");
-    // deposit, pickup and the rejected reuse of the code: three events, each stored once.
-    assert_eq!(server.store.count_cabinet_events().await.unwrap(), 3);
-    let (_, metrics) =
-        (0, awc::Client::default().get(format!("{base}/metrics")).send().await.unwrap().body().await.unwrap());
+    agent.door(&http, "A1", false).await;
+    until("the server has the pickup", || async { parcel_state(&http, &server, &parcel).await == "picked_up" }).await;
+    until("the journal is empty", || async { agent.status(&http).await["journal_depth"] == 0 }).await;
+    let (_, timeline) = call(&http, "GET", &format!("{}/parcels/{parcel}/events", server.api), None).await;
+    assert_eq!(kinds(&timeline), ["created", "assign", "deposit", "ready", "pickup"], "each fact once");
+    // The deposit, the refused reuse of the code and the pickup (recorded when the door
+    // shut), each stored once, in the cabinet's order.
+    let events = cabinet_events(&http, &server, "cab-p1").await;
+    let stored: Vec<&str> = events.iter().rev().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(stored, ["deposit", "failed_match", "pickup"], "{events:?}");
+    let metrics = http.get(format!("{}/metrics", agent.base)).send().await.unwrap().body().await.unwrap();
     assert!(String::from_utf8_lossy(&metrics).contains("lockerfleet_edge_journal_depth 0"));
-    server.stop().await;
 }

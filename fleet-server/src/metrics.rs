@@ -57,6 +57,9 @@ pub struct Metrics {
     pub acks_sent: IntCounter,
     /// Parcel transitions caused by cabinet events that the lifecycle refused.
     pub ingest_refused_transitions: IntCounterVec,
+    /// Cabinet alarms stored, by code (`door_forced`, `keypad_lockout`…) and failed
+    /// face matches (code `failed_match`).
+    pub cabinet_alarms: IntCounterVec,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
@@ -143,6 +146,11 @@ impl Metrics {
                 "lockerfleet_desired_state_pushes_total",
                 "Desired-state messages published to cabinets, by kind",
                 &["kind"],
+            ),
+            cabinet_alarms: counter_vec(
+                "lockerfleet_cabinet_alarms_total",
+                "Cabinet alarms and failed face matches stored, by code",
+                &["code"],
             ),
             ingest_events: counter_vec(
                 "lockerfleet_ingest_events_total",

@@ -15,6 +15,7 @@ backend_tests!(
     cabinets_page_by_cursor_and_filter_by_tenant,
     health_readiness_and_metrics_answer,
     registration_stops_inside_the_embedded_brokers_connection_limit,
+    remote_settings_reach_the_cabinet_and_events_are_listed,
 );
 
 fn cabinet(id: &str, tenant: &str) -> serde_json::Value {
@@ -255,6 +256,69 @@ async fn the_openapi_document_describes_every_route() {
         assert!(doc["components"]["schemas"][schema].is_object(), "schema {schema} missing");
     }
     assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    ts.server.stop().await;
+    fx.cleanup().await;
+}
+
+async fn remote_settings_reach_the_cabinet_and_events_are_listed(backend: Backend) {
+    use lockerfleet_shared::envelope::EventKind;
+    let fx = Fixture::new(backend).await;
+    let ts = fx.start(fx.config()).await;
+    ts.create_tenant("acme").await;
+    ts.create_tenant("other").await;
+    ts.register_cabinet("acme", "cab-s").await;
+    let mut cab = ts.connect_cabinet("cab-s").await;
+
+    // Settings are checked, stored, shown and pushed with a newer parcel-set version.
+    let (status, body) =
+        ts.request("PUT", "/api/v1/cabinets/cab-s/settings", Some(&ts.token), Some(&json!({"lockout_s": 5}))).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["field"], "lockout_s", "{body}");
+    let (status, body) =
+        ts.request("PUT", "/api/v1/cabinets/cab-s/settings", Some(&ts.token), Some(&json!({"colour": "red"}))).await;
+    assert_eq!(status, 400, "unknown settings are refused: {body}");
+    let settings = json!({"door_left_open_s": 300, "max_failed_attempts": 4});
+    let (status, body) = ts.request("PUT", "/api/v1/cabinets/cab-s/settings", Some(&ts.token), Some(&settings)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["settings"], settings);
+    assert_eq!(ts.cabinet_view("cab-s").await["settings"], settings);
+    let view = cab
+        .wait_view("the settings", |v| v.parcels.as_ref().is_some_and(|p| p.settings.max_failed_attempts == Some(4)))
+        .await;
+    assert_eq!(view.parcels.unwrap().settings.door_left_open_s, Some(300));
+    let other = ts.make_token("admin", Some("other"), None).await;
+    let (status, _) = ts.request("PUT", "/api/v1/cabinets/cab-s/settings", Some(&other), Some(&settings)).await;
+    assert_eq!(status, 404, "another tenant does not see the cabinet");
+    let auditor = ts.make_token("auditor", Some("acme"), None).await;
+    let (status, _) = ts.request("PUT", "/api/v1/cabinets/cab-s/settings", Some(&auditor), Some(&settings)).await;
+    assert_eq!(status, 403, "an auditor may not change settings");
+
+    // Events the cabinet reports are listed newest first, filtered by kind; alarms count.
+    let forced = EventKind::Alarm { code: "door_forced".into(), detail: "A1".into() };
+    let odd = EventKind::Alarm { code: "made-up code".into(), detail: String::new() };
+    let failed = EventKind::FailedMatch { reason: "wrong pickup code".into() };
+    for (seq, what) in [(1, forced), (2, failed), (3, odd)] {
+        let id = uuid::Uuid::now_v7();
+        cab.send_event(id, seq, what).await;
+        cab.wait_view("the ack", |v| v.acked.contains(&id)).await;
+    }
+    let (status, all) = ts.get("/api/v1/cabinets/cab-s/events").await;
+    assert_eq!(status, 200, "{all}");
+    let seqs: Vec<i64> = all.as_array().unwrap().iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, [3, 2, 1]);
+    let (_, alarms) = ts.get("/api/v1/cabinets/cab-s/events?kind=alarm&limit=1").await;
+    assert_eq!(alarms.as_array().unwrap().len(), 1);
+    assert_eq!(alarms[0]["detail"]["code"], "made-up code");
+    assert_eq!(ts.metric("lockerfleet_cabinet_alarms_total{code=\"door_forced\"}").await, 1.0);
+    assert_eq!(ts.metric("lockerfleet_cabinet_alarms_total{code=\"other\"}").await, 1.0, "codes cannot mint labels");
+    assert_eq!(ts.metric("lockerfleet_cabinet_alarms_total{code=\"failed_match\"}").await, 1.0);
+    for (query, field) in [("kind=nonsense", "kind"), ("limit=0", "limit"), ("limit=501", "limit")] {
+        let (status, body) = ts.get(&format!("/api/v1/cabinets/cab-s/events?{query}")).await;
+        assert_eq!(status, 422, "{query}: {body}");
+        assert_eq!(body["error"]["field"], field, "{body}");
+    }
+    let (status, _) = ts.request("GET", "/api/v1/cabinets/cab-s/events", Some(&other), None).await;
+    assert_eq!(status, 404);
     ts.server.stop().await;
     fx.cleanup().await;
 }

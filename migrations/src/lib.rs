@@ -8,6 +8,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261125_000001_fleet;
 mod m20261125_000002_pickup_flow;
 mod m20261125_000003_server_secrets;
+mod m20261125_000004_cabinet_settings;
 
 /// All migrations, oldest first.
 #[derive(Debug)]
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000001_fleet::Migration),
             Box::new(m20261125_000002_pickup_flow::Migration),
             Box::new(m20261125_000003_server_secrets::Migration),
+            Box::new(m20261125_000004_cabinet_settings::Migration),
         ]
     }
 }

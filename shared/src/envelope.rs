@@ -279,6 +279,53 @@ pub struct ParcelSet {
     /// The server's courier-pass verifying keys (base64 Ed25519), newest first.
     #[serde(default)]
     pub courier_pass_keys: Vec<String>,
+    /// Settings the operator changed for this cabinet; unset ones keep the cabinet's own
+    /// configuration file values. Versioned with the set, so a cabinet that was offline
+    /// applies the latest once.
+    #[serde(default)]
+    pub settings: CabinetSettings,
+}
+
+/// Settings an operator may change remotely. Each is bounded (see [`CabinetSettings::check`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CabinetSettings {
+    /// A door open longer than this raises `door_left_open` (5..=3600 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub door_left_open_s: Option<u32>,
+    /// A released lock whose door is not opened within this relocks (3..=120 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unlock_window_s: Option<u32>,
+    /// Wrong codes (or failed faces) within `attempt_window_s` before a lockout (3..=20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_failed_attempts: Option<u32>,
+    /// The window failures are counted in (60..=86400 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt_window_s: Option<u32>,
+    /// How long a lockout lasts (60..=86400 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lockout_s: Option<u32>,
+}
+
+impl CabinetSettings {
+    /// Checks every set value against its bounds; the error names the setting.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        let bounds: [(&'static str, Option<u32>, u32, u32); 5] = [
+            ("door_left_open_s", self.door_left_open_s, 5, 3600),
+            ("unlock_window_s", self.unlock_window_s, 3, 120),
+            ("max_failed_attempts", self.max_failed_attempts, 3, 20),
+            ("attempt_window_s", self.attempt_window_s, 60, 86_400),
+            ("lockout_s", self.lockout_s, 60, 86_400),
+        ];
+        for (name, value, lo, hi) in bounds {
+            if let Some(v) = value
+                && !(lo..=hi).contains(&v)
+            {
+                return Err((name, format!("must be between {lo} and {hi}")));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What the cabinet should do about a parcel in its desired state.
@@ -464,6 +511,20 @@ fn classify(e: serde_json::Error) -> DecodeError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settings_out_of_bounds_name_the_setting() {
+        assert!(CabinetSettings::default().check().is_ok());
+        let ok = CabinetSettings { door_left_open_s: Some(5), lockout_s: Some(86_400), ..Default::default() };
+        assert!(ok.check().is_ok());
+        let bad = CabinetSettings { unlock_window_s: Some(121), ..Default::default() };
+        assert_eq!(bad.check().unwrap_err().0, "unlock_window_s");
+        let bad = CabinetSettings { max_failed_attempts: Some(2), ..Default::default() };
+        assert_eq!(bad.check().unwrap_err().0, "max_failed_attempts");
+        // An older cabinet's set without settings still decodes.
+        let old: ParcelSet = serde_json::from_str(r#"{"version": 3, "parcels": []}"#).unwrap();
+        assert_eq!(old.settings, CabinetSettings::default());
+    }
     use proptest::prelude::*;
 
     fn cab() -> CabinetId {
@@ -670,6 +731,10 @@ mod tests {
                 |(version, ps)| DownBody::Parcels(ParcelSet {
                     version,
                     courier_pass_keys: vec![],
+                    settings: CabinetSettings {
+                        lockout_s: Some((version % 1000) as u32),
+                        ..CabinetSettings::default()
+                    },
                     parcels: ps
                         .into_iter()
                         .map(|(parcel, compartment, expires_at)| ExpectedParcel {

@@ -102,6 +102,10 @@ pub struct Status {
     pub restarts: u32,
     /// Parcels a pickup code opens right now.
     pub ready: Vec<ParcelId>,
+    /// Sealed templates held (a count only: never anything biometric).
+    pub templates: usize,
+    /// The operator's settings in force.
+    pub settings: lockerfleet_shared::envelope::CabinetSettings,
 }
 
 /// A recipient stands in front of the camera and asks for a face pickup.
@@ -276,6 +280,8 @@ pub struct Cabinet {
     lock: Box<dyn Lock>,
     link: Option<Recipient<EventsRecorded>>,
     compartments: Vec<CompartmentId>,
+    /// The configuration file's door timings; the server's settings apply over them.
+    base_timings: DoorTimings,
     timings: DoorTimings,
     /// Writing to disk failed: the actor stops and its supervisor restarts it from disk.
     broken: bool,
@@ -313,12 +319,26 @@ impl Cabinet {
             lock,
             link: None,
             compartments: compartments.to_vec(),
+            base_timings: timings,
             timings,
             broken: false,
             restarts: 0,
         };
+        cabinet.apply_settings();
         cabinet.load_flows();
         cabinet
+    }
+
+    /// Applies the operator's settings from the desired state over the configuration file.
+    fn apply_settings(&mut self) {
+        let settings = self.desired.state.parcels.as_ref().map(|p| p.settings.clone()).unwrap_or_default();
+        self.timings = self.base_timings.with(&settings);
+        for door in self.doors.values_mut() {
+            door.set_timings(self.timings);
+        }
+        let policy = KeypadPolicy::default().with(&settings);
+        self.keypad.set_policy(policy);
+        self.face_lockout.set_policy(policy);
     }
 
     /// Reads the picked-up parcels and the door flows under way from disk, and sets each
@@ -526,6 +546,7 @@ impl Supervised for Cabinet {
             }
         }
         self.desired = DesiredStore::open(self.desired.path());
+        self.apply_settings();
         self.load_flows();
         tracing::warn!(restarts = self.restarts, "cabinet actor restarted from disk");
     }
@@ -628,7 +649,12 @@ impl Handler<FromServer> for Cabinet {
                     self.save_done();
                 }
                 match self.desired.apply_parcels(set) {
-                    Ok(_) => Some(lockerfleet_shared::envelope::Applied { templates: None, parcels: Some(version) }),
+                    Ok(newer) => {
+                        if newer {
+                            self.apply_settings();
+                        }
+                        Some(lockerfleet_shared::envelope::Applied { templates: None, parcels: Some(version) })
+                    }
                     Err(e) => {
                         tracing::error!(error = %e, "could not save the parcels");
                         None
@@ -686,6 +712,8 @@ impl Handler<GetStatus> for Cabinet {
             .map(|p| p.parcel)
             .collect();
         Status {
+            templates: self.desired.state.templates.as_ref().map_or(0, |t| t.add.len()),
+            settings: self.desired.state.parcels.as_ref().map(|p| p.settings.clone()).unwrap_or_default(),
             restarts: self.restarts,
             updating: self.updating,
             ready,

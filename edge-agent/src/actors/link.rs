@@ -60,6 +60,7 @@ pub struct Identity {
 pub struct Link {
     id: Identity,
     topics: TopicSpace,
+    settings: LinkSettings,
     client: AsyncClient,
     cabinet: Addr<Cabinet>,
     session: Uuid,
@@ -69,6 +70,7 @@ pub struct Link {
     resend: Duration,
     started: std::time::Instant,
     eventloop: Option<rumqttc::EventLoop>,
+    restarts: u32,
 }
 
 impl std::fmt::Debug for Link {
@@ -80,19 +82,14 @@ impl std::fmt::Debug for Link {
 impl Link {
     pub fn new(id: Identity, topics: TopicSpace, settings: &LinkSettings, cabinet: Addr<Cabinet>) -> Self {
         let session = Uuid::now_v7();
-        let will = Envelope::new(id.cabinet.clone(), 0, PresenceBody::Offline(Session { session })).encode();
-        let mut opts = MqttOptions::new(format!("cab-{}", id.cabinet), settings.host.clone(), settings.port);
-        opts.set_keep_alive(settings.keep_alive)
-            .set_clean_session(true)
-            .set_max_packet_size(MAX_DOWN_BYTES, MAX_DOWN_BYTES)
-            .set_last_will(LastWill::new(topics.cabinet_presence(&id.cabinet), will, QoS::AtLeastOnce, true));
-        let (client, eventloop) = AsyncClient::new(opts, 256);
+        let (client, eventloop) = Self::client(&id, &topics, settings, session);
         // Sequence numbers of up messages: milliseconds since the epoch at start, so they
         // keep increasing across restarts without being stored.
         let seq = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0) * 1000;
         Self {
             id,
             topics,
+            settings: settings.clone(),
             client,
             cabinet,
             session,
@@ -102,7 +99,24 @@ impl Link {
             resend: settings.resend,
             started: std::time::Instant::now(),
             eventloop: Some(eventloop),
+            restarts: 0,
         }
+    }
+
+    /// A new MQTT client for one session; its last will marks exactly this session offline.
+    fn client(
+        id: &Identity,
+        topics: &TopicSpace,
+        settings: &LinkSettings,
+        session: Uuid,
+    ) -> (AsyncClient, rumqttc::EventLoop) {
+        let will = Envelope::new(id.cabinet.clone(), 0, PresenceBody::Offline(Session { session })).encode();
+        let mut opts = MqttOptions::new(format!("cab-{}", id.cabinet), settings.host.clone(), settings.port);
+        opts.set_keep_alive(settings.keep_alive)
+            .set_clean_session(true)
+            .set_max_packet_size(MAX_DOWN_BYTES, MAX_DOWN_BYTES)
+            .set_last_will(LastWill::new(topics.cabinet_presence(&id.cabinet), will, QoS::AtLeastOnce, true));
+        AsyncClient::new(opts, 256)
     }
 
     fn publish(&mut self, body: UpBody, qos: QoS) {
@@ -134,9 +148,15 @@ impl Actor for Link {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let mut eventloop = self.eventloop.take().expect("the event loop is taken once, at start");
+        let Some(mut eventloop) = self.eventloop.take() else {
+            tracing::error!("link started without an event loop");
+            ctx.stop();
+            return;
+        };
         let me = ctx.address();
-        actix::spawn(async move {
+        // The loop belongs to this actor's context: when the actor stops, the loop ends
+        // with it, and the supervisor starts a fresh one.
+        let poll = async move {
             let mut failures: u32 = 0;
             loop {
                 match eventloop.poll().await {
@@ -146,6 +166,11 @@ impl Actor for Link {
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => me.do_send(Incoming(p.payload.to_vec())),
                     Ok(_) => {}
+                    Err(rumqttc::ConnectionError::RequestsDone) => {
+                        // Every client handle is gone: this connection cannot be used again.
+                        me.do_send(Broken);
+                        return;
+                    }
                     Err(e) => {
                         me.do_send(Disconnected);
                         failures = failures.saturating_add(1);
@@ -156,7 +181,8 @@ impl Actor for Link {
                     }
                 }
             }
-        });
+        };
+        ctx.spawn(poll.into_actor(self));
         ctx.run_interval(self.heartbeat, |act, ctx| {
             if !act.connected {
                 return;
@@ -182,6 +208,55 @@ impl Actor for Link {
         });
         // Unacked events are sent again periodically until the server acks them.
         ctx.run_interval(self.resend, |act, ctx| act.send_pending(ctx));
+    }
+}
+
+/// The link's state, for `/status` and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkState {
+    pub connected: bool,
+    /// The MQTT session of the current connection.
+    pub session: Uuid,
+    /// How often the supervisor restarted the link.
+    pub restarts: u32,
+}
+
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "LinkState")]
+pub struct GetLinkState;
+
+impl Handler<GetLinkState> for Link {
+    type Result = MessageResult<GetLinkState>;
+
+    fn handle(&mut self, _: GetLinkState, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(LinkState { connected: self.connected, session: self.session, restarts: self.restarts })
+    }
+}
+
+/// The connection cannot recover: the link stops and its supervisor restarts it.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct Broken;
+
+impl Handler<Broken> for Link {
+    type Result = ();
+
+    fn handle(&mut self, _: Broken, ctx: &mut Self::Context) {
+        tracing::error!("link broken; restarting it");
+        ctx.stop();
+    }
+}
+
+/// A restarted link starts a new MQTT session (new client, new last will); events not
+/// yet acked are in the cabinet's journal and go out again on connect.
+impl Supervised for Link {
+    fn restarting(&mut self, _ctx: &mut Self::Context) {
+        self.connected = false;
+        self.session = Uuid::now_v7();
+        let (client, eventloop) = Self::client(&self.id, &self.topics, &self.settings, self.session);
+        self.client = client;
+        self.eventloop = Some(eventloop);
+        self.restarts += 1;
     }
 }
 

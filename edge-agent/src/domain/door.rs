@@ -75,6 +75,17 @@ pub struct DoorTimings {
     pub left_open_after: Duration,
 }
 
+impl DoorTimings {
+    /// These timings with the operator's remote settings applied over them.
+    pub fn with(self, s: &lockerfleet_shared::envelope::CabinetSettings) -> Self {
+        let secs = |v: Option<u32>, d: Duration| v.map_or(d, |v| Duration::seconds(i64::from(v)));
+        Self {
+            unlock_window: secs(s.unlock_window_s, self.unlock_window),
+            left_open_after: secs(s.door_left_open_s, self.left_open_after),
+        }
+    }
+}
+
 impl Default for DoorTimings {
     fn default() -> Self {
         Self { unlock_window: Duration::seconds(10), left_open_after: Duration::seconds(120) }
@@ -96,6 +107,11 @@ impl Door {
     /// it may be open; it completes on the next close, or relocks after the window.
     pub fn resumed(timings: DoorTimings, now: DateTime<Utc>) -> Self {
         Self { state: DoorState::Unlocking { since: now }, timings }
+    }
+
+    /// New timings; a flow under way is measured by them from now on.
+    pub fn set_timings(&mut self, timings: DoorTimings) {
+        self.timings = timings;
     }
 
     /// Whether a flow holds this door (an update must not restart under it).

@@ -18,6 +18,18 @@ pub struct KeypadPolicy {
     pub lockout: Duration,
 }
 
+impl KeypadPolicy {
+    /// This policy with the operator's remote settings applied over it.
+    pub fn with(self, s: &lockerfleet_shared::envelope::CabinetSettings) -> Self {
+        let secs = |v: Option<u32>, d: Duration| v.map_or(d, |v| Duration::seconds(i64::from(v)));
+        Self {
+            max_failures: s.max_failed_attempts.map_or(self.max_failures, |v| v as usize),
+            window: secs(s.attempt_window_s, self.window),
+            lockout: secs(s.lockout_s, self.lockout),
+        }
+    }
+}
+
 impl Default for KeypadPolicy {
     fn default() -> Self {
         Self { max_failures: 5, window: Duration::minutes(10), lockout: Duration::minutes(15) }
@@ -52,6 +64,11 @@ pub struct Lockout {
 impl Lockout {
     pub fn new(policy: KeypadPolicy) -> Self {
         Self { policy, failures: VecDeque::new(), locked_until: None }
+    }
+
+    /// Changes the policy; failures counted so far and a lockout under way stay.
+    pub fn set_policy(&mut self, policy: KeypadPolicy) {
+        self.policy = policy;
     }
 
     /// Until when attempts are refused, if they are now.
@@ -99,6 +116,10 @@ pub struct Keypad {
 impl Keypad {
     pub fn new(policy: KeypadPolicy) -> Self {
         Self { lockout: Lockout::new(policy) }
+    }
+
+    pub fn set_policy(&mut self, policy: KeypadPolicy) {
+        self.lockout.set_policy(policy);
     }
 
     /// Checks `code` against the ready parcels with `verify(code, hash)`.

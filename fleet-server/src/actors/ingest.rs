@@ -265,6 +265,13 @@ fn kind_of(e: &EventKind) -> &'static str {
     }
 }
 
+/// The metric label of an alarm code: the codes the agent sends, anything else `other`
+/// (a cabinet must not be able to mint label values).
+fn alarm_label(code: &str) -> &'static str {
+    const KNOWN: [&str; 5] = ["door_forced", "door_left_open", "lock_jammed", "keypad_lockout", "face_lockout"];
+    KNOWN.iter().find(|k| **k == code).copied().unwrap_or("other")
+}
+
 /// Stores a batch; returns the cabinets whose events may be acked (the registered ones).
 async fn store_batch(
     ctx: &Ctx,
@@ -334,10 +341,18 @@ async fn store_batch(
     }
     for (cabinet, event) in fresh {
         let (parcel_id, transition) = match &event.what {
+            EventKind::Alarm { code, .. } => {
+                metrics.cabinet_alarms.with_label_values(&[alarm_label(code)]).inc();
+                tracing::warn!(%cabinet, code, "cabinet alarm");
+                continue;
+            }
+            EventKind::FailedMatch { .. } => {
+                metrics.cabinet_alarms.with_label_values(&["failed_match"]).inc();
+                continue;
+            }
             EventKind::Deposit { parcel, .. } => (parcel.0, Transition::Deposit),
             EventKind::Pickup { parcel, .. } => (parcel.0, Transition::Pickup),
             EventKind::Collected { parcel, .. } => (parcel.0, Transition::Collect),
-            EventKind::FailedMatch { .. } | EventKind::Alarm { .. } => continue,
         };
         let kind = kind_of(&event.what);
         let Some(p) = parcel::Entity::find_by_id(parcel_id).one(&txn).await? else {

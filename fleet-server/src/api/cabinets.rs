@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
-use lockerfleet_shared::envelope::CompartmentSize;
+use lockerfleet_shared::envelope::{CabinetSettings, CompartmentSize};
 use lockerfleet_shared::seal::CabinetPublicKey;
 use lockerfleet_shared::{CabinetId, CompartmentId, TenantId};
 use sea_orm::EntityTrait;
@@ -111,6 +111,9 @@ pub struct CabinetView {
     pub hardware: Option<String>,
     pub slot: Option<String>,
     pub registered_at: DateTime<Utc>,
+    /// Remote settings the operator changed (door timings, lockout policy).
+    #[schema(value_type = Object)]
+    pub settings: CabinetSettings,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compartments: Option<Vec<CompartmentView>>,
     /// Desired-state versions sent and applied (only on the single-cabinet view).
@@ -147,6 +150,7 @@ impl CabinetView {
             hardware: c.hardware,
             slot: c.slot,
             registered_at: c.registered_at,
+            settings: c.settings.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default(),
             compartments: compartments
                 .map(|cs| cs.into_iter().map(|k| CompartmentView { id: k.id, size: k.size, low: k.low }).collect()),
             desired: None,
@@ -239,6 +243,7 @@ fn validate(body: &NewCabinet) -> Result<(cabinet::Model, Vec<compartment::Model
         session: None,
         last_seen_at: None,
         registered_at: crate::store::now(),
+        settings: None,
     };
     Ok((cab, compartments))
 }
@@ -362,4 +367,115 @@ pub async fn list(
         rows.into_iter().take(limit as usize).map(|c| CabinetView::from_model(c, None)).collect();
     let next = if more { items.last().map(|c| c.id.clone()) } else { None };
     Ok(HttpResponse::Ok().json(Page { items, next }))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct EventQuery {
+    /// Only events of this kind: `deposit`, `pickup`, `collected`, `failed_match`, `alarm`.
+    pub kind: Option<String>,
+    /// At most this many (default 100, at most 500), newest first.
+    pub limit: Option<u64>,
+}
+
+/// One event a cabinet reported, as stored.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CabinetEventView {
+    pub id: uuid::Uuid,
+    /// The cabinet's own sequence number.
+    pub seq: i64,
+    /// When it happened, by the cabinet's clock.
+    pub at: DateTime<Utc>,
+    /// When the server stored it.
+    pub received_at: DateTime<Utc>,
+    pub kind: String,
+    #[schema(value_type = Object)]
+    pub detail: serde_json::Value,
+}
+
+const EVENT_KINDS: [&str; 5] = ["deposit", "pickup", "collected", "failed_match", "alarm"];
+
+#[utoipa::path(get, path = "/api/v1/cabinets/{id}/events", tag = "cabinets", params(("id" = String, Path), EventQuery),
+    responses((status = 200, body = [CabinetEventView]), (status = 404, body = super::error::ErrorEnvelope)), security(("bearer" = [])))]
+pub async fn events(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    query: web::Query<EventQuery>,
+) -> Result<HttpResponse, ApiError> {
+    use crate::store::entities::cabinet_event;
+    use sea_orm::{ColumnTrait, QueryFilter, QueryOrder, QuerySelect};
+    caller.require(Action::ReadCabinets)?;
+    let raw = path.into_inner();
+    let id = CabinetId::new(raw.clone()).map_err(|e| ApiError::field("id", e.to_string()))?;
+    state
+        .store
+        .cabinet(id.as_str())
+        .await?
+        .filter(|r| caller.sees(&r.cabinet.tenant_id))
+        .ok_or_else(|| ApiError::not_found("cabinet", &raw))?;
+    let limit = query.limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::field("limit", format!("must be between 1 and {MAX_PAGE}")));
+    }
+    let mut q = cabinet_event::Entity::find().filter(cabinet_event::Column::CabinetId.eq(id.as_str()));
+    if let Some(kind) = &query.kind {
+        if !EVENT_KINDS.contains(&kind.as_str()) {
+            return Err(ApiError::field("kind", format!("is one of {}", EVENT_KINDS.join(", "))));
+        }
+        q = q.filter(cabinet_event::Column::Kind.eq(kind.as_str()));
+    }
+    let rows = q
+        .order_by_desc(cabinet_event::Column::Seq)
+        .limit(limit)
+        .all(state.store.connection())
+        .await
+        .map_err(crate::store::StoreError::from)?;
+    let items: Vec<CabinetEventView> = rows
+        .into_iter()
+        .map(|e| {
+            // The stored body is the event's own JSON: `{"type": "alarm", "code": …}`.
+            let detail = serde_json::from_str(&e.body).unwrap_or(serde_json::Value::Null);
+            CabinetEventView { id: e.id, seq: e.seq, at: e.at, received_at: e.received_at, kind: e.kind, detail }
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(items))
+}
+
+#[utoipa::path(put, path = "/api/v1/cabinets/{id}/settings", tag = "cabinets", params(("id" = String, Path)),
+    request_body(content = Object, description = "CabinetSettings: door_left_open_s, unlock_window_s, max_failed_attempts, attempt_window_s, lockout_s"),
+    responses((status = 200, body = CabinetView), (status = 404, body = super::error::ErrorEnvelope),
+              (status = 422, body = super::error::ErrorEnvelope)), security(("bearer" = [])))]
+/// Replaces the cabinet's remote settings; they reach the cabinet with its next desired
+/// state (pushed now), and `desired.parcels_applied` tells when it has applied them.
+pub async fn put_settings(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    body: web::Json<CabinetSettings>,
+) -> Result<HttpResponse, ApiError> {
+    use sea_orm::{ActiveModelTrait, IntoActiveModel, Set};
+    caller.require(Action::RegisterCabinets)?;
+    let raw = path.into_inner();
+    let id = CabinetId::new(raw.clone()).map_err(|e| ApiError::field("id", e.to_string()))?;
+    let settings = body.into_inner();
+    settings.check().map_err(|(field, reason)| ApiError::field(field, reason))?;
+    let txn = state.store.begin_write().await.map_err(crate::store::StoreError::from)?;
+    let cab = cabinet::Entity::find_by_id(id.to_string())
+        .one(&txn)
+        .await
+        .map_err(crate::store::StoreError::from)?
+        .filter(|c| caller.sees(&c.tenant_id))
+        .ok_or_else(|| ApiError::not_found("cabinet", &raw))?;
+    let tenant = cab.tenant_id.clone();
+    let mut active = cab.into_active_model();
+    active.settings = Set(Some(serde_json::to_string(&settings).expect("settings serialise")));
+    let updated = active.update(&txn).await.map_err(crate::store::StoreError::from)?;
+    crate::service::parcels::bump_desired(&txn, &tenant, id.as_str(), false, crate::store::now())
+        .await
+        .map_err(crate::store::StoreError::from)?;
+    txn.commit().await.map_err(crate::store::StoreError::from)?;
+    tracing::info!(cabinet = %id, ?settings, "cabinet settings changed");
+    Ok(HttpResponse::Ok().json(CabinetView::from_model(updated, None)))
 }

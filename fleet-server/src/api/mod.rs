@@ -103,7 +103,9 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
                 .route("/parcels/{id}/extend", web::post().to(parcels::extend_parcel))
                 .route("/cabinets", web::post().to(cabinets::register))
                 .route("/cabinets", web::get().to(cabinets::list))
-                .route("/cabinets/{id}", web::get().to(cabinets::get)),
+                .route("/cabinets/{id}", web::get().to(cabinets::get))
+                .route("/cabinets/{id}/events", web::get().to(cabinets::events))
+                .route("/cabinets/{id}/settings", web::put().to(cabinets::put_settings)),
         )
         .default_service(web::to(|| async {
             Err::<actix_web::HttpResponse, _>(ApiError::new(

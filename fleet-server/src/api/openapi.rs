@@ -32,7 +32,7 @@ impl Modify for BearerAuth {
     paths(
         health::healthz, health::readyz, health::metrics,
         auth::create_token, auth::revoke_token,
-        cabinets::create_tenant, cabinets::register, cabinets::get, cabinets::list,
+        cabinets::create_tenant, cabinets::register, cabinets::get, cabinets::list, cabinets::events, cabinets::put_settings,
         parcels::update_tenant, parcels::create_courier, parcels::list_couriers, parcels::courier_stream, parcels::courier_pass,
         parcels::create_recipient, parcels::erase_recipient, parcels::enrol_template,
         parcels::create_parcel, parcels::list_parcels, parcels::get_parcel, parcels::parcel_timeline,

@@ -4,7 +4,7 @@
 //! in the contract): a cabinet that was offline for a week converges with one message,
 //! and a lost message is repaired by the next one.
 
-use lockerfleet_shared::envelope::{ExpectedParcel, ParcelSet, ParcelStage, TemplateSet};
+use lockerfleet_shared::envelope::{CabinetSettings, ExpectedParcel, ParcelSet, ParcelStage, TemplateSet};
 use lockerfleet_shared::seal::SealedTemplate;
 use lockerfleet_shared::{CompartmentId, CourierId, ParcelId};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
@@ -24,6 +24,12 @@ pub async fn build(store: &Store, cabinet: &str, pass_keys: &[String]) -> Result
     let db = store.connection();
     let versions = cabinet_desired::Entity::find_by_id(cabinet.to_owned()).one(db).await?;
     let (pv, tv) = versions.map(|v| (v.parcels_version, v.templates_version)).unwrap_or((0, 0));
+    let settings = crate::store::entities::cabinet::Entity::find_by_id(cabinet.to_owned())
+        .one(db)
+        .await?
+        .and_then(|c| c.settings)
+        .and_then(|s| serde_json::from_str::<CabinetSettings>(&s).ok())
+        .unwrap_or_default();
     let occupied: Vec<uuid::Uuid> = compartment::Entity::find()
         .filter(compartment::Column::CabinetId.eq(cabinet))
         .filter(compartment::Column::ParcelId.is_not_null())
@@ -75,6 +81,7 @@ pub async fn build(store: &Store, cabinet: &str, pass_keys: &[String]) -> Result
             version: u64::try_from(pv).unwrap_or(0),
             parcels: expected,
             courier_pass_keys: pass_keys.to_vec(),
+            settings,
         },
         templates: TemplateSet { version: u64::try_from(tv).unwrap_or(0), add: templates, revoke: Vec::new() },
     })

@@ -50,6 +50,8 @@ pub mod cabinet {
         pub session: Option<Uuid>,
         pub last_seen_at: Option<DateTimeUtc>,
         pub registered_at: DateTimeUtc,
+        /// The operator's remote settings (JSON `CabinetSettings`), if any were set.
+        pub settings: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
