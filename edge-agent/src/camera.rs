@@ -102,7 +102,34 @@ impl FrameSource for SyntheticSource {
     }
 }
 
-/// Binary PPM (P6, maxval 255) files from a folder, in name order, looping.
+/// What stands in front of a simulated camera: tests and the simulator put a scene (a
+/// frame) in front of it, and every capture sees that scene until it changes.
+#[derive(Debug, Clone, Default)]
+pub struct Scene(std::sync::Arc<std::sync::Mutex<Option<Frame>>>);
+
+impl Scene {
+    /// Puts `frame` in front of the camera (`None`: nobody there).
+    pub fn show(&self, frame: Option<Frame>) {
+        if let Ok(mut s) = self.0.lock() {
+            *s = frame;
+        }
+    }
+}
+
+impl FrameSource for Scene {
+    fn next_frame(&mut self) -> Result<Frame, CameraError> {
+        let scene = self.0.lock().ok().and_then(|s| s.clone());
+        match scene {
+            Some(mut f) => {
+                f.at = Utc::now();
+                Ok(f)
+            }
+            None => Err(CameraError::Unreadable { path: PathBuf::from("scene"), reason: "nobody in front of the camera".into() }),
+        }
+    }
+}
+
+/// Image files from a folder (binary PPM, JPEG or PNG), in name order, looping.
 #[derive(Debug, Clone)]
 pub struct DirectorySource {
     files: Vec<PathBuf>,
@@ -115,7 +142,9 @@ impl DirectorySource {
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(unreadable)?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x.eq_ignore_ascii_case("ppm")))
+            .filter(|p| {
+                p.extension().is_some_and(|x| ["ppm", "jpg", "jpeg", "png"].iter().any(|e| x.eq_ignore_ascii_case(e)))
+            })
             .collect();
         files.sort();
         if files.is_empty() {
@@ -173,9 +202,13 @@ impl FrameSource for DirectorySource {
         self.next += 1;
         let bytes =
             std::fs::read(&path).map_err(|e| CameraError::Unreadable { path: path.clone(), reason: e.to_string() })?;
-        let (width, height, rgb) =
-            parse_ppm(&bytes).map_err(|reason| CameraError::Unreadable { path: path.clone(), reason })?;
-        Ok(Frame { width, height, rgb, ir: None, depth: None, at: Utc::now() })
+        let unreadable = |reason| CameraError::Unreadable { path: path.clone(), reason };
+        if path.extension().is_some_and(|x| x.eq_ignore_ascii_case("ppm")) {
+            let (width, height, rgb) = parse_ppm(&bytes).map_err(unreadable)?;
+            Ok(Frame { width, height, rgb, ir: None, depth: None, at: Utc::now() })
+        } else {
+            crate::vision::decode_photo(&bytes).map_err(unreadable)
+        }
     }
 }
 
@@ -214,5 +247,19 @@ mod tests {
         assert!(parse_ppm(b"P6\n2 2\n255\n\x00\x00").unwrap_err().contains("expected"));
         assert!(parse_ppm(b"P6\n1 1\n65535\n").unwrap_err().contains("8-bit"));
         assert!(matches!(DirectorySource::open(tempfile::tempdir().unwrap().path()), Err(CameraError::Empty(_))));
+    }
+
+    #[test]
+    fn png_frames_play_and_a_corrupt_jpeg_is_refused_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = image::RgbImage::from_fn(4, 3, |x, y| image::Rgb([x as u8 * 10, y as u8 * 20, 7]));
+        img.save(dir.path().join("a.png")).unwrap();
+        std::fs::write(dir.path().join("b.jpg"), b"\xff\xd8 not really a jpeg").unwrap();
+        let mut src = DirectorySource::open(dir.path()).unwrap();
+        let f = src.next_frame().unwrap();
+        assert_eq!((f.width, f.height), (4, 3));
+        assert_eq!(&f.rgb[..6], &[0, 0, 7, 10, 0, 7]);
+        let err = src.next_frame().unwrap_err().to_string();
+        assert!(err.contains("b.jpg") && err.contains("JPEG or PNG"), "{err}");
     }
 }

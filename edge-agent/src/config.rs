@@ -67,6 +67,20 @@ pub struct AgentConfig {
     pub camera: String,
     /// `text` or `json` logs (on stderr, for journald).
     pub log_format: String,
+    /// Face pickup with the ONNX pipeline (off unless enabled, with its models).
+    pub face: FaceConfig,
+}
+
+/// The `[face]` section.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FaceConfig {
+    pub enabled: bool,
+    /// The ONNX Runtime library and each model with its sha256 (see `docs/models.md`).
+    pub models: Option<crate::vision::models::ModelSet>,
+    pub quality: crate::vision::pipeline::QualityPolicy,
+    pub pad: crate::vision::pad::PadPolicy,
+    pub matching: crate::vision::matching::MatchPolicy,
 }
 
 impl Default for AgentConfig {
@@ -87,6 +101,7 @@ impl Default for AgentConfig {
             sim_control: false,
             camera: "synthetic".into(),
             log_format: "text".into(),
+            face: FaceConfig::default(),
         }
     }
 }
@@ -134,6 +149,16 @@ impl AgentConfig {
         }
         if self.heartbeat_s == 0 {
             return Err(invalid("heartbeat_s", "must be at least 1"));
+        }
+        if self.face.enabled {
+            if self.face.models.is_none() {
+                return Err(invalid("face.models", "face pickup needs the ONNX Runtime library and the four models"));
+            }
+            self.face.pad.check().map_err(|e| invalid("face.pad", e))?;
+            let m = &self.face.matching;
+            if !(-1.0..=1.0).contains(&m.threshold) || !(0.0..=2.0).contains(&m.margin) {
+                return Err(invalid("face.matching", "threshold is a cosine (-1..1) and margin lies in 0..2"));
+            }
         }
         if self.journal_max_bytes < 64 * 1024 {
             return Err(invalid("journal_max_bytes", "must be at least 65536"));

@@ -23,6 +23,7 @@ pub mod config;
 pub mod domain;
 pub mod face;
 pub mod http;
+pub mod vision;
 pub mod hw;
 
 use std::os::unix::fs::OpenOptionsExt;
@@ -54,6 +55,8 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    #[error("face pickup cannot start: {reason}")]
+    Face { reason: String },
 }
 
 /// Whether a typed code matches a pickup-code hash from the server (argon2id PHC).
@@ -110,7 +113,26 @@ pub fn start(config: &AgentConfig, lock: Box<dyn hw::Lock>) -> Result<Agent, Age
         ),
         None => Box::new(camera::SyntheticSource::new(320, 240, true, true)),
     };
-    start_with(config, lock, camera, Box::new(face::Disabled))
+    let matcher: Box<dyn face::FaceMatcher> = match (&config.face.models, config.face.enabled) {
+        (Some(models), true) => {
+            let fail = |reason: String| AgentError::Face { reason };
+            let pipeline = vision::pipeline::FacePipeline::load(models, config.face.quality.clone())
+                .map_err(|e| fail(e.to_string()))?;
+            let keys = load_key(&config.key_path())?;
+            Box::new(
+                vision::OnnxMatcher::new(
+                    pipeline,
+                    keys,
+                    config.cabinet_id(),
+                    config.face.pad.clone(),
+                    config.face.matching,
+                )
+                .map_err(fail)?,
+            )
+        }
+        _ => Box::new(face::Disabled),
+    };
+    start_with(config, lock, camera, matcher)
 }
 
 /// Starts the cabinet, link, camera and face actors in the current actix system.
