@@ -193,6 +193,9 @@ replace_dir() { # replace_dir SRC DST
   rm -rf "$2.old"
 }
 
+fetched_now=0 # set by ensure_download when it had to fetch; read by status()
+status() { if ((fetched_now)); then echo fetched; else echo unpacked; fi; }
+
 # ensure_download LABEL FETCH_FN FILE SHA256 [FILE SHA256]...
 # Makes sure every FILE is in downloads/ with its pinned sha256. A kept file that no
 # longer matches is deleted and fetched again. Otherwise FETCH_FN DIR LOG is called once,
@@ -213,6 +216,7 @@ ensure_download() {
     missing=1
   done
   ((missing)) || return 0
+  fetched_now=1
 
   local dir log
   dir=$(mktemp -d "$WORK/fetch.XXXXXX")
@@ -362,7 +366,7 @@ fetch_dlib_source() {
 # ---- assets -----------------------------------------------------------------------------
 ensure_ort_lib() {
   local label="onnxruntime-lib" key="$ORT_WHEEL_SHA256 $ORT_MEMBER $ORT_LIB_SHA256" t0
-  t0=$(now)
+  t0=$(now) fetched_now=0
   if stamp_check ort-lib "$key" "$label"; then
     say "$label" "ok" "$DEST/$ORT_LIB"
     return 0
@@ -393,12 +397,12 @@ PY
   mkdir -p "$DEST/onnxruntime"
   mv "$x/lib" "$DEST/$ORT_LIB"
   write_stamp ort-lib "$key" "downloads/$ORT_WHEEL" "$ORT_LIB"
-  say "$label" "fetched" "$DEST/$ORT_LIB ($(since "$t0"))"
+  say "$label" "$(status)" "$DEST/$ORT_LIB ($(since "$t0"))"
 }
 
 ensure_venv() {
   local label="python-venv" key="$ORT_WHEEL_SHA256 onnxruntime+numpy" py="$DEST/venv/bin/python" t0 versions pyv ortv npv
-  t0=$(now)
+  t0=$(now) fetched_now=0
   local probe='import importlib.metadata as m, sys; print(sys.version.split()[0], m.version("onnxruntime"), m.version("numpy"))'
   if stamp_check venv "$key" "$label"; then
     if versions=$("$py" -c "$probe" 2>/dev/null) && [[ $versions == *" $ORT_VERSION "* ]]; then
@@ -439,7 +443,7 @@ ensure_venv() {
 ensure_models() {
   local label="models" key="$MODELS_TGZ_SHA256" name t0 got
   for name in "${MODEL_NAMES[@]}"; do key+=" $name=${MODEL_SHA256[$name]}"; done
-  t0=$(now)
+  t0=$(now) fetched_now=0
   if stamp_check models "$key" "$label"; then
     say "$label" "ok" "$DEST/models (${MODEL_NAMES[*]} LICENSE)"
     return 0
@@ -462,7 +466,7 @@ ensure_models() {
   mv "$x/package/LICENSE" "$x/models/LICENSE"
   replace_dir "$x/models" "$DEST/models"
   write_stamp models "$key" "downloads/$MODELS_TGZ" "${MODEL_NAMES[@]/#/models/}" models/LICENSE
-  say "$label" "fetched" "$DEST/models (${MODEL_NAMES[*]} LICENSE; $(since "$t0"))"
+  say "$label" "$(status)" "$DEST/models (${MODEL_NAMES[*]} LICENSE; $(since "$t0"))"
 }
 
 # Prints the files of DIR (relative to DEST), sorted, one per line.
@@ -470,7 +474,7 @@ files_under() { (cd "$DEST" && find "$1" -type f | LC_ALL=C sort); }
 
 ensure_photos() {
   local label="photos/face_recognition" key="$FR_SDIST_SHA256" t0 n
-  t0=$(now)
+  t0=$(now) fetched_now=0
   if stamp_check photos "$key" "$label"; then
     n=$(find "$DEST/photos/face_recognition" -type f ! -name LICENSE | wc -l)
     say "$label" "ok" "$DEST/photos/face_recognition ($n images + LICENSE)"
@@ -491,7 +495,7 @@ ensure_photos() {
   local -a files
   mapfile -t files < <(files_under photos/face_recognition)
   write_stamp photos "$key" "downloads/$FR_SDIST" "${files[@]}"
-  say "$label" "fetched" "$DEST/photos/face_recognition ($n images + LICENSE; $(since "$t0"))"
+  say "$label" "$(status)" "$DEST/photos/face_recognition ($n images + LICENSE; $(since "$t0"))"
 }
 
 ensure_johns() {
@@ -504,7 +508,7 @@ ensure_johns() {
     fi
     return 0
   fi
-  t0=$(now)
+  t0=$(now) fetched_now=0
   if stamp_check johns "$key" "$label"; then
     people=$(find "$DEST/photos/johns" -mindepth 1 -maxdepth 1 -type d | wc -l)
     n=$(find "$DEST/photos/johns" -mindepth 2 -type f | wc -l)
@@ -529,7 +533,7 @@ ensure_johns() {
   write_stamp johns "$key" "downloads/$DLIB_ORIG" "downloads/$DLIB_DEBIAN" "${files[@]}"
   people=$(find "$DEST/photos/johns" -mindepth 1 -maxdepth 1 -type d | wc -l)
   n=$(find "$DEST/photos/johns" -mindepth 2 -type f | wc -l)
-  say "$label" "fetched" "$DEST/photos/johns ($people people, $n photos + copyright; $(since "$t0"))"
+  say "$label" "$(status)" "$DEST/photos/johns ($people people, $n photos + copyright; $(since "$t0"))"
 }
 
 write_env() {

@@ -124,7 +124,10 @@ impl FrameSource for Scene {
                 f.at = Utc::now();
                 Ok(f)
             }
-            None => Err(CameraError::Unreadable { path: PathBuf::from("scene"), reason: "nobody in front of the camera".into() }),
+            None => Err(CameraError::Unreadable {
+                path: PathBuf::from("scene"),
+                reason: "nobody in front of the camera".into(),
+            }),
         }
     }
 }

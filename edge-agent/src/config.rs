@@ -155,10 +155,7 @@ impl AgentConfig {
                 return Err(invalid("face.models", "face pickup needs the ONNX Runtime library and the four models"));
             }
             self.face.pad.check().map_err(|e| invalid("face.pad", e))?;
-            let m = &self.face.matching;
-            if !(-1.0..=1.0).contains(&m.threshold) || !(0.0..=2.0).contains(&m.margin) {
-                return Err(invalid("face.matching", "threshold is a cosine (-1..1) and margin lies in 0..2"));
-            }
+            self.face.matching.check().map_err(|e| invalid("face.matching", e))?;
         }
         if self.journal_max_bytes < 64 * 1024 {
             return Err(invalid("journal_max_bytes", "must be at least 65536"));

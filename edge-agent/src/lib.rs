@@ -19,12 +19,13 @@
 
 pub mod actors;
 pub mod camera;
+pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod face;
 pub mod http;
-pub mod vision;
 pub mod hw;
+pub mod vision;
 
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;

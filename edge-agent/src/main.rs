@@ -23,10 +23,40 @@ enum Command {
     /// Create the cabinet's key pair (once) and print the registration request for
     /// `POST /api/v1/cabinets` (add the tenant).
     Provision,
+    /// Make a recipient's face template from a photo and seal it for one cabinet and one
+    /// parcel; prints the sealed template for `POST /api/v1/parcels/{id}/sealed-template`.
+    Enrol(edge_agent::cli::EnrolArgs),
+    /// Choose the match threshold: from genuine and impostor score files, or from a
+    /// folder of labelled photos (one folder per person); prints FAR/FRR with
+    /// confidence bounds and the thresholds for each gallery size.
+    Calibrate(edge_agent::cli::CalibrateArgs),
+}
+
+/// Prints a tool's output on stdout, or its error on stderr.
+fn report(result: Result<String, String>) -> ExitCode {
+    match result {
+        Ok(out) => {
+            #[allow(clippy::print_stdout)] // the tool's result is its output
+            {
+                println!("{out}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("edge-agent: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The face tools work on photos and models, with or without a cabinet configuration.
+    match &cli.command {
+        Some(Command::Enrol(args)) => return report(edge_agent::cli::enrol(cli.config.as_deref(), args)),
+        Some(Command::Calibrate(args)) => return report(edge_agent::cli::calibrate(cli.config.as_deref(), args)),
+        _ => {}
+    }
     let config = match AgentConfig::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {

@@ -517,3 +517,129 @@ async fn a_face_opens_only_after_the_pipeline_matches_and_spoofs_are_recorded() 
     assert!(matches!(&again, FaceOutcome::Refused { reason } if reason.contains("no candidates")), "{again:?}");
     server.server.stop().await;
 }
+
+/// The face issue's check at a whole cabinet, with the real models: a recipient enrolled
+/// from `obama.jpg`, sealed for this cabinet, collects with a live capture of
+/// `obama2.jpg`; `biden.jpg` and a print of `obama2.jpg` open nothing and are reported;
+/// repeated failures lock the face path out with an alarm.
+#[actix_rt::test]
+async fn a_real_face_opens_exactly_its_parcel_and_failures_are_reported() {
+    use edge_agent::actors::cabinet::{FaceOutcome, FacePickup};
+    use edge_agent::vision::{OnnxMatcher, decode_photo, imageops::RgbView, models::Assets, synth};
+    let assets = Assets::locate().unwrap_or_else(|e| panic!("{e}"));
+    let models = assets.models();
+    let broker_cfg =
+        fleet_server::config::MqttConfig { listen: SocketAddr::from(([127, 0, 0, 1], 0)), ..Default::default() };
+    let broker = fleet_server::broker::start_embedded(&broker_cfg).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}?mode=rwc", dir.path().join("fleet.db").display());
+    let server = Server::start(&db, broker.addr.port()).await;
+    let config = agent_config(&dir.path().join("cabinet"), broker.addr.port());
+    register(&server, &config).await;
+    let (_, r) = server.call("POST", "/api/v1/recipients", Some(json!({"tenant": "acme", "reference": "bo"}))).await;
+
+    // The cabinet runs the real pipeline; a scene stands in front of its camera.
+    let mut pipeline = edge_agent::vision::pipeline::FacePipeline::load(&models, config.face.quality.clone()).unwrap();
+    let photo = |name: &str| decode_photo(&std::fs::read(assets.photo("face_recognition", name)).unwrap()).unwrap();
+    let mut placed = |f: &edge_agent::camera::Frame| {
+        let a = pipeline.analyse(RgbView::new(f.width, f.height, &f.rgb).unwrap()).unwrap();
+        synth::Placement { face: a.face, points: a.points }
+    };
+    let (obama2, biden) = (photo("obama2.jpg"), photo("biden.jpg"));
+    let (at_obama2, at_biden) = (placed(&obama2), placed(&biden));
+    let keys = lockerfleet_shared::seal::CabinetKeyPair::from_secret_bytes(&std::fs::read(config.key_path()).unwrap())
+        .unwrap();
+    let matcher = OnnxMatcher::new(
+        edge_agent::vision::pipeline::FacePipeline::load(&models, config.face.quality.clone()).unwrap(),
+        keys,
+        config.cabinet_id(),
+        config.face.pad.clone(),
+        config.face.matching,
+    )
+    .unwrap();
+    let scene = edge_agent::camera::Scene::default();
+    let lock = SimLock::default();
+    let agent =
+        edge_agent::start_with(&config, Box::new(lock.clone()), Box::new(scene.clone()), Box::new(matcher)).unwrap();
+
+    // Two parcels in two compartments; the recipient of the first enrols her face.
+    let mut parcels = Vec::new();
+    for (reference, size) in [("F1", "s"), ("F2", "m")] {
+        let body = json!({"tenant": "acme", "reference": reference, "recipient": r["id"], "courier": "k-1",
+                          "size": size, "cabinet": "cab-e1"});
+        let (status, created) = server.call("POST", "/api/v1/parcels", Some(body)).await;
+        assert_eq!(status, 201, "{created}");
+        parcels.push(ParcelId(Uuid::parse_str(created["id"].as_str().unwrap()).unwrap()));
+    }
+    wait_desired(&agent, "both expected parcels", |d| d.parcels.as_ref().is_some_and(|s| s.parcels.len() == 2)).await;
+    let mut compartments = Vec::new();
+    for &parcel in &parcels {
+        let comp =
+            agent.cabinet.send(CourierDeposit { pass: server.pass("k-1").await, parcel }).await.unwrap().unwrap();
+        agent.cabinet.send(DoorSensed { compartment: comp.clone(), open: true }).await.unwrap();
+        agent.cabinet.send(DoorSensed { compartment: comp.clone(), open: false }).await.unwrap();
+        compartments.push(comp);
+    }
+    server.until("ready", || async { server.parcel_state(parcels[0]).await == "ready" }).await;
+    let (_, notice) = server.call("GET", &format!("/api/v1/parcels/{}/ready-notice", parcels[0].0), None).await;
+    let notice = lockerfleet_shared::sdk::ReadyNotice {
+        parcel: parcels[0],
+        cabinet: lockerfleet_shared::CabinetId::new("cab-e1").unwrap(),
+        cabinet_public_key: lockerfleet_shared::seal::CabinetPublicKey::from_base64(
+            notice["cabinet_public_key"].as_str().unwrap(),
+        )
+        .unwrap(),
+        deadline: notice["deadline"].as_str().unwrap().parse().unwrap(),
+    };
+    let template = edge_agent::vision::enrol(
+        &mut pipeline,
+        &std::fs::read(assets.photo("face_recognition", "obama.jpg")).unwrap(),
+    )
+    .unwrap();
+    let sealed =
+        lockerfleet_shared::sdk::seal_for_parcel(&notice, &template, &models.embedding_ref(), chrono::Utc::now())
+            .unwrap();
+    let path = format!("/api/v1/parcels/{}/sealed-template", parcels[0].0);
+    assert_eq!(server.call("POST", &path, Some(json!(sealed))).await.0, 202);
+    wait_desired(&agent, "the sealed template", |d| d.templates.as_ref().is_some_and(|t| t.add.len() == 1)).await;
+    let releases = lock.releases().len();
+
+    // Someone else: nothing opens, the failure is reported.
+    scene.show(Some(synth::live(&biden, &at_biden)));
+    let other = agent.cabinet.send(FacePickup).await.unwrap();
+    assert!(matches!(&other, FaceOutcome::Refused { reason } if reason.contains("no match")), "{other:?}");
+    // A print of the recipient's face: refused by the attack gate.
+    scene.show(Some(synth::print(&obama2, &at_obama2)));
+    let print = agent.cabinet.send(FacePickup).await.unwrap();
+    assert!(matches!(&print, FaceOutcome::Refused { reason } if reason.contains("presentation attack")), "{print:?}");
+    assert_eq!(lock.releases().len(), releases, "no door opened");
+    // The recipient herself: exactly her parcel's compartment opens.
+    scene.show(Some(synth::live(&obama2, &at_obama2)));
+    let ok = agent.cabinet.send(FacePickup).await.unwrap();
+    assert!(matches!(&ok, FaceOutcome::Accepted(p) if p.parcel == parcels[0]), "{ok:?}");
+    assert_eq!(lock.releases()[releases..], [compartments[0].clone()]);
+    agent.cabinet.send(DoorSensed { compartment: compartments[0].clone(), open: true }).await.unwrap();
+    agent.cabinet.send(DoorSensed { compartment: compartments[0].clone(), open: false }).await.unwrap();
+    server.until("picked up by face", || async { server.parcel_state(parcels[0]).await == "picked_up" }).await;
+    let (_, timeline) = server.call("GET", &format!("/api/v1/parcels/{}/events", parcels[0].0), None).await;
+    assert_eq!(timeline["items"].as_array().unwrap().last().unwrap()["detail"]["what"]["method"], "face");
+
+    // Repeated failures lock the face path out and raise an alarm; the server has both.
+    scene.show(Some(synth::live(&biden, &at_biden)));
+    let mut last = None;
+    for _ in 0..6 {
+        last = Some(agent.cabinet.send(FacePickup).await.unwrap());
+    }
+    assert!(matches!(last, Some(FaceOutcome::LockedOut { .. })), "{last:?}");
+    server
+        .until("the failures and the lockout are at the server", || async {
+            let (_, events) = server.call("GET", "/api/v1/cabinets/cab-e1/events?limit=500", None).await;
+            let events = events.as_array().cloned().unwrap_or_default();
+            let failed = events.iter().filter(|e| e["kind"] == "failed_match").count();
+            let lockouts = events.iter().filter(|e| e["detail"]["code"] == "face_lockout").count();
+            failed >= 3 && lockouts == 1
+        })
+        .await;
+    assert_eq!(lock.releases().len(), releases + 1, "only the recipient's door ever opened");
+    server.server.stop().await;
+}

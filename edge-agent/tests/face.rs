@@ -54,11 +54,12 @@ fn placement(f: &Frame) -> Placement {
 
 #[test]
 fn the_same_person_scores_above_the_threshold_and_another_person_far_below() {
-    let threshold = MatchPolicy::default().threshold;
+    // One template open: the most lenient threshold the calibrated policy allows.
+    let threshold = MatchPolicy::default().threshold(1);
     let obama = embedding("obama.jpg");
     for other in ["obama2.jpg", "obama3.jpg"] {
         let s = cosine(&obama, &embedding(other));
-        assert!(s >= threshold + 0.05, "obama.jpg vs {other}: {s}");
+        assert!(s >= threshold, "obama.jpg vs {other}: {s} < {threshold}");
     }
     let biden = embedding("biden.jpg");
     for other in ["obama.jpg", "obama2.jpg", "obama3.jpg"] {
@@ -280,4 +281,110 @@ fn the_agent_names_a_missing_onnx_runtime_and_does_not_start() {
 
 fn toml_of(config: &edge_agent::config::AgentConfig) -> String {
     toml::to_string(config).unwrap()
+}
+
+fn edge_agent(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_edge-agent"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// `edge-agent calibrate`, given scores drawn from known normals, returns the
+/// threshold the math predicts: mean + sd · z(1 − p) with p = 1 − (1 − target)^(1/N).
+#[test]
+fn calibration_of_known_distributions_returns_the_predicted_thresholds() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut normal = |mean: f64, sd: f64| {
+        // Box–Muller.
+        let (u, v): (f64, f64) = (rng.gen_range(f64::EPSILON..1.0), rng.gen_range(0.0..1.0));
+        mean + sd * (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+    };
+    let impostor: Vec<String> = (0..200_000).map(|_| normal(0.0, 0.1).to_string()).collect();
+    let genuine: Vec<String> = (0..5_000).map(|_| normal(0.8, 0.05).to_string()).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let (g, i) = (dir.path().join("genuine.txt"), dir.path().join("impostor.txt"));
+    std::fs::write(&g, genuine.join("\n")).unwrap();
+    std::fs::write(&i, impostor.join("\n")).unwrap();
+    let out = edge_agent(&[
+        "calibrate".as_ref(),
+        "--genuine".as_ref(),
+        g.as_os_str(),
+        "--impostor".as_ref(),
+        i.as_os_str(),
+        "--templates".as_ref(),
+        "1,50".as_ref(),
+        "--json".as_ref(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // z(1 − 1e-7) = 5.19934, z(1 − 2e-9) = 5.88672.
+    for (row, predicted) in [(0, 0.519_934), (1, 0.588_672)] {
+        let fit = report["rows"][row]["threshold_fit"].as_f64().unwrap();
+        let used = report["rows"][row]["threshold"].as_f64().unwrap();
+        assert!((fit - predicted).abs() < 0.005, "row {row}: {fit} vs {predicted}");
+        assert!(used >= fit && used - fit < 0.01, "the bound is a little stricter: {used} vs {fit}");
+    }
+    // FRR at 0.52 for genuine N(0.8, 0.05): P(Z < −5.6) ≈ 0.
+    assert!(report["rows"][0]["frr"].as_f64().unwrap() < 0.001);
+    // A hint of 100 classes brings 50 templates back to the threshold of one.
+    let hinted = report["rows_with_hint"][1]["threshold_fit"].as_f64().unwrap();
+    assert!((hinted - 0.519_934).abs() < 0.005, "{hinted}");
+    // Bad input is named.
+    std::fs::write(&i, "0.1\nnot-a-score\n").unwrap();
+    let out =
+        edge_agent(&["calibrate".as_ref(), "--genuine".as_ref(), g.as_os_str(), "--impostor".as_ref(), i.as_os_str()]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("impostor.txt:2"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `edge-agent enrol` turns a photo into a template sealed for one cabinet and parcel,
+/// bound to the embedding model; a photo without a face is refused with the reason.
+#[test]
+fn enrolment_from_a_photo_seals_for_exactly_one_cabinet() {
+    let a = assets();
+    let keys = CabinetKeyPair::generate();
+    let parcel = ParcelId::generate();
+    let dir = tempfile::tempdir().unwrap();
+    let notice = dir.path().join("notice.json");
+    let deadline = Utc::now() + Duration::hours(24);
+    std::fs::write(
+        &notice,
+        serde_json::json!({"parcel": parcel.0, "cabinet": "cab-a", "cabinet_public_key": keys.public().to_base64(),
+                           "deadline": deadline})
+        .to_string(),
+    )
+    .unwrap();
+    let photo_path = a.photo("face_recognition", "obama.jpg");
+    let out = edge_agent(&[
+        "enrol".as_ref(),
+        "--photo".as_ref(),
+        photo_path.as_os_str(),
+        "--notice".as_ref(),
+        notice.as_os_str(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let sealed: lockerfleet_shared::seal::SealedTemplate = serde_json::from_slice(&out.stdout).unwrap();
+    let model = a.models().embedding_ref();
+    assert_eq!(sealed.binding.model, model, "the template names the model and its sha256");
+    let cabinet = CabinetId::new("cab-a").unwrap();
+    let policy = lockerfleet_shared::seal::OpenPolicy { cabinet: &cabinet, model: &model, now: Utc::now() };
+    let template = lockerfleet_shared::seal::open(&keys, &sealed, &policy).unwrap();
+    assert!((cosine(template.values(), &embedding("obama.jpg")) - 1.0).abs() < 1e-4);
+    let other = CabinetKeyPair::generate();
+    assert!(lockerfleet_shared::seal::open(&other, &sealed, &policy).is_err(), "another cabinet cannot open it");
+
+    let blank = dir.path().join("wall.png");
+    image::RgbImage::from_pixel(400, 300, image::Rgb([200, 190, 180])).save(&blank).unwrap();
+    let out =
+        edge_agent(&["enrol".as_ref(), "--photo".as_ref(), blank.as_os_str(), "--notice".as_ref(), notice.as_os_str()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("wall.png") && err.contains("no face"), "{err}");
 }

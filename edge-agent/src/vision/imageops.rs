@@ -157,8 +157,9 @@ pub fn laplacian_variance(grey: &[f32], side: usize) -> f32 {
     for y in 1..side - 1 {
         for x in 1..side - 1 {
             let c = grey[y * side + x];
-            let l = grey[(y - 1) * side + x] + grey[(y + 1) * side + x] + grey[y * side + x - 1] + grey[y * side + x + 1]
-                - 4.0 * c;
+            let l =
+                grey[(y - 1) * side + x] + grey[(y + 1) * side + x] + grey[y * side + x - 1] + grey[y * side + x + 1]
+                    - 4.0 * c;
             values.push(l);
         }
     }

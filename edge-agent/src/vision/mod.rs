@@ -8,6 +8,7 @@
 //!
 //! No image leaves the cabinet; frames and embeddings are wiped from memory when dropped.
 
+pub mod calibrate;
 pub mod imageops;
 pub mod matching;
 pub mod models;
@@ -69,6 +70,7 @@ impl OnnxMatcher {
         matching: MatchPolicy,
     ) -> Result<Self, String> {
         pad.check()?;
+        matching.check()?;
         Ok(Self { pipeline, keys, cabinet, pad, matching })
     }
 
@@ -87,7 +89,12 @@ impl OnnxMatcher {
         };
         // The gate, before any template is opened.
         let mut evidence = pad::measure(
-            &Channels { width: frame.width, height: frame.height, ir: frame.ir.as_deref(), depth: frame.depth.as_deref() },
+            &Channels {
+                width: frame.width,
+                height: frame.height,
+                ir: frame.ir.as_deref(),
+                depth: frame.depth.as_deref(),
+            },
             analysis.face,
             &analysis.points,
         );
@@ -113,8 +120,8 @@ impl OnnxMatcher {
             MatchOutcome::Match { index, score } => {
                 FaceDecision::Match { parcel: candidates[opened[index].0].parcel.parcel, score }
             }
-            MatchOutcome::BelowThreshold { best } => {
-                FaceDecision::NoMatch { reason: format!("best score {best:.2} below {:.2}", self.matching.threshold) }
+            MatchOutcome::BelowThreshold { best, threshold } => {
+                FaceDecision::NoMatch { reason: format!("best score {best:.2} below {threshold:.2}") }
             }
             MatchOutcome::Ambiguous { best, second } => {
                 FaceDecision::NoMatch { reason: format!("ambiguous ({best:.2} vs {second:.2})") }

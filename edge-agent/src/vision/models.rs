@@ -14,9 +14,7 @@ use sha2::{Digest, Sha256};
 /// What went wrong with the face models; every message names the file.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ModelError {
-    #[error(
-        "ONNX Runtime could not be loaded from {path}: {reason} (run scripts/face-assets.sh, or set face.ort_lib)"
-    )]
+    #[error("ONNX Runtime could not be loaded from {path}: {reason} (run scripts/face-assets.sh, or set face.ort_lib)")]
     Runtime { path: String, reason: String },
     #[error("model {path} could not be read: {reason}")]
     Unreadable { path: String, reason: String },
@@ -150,10 +148,10 @@ impl Model {
     pub fn run(&mut self, shape: [usize; 4], input: Vec<f32>) -> Result<Vec<Vec<f32>>, ModelError> {
         let fail = |e: ort::Error| ModelError::Inference { model: self.name, reason: e.to_string() };
         let tensor = Tensor::from_array((shape, input)).map_err(fail)?;
-        let outputs = self.session.run(ort::inputs![tensor]).map_err(|e| ModelError::Inference {
-            model: self.name,
-            reason: e.to_string(),
-        })?;
+        let outputs = self
+            .session
+            .run(ort::inputs![tensor])
+            .map_err(|e| ModelError::Inference { model: self.name, reason: e.to_string() })?;
         let mut values = Vec::with_capacity(outputs.len());
         for (_, v) in outputs.iter() {
             let (_, data) = v

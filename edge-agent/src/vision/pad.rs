@@ -206,7 +206,8 @@ fn plane_residual(pts: &[(f64, f64, f64)]) -> Option<f64> {
         syz += y * z;
     }
     let det = sxx * syy - sxy * sxy;
-    let (a, b) = if det.abs() < 1e-9 { (0.0, 0.0) } else { ((sxz * syy - syz * sxy) / det, (syz * sxx - sxz * sxy) / det) };
+    let (a, b) =
+        if det.abs() < 1e-9 { (0.0, 0.0) } else { ((sxz * syy - syz * sxy) / det, (syz * sxx - sxz * sxy) / det) };
     let ss: f64 = pts
         .iter()
         .map(|&(x, y, z)| {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::imageops::{RgbView, Rect, Similarity, grey, laplacian_variance, planar};
+use super::imageops::{Rect, RgbView, Similarity, grey, laplacian_variance, planar};
 use super::models::{Model, ModelError, ModelSet};
 
 /// The ArcFace 112 × 112 template: eye centres, nose tip, mouth corners.
@@ -326,9 +326,11 @@ impl FacePipeline {
             return Err(QualityRefusal::Pose { what: "pitch", value: pose.pitch, limit }.into());
         }
         let t = Instant::now();
-        let aligned = Zeroizing::new(
-            Self::align(img, &points).ok_or(QualityRefusal::Pose { what: "landmarks", value: 0.0, limit: 0.0 })?,
-        );
+        let aligned = Zeroizing::new(Self::align(img, &points).ok_or(QualityRefusal::Pose {
+            what: "landmarks",
+            value: 0.0,
+            limit: 0.0,
+        })?);
         times.align = t.elapsed();
         let grey_face: Vec<f32> = aligned.iter().map(|p| grey(*p)).collect();
         let sharpness = laplacian_variance(&grey_face, ALIGNED_SIDE);
