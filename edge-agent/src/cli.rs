@@ -361,3 +361,93 @@ fn table(c: &Calibration, genuine: &[f64], impostor: &[f64]) -> String {
     }
     out
 }
+
+#[derive(Debug, clap::Args)]
+pub struct BenchDecisionArgs {
+    /// The recipient's enrolment photo.
+    #[arg(long)]
+    pub enrol: PathBuf,
+    /// The photo shown at the cabinet (made into a live capture with depth and IR).
+    #[arg(long)]
+    pub probe: PathBuf,
+    /// Open templates at the cabinet (the recipient's and others).
+    #[arg(long, default_value_t = 50)]
+    pub templates: usize,
+    #[arg(long, default_value_t = 200)]
+    pub runs: usize,
+}
+
+/// Frame in → decision, as the cabinet's matcher does it: quality gate, attack gate with
+/// the RGB model, depth and IR, opening every sealed template, 1:N match.
+pub fn bench_decision(config: Option<&Path>, args: &BenchDecisionArgs) -> Result<String, String> {
+    use crate::face::{Candidate, FaceDecision, FaceMatcher};
+    use lockerfleet_shared::envelope::{ExpectedParcel, ParcelStage};
+    use lockerfleet_shared::seal::{CabinetKeyPair, TemplateBinding};
+    let read = |p: &Path| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+    let models = models(config)?;
+    let mut pipeline = load_pipeline(config)?;
+    let template = crate::vision::enrol(&mut pipeline, &read(&args.enrol)?)?;
+    let probe = crate::vision::decode_photo(&read(&args.probe)?)?;
+    let view = RgbView::new(probe.width, probe.height, &probe.rgb).ok_or("empty probe")?;
+    let a = pipeline.analyse(view).map_err(|e| e.to_string())?;
+    let live = crate::vision::synth::live(&probe, &crate::vision::synth::Placement { face: a.face, points: a.points });
+    let keys = CabinetKeyPair::generate();
+    let cabinet = CabinetId::new("bench").map_err(|e| e.to_string())?;
+    let other_template = |i: usize| {
+        // Other recipients: fixed pseudo-random unit vectors (impostors to the probe).
+        let v: Vec<f32> = (0..512).map(|j| (((i * 7919 + j * 104_729) % 1000) as f32 / 500.0) - 1.0).collect();
+        lockerfleet_shared::seal::FaceTemplate::new(crate::vision::pipeline::normalise(&v).to_vec())
+    };
+    let mut candidates = Vec::with_capacity(args.templates);
+    for i in 0..args.templates.max(1) {
+        let parcel = ParcelId::generate();
+        let t = if i == 0 {
+            lockerfleet_shared::seal::FaceTemplate::new(template.values().to_vec())
+        } else {
+            other_template(i)
+        };
+        let binding = TemplateBinding {
+            cabinet: cabinet.clone(),
+            parcel,
+            expires_at: Utc::now() + chrono::Duration::hours(48),
+            model: models.embedding_ref(),
+        };
+        candidates.push(Candidate {
+            parcel: ExpectedParcel {
+                parcel,
+                compartment: lockerfleet_shared::CompartmentId::new("A1").map_err(|e| e.to_string())?,
+                stage: ParcelStage::Ready,
+                courier: None,
+                code_hash: None,
+                expires_at: Utc::now() + chrono::Duration::hours(24),
+            },
+            template: lockerfleet_shared::seal::seal(&keys.public(), binding, &t).map_err(|e| e.to_string())?,
+        });
+    }
+    let mut matcher = crate::vision::OnnxMatcher::new(
+        FacePipeline::load(&models, QualityPolicy::default()).map_err(|e| e.to_string())?,
+        keys,
+        cabinet,
+        crate::vision::pad::PadPolicy::default(),
+        crate::vision::matching::MatchPolicy::default(),
+    )?;
+    let mut times = Vec::with_capacity(args.runs);
+    let mut matched = 0;
+    for _ in 0..args.runs.max(1) {
+        let t = std::time::Instant::now();
+        let d = matcher.decide(std::slice::from_ref(&live), &candidates);
+        times.push(ms(t.elapsed()));
+        if matches!(d, FaceDecision::Match { .. }) {
+            matched += 1;
+        }
+    }
+    let (p50, p99, max) = (percentile(&mut times, 0.5), percentile(&mut times, 0.99), percentile(&mut times, 1.0));
+    Ok(format!(
+        "frame {}x{} → decision with {} open templates, {} runs: p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms; matched {matched}/{}",
+        probe.width,
+        probe.height,
+        candidates.len(),
+        times.len(),
+        times.len()
+    ))
+}

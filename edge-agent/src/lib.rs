@@ -169,6 +169,7 @@ pub fn start_with(
             })
             .collect(),
         key_fingerprint: keys.public().fingerprint(),
+        model: config.face.enabled.then(|| config.face.models.as_ref().map(|m| m.embedding_ref())).flatten(),
     };
     let settings = LinkSettings {
         host: config.mqtt.host.clone(),

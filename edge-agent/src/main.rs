@@ -30,6 +30,8 @@ enum Command {
     /// folder of labelled photos (one folder per person); prints FAR/FRR with
     /// confidence bounds and the thresholds for each gallery size.
     Calibrate(edge_agent::cli::CalibrateArgs),
+    /// Measure frame → decision latency of the cabinet's matcher (benchmarks).
+    BenchDecision(edge_agent::cli::BenchDecisionArgs),
 }
 
 /// Prints a tool's output on stdout, or its error on stderr.
@@ -55,6 +57,9 @@ fn main() -> ExitCode {
     match &cli.command {
         Some(Command::Enrol(args)) => return report(edge_agent::cli::enrol(cli.config.as_deref(), args)),
         Some(Command::Calibrate(args)) => return report(edge_agent::cli::calibrate(cli.config.as_deref(), args)),
+        Some(Command::BenchDecision(args)) => {
+            return report(edge_agent::cli::bench_decision(cli.config.as_deref(), args));
+        }
         _ => {}
     }
     let config = match AgentConfig::load(cli.config.as_deref()) {

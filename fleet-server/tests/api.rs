@@ -227,6 +227,8 @@ async fn the_openapi_document_describes_every_route() {
         ("post", "/api/v1/cabinets"),
         ("get", "/api/v1/cabinets"),
         ("get", "/api/v1/cabinets/{id}"),
+        ("get", "/api/v1/cabinets/{id}/events"),
+        ("put", "/api/v1/cabinets/{id}/settings"),
         ("post", "/api/v1/couriers"),
         ("get", "/api/v1/couriers"),
         ("get", "/api/v1/couriers/{id}/assignments/stream"),

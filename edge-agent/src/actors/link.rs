@@ -55,6 +55,8 @@ pub struct Identity {
     pub hardware: String,
     pub compartments: Vec<CompartmentInfo>,
     pub key_fingerprint: String,
+    /// The face embedding model, when face pickup is on (reported in `hello`).
+    pub model: Option<lockerfleet_shared::seal::ModelRef>,
 }
 
 pub struct Link {
@@ -282,7 +284,7 @@ impl Handler<Connected> for Link {
             hardware: self.id.hardware.clone(),
             compartments: self.id.compartments.clone(),
             key_fingerprint: self.id.key_fingerprint.clone(),
-            model: None,
+            model: self.id.model.clone(),
         });
         self.publish(hello, QoS::AtLeastOnce);
         tracing::info!(cabinet = %self.id.cabinet, "link up");
