@@ -30,6 +30,9 @@ pub struct ArtifactManifest {
     /// Cabinets already at or above this version refuse to go below it.
     pub security_floor: String,
     pub created_at: DateTime<Utc>,
+    /// What changed, for the operator (signed with the rest).
+    #[serde(default)]
+    pub release_notes: String,
 }
 
 impl ArtifactManifest {
@@ -65,6 +68,56 @@ pub enum ArtifactError {
     SizeMismatch { expected: u64, found: u64 },
     #[error("artifact sha256 is {found}; the manifest says {expected}")]
     HashMismatch { expected: String, found: String },
+    #[error("version {version} is below this cabinet's security floor {floor}")]
+    Downgrade { version: String, floor: String },
+    #[error("artifact is built for {built_for:?}, not for hardware {hardware}")]
+    WrongHardware { hardware: String, built_for: Vec<String> },
+    #[error("`{0}` is not a version (major.minor.patch)")]
+    BadVersion(String),
+}
+
+/// A `major.minor.patch` version, ordered numerically.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Version(pub u64, pub u64, pub u64);
+
+impl std::str::FromStr for Version {
+    type Err = ArtifactError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || ArtifactError::BadVersion(s.to_owned());
+        let core = s.split(['-', '+']).next().unwrap_or(s);
+        let mut parts = core.split('.').map(|p| p.parse::<u64>().map_err(|_| bad()));
+        let v = Version(parts.next().ok_or_else(bad)??, parts.next().ok_or_else(bad)??, parts.next().ok_or_else(bad)??);
+        if parts.next().is_some() {
+            return Err(bad());
+        }
+        Ok(v)
+    }
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", self.0, self.1, self.2)
+    }
+}
+
+impl ArtifactManifest {
+    /// Whether a cabinet of `hardware` whose anti-rollback floor is `floor` may install
+    /// this release (the signature is checked separately, first).
+    pub fn installable_on(&self, hardware: &str, floor: Version) -> Result<(), ArtifactError> {
+        let version: Version = self.version.parse()?;
+        let _: Version = self.security_floor.parse()?;
+        if version < floor {
+            return Err(ArtifactError::Downgrade { version: self.version.clone(), floor: floor.to_string() });
+        }
+        if !self.hardware.iter().any(|h| h == hardware) {
+            return Err(ArtifactError::WrongHardware {
+                hardware: hardware.to_owned(),
+                built_for: self.hardware.clone(),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// Short id of a verifying key: hex of the first 8 bytes of sha256(key).
@@ -145,6 +198,7 @@ pub fn describe(name: &str, version: &str, hardware: &[&str], security_floor: &s
         sha256: hex::encode(Sha256::digest(bytes)),
         security_floor: security_floor.to_owned(),
         created_at: Utc::now(),
+        release_notes: String::new(),
     }
 }
 
@@ -153,6 +207,21 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use rand::rngs::OsRng;
+
+    #[test]
+    fn versions_order_numerically_and_downgrades_and_foreign_hardware_are_refused() {
+        let v = |s: &str| s.parse::<Version>().unwrap();
+        assert!(v("1.10.0") > v("1.9.9"));
+        assert_eq!(v("2.0.1-rc.1"), v("2.0.1"));
+        for bad in ["1.2", "1.2.x", "", "1.2.3.4"] {
+            assert!(matches!(bad.parse::<Version>(), Err(ArtifactError::BadVersion(_))), "{bad}");
+        }
+        let m = describe("edge-agent", "1.4.0", &["lf-cab-2"], "1.2.0", b"x");
+        assert!(m.installable_on("lf-cab-2", v("1.2.0")).is_ok());
+        assert!(m.installable_on("lf-cab-2", v("1.4.0")).is_ok(), "re-installing the floor version is fine");
+        assert!(matches!(m.installable_on("lf-cab-2", v("1.5.0")), Err(ArtifactError::Downgrade { .. })));
+        assert!(matches!(m.installable_on("lf-cab-9", v("1.0.0")), Err(ArtifactError::WrongHardware { .. })));
+    }
 
     fn release() -> (SigningKey, Vec<u8>, SignedManifest) {
         let key = SigningKey::generate(&mut OsRng);

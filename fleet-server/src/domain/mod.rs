@@ -8,7 +8,10 @@
 //!   parcel.rs      the parcel lifecycle and pickup window (with its single extension)
 //!   allocation.rs  which compartment a parcel gets: size fit, low-height need,
 //!                  nearest cabinet with room
+//!   rollout.rs     the OTA rollout conductor: waves, rate limit, thresholds per
+//!                  failure kind, timeouts, retries with backoff, maintenance windows
 //! ```
 
 pub mod allocation;
 pub mod parcel;
+pub mod rollout;
