@@ -41,7 +41,47 @@ pub struct Config {
     pub templates: TemplatesConfig,
     pub couriers: CouriersConfig,
     pub webhooks: WebhooksConfig,
+    pub artifacts: ArtifactsConfig,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArtifactsConfig {
+    /// Where uploaded OTA artifacts are kept, named by their sha256.
+    pub dir: std::path::PathBuf,
+    /// Release public keys (base64 Ed25519) whose signatures the server accepts; an
+    /// upload signed by any other key is refused. Cabinets trust their own list.
+    pub trusted_keys: Vec<String>,
+    /// Largest artifact accepted, bytes.
+    pub max_bytes: u64,
+    /// Base URL cabinets download from (`{public_url}/ota/{sha256}`); default: the
+    /// API's own address.
+    pub public_url: Option<String>,
+}
+
+impl Default for ArtifactsConfig {
+    fn default() -> Self {
+        Self { dir: "artifacts".into(), trusted_keys: Vec::new(), max_bytes: 1 << 30, public_url: None }
+    }
+}
+
+impl ArtifactsConfig {
+    /// The trusted release keys, decoded.
+    pub fn keys(&self) -> Result<Vec<ed25519_dalek::VerifyingKey>, String> {
+        use base64::Engine;
+        self.trusted_keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let raw = base64::engine::general_purpose::STANDARD
+                    .decode(k.trim())
+                    .map_err(|_| format!("trusted_keys[{i}] is not base64"))?;
+                let bytes: [u8; 32] = raw.try_into().map_err(|_| format!("trusted_keys[{i}] is not 32 bytes"))?;
+                ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|e| format!("trusted_keys[{i}]: {e}"))
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -280,6 +320,15 @@ impl Config {
 
     /// Checks every value; the error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.artifacts.keys().map_err(|e| invalid("artifacts.trusted_keys", e))?;
+        if self.artifacts.max_bytes == 0 {
+            return Err(invalid("artifacts.max_bytes", "must be positive"));
+        }
+        if let Some(u) = &self.artifacts.public_url
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            return Err(invalid("artifacts.public_url", "is an http:// or https:// URL"));
+        }
         if self.http.max_body_bytes < 1024 {
             return Err(invalid("http.max_body_bytes", "must be at least 1024"));
         }

@@ -21,6 +21,7 @@ pub mod broker;
 pub mod config;
 pub mod domain;
 pub mod metrics;
+pub mod release;
 pub mod service;
 pub mod store;
 

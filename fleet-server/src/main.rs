@@ -23,6 +23,9 @@ enum Command {
     Serve,
     /// Load and validate the configuration, print it, and exit.
     CheckConfig,
+    /// OTA release tools: keygen, sign, upload.
+    #[command(subcommand)]
+    Artifact(fleet_server::release::ArtifactCommand),
 }
 
 fn init_logging(config: &Config) {
@@ -45,6 +48,23 @@ async fn shutdown_signal() -> std::io::Result<&'static str> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Artifact(cmd)) = cli.command {
+        // Release tools need no server configuration.
+        let out = actix_rt::System::new().block_on(fleet_server::release::run(cmd));
+        return match out {
+            Ok(text) => {
+                #[allow(clippy::print_stdout)] // the tool's result is its output
+                {
+                    println!("{text}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("fleet-server artifact: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let config = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {

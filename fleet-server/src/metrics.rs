@@ -60,6 +60,9 @@ pub struct Metrics {
     /// Cabinet alarms stored, by code (`door_forced`, `keypad_lockout`…) and failed
     /// face matches (code `failed_match`).
     pub cabinet_alarms: IntCounterVec,
+    /// OTA artifacts: `registered`, `uploaded`, `refused` (content not matching its
+    /// manifest), `served`, `served_range`.
+    pub artifacts: IntCounterVec,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
@@ -146,6 +149,11 @@ impl Metrics {
                 "lockerfleet_desired_state_pushes_total",
                 "Desired-state messages published to cabinets, by kind",
                 &["kind"],
+            ),
+            artifacts: counter_vec(
+                "lockerfleet_artifacts_total",
+                "OTA artifacts registered, uploaded, refused and served",
+                &["outcome"],
             ),
             cabinet_alarms: counter_vec(
                 "lockerfleet_cabinet_alarms_total",

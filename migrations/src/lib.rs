@@ -9,6 +9,7 @@ mod m20261125_000001_fleet;
 mod m20261125_000002_pickup_flow;
 mod m20261125_000003_server_secrets;
 mod m20261125_000004_cabinet_settings;
+mod m20261125_000005_artifacts;
 
 /// All migrations, oldest first.
 #[derive(Debug)]
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000002_pickup_flow::Migration),
             Box::new(m20261125_000003_server_secrets::Migration),
             Box::new(m20261125_000004_cabinet_settings::Migration),
+            Box::new(m20261125_000005_artifacts::Migration),
         ]
     }
 }

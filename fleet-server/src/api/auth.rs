@@ -72,10 +72,12 @@ pub enum Action {
     ManageRecipients,
     /// A courier's own notification feed (checked against the courier id separately).
     ReadCourierFeed,
+    /// Register and upload OTA artifacts, run rollouts (fleet-wide callers only).
+    ManageReleases,
 }
 
 impl Action {
-    pub const ALL: [Action; 9] = [
+    pub const ALL: [Action; 10] = [
         Action::ManageTenants,
         Action::ManageTokens,
         Action::RegisterCabinets,
@@ -85,6 +87,7 @@ impl Action {
         Action::ManageCouriers,
         Action::ManageRecipients,
         Action::ReadCourierFeed,
+        Action::ManageReleases,
     ];
 }
 
@@ -97,7 +100,7 @@ pub fn allows(role: Role, action: Action) -> bool {
             action,
             ReadCabinets | ManageParcels | ReadParcels | ManageCouriers | ManageRecipients | ReadCourierFeed
         ),
-        Role::Engineer => matches!(action, RegisterCabinets | ReadCabinets | ReadParcels),
+        Role::Engineer => matches!(action, RegisterCabinets | ReadCabinets | ReadParcels | ManageReleases),
         Role::Auditor => matches!(action, ReadCabinets | ReadParcels),
         Role::Courier => matches!(action, ReadCourierFeed),
     }

@@ -1,6 +1,7 @@
 //! The HTTP surface: operator REST API under `/api/v1`, plus `/healthz`, `/readyz` and
 //! `/metrics`.
 
+pub mod artifacts;
 pub mod auth;
 pub mod cabinets;
 pub mod error;
@@ -79,6 +80,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .route("/metrics", web::get().to(health::metrics))
+        .route("/ota/{sha256}", web::get().to(artifacts::download))
         .service(
             web::scope("/api/v1")
                 .route("/openapi.json", web::get().to(openapi::document))
@@ -105,7 +107,11 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
                 .route("/cabinets", web::get().to(cabinets::list))
                 .route("/cabinets/{id}", web::get().to(cabinets::get))
                 .route("/cabinets/{id}/events", web::get().to(cabinets::events))
-                .route("/cabinets/{id}/settings", web::put().to(cabinets::put_settings)),
+                .route("/cabinets/{id}/settings", web::put().to(cabinets::put_settings))
+                .route("/artifacts", web::post().to(artifacts::register))
+                .route("/artifacts", web::get().to(artifacts::list))
+                .route("/artifacts/{id}", web::get().to(artifacts::get))
+                .route("/artifacts/{id}/content", web::put().to(artifacts::upload)),
         )
         .default_service(web::to(|| async {
             Err::<actix_web::HttpResponse, _>(ApiError::new(

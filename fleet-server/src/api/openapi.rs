@@ -5,7 +5,7 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{auth, cabinets, error, health, parcels};
+use super::{artifacts, auth, cabinets, error, health, parcels};
 
 #[derive(Debug)]
 struct BearerAuth;
@@ -33,6 +33,7 @@ impl Modify for BearerAuth {
         health::healthz, health::readyz, health::metrics,
         auth::create_token, auth::revoke_token,
         cabinets::create_tenant, cabinets::register, cabinets::get, cabinets::list, cabinets::events, cabinets::put_settings,
+        artifacts::register, artifacts::upload, artifacts::list, artifacts::get,
         parcels::update_tenant, parcels::create_courier, parcels::list_couriers, parcels::courier_stream, parcels::courier_pass,
         parcels::create_recipient, parcels::erase_recipient, parcels::enrol_template,
         parcels::create_parcel, parcels::list_parcels, parcels::get_parcel, parcels::parcel_timeline,

@@ -318,3 +318,28 @@ pub mod server_secret {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod artifact {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "artifacts")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub name: String,
+        pub version: String,
+        pub sha256: String,
+        pub size: i64,
+        /// The signed manifest, JSON.
+        pub manifest: String,
+        /// The file is on disk and matches the manifest.
+        pub uploaded: bool,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
