@@ -236,31 +236,35 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(view(row, &public_base(&state, &req))?))
 }
 
+/// A `Range` header that no byte of the file satisfies (answered with 416).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unsatisfiable;
+
 /// A byte range of a file of `size` bytes, from a `Range` header; `None` for a header
 /// we serve in full instead (absent, several ranges, another unit), `Err` for one
 /// that cannot be satisfied.
-pub fn parse_range(value: Option<&str>, size: u64) -> Result<Option<(u64, u64)>, ()> {
+pub fn parse_range(value: Option<&str>, size: u64) -> Result<Option<(u64, u64)>, Unsatisfiable> {
     let Some(spec) = value.and_then(|v| v.trim().strip_prefix("bytes=")) else { return Ok(None) };
     if spec.contains(',') {
         return Ok(None);
     }
-    let (a, b) = spec.split_once('-').ok_or(())?;
+    let (a, b) = spec.split_once('-').ok_or(Unsatisfiable)?;
     let (start, end) = match (a.trim(), b.trim()) {
         ("", suffix) => {
-            let n: u64 = suffix.parse().map_err(|_| ())?;
+            let n: u64 = suffix.parse().map_err(|_| Unsatisfiable)?;
             if n == 0 {
-                return Err(());
+                return Err(Unsatisfiable);
             }
-            (size.saturating_sub(n), size.checked_sub(1).ok_or(())?)
+            (size.saturating_sub(n), size.checked_sub(1).ok_or(Unsatisfiable)?)
         }
-        (s, "") => (s.parse().map_err(|_| ())?, size.checked_sub(1).ok_or(())?),
+        (s, "") => (s.parse().map_err(|_| Unsatisfiable)?, size.checked_sub(1).ok_or(Unsatisfiable)?),
         (s, e) => {
-            let (s, e): (u64, u64) = (s.parse().map_err(|_| ())?, e.parse().map_err(|_| ())?);
+            let (s, e): (u64, u64) = (s.parse().map_err(|_| Unsatisfiable)?, e.parse().map_err(|_| Unsatisfiable)?);
             (s, e.min(size.saturating_sub(1)))
         }
     };
     if start >= size || start > end {
-        return Err(());
+        return Err(Unsatisfiable);
     }
     Ok(Some((start, end)))
 }
@@ -295,7 +299,7 @@ pub async fn download(state: web::Data<AppState>, req: HttpRequest, path: web::P
     let (status, start, end) = match parse_range(range_header, size) {
         Ok(None) => (StatusCode::OK, 0, size.saturating_sub(1)),
         Ok(Some((s, e))) => (StatusCode::PARTIAL_CONTENT, s, e),
-        Err(()) => {
+        Err(Unsatisfiable) => {
             return HttpResponse::RangeNotSatisfiable()
                 .insert_header((header::CONTENT_RANGE, format!("bytes */{size}")))
                 .finish();
@@ -338,7 +342,7 @@ pub async fn download(state: web::Data<AppState>, req: HttpRequest, path: web::P
 
 #[cfg(test)]
 mod tests {
-    use super::parse_range;
+    use super::{Unsatisfiable, parse_range};
 
     #[test]
     fn ranges_parse_as_rfc_9110_says() {
@@ -349,9 +353,9 @@ mod tests {
         assert_eq!(parse_range(Some("bytes=50-500"), 100), Ok(Some((50, 99))), "the end is clamped");
         assert_eq!(parse_range(Some("bytes=0-1,5-6"), 100), Ok(None), "several ranges: the whole file");
         assert_eq!(parse_range(Some("items=0-1"), 100), Ok(None));
-        assert_eq!(parse_range(Some("bytes=100-"), 100), Err(()));
-        assert_eq!(parse_range(Some("bytes=9-3"), 100), Err(()));
-        assert_eq!(parse_range(Some("bytes=x-3"), 100), Err(()));
-        assert_eq!(parse_range(Some("bytes=-0"), 100), Err(()));
+        assert_eq!(parse_range(Some("bytes=100-"), 100), Err(Unsatisfiable));
+        assert_eq!(parse_range(Some("bytes=9-3"), 100), Err(Unsatisfiable));
+        assert_eq!(parse_range(Some("bytes=x-3"), 100), Err(Unsatisfiable));
+        assert_eq!(parse_range(Some("bytes=-0"), 100), Err(Unsatisfiable));
     }
 }
