@@ -58,11 +58,19 @@ pub struct ArtifactsConfig {
     /// Base URL cabinets download from (`{public_url}/ota/{sha256}`); default: the
     /// API's own address.
     pub public_url: Option<String>,
+    /// How often this replica runs the rollout conductors it holds, milliseconds.
+    pub conduct_interval_ms: u64,
 }
 
 impl Default for ArtifactsConfig {
     fn default() -> Self {
-        Self { dir: "artifacts".into(), trusted_keys: Vec::new(), max_bytes: 1 << 30, public_url: None }
+        Self {
+            dir: "artifacts".into(),
+            trusted_keys: Vec::new(),
+            max_bytes: 1 << 30,
+            public_url: None,
+            conduct_interval_ms: 1000,
+        }
     }
 }
 
@@ -321,6 +329,9 @@ impl Config {
     /// Checks every value; the error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.artifacts.keys().map_err(|e| invalid("artifacts.trusted_keys", e))?;
+        if !(50..=60_000).contains(&self.artifacts.conduct_interval_ms) {
+            return Err(invalid("artifacts.conduct_interval_ms", "must be between 50 and 60000"));
+        }
         if self.artifacts.max_bytes == 0 {
             return Err(invalid("artifacts.max_bytes", "must be positive"));
         }

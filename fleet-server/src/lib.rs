@@ -76,6 +76,7 @@ pub struct RunningServer {
     relay: Addr<actors::outbox::OutboxRelay>,
     ingest: Addr<actors::ingest::Ingest>,
     sweeper: Addr<actors::sweeper::Sweeper>,
+    conductor: Addr<actors::conductor::RolloutConductor>,
     link: Link,
     stop_tx: watch::Sender<bool>,
     closing_tx: watch::Sender<bool>,
@@ -90,6 +91,7 @@ impl RunningServer {
         let _ = self.closing_tx.send(true);
         self.http.stop(true).await;
         self.sweeper.do_send(actors::Shutdown);
+        self.conductor.do_send(actors::Shutdown);
         // Buffered events are written and acked before the link goes.
         let _ = self.ingest.send(actors::Shutdown).await;
         // The relay settles the rows of a pass under way before it stops.
@@ -224,6 +226,15 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let server = server.run();
     let http = server.handle();
     actix_rt::spawn(server);
+    let base_url = config.artifacts.public_url.clone().unwrap_or_else(|| format!("http://{http_addr}"));
+    let conductor = actors::conductor::RolloutConductor::new(
+        service.clone(),
+        format!("{}-{}", hostname(), uuid::Uuid::new_v4().simple()),
+        base_url,
+        Duration::from_millis(config.artifacts.conduct_interval_ms),
+        Some(relay.clone().recipient()),
+    )
+    .start();
     tracing::info!(%http_addr, mqtt = %format!("{mqtt_host}:{mqtt_port}"), "fleet-server started");
 
     Ok(RunningServer {
@@ -237,10 +248,18 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         relay,
         ingest: ingest_addr,
         sweeper,
+        conductor,
         link,
         stop_tx,
         closing_tx,
     })
+}
+
+/// This machine's name, for the rollout lease owner (readable in the database).
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "replica".into())
 }
 
 /// Checks every `interval` that the broker accepts a fresh connection.

@@ -10,6 +10,7 @@ mod m20261125_000002_pickup_flow;
 mod m20261125_000003_server_secrets;
 mod m20261125_000004_cabinet_settings;
 mod m20261125_000005_artifacts;
+mod m20261125_000006_rollouts;
 
 /// All migrations, oldest first.
 #[derive(Debug)]
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000003_server_secrets::Migration),
             Box::new(m20261125_000004_cabinet_settings::Migration),
             Box::new(m20261125_000005_artifacts::Migration),
+            Box::new(m20261125_000006_rollouts::Migration),
         ]
     }
 }

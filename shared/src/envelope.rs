@@ -211,6 +211,9 @@ pub struct OtaReport {
     pub status: OtaStatus,
     #[serde(default)]
     pub detail: Option<String>,
+    /// Download progress, with `downloading`.
+    #[serde(default)]
+    pub percent: Option<u8>,
 }
 
 /// The steps of an update on the cabinet.
@@ -219,6 +222,8 @@ pub struct OtaReport {
 pub enum OtaStatus {
     Downloading,
     Downloaded,
+    /// Downloaded and verified; waiting for the maintenance window to install.
+    WaitingWindow,
     Installing,
     Rebooting,
     Succeeded,
@@ -378,8 +383,14 @@ pub struct Command {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum CommandAction {
-    OpenCompartment { compartment: CompartmentId },
+    OpenCompartment {
+        compartment: CompartmentId,
+    },
     Reboot,
+    /// The rollout was aborted: drop its offer unless installing already.
+    CancelUpdate {
+        rollout: Uuid,
+    },
 }
 
 // ──────────────────────────────── presence ─────────────────────────────────────
@@ -716,7 +727,8 @@ mod tests {
             (arb_uuid(), proptest::option::of(".{0,20}")).prop_map(|(rollout, detail)| UpBody::Ota(OtaReport {
                 rollout,
                 status: OtaStatus::Installing,
-                detail
+                detail,
+                percent: None,
             })),
             (proptest::option::of(any::<u64>()), proptest::option::of(any::<u64>()))
                 .prop_map(|(templates, parcels)| UpBody::Applied(Applied { templates, parcels })),

@@ -64,6 +64,29 @@ pub struct AppliedVersions {
     pub parcels: Option<u64>,
 }
 
+/// A cabinet's OTA progress, for its rollout's conductor.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct OtaProgress {
+    pub cabinet: CabinetId,
+    pub report: lockerfleet_shared::envelope::OtaReport,
+}
+
+impl Handler<OtaProgress> for Ingest {
+    type Result = ();
+
+    fn handle(&mut self, msg: OtaProgress, ctx: &mut Self::Context) {
+        let service = self.ctx.clone();
+        async move {
+            if let Err(e) = crate::service::rollouts::report(&service, &msg.cabinet, &msg.report).await {
+                tracing::error!(cabinet = %msg.cabinet, error = %e, "could not record an OTA report");
+            }
+        }
+        .into_actor(self)
+        .spawn(ctx);
+    }
+}
+
 pub struct Ingest {
     ctx: Ctx,
     metrics: Metrics,

@@ -10,6 +10,7 @@
 //! Every actor runs inside the actix `System` started by `main` (or by a test's
 //! `#[actix_rt::test]`).
 
+pub mod conductor;
 pub mod ingest;
 pub mod ingress;
 pub mod link;

@@ -277,6 +277,10 @@ pub async fn register(
     let id = CabinetId::new(record.cabinet.id.clone()).map_err(ApiError::internal)?;
     state.presence.do_send(Registered(id.clone()));
     tracing::info!(cabinet = %id, tenant = %record.cabinet.tenant_id, "cabinet registered");
+    // Rollouts that take cabinets registered later hear of this one.
+    if let Err(e) = crate::service::rollouts::joined(&state.service(), &record.cabinet).await {
+        tracing::error!(cabinet = %id, error = %e, "could not add the cabinet to matching rollouts");
+    }
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/api/v1/cabinets/{id}")))
         .json(CabinetView::from_record(record)))

@@ -8,6 +8,7 @@ pub mod error;
 pub mod health;
 pub mod openapi;
 pub mod parcels;
+pub mod rollouts;
 
 use std::sync::Arc;
 
@@ -111,7 +112,12 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
                 .route("/artifacts", web::post().to(artifacts::register))
                 .route("/artifacts", web::get().to(artifacts::list))
                 .route("/artifacts/{id}", web::get().to(artifacts::get))
-                .route("/artifacts/{id}/content", web::put().to(artifacts::upload)),
+                .route("/artifacts/{id}/content", web::put().to(artifacts::upload))
+                .route("/rollouts", web::post().to(rollouts::create))
+                .route("/rollouts", web::get().to(rollouts::list))
+                .route("/rollouts/{id}", web::get().to(rollouts::get))
+                .route("/rollouts/{id}/cabinets", web::get().to(rollouts::cabinets))
+                .route("/rollouts/{id}/{action}", web::post().to(rollouts::command)),
         )
         .default_service(web::to(|| async {
             Err::<actix_web::HttpResponse, _>(ApiError::new(

@@ -5,7 +5,7 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{artifacts, auth, cabinets, error, health, parcels};
+use super::{artifacts, auth, cabinets, error, health, parcels, rollouts};
 
 #[derive(Debug)]
 struct BearerAuth;
@@ -34,6 +34,7 @@ impl Modify for BearerAuth {
         auth::create_token, auth::revoke_token,
         cabinets::create_tenant, cabinets::register, cabinets::get, cabinets::list, cabinets::events, cabinets::put_settings,
         artifacts::register, artifacts::upload, artifacts::list, artifacts::get,
+        rollouts::create, rollouts::list, rollouts::get, rollouts::cabinets, rollouts::command,
         parcels::update_tenant, parcels::create_courier, parcels::list_couriers, parcels::courier_stream, parcels::courier_pass,
         parcels::create_recipient, parcels::erase_recipient, parcels::enrol_template,
         parcels::create_parcel, parcels::list_parcels, parcels::get_parcel, parcels::parcel_timeline,

@@ -136,27 +136,46 @@ pub struct Rate {
     pub max_per_minute: f64,
 }
 
+/// Durations travel as whole seconds.
+mod secs {
+    use chrono::Duration;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_i64(d.num_seconds())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let v = i64::deserialize(d)?;
+        Duration::try_seconds(v).ok_or_else(|| serde::de::Error::custom("duration out of range"))
+    }
+}
+
 /// Everything that decides how a rollout moves.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Plan {
     pub waves: Vec<WaveSize>,
     pub rate: Rate,
     /// Share of a wave that must be confirmed before the next wave starts.
     pub success_share: f64,
     /// Time a wave's success must hold (health watched) before the next wave starts.
+    #[serde(rename = "soak_s", with = "secs")]
     pub soak: Duration,
     /// Wait for an operator's approval between waves.
     pub manual_approval: bool,
     pub thresholds: BTreeMap<FailureKind, Threshold>,
     /// A cabinet that makes no progress for this long has timed out.
+    #[serde(rename = "progress_timeout_s", with = "secs")]
     pub progress_timeout: Duration,
     /// Attempts after the first, for retriable failures.
     pub max_retries: u32,
     /// First retry delay; doubled per attempt, with ±25 % jitter.
+    #[serde(rename = "retry_base_s", with = "secs")]
     pub retry_base: Duration,
     /// After confirming, a cabinet must be heard from within this window or it counts
     /// as silent.
+    #[serde(rename = "silence_after_s", with = "secs")]
     pub silence_after: Duration,
     pub window: Option<Window>,
 }
@@ -287,7 +306,8 @@ impl CabinetState {
 }
 
 /// A progress report from a cabinet (the contract's `OtaStatus`, plus percentages).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
 pub enum Report {
     Downloading { percent: u8 },
     Downloaded,
@@ -301,7 +321,8 @@ pub enum Report {
 }
 
 /// What the conductor is told.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum Input {
     Report {
         cabinet: String,
@@ -359,7 +380,7 @@ pub enum Phase {
     Completed,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Cab {
     wave: usize,
     state: CabinetState,
@@ -374,7 +395,7 @@ struct Cab {
 }
 
 /// Running totals of one wave, kept as states change (so no step scans the fleet).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct WaveCounts {
     confirmed: usize,
     /// Confirmed, failed or cancelled.
@@ -386,8 +407,9 @@ fn settled(s: CabinetState) -> bool {
     matches!(s, CabinetState::Confirmed | CabinetState::Failed { .. } | CabinetState::Cancelled)
 }
 
-/// One rollout's conductor.
-#[derive(Debug, Clone)]
+/// One rollout's conductor. It serialises whole, so the replica that owns a rollout
+/// can store it and another can take over from the stored copy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Conductor {
     plan: Plan,
     cabs: HashMap<String, Cab>,
@@ -484,6 +506,21 @@ impl Conductor {
         };
         c.queue.extend(c.waves.first().cloned().unwrap_or_default());
         c
+    }
+
+    /// Confirmed cabinets not yet heard from since, with when they confirmed (the caller
+    /// feeds `Heard` for those it has heard from since then).
+    pub fn awaiting_word(&self) -> Vec<(String, DateTime<Utc>)> {
+        self.cabs
+            .iter()
+            .filter(|(_, c)| c.state == CabinetState::Confirmed && !c.heard_after)
+            .map(|(id, c)| (id.clone(), c.since))
+            .collect()
+    }
+
+    /// Every cabinet with its wave and state.
+    pub fn cabinets(&self) -> impl Iterator<Item = (&str, usize, CabinetState)> {
+        self.cabs.iter().map(|(id, c)| (id.as_str(), c.wave, c.state))
     }
 
     pub fn phase(&self) -> &Phase {
@@ -1232,6 +1269,24 @@ mod tests {
         // Silent past the window's opening plus the timeout: timed out (and retried).
         c.tick(noon + Duration::hours(10) + Duration::minutes(31));
         assert!(matches!(c.state_of("a"), Some(CabinetState::RetryAt { .. })));
+    }
+
+    #[test]
+    fn a_stored_conductor_goes_on_exactly_as_the_original() {
+        // Half-way through, the conductor is stored and loaded (as a replica taking over
+        // does); both copies then see the same inputs and must act alike.
+        let mut sim = Sim::new(fast_plan(), fleet(500, |i| if i % 50 == 1 { Device::FlakyOnce } else { Device::Good }));
+        sim.run(Duration::hours(2));
+        let copy: Conductor = serde_json::from_str(&serde_json::to_string(&sim.c).unwrap()).unwrap();
+        let later = sim.now + Duration::minutes(30);
+        let mut original = sim.c.clone();
+        let mut loaded = copy;
+        assert_eq!(original.tick(later), loaded.tick(later));
+        assert_eq!(original.summary(), loaded.summary());
+        let plan: Plan =
+            serde_json::from_str(r#"{"soak_s": 60, "waves": [{"count": 2}, {"percent": 100.0}]}"#).unwrap();
+        assert_eq!(plan.soak, Duration::minutes(1));
+        assert_eq!(plan.max_retries, Plan::default().max_retries, "unset fields keep their defaults");
     }
 
     #[test]

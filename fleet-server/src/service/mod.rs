@@ -8,12 +8,14 @@
 //! ```text
 //!   parcels.rs   create + assign (allocation, compartment claim), transitions, pickup codes
 //!   outbox.rs    the transactional outbox rows (courier MQTT, webhook, cabinet push)
+//!   rollouts.rs  OTA rollouts: creation, inputs for the conductor, the conductor's pass
 //! ```
 
 pub mod desired;
 pub mod outbox;
 pub mod parcels;
 pub mod passes;
+pub mod rollouts;
 pub mod templates;
 pub mod webhooks;
 

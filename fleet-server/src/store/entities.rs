@@ -343,3 +343,55 @@ pub mod artifact {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod rollout {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "rollouts")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub artifact_id: Uuid,
+        pub name: String,
+        /// The target selection, JSON.
+        pub target: String,
+        /// The plan, JSON.
+        pub plan: String,
+        pub include_new: bool,
+        /// `running`, `awaiting_approval`, `paused`, `aborted`, `completed`.
+        pub phase: String,
+        /// The conductor's whole state, JSON.
+        pub snapshot: String,
+        /// The replica conducting it, while its lease lasts.
+        pub owner: Option<String>,
+        pub lease_until: Option<DateTimeUtc>,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod rollout_input {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "rollout_inputs")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub rollout_id: Uuid,
+        /// A conductor input, JSON.
+        pub input: String,
+        pub at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -1,0 +1,249 @@
+//! Rollouts through the server, over the real broker and database: cabinets (played by
+//! MQTT clients that answer OTA offers as an updater would) update wave by wave; a bad
+//! release stops itself after the canaries; operator commands; the conductor's lease.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use common::{Backend, Fixture, TestServer};
+use lockerfleet_shared::envelope::{CommandAction, DownBody, OtaReport, OtaStatus, UpBody};
+use serde_json::{Value, json};
+
+backend_tests!(
+    cabinets_update_wave_by_wave_and_a_bad_release_stops_after_the_canaries,
+    operator_commands_and_bad_requests
+);
+
+/// Uploads a release signed by `key` and returns its artifact id.
+async fn upload(ts: &TestServer, key: &ed25519_dalek::SigningKey, version: &str) -> String {
+    let bytes = format!("image {version}").into_bytes();
+    let mut m = lockerfleet_shared::artifact::describe("edge-agent", version, &["lf-cab-2"], "1.0.0", &bytes);
+    m.release_notes = format!("release {version}");
+    let signed = lockerfleet_shared::artifact::sign(m, key);
+    let (status, created) = ts.post("/api/v1/artifacts", &json!(signed)).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let mut res = awc::Client::default()
+        .put(format!("{}/api/v1/artifacts/{id}/content", ts.base))
+        .bearer_auth(&ts.token)
+        .send_body(bytes)
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200, "{:?}", res.body().await);
+    id
+}
+
+/// Offers and cancellations each cabinet received, by rollout.
+type Seen = Arc<Mutex<BTreeMap<String, Vec<String>>>>;
+
+/// Plays `n` cabinets that update when offered. Of the cabinets offered `bad_version`,
+/// the first `failing` fail their health check after restarting and roll back.
+async fn fleet(ts: &TestServer, n: usize, bad_version: &str, failing: usize) -> Seen {
+    let seen: Seen = Arc::default();
+    let budget = Arc::new(Mutex::new(failing));
+    for i in 0..n {
+        let id = format!("cab-{i:02}");
+        ts.register_cabinet("acme", &id).await;
+        let mut cab = ts.connect_cabinet(&id).await;
+        cab.hello("1.0.0").await;
+        let seen = seen.clone();
+        let budget = budget.clone();
+        let bad_version = bad_version.to_owned();
+        actix_rt::spawn(async move {
+            while let Some(env) = cab.down.recv().await {
+                match env.body {
+                    DownBody::Ota(offer) => {
+                        seen.lock().unwrap().entry(id.clone()).or_default().push(format!("offer {}", offer.rollout));
+                        let rolls_back = offer.manifest.manifest.version == bad_version && {
+                            let mut left = budget.lock().unwrap();
+                            let fail = *left > 0;
+                            *left = left.saturating_sub(1);
+                            fail
+                        };
+                        let mut steps = vec![
+                            (OtaStatus::Downloading, Some(50)),
+                            (OtaStatus::Downloaded, None),
+                            (OtaStatus::Installing, None),
+                            (OtaStatus::Rebooting, None),
+                        ];
+                        steps.push((if rolls_back { OtaStatus::RolledBack } else { OtaStatus::Succeeded }, None));
+                        for (status, percent) in steps {
+                            let detail = (status == OtaStatus::RolledBack).then(|| "health check failed".to_owned());
+                            cab.send(UpBody::Ota(OtaReport { rollout: offer.rollout, status, detail, percent })).await;
+                        }
+                        // Alive after the restart.
+                        cab.heartbeat().await;
+                    }
+                    DownBody::Cmd(c) => {
+                        if let CommandAction::CancelUpdate { rollout } = c.action {
+                            seen.lock().unwrap().entry(id.clone()).or_default().push(format!("cancel {rollout}"));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        });
+    }
+    seen
+}
+
+async fn rollout(ts: &TestServer, id: &str) -> Value {
+    ts.get(&format!("/api/v1/rollouts/{id}")).await.1
+}
+
+async fn until_phase(ts: &TestServer, id: &str, phase: &str) -> Value {
+    ts.wait_until(&format!("rollout {id} is {phase}"), || async {
+        rollout(ts, id).await["progress"]["phase"]["phase"] == phase
+    })
+    .await;
+    rollout(ts, id).await
+}
+
+fn key() -> ed25519_dalek::SigningKey {
+    ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng)
+}
+
+async fn cabinets_update_wave_by_wave_and_a_bad_release_stops_after_the_canaries(backend: Backend) {
+    use base64::Engine;
+    let fx = Fixture::new(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let release_key = key();
+    let mut config = fx.config();
+    config.artifacts.dir = dir.path().to_owned();
+    config.artifacts.trusted_keys =
+        vec![base64::engine::general_purpose::STANDARD.encode(release_key.verifying_key().as_bytes())];
+    config.artifacts.conduct_interval_ms = 100;
+    let ts = fx.start(config).await;
+    ts.create_tenant("acme").await;
+    // Cabinets 0-19; in the second release, a third of the canaries fail their health check.
+    let good = upload(&ts, &release_key, "1.1.0").await;
+    let bad_release = upload(&ts, &release_key, "1.2.0").await;
+    let plan = json!({
+        "waves": [{"count": 3}, {"percent": 50.0}, {"percent": 100.0}],
+        "rate": {"per_minute": 6000.0, "growth": 1.0, "max_per_minute": 6000.0},
+        "soak_s": 0, "silence_after_s": 600,
+    });
+    let seen = fleet(&ts, 20, "1.2.0", 1).await;
+
+    let body = json!({"name": "1.1.0 everywhere", "artifact": good, "target": {"tenant": "acme"}, "plan": plan});
+    let (status, created) = ts.post("/api/v1/rollouts", &body).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let sizes: Vec<u64> =
+        created["progress"]["waves"].as_array().unwrap().iter().map(|w| w["size"].as_u64().unwrap()).collect();
+    assert_eq!(sizes, [3, 7, 10]);
+    let done = until_phase(&ts, &id, "completed").await;
+    let confirmed: u64 = done["progress"]["waves"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["states"]["confirmed"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(confirmed, 20, "{done}");
+    assert_eq!(seen.lock().unwrap().len(), 20, "every cabinet was offered");
+    assert!(seen.lock().unwrap().values().all(|v| v.len() == 1), "exactly once each");
+    assert!(done["owner"].is_string(), "a replica conducted it: {done}");
+
+    // The bad release: a third of the canaries roll back; the rollout aborts itself and
+    // nobody outside the canary wave is offered it.
+    let (_, cabinets) = ts.get(&format!("/api/v1/rollouts/{id}/cabinets")).await;
+    assert_eq!(cabinets.as_array().unwrap().len(), 20);
+    seen.lock().unwrap().clear();
+    let body = json!({"name": "1.2.0", "artifact": bad_release, "target": {}, "plan": plan});
+    let (status, created) = ts.post("/api/v1/rollouts", &body).await;
+    assert_eq!(status, 201, "{created}");
+    let bad_id = created["id"].as_str().unwrap().to_owned();
+    // Which cabinets are the canaries is the conductor's (random) choice; the first to
+    // install fails its health check: one of three canaries, over the 5 % threshold.
+    let (_, canaries) = ts.get(&format!("/api/v1/rollouts/{bad_id}/cabinets")).await;
+    let canary_ids: Vec<String> = canaries
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["wave"] == 0)
+        .map(|c| c["cabinet"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(canary_ids.len(), 3);
+    let aborted = until_phase(&ts, &bad_id, "aborted").await;
+    assert!(aborted["progress"]["phase"]["reason"].as_str().unwrap().contains("rolled back"), "{aborted}");
+    assert_eq!(aborted["progress"]["failures"]["rolled_back"], 1, "{aborted}");
+    let later: u64 = aborted["progress"]["waves"][1]["states"]["cancelled"].as_u64().unwrap_or(0)
+        + aborted["progress"]["waves"][2]["states"]["cancelled"].as_u64().unwrap_or(0);
+    assert_eq!(later, 17, "the later waves are withdrawn untouched: {aborted}");
+    let offered: Vec<String> = seen.lock().unwrap().keys().cloned().collect();
+    for cab in &offered {
+        assert!(canary_ids.contains(cab), "{cab} is not a canary but was offered the bad release");
+    }
+    ts.server.stop().await;
+    fx.cleanup().await;
+}
+
+async fn operator_commands_and_bad_requests(backend: Backend) {
+    use base64::Engine;
+    let fx = Fixture::new(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let release_key = key();
+    let mut config = fx.config();
+    config.artifacts.dir = dir.path().to_owned();
+    config.artifacts.trusted_keys =
+        vec![base64::engine::general_purpose::STANDARD.encode(release_key.verifying_key().as_bytes())];
+    config.artifacts.conduct_interval_ms = 100;
+    let ts = fx.start(config.clone()).await;
+    ts.create_tenant("acme").await;
+    let art = upload(&ts, &release_key, "1.1.0").await;
+    // Cabinets that never answer: offers stay in flight.
+    for i in 0..4 {
+        ts.register_cabinet("acme", &format!("mute-{i}")).await;
+    }
+    let (status, body) = ts.post("/api/v1/rollouts", &json!({"name": "x", "artifact": uuid::Uuid::now_v7()})).await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = ts.post("/api/v1/rollouts", &json!({"name": "x", "artifact": "nope"})).await;
+    assert_eq!(status, 400, "{body}");
+    let bad_plan = json!({"name": "x", "artifact": art, "plan": {"waves": [{"percent": 50.0}, {"percent": 20.0}]}});
+    let (status, body) = ts.post("/api/v1/rollouts", &bad_plan).await;
+    assert_eq!((status, body["error"]["field"].as_str()), (422, Some("plan")), "{body}");
+    let none = json!({"name": "x", "artifact": art, "target": {"cabinets": ["nobody"]}});
+    let (status, body) = ts.post("/api/v1/rollouts", &none).await;
+    assert_eq!((status, body["error"]["field"].as_str()), (422, Some("target")), "{body}");
+    let tenant_admin = ts.make_token("admin", Some("acme"), None).await;
+    let body = json!({"name": "x", "artifact": art, "plan": {"waves": [{"percent": 100.0}]}});
+    let (status, _) = ts.request("POST", "/api/v1/rollouts", Some(&tenant_admin), Some(&body)).await;
+    assert_eq!(status, 403, "rollouts are fleet-wide");
+
+    let (status, created) = ts.post("/api/v1/rollouts", &body).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    ts.wait_until("all four are offered", || async {
+        rollout(&ts, &id).await["progress"]["waves"][0]["states"]["offered"] == 4
+    })
+    .await;
+    for (action, phase) in [("pause", "paused"), ("resume", "running")] {
+        let (status, _) = ts.post(&format!("/api/v1/rollouts/{id}/{action}"), &json!({})).await;
+        assert_eq!(status, 202);
+        until_phase(&ts, &id, phase).await;
+    }
+    let (status, body) = ts.post(&format!("/api/v1/rollouts/{id}/explode"), &json!({})).await;
+    assert_eq!((status, body["error"]["field"].as_str()), (422, Some("action")), "{body}");
+
+    // A second replica on the same database and broker: the rollout keeps exactly one
+    // conductor, and when that replica stops the other takes over.
+    let other = fx.start(config).await;
+    let first_owner = rollout(&ts, &id).await["owner"].clone();
+    ts.server.stop().await;
+    other
+        .wait_until("the other replica conducts the rollout", || async {
+            let r = other.get(&format!("/api/v1/rollouts/{id}")).await.1;
+            r["owner"] != first_owner && r["owner"].is_string()
+        })
+        .await;
+    let (status, _) = other.post(&format!("/api/v1/rollouts/{id}/abort"), &json!({})).await;
+    assert_eq!(status, 202);
+    let aborted = until_phase(&other, &id, "aborted").await;
+    assert_eq!(aborted["progress"]["waves"][0]["states"]["cancelled"], 4, "offers not yet installing are withdrawn");
+    other.server.stop().await;
+    fx.cleanup().await;
+}
