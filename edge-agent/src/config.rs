@@ -69,6 +69,8 @@ pub struct AgentConfig {
     pub log_format: String,
     /// Face pickup with the ONNX pipeline (off unless enabled, with its models).
     pub face: FaceConfig,
+    /// Updates: trusted release keys, health deadline, download retries.
+    pub ota: crate::ota::OtaConfig,
 }
 
 /// The `[face]` section.
@@ -102,6 +104,7 @@ impl Default for AgentConfig {
             camera: "synthetic".into(),
             log_format: "text".into(),
             face: FaceConfig::default(),
+            ota: crate::ota::OtaConfig::default(),
         }
     }
 }
@@ -156,6 +159,14 @@ impl AgentConfig {
             }
             self.face.pad.check().map_err(|e| invalid("face.pad", e))?;
             self.face.matching.check().map_err(|e| invalid("face.matching", e))?;
+        }
+        self.ota.keys().map_err(|e| invalid("ota.trusted_keys", e))?;
+        self.ota
+            .factory_floor
+            .parse::<lockerfleet_shared::artifact::Version>()
+            .map_err(|e| invalid("ota.factory_floor", e.to_string()))?;
+        if self.ota.restart != "exit" {
+            return Err(invalid("ota.restart", "is `exit` (the service manager starts the agent again)"));
         }
         if self.journal_max_bytes < 64 * 1024 {
             return Err(invalid("journal_max_bytes", "must be at least 65536"));

@@ -25,17 +25,19 @@ pub mod domain;
 pub mod face;
 pub mod http;
 pub mod hw;
+pub mod ota;
 pub mod vision;
 
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use actix::Addr;
+use actix::{Actor, Addr};
 use argon2::password_hash::{PasswordHash, PasswordVerifier};
 use lockerfleet_shared::CompartmentId;
 use lockerfleet_shared::envelope::CompartmentInfo;
 use lockerfleet_shared::seal::CabinetKeyPair;
+use ota::SlotBackend;
 
 use actors::cabinet::Cabinet;
 use actors::link::{Identity, Link, LinkSettings};
@@ -102,6 +104,7 @@ fn load_key(path: &Path) -> Result<CabinetKeyPair, AgentError> {
 pub struct Agent {
     pub cabinet: Addr<Cabinet>,
     pub link: Addr<Link>,
+    pub updater: Addr<ota::Updater>,
 }
 
 /// Starts the agent with the camera from the configuration and face pickup disabled
@@ -144,6 +147,14 @@ pub fn start_with(
     matcher: Box<dyn face::FaceMatcher>,
 ) -> Result<Agent, AgentError> {
     let keys = load_key(&config.key_path())?;
+    // The slots first: a trial slot that keeps failing to confirm is abandoned here.
+    let slots_dir = config.data_dir.join("slots");
+    let io = |source| AgentError::Io { path: slots_dir.display().to_string(), source };
+    let mut slots = ota::DirSlots::open(&slots_dir, &config.ota.factory_floor).map_err(io)?;
+    if let Some(r) = slots.count_boot().map_err(io)? {
+        tracing::error!(detail = r.detail.as_deref().unwrap_or(""), "gave up on the new slot; running the old one");
+    }
+    let firmware = ota::Updater::running_version(&slots).unwrap_or_else(|| config.firmware.clone());
     let journal = domain::journal::Journal::open(&config.data_dir.join("journal.log"), config.journal_max_bytes)?;
     let desired = domain::desired::DesiredStore::open(&config.data_dir.join("desired.json"));
     let compartments: Vec<CompartmentId> =
@@ -157,7 +168,7 @@ pub fn start_with(
     let cabinet = actix::Supervisor::start(move |_| Cabinet::new(journal, desired, &for_cabinet, lock, done, timings));
     let identity = Identity {
         cabinet: config.cabinet_id(),
-        firmware: config.firmware.clone(),
+        firmware,
         hardware: config.hardware.clone(),
         compartments: config
             .compartments
@@ -196,5 +207,21 @@ pub fn start_with(
         actors::face::Face::new(m)
     });
     cabinet.do_send(actors::cabinet::SetFace(camera, face));
-    Ok(Agent { cabinet, link })
+    let updater = ota::Updater::new(
+        Box::new(slots),
+        config.ota.clone(),
+        config.hardware.clone(),
+        config.data_dir.join("ota"),
+        cabinet.clone(),
+        link.clone(),
+        Box::new(|| {
+            // The service manager (systemd: Restart=always) starts the agent again,
+            // which boots the slot just marked.
+            tracing::warn!("restarting into the other slot");
+            std::process::exit(0)
+        }),
+    )
+    .start();
+    link.do_send(actors::link::SetUpdater(updater.clone().recipient()));
+    Ok(Agent { cabinet, link, updater })
 }

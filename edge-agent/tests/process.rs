@@ -102,6 +102,11 @@ struct Server {
 
 impl Server {
     fn new(dir: &Path) -> Self {
+        Self::with(dir, "")
+    }
+
+    /// A server whose configuration file ends with `extra` (TOML sections).
+    fn with(dir: &Path, extra: &str) -> Self {
         let (http_port, mqtt_port) = (free_port(), free_port());
         let config = dir.join("fleet-server.toml");
         std::fs::write(
@@ -110,7 +115,7 @@ impl Server {
                 "[http]\nlisten = \"127.0.0.1:{http_port}\"\n\
                  [mqtt]\nmode = \"embedded\"\nlisten = \"127.0.0.1:{mqtt_port}\"\n\
                  [database]\nurl = \"sqlite://{}?mode=rwc\"\n\
-                 [auth]\nbootstrap_token = \"{TOKEN}\"\ntoken_file = \"{}\"\n",
+                 [auth]\nbootstrap_token = \"{TOKEN}\"\ntoken_file = \"{}\"\n{extra}",
                 dir.join("fleet.db").display(),
                 dir.join("admin.token").display(),
             ),
@@ -145,6 +150,10 @@ struct Agent {
 
 impl Agent {
     fn new(dir: &Path, cabinet: &str, mqtt_port: u16, compartments: &[(&str, &str)]) -> Self {
+        Self::with(dir, cabinet, mqtt_port, compartments, "")
+    }
+
+    fn with(dir: &Path, cabinet: &str, mqtt_port: u16, compartments: &[(&str, &str)], extra: &str) -> Self {
         let port = free_port();
         let config = dir.join(format!("{cabinet}.toml"));
         let mut text = format!(
@@ -155,6 +164,7 @@ impl Agent {
         for (id, size) in compartments {
             text.push_str(&format!("[[compartments]]\nid = \"{id}\"\nsize = \"{size}\"\n"));
         }
+        text.push_str(extra);
         std::fs::write(&config, text).unwrap();
         Self { config, base: format!("http://127.0.0.1:{port}") }
     }
@@ -451,4 +461,196 @@ async fn a_pickup_survives_kill_9_of_the_agent() {
     assert_eq!(stored, ["deposit", "failed_match", "pickup"], "{events:?}");
     let metrics = http.get(format!("{}/metrics", agent.base)).send().await.unwrap().body().await.unwrap();
     assert!(String::from_utf8_lossy(&metrics).contains("lockerfleet_edge_journal_depth 0"));
+}
+
+/// Runs the agent as a service manager would: started again whenever it exits (as it
+/// does to boot the other slot), until the test ends.
+struct Service {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    child: std::sync::Arc<std::sync::Mutex<Option<Child>>>,
+}
+
+impl Service {
+    fn start(agent: &Agent) -> Self {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let child: std::sync::Arc<std::sync::Mutex<Option<Child>>> = std::sync::Arc::default();
+        let config = agent.config.clone();
+        let (s, c) = (stop.clone(), child.clone());
+        std::thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                let spawned = Command::new(env!("CARGO_BIN_EXE_edge-agent"))
+                    .arg("--config")
+                    .arg(&config)
+                    .arg("run")
+                    .env("RUST_LOG", std::env::var("LF_AGENT_LOG").unwrap_or_else(|_| "warn".into()))
+                    .stdin(Stdio::null())
+                    .spawn()
+                    .unwrap();
+                *c.lock().unwrap() = Some(spawned);
+                // Wait for this run to end, checking now and then whether to stop.
+                loop {
+                    if s.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let done =
+                        c.lock().unwrap().as_mut().map(|ch| ch.try_wait().ok().flatten().is_some()).unwrap_or(true);
+                    if done {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        });
+        Self { stop, child }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(mut c) = self.child.lock().unwrap().take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// `fleet-server artifact …` (off the test's runtime: the server answers on it).
+async fn release_tool(args: Vec<String>) -> Value {
+    let out = actix_rt::task::spawn_blocking(move || {
+        Command::new(fleet_server_binary()).arg("artifact").args(&args).output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+async fn publish(dir: &Path, server: &Server, key: &Path, version: &str, floor: &str, image: &[u8]) -> String {
+    let file = dir.join(format!("image-{version}"));
+    std::fs::write(&file, image).unwrap();
+    let manifest = dir.join(format!("manifest-{version}.json"));
+    let s = |p: &Path| p.display().to_string();
+    let signed = release_tool(vec![
+        "sign".into(),
+        "--key".into(),
+        s(key),
+        "--file".into(),
+        s(&file),
+        "--version".into(),
+        version.into(),
+        "--hardware".into(),
+        "lf-cab-sim".into(),
+        "--security-floor".into(),
+        floor.into(),
+    ])
+    .await;
+    std::fs::write(&manifest, signed.to_string()).unwrap();
+    let uploaded = release_tool(vec![
+        "upload".into(),
+        "--server".into(),
+        server.base.clone(),
+        "--token".into(),
+        TOKEN.into(),
+        "--manifest".into(),
+        s(&manifest),
+        "--file".into(),
+        s(&file),
+    ])
+    .await;
+    uploaded["id"].as_str().unwrap().to_owned()
+}
+
+async fn run_rollout(http: &awc::Client, server: &Server, name: &str, artifact: &str, end: &str) -> Value {
+    let plan = json!({"waves": [{"count": 1}, {"percent": 100.0}], "soak_s": 0, "silence_after_s": 600,
+                      "rate": {"per_minute": 600.0, "growth": 1.0, "max_per_minute": 600.0}});
+    let body = json!({"name": name, "artifact": artifact, "plan": plan});
+    let (s, created) = call(http, "POST", &format!("{}/rollouts", server.api), Some(body)).await;
+    assert_eq!(s, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let url = format!("{}/rollouts/{id}", server.api);
+    let mut last = Value::Null;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while tokio::time::Instant::now() < deadline {
+        last = call(http, "GET", &url, None).await.1;
+        if last["progress"]["phase"]["phase"] == end {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("rollout {name} did not end {end}: {last}");
+}
+
+#[actix_rt::test]
+async fn cabinets_update_through_a_rollout_and_refuse_or_roll_back_bad_releases() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = awc::Client::builder().timeout(Duration::from_secs(10)).finish();
+    // Two release keys: the server accepts both, the cabinets trust only the first.
+    let (key, stranger) = (dir.path().join("release.key"), dir.path().join("stranger.key"));
+    let trusted = release_tool(vec!["keygen".into(), "--out".into(), key.display().to_string()]).await;
+    let other = release_tool(vec!["keygen".into(), "--out".into(), stranger.display().to_string()]).await;
+    let (trusted, other) = (trusted["public_key"].as_str().unwrap(), other["public_key"].as_str().unwrap());
+    let server = Server::with(
+        dir.path(),
+        &format!(
+            "[artifacts]\ndir = \"{}\"\ntrusted_keys = [\"{trusted}\", \"{other}\"]\nconduct_interval_ms = 100\n",
+            dir.path().join("artifacts").display()
+        ),
+    );
+    let _server_proc = server.start(&http).await;
+    let ota = format!("[ota]\ntrusted_keys = [\"{trusted}\"]\nfactory_floor = \"1.0.0\"\nhealth_deadline_s = 20\n");
+    let mut services = Vec::new();
+    let mut first = true;
+    for name in ["cab-u1", "cab-u2", "cab-u3"] {
+        let agent = Agent::with(dir.path(), name, server.mqtt_port, &[("A1", "m")], &ota);
+        if first {
+            world(&http, &server, &agent, name).await;
+            first = false;
+        } else {
+            let mut reg = agent.provision();
+            reg["tenant"] = json!("acme");
+            assert_eq!(call(&http, "POST", &format!("{}/cabinets", server.api), Some(reg)).await.0, 201);
+        }
+        services.push(Service::start(&agent));
+        until("the agent answers", || async {
+            call(&http, "GET", &format!("{}/healthz", agent.base), None).await.0 == 200
+        })
+        .await;
+    }
+    let firmware = |id: &'static str| {
+        let (http, api) = (http.clone(), server.api.clone());
+        async move { call(&http, "GET", &format!("{api}/cabinets/{id}"), None).await.1["firmware"].clone() }
+    };
+
+    // A good release: every cabinet installs it, restarts into it and confirms.
+    let good = publish(dir.path(), &server, &key, "1.1.0", "1.1.0", b"edge-agent 1.1.0 image").await;
+    let done = run_rollout(&http, &server, "1.1.0", &good, "completed").await;
+    assert_eq!(done["progress"]["waves"][1]["states"]["confirmed"], 2, "{done}");
+    for id in ["cab-u1", "cab-u2", "cab-u3"] {
+        until("the cabinet reports the new version", || async { firmware(id).await == "1.1.0" }).await;
+    }
+
+    // A release that fails its health check: the canary rolls back by itself, the
+    // rollout stops, nobody else gets it.
+    let image = [b"edge-agent 1.2.0 ".as_slice(), edge_agent::ota::SIM_FAIL_HEALTH].concat();
+    let bad = publish(dir.path(), &server, &key, "1.2.0", "1.1.0", &image).await;
+    let stopped = run_rollout(&http, &server, "1.2.0", &bad, "aborted").await;
+    assert_eq!(stopped["progress"]["failures"]["rolled_back"], 1, "{stopped}");
+    assert_eq!(stopped["progress"]["waves"][1]["states"]["cancelled"], 2, "{stopped}");
+    for id in ["cab-u1", "cab-u2", "cab-u3"] {
+        until("every cabinet runs 1.1.0", || async { firmware(id).await == "1.1.0" }).await;
+    }
+
+    // Signed by a key the cabinets do not trust, or older than their floor: refused.
+    let foreign = publish(dir.path(), &server, &stranger, "1.3.0", "1.1.0", b"edge-agent 1.3.0").await;
+    let refused = run_rollout(&http, &server, "1.3.0 foreign", &foreign, "aborted").await;
+    assert_eq!(refused["progress"]["failures"]["rejected"], 1, "{refused}");
+    let old = publish(dir.path(), &server, &key, "1.0.5", "1.0.0", b"edge-agent 1.0.5").await;
+    let refused = run_rollout(&http, &server, "1.0.5 downgrade", &old, "aborted").await;
+    assert_eq!(refused["progress"]["failures"]["rejected"], 1, "{refused}");
+    for id in ["cab-u1", "cab-u2", "cab-u3"] {
+        assert_eq!(firmware(id).await, "1.1.0");
+    }
+    drop(services);
 }

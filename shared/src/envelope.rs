@@ -370,6 +370,29 @@ pub struct OtaOffer {
     pub manifest: SignedManifest,
     /// Install no later than this; the cabinet picks a moment inside its maintenance window.
     pub deadline: DateTime<Utc>,
+    /// Install only inside this daily window of the cabinet's local time (download any
+    /// time); absent: install at once.
+    #[serde(default)]
+    pub window: Option<InstallWindow>,
+}
+
+/// A daily window in local time, minutes after midnight; `start == end` is all day, and
+/// a window may cross midnight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstallWindow {
+    pub start_min: u32,
+    pub end_min: u32,
+}
+
+impl InstallWindow {
+    pub fn contains(&self, minute_of_day: u32) -> bool {
+        match self.start_min.cmp(&self.end_min) {
+            std::cmp::Ordering::Equal => true,
+            std::cmp::Ordering::Less => (self.start_min..self.end_min).contains(&minute_of_day),
+            std::cmp::Ordering::Greater => minute_of_day >= self.start_min || minute_of_day < self.end_min,
+        }
+    }
 }
 
 /// A one-off instruction.

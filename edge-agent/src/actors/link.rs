@@ -73,6 +73,8 @@ pub struct Link {
     started: std::time::Instant,
     eventloop: Option<rumqttc::EventLoop>,
     restarts: u32,
+    /// Where offers and cancellations of updates go.
+    updater: Option<Recipient<crate::ota::ToUpdater>>,
 }
 
 impl std::fmt::Debug for Link {
@@ -102,6 +104,7 @@ impl Link {
             started: std::time::Instant::now(),
             eventloop: Some(eventloop),
             restarts: 0,
+            updater: None,
         }
     }
 
@@ -235,6 +238,32 @@ impl Handler<GetLinkState> for Link {
     }
 }
 
+/// Connects the link to the updater.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct SetUpdater(pub Recipient<crate::ota::ToUpdater>);
+
+impl Handler<SetUpdater> for Link {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetUpdater, _ctx: &mut Self::Context) {
+        self.updater = Some(msg.0);
+    }
+}
+
+/// An update report goes out now if the link is up (`false`: try again later).
+impl Handler<crate::ota::Report> for Link {
+    type Result = bool;
+
+    fn handle(&mut self, msg: crate::ota::Report, _ctx: &mut Self::Context) -> bool {
+        if !self.connected {
+            return false;
+        }
+        self.publish(UpBody::Ota(msg.0), QoS::AtLeastOnce);
+        true
+    }
+}
+
 /// The connection cannot recover: the link stops and its supervisor restarts it.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
@@ -322,6 +351,25 @@ impl Handler<Incoming> for Link {
         if env.cabinet != self.id.cabinet {
             tracing::warn!(named = %env.cabinet, "down message for another cabinet refused");
             return;
+        }
+        // Updates are the updater's business.
+        match &env.body {
+            DownBody::Ota(offer) => {
+                if let Some(u) = &self.updater {
+                    u.do_send(crate::ota::ToUpdater::Offer(Box::new(offer.clone())));
+                }
+                return;
+            }
+            DownBody::Cmd(lockerfleet_shared::envelope::Command {
+                action: lockerfleet_shared::envelope::CommandAction::CancelUpdate { rollout },
+                ..
+            }) => {
+                if let Some(u) = &self.updater {
+                    u.do_send(crate::ota::ToUpdater::Cancel(*rollout));
+                }
+                return;
+            }
+            _ => {}
         }
         self.cabinet
             .send(FromServer(env.body))

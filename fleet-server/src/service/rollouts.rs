@@ -392,6 +392,10 @@ async fn conduct_one(
                     url: format!("{}/ota/{}", base_url.trim_end_matches('/'), art.sha256),
                     manifest: m.clone(),
                     deadline: at + Duration::days(7),
+                    window: conductor.plan().window.map(|w| lockerfleet_shared::envelope::InstallWindow {
+                        start_min: w.start_min,
+                        end_min: w.end_min,
+                    }),
                 };
                 (cabinet, DownBody::Ota(offer))
             }
