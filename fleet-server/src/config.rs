@@ -77,18 +77,7 @@ impl Default for ArtifactsConfig {
 impl ArtifactsConfig {
     /// The trusted release keys, decoded.
     pub fn keys(&self) -> Result<Vec<ed25519_dalek::VerifyingKey>, String> {
-        use base64::Engine;
-        self.trusted_keys
-            .iter()
-            .enumerate()
-            .map(|(i, k)| {
-                let raw = base64::engine::general_purpose::STANDARD
-                    .decode(k.trim())
-                    .map_err(|_| format!("trusted_keys[{i}] is not base64"))?;
-                let bytes: [u8; 32] = raw.try_into().map_err(|_| format!("trusted_keys[{i}] is not 32 bytes"))?;
-                ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|e| format!("trusted_keys[{i}]: {e}"))
-            })
-            .collect()
+        lockerfleet_shared::artifact::parse_keys("trusted_keys", &self.trusted_keys)
     }
 }
 

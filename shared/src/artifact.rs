@@ -120,6 +120,19 @@ impl ArtifactManifest {
     }
 }
 
+/// Decodes a configured list of release public keys (base64 Ed25519); the error names
+/// the entry (`{what}[i]`).
+pub fn parse_keys(what: &str, keys: &[String]) -> Result<Vec<VerifyingKey>, String> {
+    keys.iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let raw = B64.decode(k.trim()).map_err(|_| format!("{what}[{i}] is not base64"))?;
+            let bytes: [u8; 32] = raw.try_into().map_err(|_| format!("{what}[{i}] is not 32 bytes"))?;
+            VerifyingKey::from_bytes(&bytes).map_err(|e| format!("{what}[{i}]: {e}"))
+        })
+        .collect()
+}
+
 /// Short id of a verifying key: hex of the first 8 bytes of sha256(key).
 pub fn key_id(key: &VerifyingKey) -> String {
     hex::encode(&Sha256::digest(key.as_bytes())[..8])
