@@ -4,7 +4,9 @@
 //! one test process never share counters). Every name starts with `lockerfleet_`; the
 //! dashboards in `dashboards/` use exactly these names.
 
-use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 /// Handles to every metric; cheap to clone (each handle is an `Arc` inside).
 #[derive(Clone, Debug)]
@@ -63,6 +65,12 @@ pub struct Metrics {
     /// OTA artifacts: `registered`, `uploaded`, `refused` (content not matching its
     /// manifest), `served`, `served_range`.
     pub artifacts: IntCounterVec,
+    /// Cabinets of the rollouts this replica conducts, by rollout, wave and state.
+    pub rollout_cabinets: IntGaugeVec,
+    /// Failures of those rollouts, by rollout and kind.
+    pub rollout_failures: IntGaugeVec,
+    /// 1 for each conducted rollout's phase (`running`, `paused`…).
+    pub rollout_phase: IntGaugeVec,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
@@ -149,6 +157,30 @@ impl Metrics {
                 "lockerfleet_desired_state_pushes_total",
                 "Desired-state messages published to cabinets, by kind",
                 &["kind"],
+            ),
+            rollout_cabinets: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new("lockerfleet_rollout_cabinets", "Cabinets of conducted rollouts by wave and state"),
+                    &["rollout", "wave", "state"],
+                )
+                .expect("valid metric"),
+            ),
+            rollout_failures: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new("lockerfleet_rollout_failures", "Failed cabinets of conducted rollouts by kind"),
+                    &["rollout", "kind"],
+                )
+                .expect("valid metric"),
+            ),
+            rollout_phase: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new("lockerfleet_rollout_phase", "1 for the phase each conducted rollout is in"),
+                    &["rollout", "name", "phase"],
+                )
+                .expect("valid metric"),
             ),
             artifacts: counter_vec(
                 "lockerfleet_artifacts_total",

@@ -41,8 +41,9 @@ async fn upload(ts: &TestServer, key: &ed25519_dalek::SigningKey, version: &str)
 type Seen = Arc<Mutex<BTreeMap<String, Vec<String>>>>;
 
 /// Plays `n` cabinets that update when offered. Of the cabinets offered `bad_version`,
-/// the first `failing` fail their health check after restarting and roll back.
-async fn fleet(ts: &TestServer, n: usize, bad_version: &str, failing: usize) -> Seen {
+/// the first `failing` fail their health check after restarting and roll back; those
+/// that install `faulty_version` confirm, then report a door fault after another.
+async fn fleet(ts: &TestServer, n: usize, bad_version: &str, failing: usize, faulty_version: &str) -> Seen {
     let seen: Seen = Arc::default();
     let budget = Arc::new(Mutex::new(failing));
     for i in 0..n {
@@ -53,7 +54,9 @@ async fn fleet(ts: &TestServer, n: usize, bad_version: &str, failing: usize) -> 
         let seen = seen.clone();
         let budget = budget.clone();
         let bad_version = bad_version.to_owned();
+        let faulty_version = faulty_version.to_owned();
         actix_rt::spawn(async move {
+            let mut seq = 0;
             while let Some(env) = cab.down.recv().await {
                 match env.body {
                     DownBody::Ota(offer) => {
@@ -77,6 +80,16 @@ async fn fleet(ts: &TestServer, n: usize, bad_version: &str, failing: usize) -> 
                         }
                         // Alive after the restart.
                         cab.heartbeat().await;
+                        if offer.manifest.manifest.version == faulty_version {
+                            for _ in 0..5 {
+                                seq += 1;
+                                let what = lockerfleet_shared::envelope::EventKind::Alarm {
+                                    code: "door_forced".into(),
+                                    detail: "A1".into(),
+                                };
+                                cab.send_event(uuid::Uuid::now_v7(), seq, what).await;
+                            }
+                        }
                     }
                     DownBody::Cmd(c) => {
                         if let CommandAction::CancelUpdate { rollout } = c.action {
@@ -127,7 +140,7 @@ async fn cabinets_update_wave_by_wave_and_a_bad_release_stops_after_the_canaries
         "rate": {"per_minute": 6000.0, "growth": 1.0, "max_per_minute": 6000.0},
         "soak_s": 0, "silence_after_s": 600,
     });
-    let seen = fleet(&ts, 20, "1.2.0", 1).await;
+    let seen = fleet(&ts, 20, "1.2.0", 1, "1.3.0").await;
 
     let body = json!({"name": "1.1.0 everywhere", "artifact": good, "target": {"tenant": "acme"}, "plan": plan});
     let (status, created) = ts.post("/api/v1/rollouts", &body).await;
@@ -178,6 +191,22 @@ async fn cabinets_update_wave_by_wave_and_a_bad_release_stops_after_the_canaries
     for cab in &offered {
         assert!(canary_ids.contains(cab), "{cab} is not a canary but was offered the bad release");
     }
+
+    // A release that installs fine but breaks the doors: the cabinets' own traffic after
+    // the update shows it, and the rollout pauses before the later waves.
+    let faulty = upload(&ts, &release_key, "1.3.0").await;
+    let watched = json!({
+        "waves": [{"count": 3}, {"percent": 100.0}],
+        "rate": {"per_minute": 6000.0, "growth": 1.0, "max_per_minute": 6000.0},
+        "soak_s": 3, "health_watch_s": 1, "silence_after_s": 600,
+    });
+    let body = json!({"name": "1.3.0", "artifact": faulty, "plan": watched});
+    let (status, created) = ts.post("/api/v1/rollouts", &body).await;
+    assert_eq!(status, 201, "{created}");
+    let paused = until_phase(&ts, created["id"].as_str().unwrap(), "paused").await;
+    assert!(paused["progress"]["phase"]["reason"].as_str().unwrap().contains("regressed"), "{paused}");
+    assert!(paused["progress"]["failures"]["regressed"].as_u64().unwrap() >= 1, "{paused}");
+    assert_eq!(paused["progress"]["waves"][1]["states"]["pending"], 17, "the later wave waits: {paused}");
     ts.server.stop().await;
     fx.cleanup().await;
 }
@@ -219,6 +248,16 @@ async fn operator_commands_and_bad_requests(backend: Backend) {
     let id = created["id"].as_str().unwrap().to_owned();
     ts.wait_until("all four are offered", || async {
         rollout(&ts, &id).await["progress"]["waves"][0]["states"]["offered"] == 4
+    })
+    .await;
+    // The conducting replica exports the progress.
+    ts.wait_until("the progress is exported", || async {
+        ts.get_text("/metrics").await.lines().any(|l| {
+            l.starts_with("lockerfleet_rollout_cabinets{")
+                && l.contains(&id)
+                && l.contains("state=\"offered\"")
+                && l.ends_with(" 4")
+        })
     })
     .await;
     for (action, phase) in [("pause", "paused"), ("resume", "running")] {

@@ -8,10 +8,12 @@
 //!   parcel.rs      the parcel lifecycle and pickup window (with its single extension)
 //!   allocation.rs  which compartment a parcel gets: size fit, low-height need,
 //!                  nearest cabinet with room
+//!   health.rs      whether a cabinet got worse after an update, against its own past
 //!   rollout.rs     the OTA rollout conductor: waves, rate limit, thresholds per
 //!                  failure kind, timeouts, retries with backoff, maintenance windows
 //! ```
 
 pub mod allocation;
+pub mod health;
 pub mod parcel;
 pub mod rollout;

@@ -177,6 +177,10 @@ pub struct Plan {
     /// as silent.
     #[serde(rename = "silence_after_s", with = "secs")]
     pub silence_after: Duration,
+    /// How long a cabinet's traffic is watched after it confirms before its health is
+    /// compared with its own week before the update.
+    #[serde(rename = "health_watch_s", with = "secs")]
+    pub health_watch: Duration,
     pub window: Option<Window>,
 }
 
@@ -192,7 +196,7 @@ impl Default for Plan {
             ],
             rate: Rate { per_minute: 100.0, growth: 1.0, max_per_minute: 100.0 },
             success_share: 0.95,
-            soak: Duration::minutes(10),
+            soak: Duration::minutes(15),
             manual_approval: false,
             thresholds: BTreeMap::from([
                 (FailureKind::Failed, t(0.05, OnThreshold::Pause)),
@@ -206,6 +210,7 @@ impl Default for Plan {
             max_retries: 3,
             retry_base: Duration::minutes(5),
             silence_after: Duration::minutes(15),
+            health_watch: Duration::minutes(10),
             window: None,
         }
     }
@@ -236,6 +241,9 @@ impl Plan {
             || self.thresholds.values().any(|t| !(0.0..=1.0).contains(&t.share))
         {
             return Err("success_share and threshold shares lie between 0 and 1".into());
+        }
+        if self.health_watch < Duration::zero() {
+            return Err("health_watch_s must not be negative".into());
         }
         if self.progress_timeout <= Duration::zero() || self.retry_base < Duration::zero() {
             return Err("progress_timeout must be positive".into());
@@ -392,6 +400,9 @@ struct Cab {
     heard_after: bool,
     /// Bumped at every state change (see `timers`).
     generation: u64,
+    /// Its health after the update has been judged.
+    #[serde(default)]
+    judged: bool,
 }
 
 /// Running totals of one wave, kept as states change (so no step scans the fleet).
@@ -480,6 +491,7 @@ impl Conductor {
                         offset_min,
                         heard_after: false,
                         generation: 0,
+                        judged: false,
                     },
                 );
                 ids.push(id);
@@ -516,6 +528,24 @@ impl Conductor {
             .filter(|(_, c)| c.state == CabinetState::Confirmed && !c.heard_after)
             .map(|(id, c)| (id.clone(), c.since))
             .collect()
+    }
+
+    /// Confirmed cabinets whose watch after the update (`health_watch`) is over and whose
+    /// health has not been judged: (id, confirmed at).
+    pub fn due_for_health(&self, now: DateTime<Utc>) -> Vec<(String, DateTime<Utc>)> {
+        let watch = self.plan.health_watch;
+        self.cabs
+            .iter()
+            .filter(|(_, c)| c.state == CabinetState::Confirmed && !c.judged && now - c.since >= watch)
+            .map(|(id, c)| (id.clone(), c.since))
+            .collect()
+    }
+
+    /// The health of `cabinet` has been judged (healthy, or `Regressed` was fed).
+    pub fn judged(&mut self, cabinet: &str) {
+        if let Some(c) = self.cabs.get_mut(cabinet) {
+            c.judged = true;
+        }
     }
 
     /// Every cabinet with its wave and state.
@@ -677,6 +707,7 @@ impl Conductor {
                             offset_min: utc_offset_min,
                             heard_after: false,
                             generation: 0,
+                            judged: false,
                         },
                     );
                     self.waves[last].push(cabinet.clone());

@@ -14,8 +14,9 @@ use uuid::Uuid;
 
 use super::Ctx;
 use super::outbox::{CHANNEL_MQTT, enqueue};
+use crate::domain::health::{Counts, HealthPolicy};
 use crate::domain::rollout::{Action, Conductor, Input, Phase, Plan, Report};
-use crate::store::entities::{artifact, cabinet, rollout, rollout_input};
+use crate::store::entities::{artifact, cabinet, cabinet_event, rollout, rollout_input};
 use crate::store::{StoreError, now};
 
 /// Inputs a conductor takes in one pass.
@@ -227,6 +228,41 @@ pub async fn joined(ctx: &Ctx, c: &cabinet::Model) -> Result<(), RolloutError> {
     Ok(())
 }
 
+/// Cabinets whose health one pass judges at most.
+const HEALTH_CHECKS_PER_PASS: usize = 200;
+
+/// A cabinet's pickups, failed matches and door faults received in the week before
+/// `since` and from `since` until now.
+async fn health_counts<C: ConnectionTrait>(
+    db: &C,
+    cabinet: &str,
+    since: DateTime<Utc>,
+) -> Result<(Counts, Counts), RolloutError> {
+    let rows = cabinet_event::Entity::find()
+        .filter(cabinet_event::Column::CabinetId.eq(cabinet))
+        // Server time of arrival: the cabinet's own clock may be off.
+        .filter(cabinet_event::Column::ReceivedAt.gte(since - Duration::days(7)))
+        .filter(cabinet_event::Column::Kind.is_in(["pickup", "failed_match", "alarm"]))
+        .all(db)
+        .await?;
+    let (mut before, mut after) = (Counts::default(), Counts::default());
+    for e in rows {
+        let c = if e.received_at >= since { &mut after } else { &mut before };
+        match e.kind.as_str() {
+            "pickup" => c.pickups += 1,
+            "failed_match" => c.failed_matches += 1,
+            _ => {
+                let code = serde_json::from_str::<serde_json::Value>(&e.body).ok();
+                let code = code.as_ref().and_then(|v| v["code"].as_str()).unwrap_or("");
+                if code == "door_forced" || code == "lock_jammed" {
+                    c.door_faults += 1;
+                }
+            }
+        }
+    }
+    Ok((before, after))
+}
+
 /// What one pass did, for logs and metrics.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct PassReport {
@@ -270,6 +306,10 @@ pub async fn conduct(ctx: &Ctx, me: &str, base_url: &str, lease: Duration) -> Re
         .map(|r| r.id)
         .collect();
     let mut rows = mine;
+    // This replica exports the rollouts it conducts now, and only those.
+    ctx.metrics.rollout_cabinets.reset();
+    ctx.metrics.rollout_failures.reset();
+    ctx.metrics.rollout_phase.reset();
     for id in waiting_completed {
         let has_input =
             rollout_input::Entity::find().filter(rollout_input::Column::RolloutId.eq(id)).one(db).await?.is_some();
@@ -318,8 +358,9 @@ async fn conduct_one(
         .await?;
     let mut actions = Vec::new();
     for i in &inputs {
+        // Each input at the time it was received (not when this pass runs).
         match serde_json::from_str::<Input>(&i.input) {
-            Ok(input) => actions.extend(conductor.handle(input, at)),
+            Ok(input) => actions.extend(conductor.handle(input, i.at.min(at))),
             Err(e) => tracing::error!(rollout = %row.id, error = %e, "unreadable rollout input skipped"),
         }
     }
@@ -339,6 +380,18 @@ async fn conduct_one(
                 actions.extend(conductor.handle(Input::Heard { cabinet: id.clone() }, at));
             }
         }
+    }
+    // Health after the update, against each cabinet's own week before it.
+    for (id, confirmed_at) in conductor.due_for_health(at).into_iter().take(HEALTH_CHECKS_PER_PASS) {
+        let (before, after) = health_counts(db, &id, confirmed_at).await?;
+        let before_h = 24.0 * 7.0;
+        let after_h = (at - confirmed_at).num_seconds() as f64 / 3600.0;
+        if let Some(why) = crate::domain::health::regression(&HealthPolicy::default(), before, before_h, after, after_h)
+        {
+            tracing::warn!(rollout = %row.id, cabinet = %id, why, "cabinet regressed after updating");
+            actions.extend(conductor.handle(Input::Regressed { cabinet: id.clone() }, at));
+        }
+        conductor.judged(&id);
     }
     actions.extend(conductor.tick(at));
 
@@ -410,6 +463,21 @@ async fn conduct_one(
         enqueue(&txn, tenant, CHANNEL_MQTT, &ctx.topics.cabinet_down(&id), payload, at).await?;
     }
     txn.commit().await?;
+    let summary = conductor.summary();
+    let rid = row.id.to_string();
+    let m = &ctx.metrics;
+    m.rollout_phase.with_label_values(&[rid.as_str(), row.name.as_str(), phase]).set(1);
+    for (w, wave) in summary.waves.iter().enumerate() {
+        let w = w.to_string();
+        for (state, n) in &wave.states {
+            m.rollout_cabinets
+                .with_label_values(&[rid.as_str(), w.as_str(), state])
+                .set(i64::try_from(*n).unwrap_or(i64::MAX));
+        }
+    }
+    for (kind, n) in &summary.failures {
+        m.rollout_failures.with_label_values(&[rid.as_str(), kind]).set(i64::try_from(*n).unwrap_or(i64::MAX));
+    }
     if phase != row.phase {
         tracing::info!(rollout = %row.id, from = %row.phase, to = phase, "rollout phase changed");
     }
