@@ -1,6 +1,7 @@
-//! Rollouts through the server, over the real broker and database: cabinets (played by
-//! MQTT clients that answer OTA offers as an updater would) update wave by wave; a bad
-//! release stops itself after the canaries; operator commands; the conductor's lease.
+//! Rollouts through the server, over the real broker and database: 200 cabinets (played
+//! by MQTT clients that answer OTA offers as an updater would) update through three
+//! waves; a bad release stops itself after the canaries; a release that breaks the doors
+//! is caught by the health watch; operator commands; the conductor's lease.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
@@ -47,7 +48,7 @@ async fn fleet(ts: &TestServer, n: usize, bad_version: &str, failing: usize, fau
     let seen: Seen = Arc::default();
     let budget = Arc::new(Mutex::new(failing));
     for i in 0..n {
-        let id = format!("cab-{i:02}");
+        let id = format!("cab-{i:03}");
         ts.register_cabinet("acme", &id).await;
         let mut cab = ts.connect_cabinet(&id).await;
         cab.hello("1.0.0").await;
@@ -136,11 +137,11 @@ async fn cabinets_update_wave_by_wave_and_a_bad_release_stops_after_the_canaries
     let good = upload(&ts, &release_key, "1.1.0").await;
     let bad_release = upload(&ts, &release_key, "1.2.0").await;
     let plan = json!({
-        "waves": [{"count": 3}, {"percent": 50.0}, {"percent": 100.0}],
+        "waves": [{"percent": 2.0}, {"percent": 20.0}, {"percent": 100.0}],
         "rate": {"per_minute": 6000.0, "growth": 1.0, "max_per_minute": 6000.0},
         "soak_s": 0, "silence_after_s": 600,
     });
-    let seen = fleet(&ts, 20, "1.2.0", 1, "1.3.0").await;
+    let seen = fleet(&ts, 200, "1.2.0", 1, "1.3.0").await;
 
     let body = json!({"name": "1.1.0 everywhere", "artifact": good, "target": {"tenant": "acme"}, "plan": plan});
     let (status, created) = ts.post("/api/v1/rollouts", &body).await;
@@ -148,7 +149,7 @@ async fn cabinets_update_wave_by_wave_and_a_bad_release_stops_after_the_canaries
     let id = created["id"].as_str().unwrap().to_owned();
     let sizes: Vec<u64> =
         created["progress"]["waves"].as_array().unwrap().iter().map(|w| w["size"].as_u64().unwrap()).collect();
-    assert_eq!(sizes, [3, 7, 10]);
+    assert_eq!(sizes, [4, 36, 160]);
     let done = until_phase(&ts, &id, "completed").await;
     let confirmed: u64 = done["progress"]["waves"]
         .as_array()
@@ -156,22 +157,22 @@ async fn cabinets_update_wave_by_wave_and_a_bad_release_stops_after_the_canaries
         .iter()
         .map(|w| w["states"]["confirmed"].as_u64().unwrap_or(0))
         .sum();
-    assert_eq!(confirmed, 20, "{done}");
-    assert_eq!(seen.lock().unwrap().len(), 20, "every cabinet was offered");
+    assert_eq!(confirmed, 200, "{done}");
+    assert_eq!(seen.lock().unwrap().len(), 200, "every cabinet was offered");
     assert!(seen.lock().unwrap().values().all(|v| v.len() == 1), "exactly once each");
     assert!(done["owner"].is_string(), "a replica conducted it: {done}");
 
     // The bad release: a third of the canaries roll back; the rollout aborts itself and
     // nobody outside the canary wave is offered it.
     let (_, cabinets) = ts.get(&format!("/api/v1/rollouts/{id}/cabinets")).await;
-    assert_eq!(cabinets.as_array().unwrap().len(), 20);
+    assert_eq!(cabinets.as_array().unwrap().len(), 200);
     seen.lock().unwrap().clear();
     let body = json!({"name": "1.2.0", "artifact": bad_release, "target": {}, "plan": plan});
     let (status, created) = ts.post("/api/v1/rollouts", &body).await;
     assert_eq!(status, 201, "{created}");
     let bad_id = created["id"].as_str().unwrap().to_owned();
     // Which cabinets are the canaries is the conductor's (random) choice; the first to
-    // install fails its health check: one of three canaries, over the 5 % threshold.
+    // install fails its health check: one of four canaries, over the 5 % threshold.
     let (_, canaries) = ts.get(&format!("/api/v1/rollouts/{bad_id}/cabinets")).await;
     let canary_ids: Vec<String> = canaries
         .as_array()
@@ -180,13 +181,13 @@ async fn cabinets_update_wave_by_wave_and_a_bad_release_stops_after_the_canaries
         .filter(|c| c["wave"] == 0)
         .map(|c| c["cabinet"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(canary_ids.len(), 3);
+    assert_eq!(canary_ids.len(), 4);
     let aborted = until_phase(&ts, &bad_id, "aborted").await;
     assert!(aborted["progress"]["phase"]["reason"].as_str().unwrap().contains("rolled back"), "{aborted}");
     assert_eq!(aborted["progress"]["failures"]["rolled_back"], 1, "{aborted}");
     let later: u64 = aborted["progress"]["waves"][1]["states"]["cancelled"].as_u64().unwrap_or(0)
         + aborted["progress"]["waves"][2]["states"]["cancelled"].as_u64().unwrap_or(0);
-    assert_eq!(later, 17, "the later waves are withdrawn untouched: {aborted}");
+    assert_eq!(later, 196, "the later waves are withdrawn untouched: {aborted}");
     let offered: Vec<String> = seen.lock().unwrap().keys().cloned().collect();
     for cab in &offered {
         assert!(canary_ids.contains(cab), "{cab} is not a canary but was offered the bad release");
@@ -206,7 +207,7 @@ async fn cabinets_update_wave_by_wave_and_a_bad_release_stops_after_the_canaries
     let paused = until_phase(&ts, created["id"].as_str().unwrap(), "paused").await;
     assert!(paused["progress"]["phase"]["reason"].as_str().unwrap().contains("regressed"), "{paused}");
     assert!(paused["progress"]["failures"]["regressed"].as_u64().unwrap() >= 1, "{paused}");
-    assert_eq!(paused["progress"]["waves"][1]["states"]["pending"], 17, "the later wave waits: {paused}");
+    assert_eq!(paused["progress"]["waves"][1]["states"]["pending"], 197, "the later wave waits: {paused}");
     ts.server.stop().await;
     fx.cleanup().await;
 }
