@@ -646,6 +646,16 @@ async fn cabinets_update_through_a_rollout_and_refuse_or_roll_back_bad_releases(
     let foreign = publish(dir.path(), &server, &stranger, "1.3.0", "1.1.0", b"edge-agent 1.3.0").await;
     let refused = run_rollout(&http, &server, "1.3.0 foreign", &foreign, "aborted").await;
     assert_eq!(refused["progress"]["failures"]["rejected"], 1, "{refused}");
+    // A release whose file was altered on the server after upload (same size, other
+    // bytes): the cabinet's own hash check refuses it.
+    let genuine = b"edge-agent 1.4.0 image".to_vec();
+    let tampered_id = publish(dir.path(), &server, &key, "1.4.0", "1.1.0", &genuine).await;
+    let sha = hex_sha256(&genuine);
+    let mut altered = genuine.clone();
+    altered[0] ^= 0x20;
+    std::fs::write(dir.path().join("artifacts").join(&sha), &altered).unwrap();
+    let refused = run_rollout(&http, &server, "1.4.0 tampered", &tampered_id, "aborted").await;
+    assert_eq!(refused["progress"]["failures"]["rejected"], 1, "{refused}");
     let old = publish(dir.path(), &server, &key, "1.0.5", "1.0.0", b"edge-agent 1.0.5").await;
     let refused = run_rollout(&http, &server, "1.0.5 downgrade", &old, "aborted").await;
     assert_eq!(refused["progress"]["failures"]["rejected"], 1, "{refused}");
@@ -653,4 +663,9 @@ async fn cabinets_update_through_a_rollout_and_refuse_or_roll_back_bad_releases(
         assert_eq!(firmware(id).await, "1.1.0");
     }
     drop(services);
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
 }
