@@ -656,9 +656,13 @@ async fn cabinets_update_through_a_rollout_and_refuse_or_roll_back_bad_releases(
     std::fs::write(dir.path().join("artifacts").join(&sha), &altered).unwrap();
     let refused = run_rollout(&http, &server, "1.4.0 tampered", &tampered_id, "aborted").await;
     assert_eq!(refused["progress"]["failures"]["rejected"], 1, "{refused}");
+    let why = refused["progress"]["reasons"]["rejected"].as_object().unwrap();
+    assert!(why.keys().any(|k| k.contains("sha256")), "{refused}");
     let old = publish(dir.path(), &server, &key, "1.0.5", "1.0.0", b"edge-agent 1.0.5").await;
     let refused = run_rollout(&http, &server, "1.0.5 downgrade", &old, "aborted").await;
     assert_eq!(refused["progress"]["failures"]["rejected"], 1, "{refused}");
+    let why = refused["progress"]["reasons"]["rejected"].as_object().unwrap();
+    assert!(why.keys().any(|k| k.contains("security floor")), "{refused}");
     for id in ["cab-u1", "cab-u2", "cab-u3"] {
         assert_eq!(firmware(id).await, "1.1.0");
     }

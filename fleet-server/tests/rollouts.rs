@@ -185,6 +185,7 @@ async fn cabinets_update_wave_by_wave_and_a_bad_release_stops_after_the_canaries
     let aborted = until_phase(&ts, &bad_id, "aborted").await;
     assert!(aborted["progress"]["phase"]["reason"].as_str().unwrap().contains("rolled back"), "{aborted}");
     assert_eq!(aborted["progress"]["failures"]["rolled_back"], 1, "{aborted}");
+    assert_eq!(aborted["progress"]["reasons"]["rolled_back"]["health check failed"], 1, "{aborted}");
     let later: u64 = aborted["progress"]["waves"][1]["states"]["cancelled"].as_u64().unwrap_or(0)
         + aborted["progress"]["waves"][2]["states"]["cancelled"].as_u64().unwrap_or(0);
     assert_eq!(later, 196, "the later waves are withdrawn untouched: {aborted}");
@@ -207,6 +208,8 @@ async fn cabinets_update_wave_by_wave_and_a_bad_release_stops_after_the_canaries
     let paused = until_phase(&ts, created["id"].as_str().unwrap(), "paused").await;
     assert!(paused["progress"]["phase"]["reason"].as_str().unwrap().contains("regressed"), "{paused}");
     assert!(paused["progress"]["failures"]["regressed"].as_u64().unwrap() >= 1, "{paused}");
+    let why = paused["progress"]["reasons"]["regressed"].as_object().unwrap();
+    assert!(why.keys().any(|k| k.contains("door faults")), "{paused}");
     assert_eq!(paused["progress"]["waves"][1]["states"]["pending"], 197, "the later wave waits: {paused}");
     ts.server.stop().await;
     fx.cleanup().await;

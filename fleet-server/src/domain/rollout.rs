@@ -21,6 +21,9 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use chrono::{DateTime, Duration, Timelike, Utc};
 use serde::{Deserialize, Serialize};
 
+/// Distinct reasons kept per failure kind; more are counted as `other`.
+const MAX_REASONS: usize = 20;
+
 /// How big a wave is: a share of the whole target, or a fixed number of cabinets.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -335,6 +338,9 @@ pub enum Input {
     Report {
         cabinet: String,
         report: Report,
+        /// The cabinet's reason, for failures.
+        #[serde(default)]
+        detail: Option<String>,
     },
     /// Any sign of life (heartbeat, hello) from a cabinet.
     Heard {
@@ -343,6 +349,8 @@ pub enum Input {
     /// The health watcher found this cabinet worse than its own baseline since updating.
     Regressed {
         cabinet: String,
+        #[serde(default)]
+        reason: String,
     },
     /// A cabinet that matches the target joined the fleet (it goes into the last wave).
     Joined {
@@ -439,6 +447,9 @@ pub struct Conductor {
     failures_this_minute: usize,
     wave_succeeded_at: Option<DateTime<Utc>>,
     jitter_state: u64,
+    /// Why cabinets failed: by kind, then by reason, counted.
+    #[serde(default)]
+    reasons: BTreeMap<FailureKind, BTreeMap<String, usize>>,
 }
 
 /// Splits `n` shuffled cabinets into waves.
@@ -514,6 +525,7 @@ impl Conductor {
             minute_start: None,
             failures_this_minute: 0,
             wave_succeeded_at: None,
+            reasons: BTreeMap::new(),
             jitter_state: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
         };
         c.queue.extend(c.waves.first().cloned().unwrap_or_default());
@@ -629,7 +641,7 @@ impl Conductor {
         }
     }
 
-    fn fail(&mut self, id: &str, kind: FailureKind, now: DateTime<Utc>) {
+    fn fail(&mut self, id: &str, kind: FailureKind, reason: &str, now: DateTime<Utc>) {
         let retry_at = {
             let Some(c) = self.cabs.get(id) else { return };
             if kind.retriable() && c.attempt < self.plan.max_retries {
@@ -649,6 +661,13 @@ impl Conductor {
             None => {
                 self.set(id, CabinetState::Failed { kind }, now);
                 self.failures_this_minute += 1;
+                // Reasons are grouped; a cabinet cannot flood the summary with new ones.
+                let by_reason = self.reasons.entry(kind).or_default();
+                let mut reason: String = reason.chars().take(120).collect();
+                if !by_reason.contains_key(&reason) && by_reason.len() >= MAX_REASONS {
+                    reason = "other".into();
+                }
+                *by_reason.entry(reason).or_default() += 1;
             }
         }
     }
@@ -657,7 +676,8 @@ impl Conductor {
     pub fn handle(&mut self, input: Input, now: DateTime<Utc>) -> Vec<Action> {
         let mut actions = Vec::new();
         match input {
-            Input::Report { cabinet, report } => {
+            Input::Report { cabinet, report, detail } => {
+                let detail = detail.unwrap_or_default();
                 let Some(c) = self.cabs.get_mut(&cabinet) else { return actions };
                 // Late reports for a finished cabinet change nothing, except a rollback
                 // or failure after a confirmation, which is a real regression.
@@ -676,9 +696,9 @@ impl Conductor {
                     Report::Installing => self.set(&cabinet, CabinetState::Installing, now),
                     Report::Restarting => self.set(&cabinet, CabinetState::Restarting, now),
                     Report::Succeeded => self.set(&cabinet, CabinetState::Confirmed, now),
-                    Report::RolledBack => self.fail(&cabinet, FailureKind::RolledBack, now),
-                    Report::Failed => self.fail(&cabinet, FailureKind::Failed, now),
-                    Report::Refused => self.fail(&cabinet, FailureKind::Rejected, now),
+                    Report::RolledBack => self.fail(&cabinet, FailureKind::RolledBack, &detail, now),
+                    Report::Failed => self.fail(&cabinet, FailureKind::Failed, &detail, now),
+                    Report::Refused => self.fail(&cabinet, FailureKind::Rejected, &detail, now),
                 }
             }
             Input::Heard { cabinet } => {
@@ -689,9 +709,9 @@ impl Conductor {
                     c.generation += 1;
                 }
             }
-            Input::Regressed { cabinet } => {
+            Input::Regressed { cabinet, reason } => {
                 if self.cabs.get(&cabinet).is_some_and(|c| c.state == CabinetState::Confirmed) {
-                    self.fail(&cabinet, FailureKind::Regressed, now);
+                    self.fail(&cabinet, FailureKind::Regressed, &reason, now);
                 }
             }
             Input::Joined { cabinet, utc_offset_min } => {
@@ -821,10 +841,10 @@ impl Conductor {
         timed_out.sort();
         silent.sort();
         for id in timed_out {
-            self.fail(&id, FailureKind::TimedOut, now);
+            self.fail(&id, FailureKind::TimedOut, "no progress within the timeout", now);
         }
         for id in silent {
-            self.fail(&id, FailureKind::Silent, now);
+            self.fail(&id, FailureKind::Silent, "not heard from after updating", now);
         }
         due.sort();
         for id in due {
@@ -938,6 +958,7 @@ impl Conductor {
             phase: self.phase.clone(),
             waves,
             failures: failures.into_iter().map(|(k, n)| (k.as_str(), n)).collect(),
+            reasons: self.reasons.iter().map(|(k, r)| (k.as_str(), r.clone())).collect(),
         }
     }
 }
@@ -953,6 +974,8 @@ pub struct Summary {
     pub phase: Phase,
     pub waves: Vec<WaveSummary>,
     pub failures: BTreeMap<&'static str, usize>,
+    /// Failure reasons as the cabinets gave them, grouped by kind and counted.
+    pub reasons: BTreeMap<&'static str, BTreeMap<String, usize>>,
 }
 
 #[cfg(test)]
@@ -1089,9 +1112,13 @@ mod tests {
                     let Reverse((t, _, id, step)) = self.events.pop().unwrap();
                     self.now = t;
                     let input = match step {
-                        Step::Report(8) => Input::Report { cabinet: id, report: Report::Failed },
-                        Step::Report(9) => Input::Report { cabinet: id, report: Report::Refused },
-                        Step::Report(i) => Input::Report { cabinet: id, report: REPORTS[i as usize] },
+                        Step::Report(8) => {
+                            Input::Report { cabinet: id, report: Report::Failed, detail: Some("flaky download".into()) }
+                        }
+                        Step::Report(9) => {
+                            Input::Report { cabinet: id, report: Report::Refused, detail: Some("untrusted key".into()) }
+                        }
+                        Step::Report(i) => Input::Report { cabinet: id, report: REPORTS[i as usize], detail: None },
                         Step::Heard => Input::Heard { cabinet: id },
                     };
                     let actions = self.c.handle(input, self.now);
@@ -1193,6 +1220,8 @@ mod tests {
         let mut sim = Sim::new(fast_plan(), fleet(500, |_| Device::Refuses));
         sim.run(Duration::days(1));
         assert!(matches!(sim.c.phase(), Phase::Aborted { reason } if reason.contains("rejected")));
+        let reasons = &sim.c.summary().reasons["rejected"];
+        assert!(reasons["untrusted key"] >= 1, "reasons are grouped: {reasons:?}");
         assert!(sim.offers.values().all(|&n| n == 1), "a refused artifact is not offered again");
     }
 
@@ -1293,7 +1322,7 @@ mod tests {
         };
         let mut c = Conductor::new(plan, vec![("a".into(), 0)], 1, noon);
         c.tick(noon);
-        c.handle(Input::Report { cabinet: "a".into(), report: Report::WaitingWindow }, noon);
+        c.handle(Input::Report { cabinet: "a".into(), report: Report::WaitingWindow, detail: None }, noon);
         // Nine hours later, still before the window: no timeout.
         c.tick(noon + Duration::hours(9));
         assert_eq!(c.state_of("a"), Some(CabinetState::WaitingWindow));

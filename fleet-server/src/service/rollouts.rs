@@ -207,7 +207,8 @@ pub async fn report(ctx: &Ctx, cabinet: &CabinetId, r: &OtaReport) -> Result<(),
         OtaStatus::Failed => Report::Failed,
         OtaStatus::Refused => Report::Refused,
     };
-    submit(db, r.rollout, &Input::Report { cabinet: cabinet.to_string(), report }).await
+    let input = Input::Report { cabinet: cabinet.to_string(), report, detail: r.detail.clone() };
+    submit(db, r.rollout, &input).await
 }
 
 /// A newly registered cabinet joins the running rollouts that want it.
@@ -389,7 +390,7 @@ async fn conduct_one(
         if let Some(why) = crate::domain::health::regression(&HealthPolicy::default(), before, before_h, after, after_h)
         {
             tracing::warn!(rollout = %row.id, cabinet = %id, why, "cabinet regressed after updating");
-            actions.extend(conductor.handle(Input::Regressed { cabinet: id.clone() }, at));
+            actions.extend(conductor.handle(Input::Regressed { cabinet: id.clone(), reason: why.clone() }, at));
         }
         conductor.judged(&id);
     }
