@@ -229,6 +229,7 @@ async fn the_openapi_document_describes_every_route() {
         ("get", "/api/v1/cabinets/{id}"),
         ("get", "/api/v1/cabinets/{id}/events"),
         ("put", "/api/v1/cabinets/{id}/settings"),
+        ("put", "/api/v1/cabinets/{id}/tags"),
         ("post", "/api/v1/artifacts"),
         ("get", "/api/v1/artifacts"),
         ("get", "/api/v1/artifacts/{id}"),
@@ -303,6 +304,22 @@ async fn remote_settings_reach_the_cabinet_and_events_are_listed(backend: Backen
     let auditor = ts.make_token("auditor", Some("acme"), None).await;
     let (status, _) = ts.request("PUT", "/api/v1/cabinets/cab-s/settings", Some(&auditor), Some(&settings)).await;
     assert_eq!(status, 403, "an auditor may not change settings");
+
+    // Tags: replaced whole, checked, duplicates dropped.
+    let (status, body) = ts
+        .request(
+            "PUT",
+            "/api/v1/cabinets/cab-s/tags",
+            Some(&ts.token),
+            Some(&json!(["indoor", "pilot:berlin", "indoor"])),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["tags"], json!(["indoor", "pilot:berlin"]));
+    assert_eq!(ts.cabinet_view("cab-s").await["tags"], json!(["indoor", "pilot:berlin"]));
+    let (status, body) =
+        ts.request("PUT", "/api/v1/cabinets/cab-s/tags", Some(&ts.token), Some(&json!(["ok", "Not OK"]))).await;
+    assert_eq!((status, body["error"]["field"].as_str()), (422, Some("tags[1]")), "{body}");
 
     // Events the cabinet reports are listed newest first, filtered by kind; alarms count.
     let forced = EventKind::Alarm { code: "door_forced".into(), detail: "A1".into() };

@@ -228,9 +228,15 @@ async fn operator_commands_and_bad_requests(backend: Backend) {
     let ts = fx.start(config.clone()).await;
     ts.create_tenant("acme").await;
     let art = upload(&ts, &release_key, "1.1.0").await;
-    // Cabinets that never answer: offers stay in flight.
-    for i in 0..4 {
+    // Cabinets that never answer: offers stay in flight. Four are tagged for the pilot.
+    for i in 0..6 {
         ts.register_cabinet("acme", &format!("mute-{i}")).await;
+        if i < 4 {
+            let tags = json!(["pilot"]);
+            let (status, _) =
+                ts.request("PUT", &format!("/api/v1/cabinets/mute-{i}/tags"), Some(&ts.token), Some(&tags)).await;
+            assert_eq!(status, 200);
+        }
     }
     let (status, body) = ts.post("/api/v1/rollouts", &json!({"name": "x", "artifact": uuid::Uuid::now_v7()})).await;
     assert_eq!(status, 404, "{body}");
@@ -243,12 +249,14 @@ async fn operator_commands_and_bad_requests(backend: Backend) {
     let (status, body) = ts.post("/api/v1/rollouts", &none).await;
     assert_eq!((status, body["error"]["field"].as_str()), (422, Some("target")), "{body}");
     let tenant_admin = ts.make_token("admin", Some("acme"), None).await;
-    let body = json!({"name": "x", "artifact": art, "plan": {"waves": [{"percent": 100.0}]}});
+    let body =
+        json!({"name": "x", "artifact": art, "target": {"tags": ["pilot"]}, "plan": {"waves": [{"percent": 100.0}]}});
     let (status, _) = ts.request("POST", "/api/v1/rollouts", Some(&tenant_admin), Some(&body)).await;
     assert_eq!(status, 403, "rollouts are fleet-wide");
 
     let (status, created) = ts.post("/api/v1/rollouts", &body).await;
     assert_eq!(status, 201, "{created}");
+    assert_eq!(created["progress"]["waves"][0]["size"], 4, "only the tagged cabinets: {created}");
     let id = created["id"].as_str().unwrap().to_owned();
     ts.wait_until("all four are offered", || async {
         rollout(&ts, &id).await["progress"]["waves"][0]["states"]["offered"] == 4

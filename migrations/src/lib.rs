@@ -11,6 +11,7 @@ mod m20261125_000003_server_secrets;
 mod m20261125_000004_cabinet_settings;
 mod m20261125_000005_artifacts;
 mod m20261125_000006_rollouts;
+mod m20261125_000007_cabinet_tags;
 
 /// All migrations, oldest first.
 #[derive(Debug)]
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000004_cabinet_settings::Migration),
             Box::new(m20261125_000005_artifacts::Migration),
             Box::new(m20261125_000006_rollouts::Migration),
+            Box::new(m20261125_000007_cabinet_tags::Migration),
         ]
     }
 }

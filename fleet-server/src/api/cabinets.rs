@@ -87,6 +87,10 @@ pub struct NewCabinet {
     #[serde(default)]
     pub location: Option<Location>,
     pub compartments: Vec<NewCompartment>,
+    /// Labels for targeting rollouts (`indoor`, `pilot-berlin`): up to 20, each 1-40 of
+    /// `a-z 0-9 - _ :`.
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -114,6 +118,7 @@ pub struct CabinetView {
     /// Remote settings the operator changed (door timings, lockout policy).
     #[schema(value_type = Object)]
     pub settings: CabinetSettings,
+    pub tags: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compartments: Option<Vec<CompartmentView>>,
     /// Desired-state versions sent and applied (only on the single-cabinet view).
@@ -151,6 +156,7 @@ impl CabinetView {
             slot: c.slot,
             registered_at: c.registered_at,
             settings: c.settings.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default(),
+            tags: c.tags.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default(),
             compartments: compartments
                 .map(|cs| cs.into_iter().map(|k| CompartmentView { id: k.id, size: k.size, low: k.low }).collect()),
             desired: None,
@@ -168,6 +174,25 @@ fn check_name<'a>(field: &'static str, name: &'a str) -> Result<&'a str, ApiErro
         return Err(ApiError::field(field, "must be 1-200 characters"));
     }
     Ok(trimmed)
+}
+
+/// Tags, checked and without duplicates; the error names the bad one.
+fn check_tags(tags: &[String]) -> Result<Vec<String>, ApiError> {
+    if tags.len() > 20 {
+        return Err(ApiError::field("tags", "at most 20"));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(tags.len());
+    for (i, t) in tags.iter().enumerate() {
+        let ok = (1..=40).contains(&t.len())
+            && t.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b':'));
+        if !ok {
+            return Err(ApiError::field(format!("tags[{i}]"), "is 1-40 of a-z, 0-9, -, _ and :"));
+        }
+        if !out.contains(t) {
+            out.push(t.clone());
+        }
+    }
+    Ok(out)
 }
 
 fn check_timezone(tz: &str) -> Result<(), ApiError> {
@@ -244,6 +269,7 @@ fn validate(body: &NewCabinet) -> Result<(cabinet::Model, Vec<compartment::Model
         last_seen_at: None,
         registered_at: crate::store::now(),
         settings: None,
+        tags: Some(serde_json::to_string(&check_tags(&body.tags)?).expect("tags serialise")),
     };
     Ok((cab, compartments))
 }
@@ -481,5 +507,31 @@ pub async fn put_settings(
         .map_err(crate::store::StoreError::from)?;
     txn.commit().await.map_err(crate::store::StoreError::from)?;
     tracing::info!(cabinet = %id, ?settings, "cabinet settings changed");
+    Ok(HttpResponse::Ok().json(CabinetView::from_model(updated, None)))
+}
+
+#[utoipa::path(put, path = "/api/v1/cabinets/{id}/tags", tag = "cabinets", params(("id" = String, Path)),
+    request_body = Vec<String>, responses((status = 200, body = CabinetView), (status = 404, body = super::error::ErrorEnvelope),
+              (status = 422, body = super::error::ErrorEnvelope)), security(("bearer" = [])))]
+/// Replaces the cabinet's tags.
+pub async fn put_tags(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    body: web::Json<Vec<String>>,
+) -> Result<HttpResponse, ApiError> {
+    use sea_orm::{ActiveModelTrait, IntoActiveModel, Set};
+    caller.require(Action::RegisterCabinets)?;
+    let raw = path.into_inner();
+    let tags = check_tags(&body)?;
+    let cab = cabinet::Entity::find_by_id(raw.clone())
+        .one(state.store.connection())
+        .await
+        .map_err(crate::store::StoreError::from)?
+        .filter(|c| caller.sees(&c.tenant_id))
+        .ok_or_else(|| ApiError::not_found("cabinet", &raw))?;
+    let mut active = cab.into_active_model();
+    active.tags = Set(Some(serde_json::to_string(&tags).expect("tags serialise")));
+    let updated = active.update(state.store.connection()).await.map_err(crate::store::StoreError::from)?;
     Ok(HttpResponse::Ok().json(CabinetView::from_model(updated, None)))
 }

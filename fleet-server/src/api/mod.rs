@@ -109,6 +109,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
                 .route("/cabinets/{id}", web::get().to(cabinets::get))
                 .route("/cabinets/{id}/events", web::get().to(cabinets::events))
                 .route("/cabinets/{id}/settings", web::put().to(cabinets::put_settings))
+                .route("/cabinets/{id}/tags", web::put().to(cabinets::put_tags))
                 .route("/artifacts", web::post().to(artifacts::register))
                 .route("/artifacts", web::get().to(artifacts::list))
                 .route("/artifacts/{id}", web::get().to(artifacts::get))

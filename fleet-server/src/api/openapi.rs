@@ -32,7 +32,7 @@ impl Modify for BearerAuth {
     paths(
         health::healthz, health::readyz, health::metrics,
         auth::create_token, auth::revoke_token,
-        cabinets::create_tenant, cabinets::register, cabinets::get, cabinets::list, cabinets::events, cabinets::put_settings,
+        cabinets::create_tenant, cabinets::register, cabinets::get, cabinets::list, cabinets::events, cabinets::put_settings, cabinets::put_tags,
         artifacts::register, artifacts::upload, artifacts::list, artifacts::get,
         rollouts::create, rollouts::list, rollouts::get, rollouts::cabinets, rollouts::command,
         parcels::update_tenant, parcels::create_courier, parcels::list_couriers, parcels::courier_stream, parcels::courier_pass,

@@ -48,6 +48,8 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> RolloutError {
 #[serde(deny_unknown_fields, default)]
 pub struct Target {
     pub tenant: Option<String>,
+    /// Tags the cabinet must all carry.
+    pub tags: Vec<String>,
     /// Hardware models (as the cabinets report them).
     pub hardware: Vec<String>,
     /// A region as a time-zone prefix, e.g. `Europe/` or `America/New_York`.
@@ -62,6 +64,10 @@ impl Target {
             && (self.hardware.is_empty() || c.hardware.as_ref().is_some_and(|h| self.hardware.contains(h)))
             && self.region.as_ref().is_none_or(|r| c.timezone.starts_with(r.as_str()))
             && (self.cabinets.is_empty() || self.cabinets.contains(&c.id))
+            && (self.tags.is_empty() || {
+                let has: Vec<String> = c.tags.as_deref().and_then(|t| serde_json::from_str(t).ok()).unwrap_or_default();
+                self.tags.iter().all(|t| has.contains(t))
+            })
     }
 }
 

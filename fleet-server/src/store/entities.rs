@@ -52,6 +52,8 @@ pub mod cabinet {
         pub registered_at: DateTimeUtc,
         /// The operator's remote settings (JSON `CabinetSettings`), if any were set.
         pub settings: Option<String>,
+        /// Tags, a JSON list of strings.
+        pub tags: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
