@@ -506,6 +506,15 @@ impl Service {
     }
 }
 
+impl Service {
+    /// SIGKILL to the running agent (the loop starts it again, as systemd would).
+    fn kill_9(&self) {
+        if let Some(c) = self.child.lock().unwrap().as_mut() {
+            let _ = c.kill();
+        }
+    }
+}
+
 impl Drop for Service {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -565,6 +574,10 @@ async fn publish(dir: &Path, server: &Server, key: &Path, version: &str, floor: 
 async fn run_rollout(http: &awc::Client, server: &Server, name: &str, artifact: &str, end: &str) -> Value {
     let plan = json!({"waves": [{"count": 1}, {"percent": 100.0}], "soak_s": 0, "silence_after_s": 600,
                       "rate": {"per_minute": 600.0, "growth": 1.0, "max_per_minute": 600.0}});
+    run_plan(http, server, name, artifact, end, plan).await
+}
+
+async fn run_plan(http: &awc::Client, server: &Server, name: &str, artifact: &str, end: &str, plan: Value) -> Value {
     let body = json!({"name": name, "artifact": artifact, "plan": plan});
     let (s, created) = call(http, "POST", &format!("{}/rollouts", server.api), Some(body)).await;
     assert_eq!(s, 201, "{created}");
@@ -672,4 +685,69 @@ async fn cabinets_update_through_a_rollout_and_refuse_or_roll_back_bad_releases(
 fn hex_sha256(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// Power cuts at arbitrary moments of an update (download, verification, install, the
+/// switch, the trial boot): the cabinet always starts again on a working slot, resumes
+/// or retries, and ends on the new version.
+#[actix_rt::test]
+async fn an_update_survives_kill_9_at_arbitrary_moments() {
+    use rand::Rng;
+    let dir = tempfile::tempdir().unwrap();
+    let http = awc::Client::builder().timeout(Duration::from_secs(10)).finish();
+    let key = dir.path().join("release.key");
+    let trusted = release_tool(vec!["keygen".into(), "--out".into(), key.display().to_string()]).await;
+    let trusted = trusted["public_key"].as_str().unwrap().to_owned();
+    let server = Server::with(
+        dir.path(),
+        &format!(
+            "[artifacts]\ndir = \"{}\"\ntrusted_keys = [\"{trusted}\"]\nconduct_interval_ms = 100\n",
+            dir.path().join("artifacts").display()
+        ),
+    );
+    let _server_proc = server.start(&http).await;
+    let ota = format!("[ota]\ntrusted_keys = [\"{trusted}\"]\nhealth_deadline_s = 20\n");
+    let agent = Agent::with(dir.path(), "cab-k1", server.mqtt_port, &[("A1", "m")], &ota);
+    world(&http, &server, &agent, "cab-k1").await;
+    let service = Service::start(&agent);
+    until("the agent answers", || async {
+        call(&http, "GET", &format!("{}/healthz", agent.base), None).await.0 == 200
+    })
+    .await;
+
+    // A 24 MB image, so that a download takes long enough to be cut.
+    let image: Vec<u8> = (0..24u32 * 1024 * 1024).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let id = publish(dir.path(), &server, &key, "2.0.0", "1.0.0", &image).await;
+    let plan = json!({"waves": [{"percent": 100.0}], "soak_s": 0, "silence_after_s": 600, "progress_timeout_s": 3,
+                      "retry_base_s": 1, "max_retries": 20, "thresholds": {},
+                      "rate": {"per_minute": 600.0, "growth": 1.0, "max_per_minute": 600.0}});
+    let body = json!({"name": "2.0.0 under power cuts", "artifact": id, "plan": plan});
+    let (s, created) = call(&http, "POST", &format!("{}/rollouts", server.api), Some(body)).await;
+    assert_eq!(s, 201, "{created}");
+    let url = format!("{}/rollouts/{}", server.api, created["id"].as_str().unwrap());
+    let mut rng = rand::thread_rng();
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(20..600))).await;
+        service.kill_9();
+        // It always comes back.
+        until("the agent is back after the cut", || async {
+            call(&http, "GET", &format!("{}/healthz", agent.base), None).await.0 == 200
+        })
+        .await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let r = call(&http, "GET", &url, None).await.1;
+        if r["progress"]["phase"]["phase"] == "completed" {
+            assert_eq!(r["progress"]["waves"][0]["states"]["confirmed"], 1, "{r}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the update never completed: {r}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    until("the cabinet runs 2.0.0", || async {
+        call(&http, "GET", &format!("{}/cabinets/cab-k1", server.api), None).await.1["firmware"] == "2.0.0"
+    })
+    .await;
+    drop(service);
 }

@@ -189,6 +189,9 @@ async fn cabinets_update_wave_by_wave_and_a_bad_release_stops_after_the_canaries
     let later: u64 = aborted["progress"]["waves"][1]["states"]["cancelled"].as_u64().unwrap_or(0)
         + aborted["progress"]["waves"][2]["states"]["cancelled"].as_u64().unwrap_or(0);
     assert_eq!(later, 196, "the later waves are withdrawn untouched: {aborted}");
+    let (_, rolled) = ts.get(&format!("/api/v1/rollouts/{bad_id}/cabinets?state=rolled_back")).await;
+    assert_eq!(rolled.as_array().unwrap().len(), 1, "{rolled}");
+    assert_eq!(rolled[0]["reason"], "rolled_back: health check failed", "{rolled}");
     let offered: Vec<String> = seen.lock().unwrap().keys().cloned().collect();
     for cab in &offered {
         assert!(canary_ids.contains(cab), "{cab} is not a canary but was offered the bad release");

@@ -143,6 +143,11 @@ pub struct RolloutCabinet {
     pub cabinet: String,
     pub wave: usize,
     pub state: String,
+    /// Retries so far.
+    pub retries: u32,
+    /// Why its last attempt failed (`kind: reason`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 #[utoipa::path(get, path = "/api/v1/rollouts/{id}/cabinets", tag = "ota", params(("id" = Uuid, Path), CabinetsQuery),
@@ -158,8 +163,14 @@ pub async fn cabinets(
     let c = conductor_of(&row)?;
     let mut out: Vec<RolloutCabinet> = c
         .cabinets()
-        .filter(|(_, _, s)| query.state.as_deref().is_none_or(|want| s.label() == want))
-        .map(|(id, wave, s)| RolloutCabinet { cabinet: id.to_owned(), wave, state: s.label().to_owned() })
+        .filter(|(_, _, s, _, _)| query.state.as_deref().is_none_or(|want| s.label() == want))
+        .map(|(id, wave, s, retries, reason)| RolloutCabinet {
+            cabinet: id.to_owned(),
+            wave,
+            state: s.label().to_owned(),
+            retries,
+            reason: reason.map(str::to_owned),
+        })
         .collect();
     out.sort_by(|a, b| (a.wave, &a.cabinet).cmp(&(b.wave, &b.cabinet)));
     Ok(HttpResponse::Ok().json(out))

@@ -411,6 +411,9 @@ struct Cab {
     /// Its health after the update has been judged.
     #[serde(default)]
     judged: bool,
+    /// Why its last attempt failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
 }
 
 /// Running totals of one wave, kept as states change (so no step scans the fleet).
@@ -503,6 +506,7 @@ impl Conductor {
                         heard_after: false,
                         generation: 0,
                         judged: false,
+                        reason: None,
                     },
                 );
                 ids.push(id);
@@ -560,9 +564,10 @@ impl Conductor {
         }
     }
 
-    /// Every cabinet with its wave and state.
-    pub fn cabinets(&self) -> impl Iterator<Item = (&str, usize, CabinetState)> {
-        self.cabs.iter().map(|(id, c)| (id.as_str(), c.wave, c.state))
+    /// Every cabinet with its wave, state, attempts after the first, and why its last
+    /// attempt failed.
+    pub fn cabinets(&self) -> impl Iterator<Item = (&str, usize, CabinetState, u32, Option<&str>)> {
+        self.cabs.iter().map(|(id, c)| (id.as_str(), c.wave, c.state, c.attempt, c.reason.as_deref()))
     }
 
     pub fn phase(&self) -> &Phase {
@@ -651,6 +656,9 @@ impl Conductor {
                 None
             }
         };
+        if let Some(c) = self.cabs.get_mut(id) {
+            c.reason = Some(format!("{}: {}", kind.as_str(), reason.chars().take(200).collect::<String>()));
+        }
         match retry_at {
             Some(at) => {
                 if let Some(c) = self.cabs.get_mut(id) {
@@ -728,6 +736,7 @@ impl Conductor {
                             heard_after: false,
                             generation: 0,
                             judged: false,
+                            reason: None,
                         },
                     );
                     self.waves[last].push(cabinet.clone());
