@@ -63,7 +63,8 @@ pub struct AgentConfig {
     pub http_listen: std::net::SocketAddr,
     /// Serve `/sim/*` routes that play the simulated hardware. Never on a real cabinet.
     pub sim_control: bool,
-    /// Where frames come from: `synthetic` or `dir:/path/to/ppm/frames`.
+    /// Where frames come from: `synthetic`, `dir:/path/to/frames` (PPM, JPEG, PNG), or
+    /// `none` (no camera: face pickup is off and no camera or face thread runs).
     pub camera: String,
     /// `text` or `json` logs (on stderr, for journald).
     pub log_format: String,
@@ -144,8 +145,8 @@ impl AgentConfig {
         if self.log_format != "text" && self.log_format != "json" {
             return Err(invalid("log_format", "is `text` or `json`"));
         }
-        if self.camera != "synthetic" && !self.camera.starts_with("dir:") {
-            return Err(invalid("camera", "is `synthetic` or `dir:/path/to/frames`"));
+        if self.camera != "synthetic" && self.camera != "none" && !self.camera.starts_with("dir:") {
+            return Err(invalid("camera", "is `synthetic`, `none` or `dir:/path/to/frames`"));
         }
         if self.resend_s == 0 {
             return Err(invalid("resend_s", "must be at least 1"));

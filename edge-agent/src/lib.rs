@@ -110,6 +110,9 @@ pub struct Agent {
 /// Starts the agent with the camera from the configuration and face pickup disabled
 /// (the face pipeline arrives with its own issue).
 pub fn start(config: &AgentConfig, lock: Box<dyn hw::Lock>) -> Result<Agent, AgentError> {
+    if config.camera == "none" {
+        return start_parts(config, lock, None, exit_restart());
+    }
     let camera: Box<dyn camera::FrameSource> = match config.camera.strip_prefix("dir:") {
         Some(dir) => Box::new(
             camera::DirectorySource::open(Path::new(dir))
@@ -139,12 +142,33 @@ pub fn start(config: &AgentConfig, lock: Box<dyn hw::Lock>) -> Result<Agent, Age
     start_with(config, lock, camera, matcher)
 }
 
+/// How a cabinet process restarts into its other slot: it exits, and the service
+/// manager (systemd: `Restart=always`) starts it again.
+pub fn exit_restart() -> ota::Restart {
+    Box::new(|| {
+        tracing::warn!("restarting into the other slot");
+        std::process::exit(0)
+    })
+}
+
 /// Starts the cabinet, link, camera and face actors in the current actix system.
 pub fn start_with(
     config: &AgentConfig,
     lock: Box<dyn hw::Lock>,
     camera: Box<dyn camera::FrameSource>,
     matcher: Box<dyn face::FaceMatcher>,
+) -> Result<Agent, AgentError> {
+    start_parts(config, lock, Some((camera, matcher)), exit_restart())
+}
+
+/// Starts a cabinet from its parts: without a camera no camera or face threads are
+/// started (the simulator runs thousands of cabinets in one process), and `restart`
+/// says what "restart into the other slot" means here.
+pub fn start_parts(
+    config: &AgentConfig,
+    lock: Box<dyn hw::Lock>,
+    face: Option<(Box<dyn camera::FrameSource>, Box<dyn face::FaceMatcher>)>,
+    restart: ota::Restart,
 ) -> Result<Agent, AgentError> {
     let keys = load_key(&config.key_path())?;
     // The slots first: a trial slot that keeps failing to confirm is abandoned here.
@@ -195,7 +219,27 @@ pub fn start_with(
     // Events recorded before this arrives are not lost: the link sends everything
     // pending when it connects.
     cabinet.do_send(actors::cabinet::SetLink(link.clone().recipient()));
-    // One thread each: blocking sensor reads and model inference stay off the actors.
+    if let Some((camera, matcher)) = face {
+        start_face(&cabinet, camera, matcher);
+    }
+
+    let updater = ota::Updater::new(
+        Box::new(slots),
+        config.ota.clone(),
+        config.hardware.clone(),
+        config.data_dir.join("ota"),
+        cabinet.clone(),
+        link.clone(),
+        restart,
+    )
+    .start();
+    link.do_send(actors::link::SetUpdater(updater.clone().recipient()));
+    Ok(Agent { cabinet, link, updater })
+}
+
+/// The camera and face actors, one thread each: blocking sensor reads and model
+/// inference stay off the actors.
+fn start_face(cabinet: &Addr<Cabinet>, camera: Box<dyn camera::FrameSource>, matcher: Box<dyn face::FaceMatcher>) {
     let camera = std::sync::Mutex::new(Some(camera));
     let camera = actix::SyncArbiter::start(1, move || {
         let source = camera.lock().ok().and_then(|mut c| c.take()).expect("the camera thread is started once");
@@ -207,21 +251,4 @@ pub fn start_with(
         actors::face::Face::new(m)
     });
     cabinet.do_send(actors::cabinet::SetFace(camera, face));
-    let updater = ota::Updater::new(
-        Box::new(slots),
-        config.ota.clone(),
-        config.hardware.clone(),
-        config.data_dir.join("ota"),
-        cabinet.clone(),
-        link.clone(),
-        Box::new(|| {
-            // The service manager (systemd: Restart=always) starts the agent again,
-            // which boots the slot just marked.
-            tracing::warn!("restarting into the other slot");
-            std::process::exit(0)
-        }),
-    )
-    .start();
-    link.do_send(actors::link::SetUpdater(updater.clone().recipient()));
-    Ok(Agent { cabinet, link, updater })
 }

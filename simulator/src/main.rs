@@ -27,6 +27,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run N virtual cabinets against a fleet-server: register, connect, drive parcels
+    /// through them (assignment, courier deposit, code pickup) and report.
+    Run(simulator::fleet::FleetArgs),
     /// Durable ingest: events/s from publish to ack, through an in-process fleet-server.
     BenchIngest {
         /// `sqlite` (a fresh file) or a `postgres://` URL (a fresh database is made in it).
@@ -49,9 +52,30 @@ const TOKEN: &str = "lf_simulator-bench-admin-token-0000";
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,rumqttd=off".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let system = actix_rt::System::new();
     system.block_on(async move {
         match cli.command {
+            Command::Run(args) => {
+                let report = simulator::fleet::run(&args).await?;
+                let text = serde_json::to_string_pretty(&report)?;
+                if let Some(path) = &args.report {
+                    std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?;
+                }
+                #[allow(clippy::print_stdout)] // the report is the command's output
+                {
+                    println!("{text}");
+                }
+                if report.events_lost > 0 || report.events_duplicated > 0 || !report.errors.is_empty() {
+                    bail!("the run lost or duplicated events, or had errors (see the report)");
+                }
+                Ok(())
+            }
             Command::BenchIngest { db, broker, cabinets, events, batch } => {
                 bench_ingest(&db, &broker, cabinets, events, batch).await
             }
