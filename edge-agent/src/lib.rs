@@ -33,7 +33,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use actix::{Actor, Addr};
-use argon2::password_hash::{PasswordHash, PasswordVerifier};
 use lockerfleet_shared::CompartmentId;
 use lockerfleet_shared::envelope::CompartmentInfo;
 use lockerfleet_shared::seal::CabinetKeyPair;
@@ -64,7 +63,7 @@ pub enum AgentError {
 
 /// Whether a typed code matches a pickup-code hash from the server (argon2id PHC).
 pub fn verify_code(code: &str, phc: &str) -> bool {
-    PasswordHash::new(phc).is_ok_and(|h| argon2::Argon2::default().verify_password(code.as_bytes(), &h).is_ok())
+    lockerfleet_shared::codes::verify(code, phc)
 }
 
 /// Creates the cabinet's key pair (private key file mode 0600) unless it exists, and

@@ -38,6 +38,7 @@
 //! ```
 
 pub mod artifact;
+pub mod codes;
 pub mod envelope;
 pub mod ids;
 pub mod pass;

@@ -1,6 +1,5 @@
 //! Parcels: creation with assignment, every later transition, pickup codes.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use chrono::{DateTime, Duration, Utc};
 use lockerfleet_shared::envelope::{CompartmentSize, CourierBody, CourierTask};
 use lockerfleet_shared::{CabinetId, CompartmentId, CourierId, Envelope, ParcelId};
@@ -93,22 +92,18 @@ pub fn generate_code() -> String {
     (0..CODE_DIGITS).map(|_| char::from(b'0' + rng.gen_range(0..10u8))).collect()
 }
 
-fn argon2() -> argon2::Argon2<'static> {
-    // OWASP's second recommended argon2id setting: 19 MiB, 2 passes, 1 lane. The cabinet
-    // verifies a code in well under a second on modest hardware.
-    let params = argon2::Params::new(19 * 1024, 2, 1, None).expect("constant parameters are valid");
-    argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
-}
+/// Pickup codes hashed at once, at most (each hash works in 19 MiB).
+const CONCURRENT_HASHES: usize = 4;
+static HASHING: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
 
 /// The PHC string of a code's argon2id hash.
 pub fn hash_code(code: &str) -> String {
-    let salt = SaltString::generate(&mut rand::rngs::OsRng);
-    argon2().hash_password(code.as_bytes(), &salt).expect("argon2 with valid parameters cannot fail").to_string()
+    lockerfleet_shared::codes::hash(code)
 }
 
 /// Whether `code` matches a stored hash.
 pub fn verify_code(code: &str, phc: &str) -> bool {
-    PasswordHash::new(phc).is_ok_and(|h| argon2().verify_password(code.as_bytes(), &h).is_ok())
+    lockerfleet_shared::codes::verify(code, phc)
 }
 
 // ───────────────────────────── helpers ─────────────────────────────
@@ -342,13 +337,20 @@ async fn notify_recipient_ready<C: ConnectionTrait>(
 /// with room), all in one transaction; the courier's notification is in the outbox.
 pub async fn create_and_assign(ctx: &Ctx, req: NewParcel) -> Result<Created, ServiceError> {
     let code = generate_code();
-    // The slow hash runs before the transaction so it never holds a lock.
+    // The slow hash runs before the transaction so it never holds a lock; a few at a
+    // time, since each takes 19 MiB (a burst of parcels must not take the memory).
+    let permit = HASHING
+        .get_or_init(|| tokio::sync::Semaphore::new(CONCURRENT_HASHES))
+        .acquire()
+        .await
+        .map_err(|e| StoreError::Db(DbErr::Custom(format!("hashing closed: {e}"))))?;
     let code_hash = tokio::task::spawn_blocking({
         let code = code.clone();
         move || hash_code(&code)
     })
     .await
     .map_err(|e| StoreError::Db(DbErr::Custom(format!("hashing task failed: {e}"))))?;
+    drop(permit);
 
     let txn = ctx.store.begin_write().await?;
     let at = now();
