@@ -231,7 +231,7 @@ async fn presence_writes_of_a_replica_that_saw_less_never_undo_newer_facts(backe
     let store = &ts.server.store;
     let (old_session, new_session) = (Uuid::now_v7(), Uuid::now_v7());
     let now = chrono::Utc::now();
-    let update = |seen, online| PresenceUpdate { cabinet: "cab-1".into(), seen, hello: None, online };
+    let update = |seen, online| PresenceUpdate { cabinet: "cab-1".into(), seen, hello: None, online, sessions: vec![] };
 
     // Replica A saw the new session come online just now.
     store

@@ -81,6 +81,22 @@ async fn fleet(ts: &TestServer, n: usize, bad_version: &str, failing: usize, fau
                         }
                         // Alive after the restart.
                         cab.heartbeat().await;
+                        if offer.manifest.manifest.version == "1.4.0" {
+                            // Keeps restarting after it confirmed: a new MQTT session
+                            // every little while.
+                            for _ in 0..6 {
+                                tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+                                let session = lockerfleet_shared::envelope::Session { session: uuid::Uuid::now_v7() };
+                                let online = lockerfleet_shared::Envelope::new(
+                                    cab.id.clone(),
+                                    0,
+                                    lockerfleet_shared::envelope::PresenceBody::Online(session),
+                                )
+                                .encode();
+                                let topic = cab.topics.cabinet_presence(&cab.id);
+                                cab.client.publish(topic, rumqttc::QoS::AtLeastOnce, true, online).await.unwrap();
+                            }
+                        }
                         if offer.manifest.manifest.version == faulty_version {
                             for _ in 0..5 {
                                 seq += 1;
@@ -110,11 +126,15 @@ async fn rollout(ts: &TestServer, id: &str) -> Value {
 }
 
 async fn until_phase(ts: &TestServer, id: &str, phase: &str) -> Value {
-    ts.wait_until(&format!("rollout {id} is {phase}"), || async {
-        rollout(ts, id).await["progress"]["phase"]["phase"] == phase
-    })
-    .await;
-    rollout(ts, id).await
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let r = rollout(ts, id).await;
+        if r["progress"]["phase"]["phase"] == phase {
+            return r;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "rollout {id} never became {phase}: {r}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 fn key() -> ed25519_dalek::SigningKey {
@@ -203,7 +223,7 @@ async fn cabinets_update_wave_by_wave_and_a_bad_release_stops_after_the_canaries
     let watched = json!({
         "waves": [{"count": 3}, {"percent": 100.0}],
         "rate": {"per_minute": 6000.0, "growth": 1.0, "max_per_minute": 6000.0},
-        "soak_s": 3, "health_watch_s": 1, "silence_after_s": 600,
+        "soak_s": 4, "health_watch_s": 2, "silence_after_s": 600,
     });
     let body = json!({"name": "1.3.0", "artifact": faulty, "plan": watched});
     let (status, created) = ts.post("/api/v1/rollouts", &body).await;
@@ -213,6 +233,17 @@ async fn cabinets_update_wave_by_wave_and_a_bad_release_stops_after_the_canaries
     assert!(paused["progress"]["failures"]["regressed"].as_u64().unwrap() >= 1, "{paused}");
     let why = paused["progress"]["reasons"]["regressed"].as_object().unwrap();
     assert!(why.keys().any(|k| k.contains("door faults")), "{paused}");
+
+    // A release after which cabinets keep restarting (reconnecting): also a regression.
+    let (status, _) = ts.post(&format!("/api/v1/rollouts/{}/abort", created["id"].as_str().unwrap()), &json!({})).await;
+    assert_eq!(status, 202);
+    let flapping = upload(&ts, &release_key, "1.4.0").await;
+    let body = json!({"name": "1.4.0", "artifact": flapping, "plan": watched});
+    let (status, created) = ts.post("/api/v1/rollouts", &body).await;
+    assert_eq!(status, 201, "{created}");
+    let paused = until_phase(&ts, created["id"].as_str().unwrap(), "paused").await;
+    let why = paused["progress"]["reasons"]["regressed"].as_object().unwrap();
+    assert!(why.keys().any(|k| k.contains("reconnects")), "{paused}");
     assert_eq!(paused["progress"]["waves"][1]["states"]["pending"], 197, "the later wave waits: {paused}");
     ts.server.stop().await;
     fx.cleanup().await;

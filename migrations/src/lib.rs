@@ -12,6 +12,7 @@ mod m20261125_000004_cabinet_settings;
 mod m20261125_000005_artifacts;
 mod m20261125_000006_rollouts;
 mod m20261125_000007_cabinet_tags;
+mod m20261125_000008_cabinet_sessions;
 
 /// All migrations, oldest first.
 #[derive(Debug)]
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000005_artifacts::Migration),
             Box::new(m20261125_000006_rollouts::Migration),
             Box::new(m20261125_000007_cabinet_tags::Migration),
+            Box::new(m20261125_000008_cabinet_sessions::Migration),
         ]
     }
 }

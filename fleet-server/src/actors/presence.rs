@@ -46,11 +46,12 @@ struct Pending {
     seen: bool,
     hello: bool,
     online: Option<OnlineChange>,
+    sessions: Vec<(Uuid, DateTime<Utc>)>,
 }
 
 impl Pending {
     fn any(&self) -> bool {
-        self.seen || self.hello || self.online.is_some()
+        self.seen || self.hello || self.online.is_some() || !self.sessions.is_empty()
     }
 }
 
@@ -90,6 +91,7 @@ impl Live {
                 None
             },
             online: self.pending.online.clone(),
+            sessions: self.pending.sessions.clone(),
         }
     }
 }
@@ -251,6 +253,9 @@ impl Presence {
                             // A retained online of an older session: a newer one is known.
                             return;
                         }
+                        if live.session != Some(s.session) {
+                            live.pending.sessions.push((s.session, now));
+                        }
                         live.session = Some(s.session);
                         live.last_seen = Some(now);
                         live.pending.seen = true;
@@ -335,6 +340,7 @@ impl Presence {
                         if l.pending.online.is_none() {
                             l.pending.online = u.online;
                         }
+                        l.pending.sessions.extend(u.sessions);
                     }
                 }
             }

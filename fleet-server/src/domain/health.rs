@@ -12,6 +12,8 @@ pub struct Counts {
     pub failed_matches: u32,
     /// `door_forced` and `lock_jammed` alarms.
     pub door_faults: u32,
+    /// MQTT sessions started: a cabinet that keeps restarting or losing its link.
+    pub reconnects: u32,
 }
 
 /// When a change counts as a regression.
@@ -52,6 +54,12 @@ pub fn regression(p: &HealthPolicy, before: Counts, before_h: f64, after: Counts
             after.door_faults, before.door_faults
         ));
     }
+    if worse(before.reconnects, after.reconnects) {
+        return Some(format!(
+            "reconnects rose to {} in {after_h:.1} h (had {} in {before_h:.0} h)",
+            after.reconnects, before.reconnects
+        ));
+    }
     if worse(before.failed_matches, after.failed_matches) {
         return Some(format!(
             "failed matches rose to {} in {after_h:.1} h (had {} in {before_h:.0} h)",
@@ -70,7 +78,7 @@ mod tests {
     use super::*;
 
     fn c(pickups: u32, failed_matches: u32, door_faults: u32) -> Counts {
-        Counts { pickups, failed_matches, door_faults }
+        Counts { pickups, failed_matches, door_faults, reconnects: 0 }
     }
 
     #[test]
@@ -86,6 +94,10 @@ mod tests {
         assert!(r.contains("failed matches") || r.contains("attempts fail"), "{r}");
         // One alarm on a cabinet that never had one is not enough.
         assert_eq!(regression(&p, c(100, 0, 0), 168.0, c(1, 0, 1), 1.0), None);
+        // Restarting over and over since the update (each restart a new MQTT session).
+        let calm = Counts { reconnects: 3, ..c(700, 70, 0) };
+        let looping = Counts { reconnects: 9, ..c(2, 0, 0) };
+        assert!(regression(&p, calm, 168.0, looping, 1.0).unwrap().contains("reconnects"));
         // A cabinet with a noisy past is judged by its own standard.
         assert_eq!(regression(&p, c(100, 0, 500), 168.0, c(1, 0, 8), 2.0), None);
     }

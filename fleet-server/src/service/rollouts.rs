@@ -16,7 +16,7 @@ use super::Ctx;
 use super::outbox::{CHANNEL_MQTT, enqueue};
 use crate::domain::health::{Counts, HealthPolicy};
 use crate::domain::rollout::{Action, Conductor, Input, Phase, Plan, Report};
-use crate::store::entities::{artifact, cabinet, cabinet_event, rollout, rollout_input};
+use crate::store::entities::{artifact, cabinet, cabinet_event, cabinet_session, rollout, rollout_input};
 use crate::store::{StoreError, now};
 
 /// Inputs a conductor takes in one pass.
@@ -238,8 +238,8 @@ pub async fn joined(ctx: &Ctx, c: &cabinet::Model) -> Result<(), RolloutError> {
 /// Cabinets whose health one pass judges at most.
 const HEALTH_CHECKS_PER_PASS: usize = 200;
 
-/// A cabinet's pickups, failed matches and door faults received in the week before
-/// `since` and from `since` until now.
+/// A cabinet's pickups, failed matches, door faults and MQTT sessions received in the
+/// week before `since` and from `since` until now.
 async fn health_counts<C: ConnectionTrait>(
     db: &C,
     cabinet: &str,
@@ -253,6 +253,14 @@ async fn health_counts<C: ConnectionTrait>(
         .all(db)
         .await?;
     let (mut before, mut after) = (Counts::default(), Counts::default());
+    let sessions = cabinet_session::Entity::find()
+        .filter(cabinet_session::Column::CabinetId.eq(cabinet))
+        .filter(cabinet_session::Column::StartedAt.gte(since - Duration::days(7)))
+        .all(db)
+        .await?;
+    for s in sessions {
+        if s.started_at >= since { after.reconnects += 1 } else { before.reconnects += 1 }
+    }
     for e in rows {
         let c = if e.received_at >= since { &mut after } else { &mut before };
         match e.kind.as_str() {

@@ -397,3 +397,22 @@ pub mod rollout_input {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod cabinet_session {
+    use sea_orm::entity::prelude::*;
+
+    /// One MQTT session a cabinet started.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "cabinet_sessions")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub session: Uuid,
+        pub cabinet_id: String,
+        pub started_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

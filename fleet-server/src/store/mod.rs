@@ -93,6 +93,8 @@ pub struct PresenceUpdate {
     /// Firmware, hardware and slot from a hello this replica received.
     pub hello: Option<(String, String, String)>,
     pub online: Option<OnlineChange>,
+    /// MQTT sessions this replica saw the cabinet start, with when.
+    pub sessions: Vec<(Uuid, DateTime<Utc>)>,
 }
 
 /// The database, shared by every actor and handler.
@@ -255,6 +257,30 @@ impl Store {
         use sea_orm::Condition;
         use sea_orm::sea_query::Expr;
         let txn = self.begin_write().await?;
+        let sessions: Vec<entities::cabinet_session::ActiveModel> = updates
+            .iter()
+            .flat_map(|u| {
+                u.sessions.iter().map(|(s, at)| entities::cabinet_session::ActiveModel {
+                    session: Set(*s),
+                    cabinet_id: Set(u.cabinet.clone()),
+                    started_at: Set(*at),
+                })
+            })
+            .collect();
+        if !sessions.is_empty() {
+            // Another replica may have recorded the same session: one row each.
+            let on_conflict = sea_orm::sea_query::OnConflict::column(entities::cabinet_session::Column::Session)
+                .do_nothing()
+                .to_owned();
+            match entities::cabinet_session::Entity::insert_many(sessions)
+                .on_conflict(on_conflict)
+                .exec_without_returning(&txn)
+                .await
+            {
+                Ok(_) | Err(DbErr::RecordNotInserted) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
         for u in updates {
             let id = cabinet::Column::Id.eq(u.cabinet.as_str());
             if let Some(at) = u.seen {
