@@ -31,11 +31,14 @@ pub struct MqttSettings {
     pub port: u16,
     pub namespace: Option<String>,
     pub keep_alive_s: u64,
+    /// A file holding this cabinet's MQTT password (its username is the cabinet id),
+    /// for brokers that confine each cabinet to its own topics (deploy/mosquitto).
+    pub password_file: Option<PathBuf>,
 }
 
 impl Default for MqttSettings {
     fn default() -> Self {
-        Self { host: "127.0.0.1".into(), port: 1884, namespace: None, keep_alive_s: 30 }
+        Self { host: "127.0.0.1".into(), port: 1884, namespace: None, keep_alive_s: 30, password_file: None }
     }
 }
 

@@ -211,6 +211,15 @@ pub fn start_parts(
         keep_alive: Duration::from_secs(config.mqtt.keep_alive_s),
         heartbeat: Duration::from_secs(config.heartbeat_s),
         resend: Duration::from_secs(config.resend_s),
+        password: match &config.mqtt.password_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|source| AgentError::Io { path: path.display().to_string(), source })?
+                    .trim()
+                    .to_owned(),
+            ),
+            None => None,
+        },
     };
     let topics = config.topics();
     let for_link = cabinet.clone();

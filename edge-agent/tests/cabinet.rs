@@ -643,3 +643,64 @@ async fn a_real_face_opens_exactly_its_parcel_and_failures_are_reported() {
     assert_eq!(lock.releases().len(), releases + 1, "only the recipient's door ever opened");
     server.server.stop().await;
 }
+
+/// A cabinet with an MQTT password connects to a Mosquitto that confines cabinets
+/// (`deploy/mosquitto/lockerfleet.acl`); with a wrong one it does not.
+#[actix_rt::test]
+async fn a_cabinet_logs_in_to_a_confining_broker_with_its_own_password() {
+    use edge_agent::actors::link::GetLinkState;
+    let dir = tempfile::tempdir().unwrap();
+    let passwd = dir.path().join("passwd");
+    let status = std::process::Command::new("mosquitto_passwd")
+        .args(["-c", "-b"])
+        .arg(&passwd)
+        .args(["cab-e1", "the-right-one"])
+        .status()
+        .expect("mosquitto_passwd is installed");
+    assert!(status.success());
+    let acl = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/mosquitto/lockerfleet.acl");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let conf = dir.path().join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "per_listener_settings false\nlistener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\nacl_file {}\n",
+            passwd.display(),
+            acl.display()
+        ),
+    )
+    .unwrap();
+    let mut broker = std::process::Command::new("mosquitto")
+        .arg("-c")
+        .arg(&conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "mosquitto did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut outcomes = Vec::new();
+    for (name, password) in [("right", "the-right-one"), ("wrong", "a-guess")] {
+        let mut config = agent_config(&dir.path().join(name), port);
+        config.camera = "none".into();
+        let file = dir.path().join(format!("{name}.pw"));
+        std::fs::write(&file, format!("{password}\n")).unwrap();
+        config.mqtt.password_file = Some(file);
+        edge_agent::provision(&config).unwrap();
+        let restart: edge_agent::ota::Restart = Box::new(|| {});
+        let agent = edge_agent::start_parts(&config, Box::new(SimLock::default()), None, restart).unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        let mut connected = false;
+        while tokio::time::Instant::now() < deadline && !connected {
+            connected = agent.link.send(GetLinkState).await.unwrap().connected;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        outcomes.push(connected);
+    }
+    let _ = broker.kill();
+    let _ = broker.wait();
+    assert_eq!(outcomes, [true, false], "the right password connects, a wrong one does not");
+}

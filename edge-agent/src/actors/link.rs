@@ -45,6 +45,8 @@ pub struct LinkSettings {
     pub keep_alive: Duration,
     pub heartbeat: Duration,
     pub resend: Duration,
+    /// The MQTT password (the username is the cabinet id), when the broker wants one.
+    pub password: Option<String>,
 }
 
 /// What the link needs to say hello.
@@ -121,6 +123,9 @@ impl Link {
             .set_clean_session(true)
             .set_max_packet_size(MAX_DOWN_BYTES, MAX_DOWN_BYTES)
             .set_last_will(LastWill::new(topics.cabinet_presence(&id.cabinet), will, QoS::AtLeastOnce, true));
+        if let Some(p) = &settings.password {
+            opts.set_credentials(id.cabinet.as_str(), p.as_str());
+        }
         AsyncClient::new(opts, 256)
     }
 

@@ -1,0 +1,152 @@
+//! The Mosquitto ACL shipped in `deploy/mosquitto/` confines each cabinet to its own
+//! topics: tested against a real Mosquitto (started here on a free port with that ACL
+//! and a password file made with `mosquitto_passwd`).
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio::sync::mpsc;
+
+struct Broker(Child);
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A connected client: what it receives arrives on the channel.
+async fn client(port: u16, user: &str, password: &str) -> (AsyncClient, mpsc::UnboundedReceiver<(String, Vec<u8>)>) {
+    let mut opts = MqttOptions::new(format!("{user}-{}", uuid::Uuid::new_v4().simple()), "127.0.0.1", port);
+    opts.set_credentials(user, password).set_keep_alive(Duration::from_secs(5));
+    let (c, mut ev) = AsyncClient::new(opts, 32);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (up_tx, mut up_rx) = mpsc::unbounded_channel();
+    actix_rt::spawn(async move {
+        loop {
+            match ev.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    let _ = up_tx.send(());
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let _ = tx.send((p.topic.clone(), p.payload.to_vec()));
+                }
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(5), up_rx.recv()).await.expect("connected").unwrap();
+    (c, rx)
+}
+
+/// Everything a client received until `topic` arrived (or `wait` passed).
+async fn received_until(
+    rx: &mut mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+    topic: &str,
+    wait: Duration,
+) -> Vec<(String, Vec<u8>)> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut seen = Vec::new();
+    while let Ok(Some((t, p))) = tokio::time::timeout_at(deadline, rx.recv()).await {
+        let done = t == topic;
+        seen.push((t, p));
+        if done {
+            break;
+        }
+    }
+    seen
+}
+
+fn topics(seen: &[(String, Vec<u8>)]) -> Vec<&str> {
+    seen.iter().map(|(t, _)| t.as_str()).collect()
+}
+
+#[actix_rt::test]
+async fn the_shipped_acl_confines_every_cabinet_to_its_own_topics() {
+    let dir = tempfile::tempdir().unwrap();
+    let passwd = dir.path().join("passwd");
+    for (i, (user, pw)) in
+        [("lockerfleet-server", "server-pw"), ("cab-a", "a-pw"), ("cab-b", "b-pw")].iter().enumerate()
+    {
+        let mut cmd = Command::new("mosquitto_passwd");
+        if i == 0 {
+            cmd.arg("-c");
+        }
+        let status = cmd.arg("-b").arg(&passwd).arg(user).arg(pw).status().expect("mosquitto_passwd is installed");
+        assert!(status.success());
+    }
+    let acl = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/mosquitto/lockerfleet.acl");
+    let port = free_port();
+    let conf = dir.path().join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "per_listener_settings false\nlistener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\nacl_file {}\n",
+            passwd.display(),
+            acl.display()
+        ),
+    )
+    .unwrap();
+    let _broker = Broker(
+        Command::new("mosquitto").arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap(),
+    );
+    // Wait until it accepts connections.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "mosquitto did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let (server, mut server_rx) = client(port, "lockerfleet-server", "server-pw").await;
+    server.subscribe("lf/v1/cab/+/up", QoS::AtLeastOnce).await.unwrap();
+    let (a, mut a_rx) = client(port, "cab-a", "a-pw").await;
+    let (b, mut b_rx) = client(port, "cab-b", "b-pw").await;
+    // A tries to read B's down topic (and everyone's); B reads its own.
+    a.subscribe("lf/v1/cab/cab-b/down", QoS::AtLeastOnce).await.unwrap();
+    a.subscribe("lf/v1/cab/+/down", QoS::AtLeastOnce).await.unwrap();
+    a.subscribe("lf/v1/cab/cab-a/down", QoS::AtLeastOnce).await.unwrap();
+    b.subscribe("lf/v1/cab/cab-b/down", QoS::AtLeastOnce).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await; // subscriptions settle (no ack event for a refused one)
+
+    // The server sends B a template set: B gets it, A does not.
+    server.publish("lf/v1/cab/cab-b/down", QoS::AtLeastOnce, false, b"for b only".to_vec()).await.unwrap();
+    server.publish("lf/v1/cab/cab-a/down", QoS::AtLeastOnce, false, b"for a".to_vec()).await.unwrap();
+    let b_seen = received_until(&mut b_rx, "lf/v1/cab/cab-b/down", Duration::from_secs(5)).await;
+    assert_eq!(topics(&b_seen), ["lf/v1/cab/cab-b/down"]);
+    assert_eq!(b_seen[0].1, b"for b only");
+    // A: its own message arrives (published after B's), and nothing else, ever.
+    let mut a_seen = received_until(&mut a_rx, "lf/v1/cab/cab-a/down", Duration::from_secs(5)).await;
+    a_seen.extend(received_until(&mut a_rx, "never", Duration::from_millis(500)).await);
+    assert_eq!(topics(&a_seen), ["lf/v1/cab/cab-a/down"], "A read another cabinet's topic");
+
+    // A publishes as B: the server never sees it; A's own up arrives.
+    a.publish("lf/v1/cab/cab-b/up", QoS::AtLeastOnce, false, b"forged".to_vec()).await.unwrap();
+    a.publish("lf/v1/cab/cab-a/up", QoS::AtLeastOnce, false, b"genuine".to_vec()).await.unwrap();
+    let mut server_seen = received_until(&mut server_rx, "lf/v1/cab/cab-a/up", Duration::from_secs(5)).await;
+    server_seen.extend(received_until(&mut server_rx, "never", Duration::from_millis(500)).await);
+    assert_eq!(topics(&server_seen), ["lf/v1/cab/cab-a/up"], "A published as B");
+    assert_eq!(server_seen[0].1, b"genuine");
+
+    // A wrong password is refused outright.
+    let mut opts = MqttOptions::new("intruder", "127.0.0.1", port);
+    opts.set_credentials("cab-a", "guess");
+    let (_c, mut ev) = AsyncClient::new(opts, 4);
+    let refused = loop {
+        match ev.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => break ack.code != rumqttc::ConnectReturnCode::Success,
+            Ok(_) => {}
+            Err(_) => break true,
+        }
+    };
+    assert!(refused, "a wrong password connected");
+}
