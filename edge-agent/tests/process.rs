@@ -304,8 +304,9 @@ async fn the_cabinet_works_end_to_end_with_real_processes() {
 
     // Each courier sees only their own compartments and opens only those.
     until("the cabinet expects both parcels", || async {
-        let (_, t) = agent.sim(&http, "courier/tasks", json!({"pass": kim})).await;
-        t["tasks"].as_array().is_some_and(|t| t.len() == 1)
+        let (_, k) = agent.sim(&http, "courier/tasks", json!({"pass": kim})).await;
+        let (_, l) = agent.sim(&http, "courier/tasks", json!({"pass": lee})).await;
+        k["tasks"].as_array().is_some_and(|t| t.len() == 1) && l["tasks"].as_array().is_some_and(|t| t.len() == 1)
     })
     .await;
     let (_, kims) = agent.sim(&http, "courier/tasks", json!({"pass": kim})).await;

@@ -130,10 +130,18 @@ pub enum ProbeError {
 }
 
 /// Opens a fresh MQTT connection with a unique client id and waits for its CONNACK.
-pub async fn probe(host: &str, port: u16, timeout: Duration) -> Result<(), ProbeError> {
+pub async fn probe(
+    host: &str,
+    port: u16,
+    timeout: Duration,
+    credentials: Option<&(String, String)>,
+) -> Result<(), ProbeError> {
     let id = format!("lf-probe-{}", uuid::Uuid::new_v4().simple());
     let mut opts = MqttOptions::new(id, host, port);
     opts.set_keep_alive(Duration::from_secs(5));
+    if let Some((user, password)) = credentials {
+        opts.set_credentials(user.as_str(), password.as_str());
+    }
     let (client, mut eventloop) = AsyncClient::new(opts, 4);
     let wait = async {
         loop {

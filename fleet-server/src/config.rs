@@ -205,6 +205,18 @@ pub struct MqttConfig {
     pub keep_alive_s: u64,
     /// How often the readiness probe opens a fresh connection to the broker, in seconds.
     pub probe_interval_s: u64,
+    /// Login on an external broker that wants one (deploy/mosquitto: `lockerfleet-server`).
+    pub username: Option<String>,
+    /// Its password; never printed by `check-config`.
+    #[serde(skip_serializing)]
+    pub password: Option<String>,
+}
+
+impl MqttConfig {
+    /// The login the server's MQTT clients use, if any.
+    pub fn credentials(&self) -> Option<(String, String)> {
+        self.username.clone().zip(self.password.clone())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -263,6 +275,8 @@ impl Default for MqttConfig {
             ingest_buffer_mib: 128,
             keep_alive_s: 30,
             probe_interval_s: 10,
+            username: None,
+            password: None,
         }
     }
 }
@@ -355,6 +369,12 @@ impl Config {
                     ));
                 }
             }
+        }
+        if m.username.is_some() != m.password.is_some() {
+            return Err(invalid("mqtt.username", "is given together with mqtt.password"));
+        }
+        if m.username.is_some() && m.mode == BrokerMode::Embedded {
+            return Err(invalid("mqtt.username", "is for an external broker; the embedded one takes no login"));
         }
         TopicSpace::new(m.namespace.as_deref()).map_err(|e| invalid("mqtt.namespace", e.to_string()))?;
         if let Some(g) = &m.shared_group {

@@ -141,6 +141,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         vec![passes.public_base64()],
         &mqtt_host,
         mqtt_port,
+        config.mqtt.credentials(),
     )
     .allow_private_webhooks(config.webhooks.allow_private_targets)
     .start();
@@ -183,6 +184,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     spawn_probe(
         mqtt_host.clone(),
         mqtt_port,
+        config.mqtt.credentials(),
         Duration::from_secs(config.mqtt.probe_interval_s),
         metrics.clone(),
         stop_rx,
@@ -263,10 +265,17 @@ fn hostname() -> String {
 }
 
 /// Checks every `interval` that the broker accepts a fresh connection.
-fn spawn_probe(host: String, port: u16, interval: Duration, metrics: Metrics, mut stop: watch::Receiver<bool>) {
+fn spawn_probe(
+    host: String,
+    port: u16,
+    credentials: Option<(String, String)>,
+    interval: Duration,
+    metrics: Metrics,
+    mut stop: watch::Receiver<bool>,
+) {
     actix_rt::spawn(async move {
         loop {
-            match broker::probe(&host, port, Duration::from_secs(3)).await {
+            match broker::probe(&host, port, Duration::from_secs(3), credentials.as_ref()).await {
                 Ok(()) => metrics.broker_accepting.set(1),
                 Err(e) => {
                     if metrics.broker_accepting.get() == 1 {

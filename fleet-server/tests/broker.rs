@@ -15,13 +15,13 @@ async fn the_probe_accepts_a_working_embedded_broker() {
     let cfg = MqttConfig { listen: SocketAddr::from(([127, 0, 0, 1], 0)), ..MqttConfig::default() };
     let broker = start_embedded(&cfg).unwrap();
     assert_ne!(broker.addr.port(), 0);
-    probe("127.0.0.1", broker.addr.port(), Duration::from_secs(3)).await.unwrap();
+    probe("127.0.0.1", broker.addr.port(), Duration::from_secs(3), None).await.unwrap();
 }
 
 #[actix_rt::test]
 async fn the_probe_reports_a_closed_port() {
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let err = probe("127.0.0.1", port, Duration::from_secs(3)).await.unwrap_err();
+    let err = probe("127.0.0.1", port, Duration::from_secs(3), None).await.unwrap_err();
     assert!(matches!(err, ProbeError::Connection(_)), "{err}");
 }
 
@@ -31,7 +31,7 @@ async fn the_probe_reports_a_broker_that_accepts_tcp_but_never_answers() {
     // broker does.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let err = probe("127.0.0.1", port, Duration::from_millis(500)).await.unwrap_err();
+    let err = probe("127.0.0.1", port, Duration::from_millis(500), None).await.unwrap_err();
     assert!(matches!(err, ProbeError::Timeout(_)), "{err}");
     drop(listener);
 }

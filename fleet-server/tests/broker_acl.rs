@@ -71,13 +71,11 @@ fn topics(seen: &[(String, Vec<u8>)]) -> Vec<&str> {
     seen.iter().map(|(t, _)| t.as_str()).collect()
 }
 
-#[actix_rt::test]
-async fn the_shipped_acl_confines_every_cabinet_to_its_own_topics() {
+/// A Mosquitto on a free port with the shipped ACL and these users.
+fn acl_broker(users: &[(&str, &str)]) -> (Broker, u16, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let passwd = dir.path().join("passwd");
-    for (i, (user, pw)) in
-        [("lockerfleet-server", "server-pw"), ("cab-a", "a-pw"), ("cab-b", "b-pw")].iter().enumerate()
-    {
+    for (i, (user, pw)) in users.iter().enumerate() {
         let mut cmd = Command::new("mosquitto_passwd");
         if i == 0 {
             cmd.arg("-c");
@@ -97,16 +95,21 @@ async fn the_shipped_acl_confines_every_cabinet_to_its_own_topics() {
         ),
     )
     .unwrap();
-    let _broker = Broker(
+    let broker = Broker(
         Command::new("mosquitto").arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap(),
     );
-    // Wait until it accepts connections.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(std::time::Instant::now() < deadline, "mosquitto did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
+    (broker, port, dir)
+}
 
+#[actix_rt::test]
+async fn the_shipped_acl_confines_every_cabinet_to_its_own_topics() {
+    let (_broker, port, _dir) =
+        acl_broker(&[("lockerfleet-server", "server-pw"), ("cab-a", "a-pw"), ("cab-b", "b-pw")]);
     let (server, mut server_rx) = client(port, "lockerfleet-server", "server-pw").await;
     server.subscribe("lf/v1/cab/+/up", QoS::AtLeastOnce).await.unwrap();
     let (a, mut a_rx) = client(port, "cab-a", "a-pw").await;
@@ -149,4 +152,41 @@ async fn the_shipped_acl_confines_every_cabinet_to_its_own_topics() {
         }
     };
     assert!(refused, "a wrong password connected");
+}
+
+/// The fleet-server logs in to such a broker with `mqtt.username`/`password`; with a
+/// wrong password it says it is not ready, naming the MQTT link.
+#[actix_rt::test]
+async fn the_server_logs_in_to_a_confining_broker() {
+    let (_broker, port, dir) = acl_broker(&[("lockerfleet-server", "server-pw")]);
+    for (password, ready) in [("server-pw", true), ("wrong", false)] {
+        let mut c = fleet_server::config::Config::default();
+        c.http.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        c.database.url = format!("sqlite://{}?mode=rwc", dir.path().join(format!("{ready}.db")).display());
+        c.mqtt.mode = fleet_server::config::BrokerMode::External;
+        c.mqtt.url = Some(format!("mqtt://127.0.0.1:{port}"));
+        c.mqtt.username = Some("lockerfleet-server".into());
+        c.mqtt.password = Some(password.into());
+        c.mqtt.probe_interval_s = 1;
+        c.auth.bootstrap_token = Some("lf_acl-test-admin-token-0123456789".into());
+        let server = fleet_server::start(c).await.unwrap();
+        let url = format!("http://{}/readyz", server.http_addr);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let mut last = serde_json::Value::Null;
+        let mut status = 0;
+        while tokio::time::Instant::now() < deadline {
+            let mut res = awc::Client::default().get(&url).send().await.unwrap();
+            status = res.status().as_u16();
+            last = res.json().await.unwrap_or_default();
+            if (status == 200) == ready && (ready || last["checks"]["mqtt_link"] == false) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(status == 200, ready, "password {password}: {last}");
+        if !ready {
+            assert_eq!(last["checks"]["mqtt_link"], false, "{last}");
+        }
+        server.stop().await;
+    }
 }

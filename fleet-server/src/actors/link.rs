@@ -57,6 +57,9 @@ pub fn connect(config: &Config, host: &str, port: u16) -> (Link, Pending) {
         .set_clean_session(true)
         .set_max_packet_size(CLIENT_MAX_PACKET, CLIENT_MAX_PACKET)
         .set_inflight(200);
+    if let Some((user, password)) = config.mqtt.credentials() {
+        opts.set_credentials(user, password);
+    }
     let (client, eventloop) = AsyncClient::new(opts, 4096);
     let topics = config.topics();
     let group = config.mqtt.shared_group.clone();

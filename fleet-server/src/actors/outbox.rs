@@ -75,6 +75,7 @@ impl OutboxRelay {
         pass_keys: Vec<String>,
         host: &str,
         port: u16,
+        credentials: Option<(String, String)>,
     ) -> Self {
         Self {
             store,
@@ -82,7 +83,7 @@ impl OutboxRelay {
             topics,
             pass_keys,
             allow_private_webhooks: false,
-            publisher: Some(Publisher::new(host, port, "lf-outbox")),
+            publisher: Some(Publisher::new(host, port, "lf-outbox").with_credentials(credentials)),
             http: awc::Client::builder().timeout(Duration::from_secs(5)).finish(),
             running: false,
             again: false,

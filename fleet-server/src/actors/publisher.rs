@@ -23,6 +23,7 @@ pub struct Publisher {
     host: String,
     port: u16,
     client_id_prefix: String,
+    credentials: Option<(String, String)>,
     conn: Option<(AsyncClient, EventLoop, Instant)>,
 }
 
@@ -34,7 +35,19 @@ impl std::fmt::Debug for Publisher {
 
 impl Publisher {
     pub fn new(host: &str, port: u16, client_id_prefix: &str) -> Self {
-        Self { host: host.to_owned(), port, client_id_prefix: client_id_prefix.to_owned(), conn: None }
+        Self {
+            host: host.to_owned(),
+            port,
+            client_id_prefix: client_id_prefix.to_owned(),
+            credentials: None,
+            conn: None,
+        }
+    }
+
+    /// Logs in with these credentials.
+    pub fn with_credentials(mut self, credentials: Option<(String, String)>) -> Self {
+        self.credentials = credentials;
+        self
     }
 
     async fn connect(&mut self) -> Result<(), String> {
@@ -53,6 +66,9 @@ impl Publisher {
             .set_clean_session(true)
             .set_inflight(100)
             .set_max_packet_size(MAX_PACKET, MAX_PACKET);
+        if let Some((user, password)) = &self.credentials {
+            opts.set_credentials(user.as_str(), password.as_str());
+        }
         let (client, mut eventloop) = AsyncClient::new(opts, MAX_BATCH * 2);
         let wait = async {
             loop {
