@@ -386,12 +386,27 @@ pub struct InstallWindow {
 }
 
 impl InstallWindow {
+    /// Whether local minute-of-day `minute_of_day` is inside.
     pub fn contains(&self, minute_of_day: u32) -> bool {
         match self.start_min.cmp(&self.end_min) {
             std::cmp::Ordering::Equal => true,
             std::cmp::Ordering::Less => (self.start_min..self.end_min).contains(&minute_of_day),
             std::cmp::Ordering::Greater => minute_of_day >= self.start_min || minute_of_day < self.end_min,
         }
+    }
+
+    /// The next moment at or after `now` inside the window, for a place at UTC offset
+    /// `offset_min`.
+    pub fn next_open(&self, now: DateTime<Utc>, offset_min: i32) -> DateTime<Utc> {
+        use chrono::{Duration, Timelike};
+        let local = now + Duration::minutes(i64::from(offset_min));
+        let m = local.hour() * 60 + local.minute();
+        if self.contains(m) {
+            return now;
+        }
+        let wait = (i64::from(self.start_min) - i64::from(m)).rem_euclid(1440);
+        let at = now + Duration::minutes(wait);
+        at - Duration::seconds(i64::from(at.second())) - Duration::nanoseconds(i64::from(at.nanosecond()))
     }
 }
 

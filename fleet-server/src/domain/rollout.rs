@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use chrono::{DateTime, Duration, Timelike, Utc};
+use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 /// Distinct reasons kept per failure kind; more are counted as `other`.
@@ -96,38 +96,8 @@ pub struct Threshold {
 }
 
 /// A daily maintenance window in the cabinet's local time; installs happen only inside
-/// it (downloads may happen any time). `start == end` means all day.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Window {
-    /// Minutes after local midnight.
-    pub start_min: u32,
-    pub end_min: u32,
-}
-
-impl Window {
-    /// Whether local minute-of-day `m` is inside (the window may cross midnight).
-    pub fn contains(&self, m: u32) -> bool {
-        match self.start_min.cmp(&self.end_min) {
-            std::cmp::Ordering::Equal => true,
-            std::cmp::Ordering::Less => (self.start_min..self.end_min).contains(&m),
-            std::cmp::Ordering::Greater => m >= self.start_min || m < self.end_min,
-        }
-    }
-
-    /// The next moment at or after `now` inside the window, for a cabinet at UTC offset
-    /// `offset_min`.
-    pub fn next_open(&self, now: DateTime<Utc>, offset_min: i32) -> DateTime<Utc> {
-        let local = now + Duration::minutes(i64::from(offset_min));
-        let m = local.hour() * 60 + local.minute();
-        if self.contains(m) {
-            return now;
-        }
-        let wait = (i64::from(self.start_min) - i64::from(m)).rem_euclid(1440);
-        let at = now + Duration::minutes(wait);
-        at - Duration::seconds(i64::from(at.second())) - Duration::nanoseconds(i64::from(at.nanosecond()))
-    }
-}
+/// it (downloads may happen any time). The contract's type: the offer carries it as is.
+pub use lockerfleet_shared::envelope::InstallWindow as Window;
 
 /// Offers per minute, optionally growing while nothing fails.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

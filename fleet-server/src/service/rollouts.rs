@@ -460,10 +460,7 @@ async fn conduct_one(
                     url: format!("{}/ota/{}", base_url.trim_end_matches('/'), art.sha256),
                     manifest: m.clone(),
                     deadline: at + Duration::days(7),
-                    window: conductor.plan().window.map(|w| lockerfleet_shared::envelope::InstallWindow {
-                        start_min: w.start_min,
-                        end_min: w.end_min,
-                    }),
+                    window: conductor.plan().window,
                 };
                 (cabinet, DownBody::Ota(offer))
             }
