@@ -14,6 +14,18 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
+# The broker-confinement tests start their own Mosquitto with the shipped ACL.
+if ! command -v mosquitto >/dev/null 2>&1 && ! [ -x /usr/sbin/mosquitto ] || ! command -v mosquitto_passwd >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "== installing mosquitto (the ACL tests run their own instance)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null
+  else
+    echo "scripts/test.sh: mosquitto and mosquitto_passwd are needed (Debian: apt-get install mosquitto)" >&2
+    exit 1
+  fi
+fi
+export PATH="$PATH:/usr/sbin"
+
 # The face pipeline's runtime, models and photos (pinned downloads from PyPI and npm;
 # a warm run only checks them).
 echo "== face assets"
