@@ -144,6 +144,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         config.mqtt.credentials(),
     )
     .allow_private_webhooks(config.webhooks.allow_private_targets)
+    .claim_lease(Duration::from_secs(config.outbox.claim_lease_s))
     .start();
     let service = service::Ctx {
         store: store.clone(),
