@@ -37,11 +37,15 @@ const CABINETS: usize = 24;
 const EVENTS_PER_CABINET: usize = 120;
 /// Where in each cabinet's stream its first parcel's deposit comes.
 const DEPOSIT_AT: usize = 3;
+/// Each cabinet holds its stream here until the test lets it go on, so the kill always
+/// lands while events are in flight.
+const HOLD_AT: usize = 40;
 
 /// One `fleet-server` process, killed when the test ends however it ends.
 struct Replica {
     child: Child,
     base: String,
+    log: std::path::PathBuf,
 }
 
 impl Drop for Replica {
@@ -55,7 +59,8 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-async fn spawn_replica(dir: &Path, i: usize, fx: &Fixture, http: &awc::Client) -> Replica {
+/// Starts replica `i`; [`Replica::ready`] waits for it.
+fn spawn_replica(dir: &Path, i: usize, fx: &Fixture) -> Replica {
     let Mqtt::External { url } = &fx.backend.mqtt else { unreachable!("replicas run on the external broker") };
     let port = free_port();
     let config = dir.join(format!("replica-{i}.toml"));
@@ -79,7 +84,8 @@ async fn spawn_replica(dir: &Path, i: usize, fx: &Fixture, http: &awc::Client) -
         ),
     )
     .unwrap();
-    let log = std::fs::File::create(dir.join(format!("replica-{i}.log"))).unwrap();
+    let log_path = dir.join(format!("replica-{i}.log"));
+    let log = std::fs::File::create(&log_path).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_fleet-server"))
         .arg("--config")
         .arg(&config)
@@ -89,12 +95,21 @@ async fn spawn_replica(dir: &Path, i: usize, fx: &Fixture, http: &awc::Client) -
         .stderr(log)
         .spawn()
         .unwrap();
-    let replica = Replica { child, base: format!("http://127.0.0.1:{port}") };
-    until(&format!("replica {i} is ready"), Duration::from_secs(30), || async {
-        call(http, "GET", &format!("{}/readyz", replica.base), None).await.0 == 200
-    })
-    .await;
-    replica
+    Replica { child, base: format!("http://127.0.0.1:{port}"), log: log_path }
+}
+
+impl Replica {
+    async fn ready(&mut self, http: &awc::Client) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while call(http, "GET", &format!("{}/readyz", self.base), None).await.0 != 200 {
+            if let Some(exit) = self.child.try_wait().unwrap() {
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                panic!("replica {} exited while starting: {exit}\n{log}", self.base);
+            }
+            assert!(Instant::now() < deadline, "replica {} not ready within 60 s", self.base);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 async fn call(http: &awc::Client, method: &str, url: &str, body: Option<Value>) -> (u16, Value) {
@@ -139,9 +154,15 @@ async fn create_parcel(http: &awc::Client, bases: &[String], cabinet: &str, refe
     panic!("no replica created the parcel {reference}");
 }
 
-/// A cabinet's journal: sends its events in small batches, resends whatever has not been
-/// acked within a second and a half, and ends when every event is acked.
-async fn stream(mut cab: FakeCabinet, events: Vec<CabinetEvent>, acked_total: Rc<Cell<usize>>) -> usize {
+/// A cabinet's journal: sends its events in small batches (holding at [`HOLD_AT`] until
+/// `go`), resends whatever has not been acked within a second and a half, and ends when
+/// every event is acked.
+async fn stream(
+    mut cab: FakeCabinet,
+    events: Vec<CabinetEvent>,
+    acked_total: Rc<Cell<usize>>,
+    go: tokio::sync::watch::Receiver<bool>,
+) -> usize {
     let mut acked = HashSet::new();
     let mut sent_at: HashMap<Uuid, Instant> = HashMap::new();
     let mut next = 0;
@@ -160,7 +181,7 @@ async fn stream(mut cab: FakeCabinet, events: Vec<CabinetEvent>, acked_total: Rc
                         resent += 1;
                     }
                 }
-                while next < events.len() && batch.len() < 5 {
+                while next < events.len() && batch.len() < 2 && (next < HOLD_AT || *go.borrow()) {
                     batch.push(events[next].clone());
                     next += 1;
                 }
@@ -197,10 +218,11 @@ async fn three_replicas_lose_nothing_when_one_is_killed_mid_stream() {
     let broker = fleet_server::config::parse_broker_url(url).unwrap();
     let topics = TopicSpace::new(fx.namespace.as_deref()).unwrap();
 
-    // One after another: the first applies the migrations, the others find them done.
-    let mut replicas = Vec::new();
-    for i in 0..REPLICAS {
-        replicas.push(spawn_replica(dir.path(), i, &fx, &http).await);
+    // All at once on an empty database, as a deployment starts them: the migrations run
+    // once (the others wait for them) and the bootstrap token is registered once.
+    let mut replicas: Vec<Replica> = (0..REPLICAS).map(|i| spawn_replica(dir.path(), i, &fx)).collect();
+    for r in &mut replicas {
+        r.ready(&http).await;
     }
     let bases: Vec<String> = replicas.iter().map(|r| r.base.clone()).collect();
     let api = |path: &str| format!("{}/api/v1{path}", bases[0]);
@@ -227,6 +249,7 @@ async fn three_replicas_lose_nothing_when_one_is_killed_mid_stream() {
 
     // Every cabinet's journal: a deposit of its first parcel early on, then traffic.
     let acked_total = Rc::new(Cell::new(0usize));
+    let (go, gate) = tokio::sync::watch::channel(false);
     let mut journaled: HashMap<Uuid, String> = HashMap::new();
     let mut streams = Vec::new();
     for id in &ids {
@@ -248,7 +271,7 @@ async fn three_replicas_lose_nothing_when_one_is_killed_mid_stream() {
             })
             .collect();
         journaled.extend(events.iter().map(|e| (e.id, id.clone())));
-        streams.push(actix_rt::spawn(stream(cab, events, acked_total.clone())));
+        streams.push(actix_rt::spawn(stream(cab, events, acked_total.clone(), gate.clone())));
     }
 
     // The first parcels become ready as their deposits are ingested; then their pickup
@@ -274,10 +297,15 @@ async fn three_replicas_lose_nothing_when_one_is_killed_mid_stream() {
         .unwrap();
     assert_eq!(moved.rows_affected, CABINETS as u64);
 
-    // Mid-stream: a third of the events acked, the rest still coming. The replica that dies
-    // holds some of them in its ingest buffer, some expiries and some notifications.
-    until("a third of the events are acked", Duration::from_secs(60), || async {
-        acked_total.get() >= CABINETS * EVENTS_PER_CABINET / 3
+    // Mid-stream: the held part acked, the rest let go and starting to arrive. The replica
+    // that dies holds some events in its ingest buffer, some expiries and notifications.
+    until("the held part of every stream is acked", Duration::from_secs(60), || async {
+        acked_total.get() >= CABINETS * HOLD_AT
+    })
+    .await;
+    go.send(true).unwrap();
+    until("the rest of the streams is under way", Duration::from_secs(60), || async {
+        acked_total.get() >= CABINETS * (HOLD_AT + 10)
     })
     .await;
     let mut victim = replicas.remove(1);
