@@ -22,7 +22,7 @@ use lockerfleet_shared::{CompartmentId, CourierId, ParcelId};
 
 use crate::domain::desired::DesiredStore;
 use crate::domain::door::{Door, DoorEffect, DoorInput, DoorTimings};
-use crate::domain::journal::Journal;
+use crate::domain::journal::{Journal, Recorded};
 use crate::domain::keypad::{CodeOutcome, Keypad, KeypadPolicy, Lockout};
 use crate::hw::Lock;
 
@@ -100,6 +100,8 @@ pub struct Status {
     pub updating: bool,
     /// Times the cabinet actor was restarted from disk since the process started.
     pub restarts: u32,
+    /// Events dropped because the journal was too full, not yet reported to the server.
+    pub journal_dropped: u64,
     /// Parcels a pickup code opens right now.
     pub ready: Vec<ParcelId>,
     /// Sealed templates held (a count only: never anything biometric).
@@ -392,12 +394,23 @@ impl Cabinet {
     }
 
     fn record(&mut self, what: EventKind) {
+        let kind = match &what {
+            EventKind::FailedMatch { .. } => "failed match",
+            _ => "alarm",
+        };
         match self.journal.record(what, Utc::now()) {
-            Ok(e) => {
+            Ok(Recorded::Kept(e)) => {
                 tracing::info!(seq = e.seq, id = %e.id, "event recorded");
                 if let Some(l) = &self.link {
                     l.do_send(EventsRecorded);
                 }
+            }
+            Ok(Recorded::Dropped) => {
+                tracing::warn!(
+                    kind,
+                    dropped = self.journal.dropped().total(),
+                    "journal too full: event dropped and counted"
+                );
             }
             Err(e) => {
                 tracing::error!(error = %e, "event NOT recorded; restarting the cabinet actor from disk");
@@ -637,6 +650,16 @@ impl Handler<FromServer> for Cabinet {
                 if let Err(e) = self.journal.ack(&a.events) {
                     tracing::error!(error = %e, "could not record an ack; the events will be sent again");
                 }
+                // Room again after a full spell: tell the server what was dropped.
+                match self.journal.report_dropped(Utc::now()) {
+                    Ok(Some(_)) => {
+                        if let Some(l) = &self.link {
+                            l.do_send(EventsRecorded);
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::error!(error = %e, "could not record the dropped-events report"),
+                }
                 None
             }
             DownBody::Parcels(set) => {
@@ -721,6 +744,7 @@ impl Handler<GetStatus> for Cabinet {
             open_doors,
             occupied,
             journal_depth: u32::try_from(self.journal.depth()).unwrap_or(u32::MAX),
+            journal_dropped: self.journal.dropped().total(),
         }
     }
 }
