@@ -790,3 +790,60 @@ async fn a_cabinet_offline_with_a_full_journal_keeps_every_parcel_event() {
     assert_eq!(of("door_forced").len() as u32 + 3, forced, "every forced opening is stored or counted as dropped");
     server.server.stop().await;
 }
+
+/// A cabinet whose clock is hours off judges pickup windows by the server's clock (the
+/// timestamps of its `down` messages, carried forward), not by its own: ahead, it would
+/// refuse parcels still in their window; behind, it would open parcels past theirs.
+#[actix_rt::test]
+async fn expiry_follows_the_servers_clock_when_the_cabinets_is_hours_off() {
+    use actix::Actor;
+    use edge_agent::actors::cabinet::{Cabinet, FromServer, ServerTime};
+    use lockerfleet_shared::envelope::{DownBody, ExpectedParcel, ParcelSet};
+    let dir = tempfile::tempdir().unwrap();
+    let journal = edge_agent::domain::journal::Journal::open(&dir.path().join("journal.log"), 1 << 20).unwrap();
+    let desired = edge_agent::domain::desired::DesiredStore::open(&dir.path().join("desired.json"));
+    let (a1, a2) = (CompartmentId::new("A1").unwrap(), CompartmentId::new("A2").unwrap());
+    let lock = SimLock::default();
+    let cabinet = Cabinet::new(
+        journal,
+        desired,
+        &[a1.clone(), a2.clone()],
+        Box::new(lock.clone()),
+        dir.path().join("done.json"),
+        edge_agent::domain::door::DoorTimings::default(),
+    )
+    .start();
+    let local = chrono::Utc::now();
+    let hours = chrono::Duration::hours;
+    let ready = |compartment: &CompartmentId, code: &str, expires_at| ExpectedParcel {
+        parcel: ParcelId::generate(),
+        compartment: compartment.clone(),
+        stage: ParcelStage::Ready,
+        courier: None,
+        code_hash: Some(lockerfleet_shared::codes::hash(code)),
+        expires_at,
+    };
+    // Parcel 1's window ended 3 h ago by the cabinet's clock; parcel 2's ends in 3 h.
+    let (one, two) = (ready(&a1, "11112222", local - hours(3)), ready(&a2, "33334444", local + hours(3)));
+    let set = ParcelSet {
+        version: 1,
+        parcels: vec![one.clone(), two.clone()],
+        courier_pass_keys: vec![],
+        settings: Default::default(),
+    };
+    cabinet.send(FromServer(DownBody::Parcels(set))).await.unwrap();
+
+    // Before the server has spoken the cabinet has only its own clock.
+    let early = cabinet.send(EnterCode("11112222".into())).await.unwrap();
+    assert!(matches!(early, CodeOutcome::Rejected { .. }), "{early:?}");
+    // The server's clock is 6 h behind this cabinet's: parcel 1 is still in its window.
+    cabinet.send(ServerTime(local - hours(6))).await.unwrap();
+    let opened = cabinet.send(EnterCode("11112222".into())).await.unwrap();
+    assert!(matches!(opened, CodeOutcome::Accepted(ref p) if p.parcel == one.parcel), "{opened:?}");
+    assert_eq!(lock.releases(), vec![a1]);
+    // Later the server says it is 6 h ahead of this cabinet: parcel 2's window has ended.
+    cabinet.send(ServerTime(local + hours(6))).await.unwrap();
+    let late = cabinet.send(EnterCode("33334444".into())).await.unwrap();
+    assert!(matches!(late, CodeOutcome::Rejected { .. }), "{late:?}");
+    assert_eq!(lock.releases().len(), 1, "nothing opened past its window");
+}
