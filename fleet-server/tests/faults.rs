@@ -245,24 +245,47 @@ struct Postgres {
     _dir: tempfile::TempDir,
 }
 
+/// The directory of PostgreSQL's server binaries (`initdb`, `pg_ctl`), newest version first.
+fn pg_bin() -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| Some(e.ok()?.path().join("bin")))
+        .filter(|d| d.join("initdb").exists())
+        .collect();
+    dirs.sort_by_key(|d| d.parent().and_then(|v| v.file_name()?.to_str()?.parse::<u32>().ok()).unwrap_or(0));
+    dirs.pop()
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}
+
+/// Runs a PostgreSQL tool, as the `postgres` user when we are root (initdb refuses root).
 fn as_postgres(program: &str, args: &[&str]) {
-    let bin = Path::new("/usr/lib/postgresql/15/bin").join(program);
-    let out = Command::new("runuser")
-        .args(["-u", "postgres", "--"])
-        .arg(bin)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("runuser runs");
+    let out = pg_tool(program, args);
     assert!(out.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn pg_tool(program: &str, args: &[&str]) -> std::process::Output {
+    let bin = pg_bin().expect("PostgreSQL binaries").join(program);
+    let mut cmd = if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(bin);
+        c
+    } else {
+        Command::new(bin)
+    };
+    cmd.args(args).stdin(Stdio::null()).output().expect("the PostgreSQL tool runs")
 }
 
 impl Postgres {
     fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
-        let chown = Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()).status().unwrap();
-        assert!(chown.success());
+        if is_root() {
+            let chown = Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()).status().unwrap();
+            assert!(chown.success());
+        }
         as_postgres("initdb", &["-D", data.to_str().unwrap(), "-A", "trust", "-U", "postgres", "--no-sync"]);
         Self { data, port: free_port(), _dir: dir }
     }
@@ -294,12 +317,9 @@ impl Postgres {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        let bin = Path::new("/usr/lib/postgresql/15/bin/pg_ctl");
-        let _ = Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(bin)
-            .args(["-D", self.data.to_str().unwrap(), "-m", "immediate", "stop"])
-            .output();
+        let data = self.data.display().to_string();
+        // Fails harmlessly when it is stopped already.
+        let _ = pg_tool("pg_ctl", &["-D", &data, "-m", "immediate", "-w", "stop"]);
     }
 }
 
@@ -341,6 +361,11 @@ async fn a_broker_restart_loses_no_event() {
 async fn a_postgres_restart_mid_ingest_loses_no_acked_event() {
     // Only where PostgreSQL is installed (CI sets DATABASE_URL then); never the shared one.
     if Backend::postgres_embedded().is_none() {
+        return;
+    }
+    if pg_bin().is_none() {
+        // PostgreSQL answers somewhere, but its binaries are not on this machine.
+        eprintln!("skipped: no PostgreSQL binaries under /usr/lib/postgresql to run a private instance");
         return;
     }
     let pg = Postgres::start();
