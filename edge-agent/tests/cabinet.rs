@@ -123,6 +123,33 @@ async fn wait_desired(
     }
 }
 
+/// A parcel of courier `k-1` at `cab-e1`, deposited through the agent (pass, door
+/// opened and closed) and ready: its id, pickup code and compartment.
+async fn deposited_parcel(server: &Server, agent: &edge_agent::Agent, size: &str) -> (ParcelId, String, CompartmentId) {
+    let (_, created) = server
+        .call(
+            "POST",
+            "/api/v1/parcels",
+            Some(json!({"tenant": "acme", "reference": "T", "courier": "k-1", "size": size, "cabinet": "cab-e1"})),
+        )
+        .await;
+    let parcel = ParcelId(Uuid::parse_str(created["id"].as_str().unwrap()).unwrap());
+    let code = created["pickup_code"].as_str().unwrap().to_owned();
+    wait_desired(agent, "the expected parcel", |d| {
+        d.parcels.as_ref().is_some_and(|s| s.parcels.iter().any(|p| p.parcel == parcel))
+    })
+    .await;
+    let kim = server.pass("k-1").await;
+    let comp = agent.cabinet.send(CourierDeposit { pass: kim, parcel }).await.unwrap().unwrap();
+    agent.cabinet.send(DoorSensed { compartment: comp.clone(), open: true }).await.unwrap();
+    agent.cabinet.send(DoorSensed { compartment: comp.clone(), open: false }).await.unwrap();
+    wait_desired(agent, "the code hash", |d| {
+        d.parcels.as_ref().is_some_and(|s| s.parcels.iter().any(|p| p.parcel == parcel && p.code_hash.is_some()))
+    })
+    .await;
+    (parcel, code, comp)
+}
+
 #[actix_rt::test]
 async fn a_parcel_goes_in_and_out_through_the_cabinet() {
     // A standalone broker, so the server can be stopped while the cabinet stays connected.
@@ -332,28 +359,7 @@ async fn a_code_pickup_works_while_the_network_is_down_and_arrives_after() {
     register(&server, &config).await;
     let lock = SimLock::default();
     let agent = edge_agent::start(&config, Box::new(lock.clone())).unwrap();
-
-    let (_, created) = server
-        .call(
-            "POST",
-            "/api/v1/parcels",
-            Some(json!({"tenant": "acme", "reference": "T", "courier": "k-1", "size": "s", "cabinet": "cab-e1"})),
-        )
-        .await;
-    let parcel = ParcelId(Uuid::parse_str(created["id"].as_str().unwrap()).unwrap());
-    let code = created["pickup_code"].as_str().unwrap().to_owned();
-    wait_desired(&agent, "the expected parcel", |d| {
-        d.parcels.as_ref().is_some_and(|s| s.parcels.iter().any(|p| p.parcel == parcel))
-    })
-    .await;
-    let kim = server.pass("k-1").await;
-    let comp = agent.cabinet.send(CourierDeposit { pass: kim, parcel }).await.unwrap().unwrap();
-    agent.cabinet.send(DoorSensed { compartment: comp.clone(), open: true }).await.unwrap();
-    agent.cabinet.send(DoorSensed { compartment: comp.clone(), open: false }).await.unwrap();
-    wait_desired(&agent, "the code hash", |d| {
-        d.parcels.as_ref().is_some_and(|s| s.parcels.iter().any(|p| p.parcel == parcel && p.code_hash.is_some()))
-    })
-    .await;
+    let (parcel, code, comp) = deposited_parcel(&server, &agent, "s").await;
 
     // The cabinet is cut off from the broker.
     partition.cut();
@@ -723,27 +729,7 @@ async fn a_cabinet_offline_with_a_full_journal_keeps_every_parcel_event() {
     register(&server, &config).await;
     let lock = SimLock::default();
     let agent = edge_agent::start(&config, Box::new(lock.clone())).unwrap();
-    let (_, created) = server
-        .call(
-            "POST",
-            "/api/v1/parcels",
-            Some(json!({"tenant": "acme", "reference": "T-FULL", "courier": "k-1", "size": "m", "cabinet": "cab-e1"})),
-        )
-        .await;
-    let parcel = ParcelId(Uuid::parse_str(created["id"].as_str().unwrap()).unwrap());
-    let code = created["pickup_code"].as_str().unwrap().to_owned();
-    wait_desired(&agent, "the expected parcel", |d| {
-        d.parcels.as_ref().is_some_and(|s| s.parcels.iter().any(|p| p.parcel == parcel))
-    })
-    .await;
-    let kim = server.pass("k-1").await;
-    let comp = agent.cabinet.send(CourierDeposit { pass: kim, parcel }).await.unwrap().unwrap();
-    agent.cabinet.send(DoorSensed { compartment: comp.clone(), open: true }).await.unwrap();
-    agent.cabinet.send(DoorSensed { compartment: comp.clone(), open: false }).await.unwrap();
-    wait_desired(&agent, "the ready parcel", |d| {
-        d.parcels.as_ref().is_some_and(|s| s.parcels.iter().any(|p| p.parcel == parcel && p.code_hash.is_some()))
-    })
-    .await;
+    let (parcel, code, comp) = deposited_parcel(&server, &agent, "m").await;
     server.server.stop().await;
 
     // Days offline, compressed: the other door is forced open until the journal is full.

@@ -575,14 +575,23 @@ async fn a_cabinet_clock_hours_off_keeps_its_order_and_the_server_keeps_its_own_
     fx.cleanup().await;
 }
 
-/// A tenant `acme` with cabinet `cab-a` and courier `k-1`, webhooks to `url`.
-async fn webhook_world(ts: &TestServer, url: &str) {
+/// A server whose tenant `acme` (cabinet `cab-a`, courier `k-1`) has its webhooks at
+/// `url`, and the courier's MQTT topic subscribed.
+async fn webhook_world(url: &str) -> (Fixture, TestServer, Subscriber) {
+    let fx = Fixture::new(Backend::sqlite_embedded().unwrap()).await;
+    let mut config = fx.config();
+    // The test's endpoints listen on loopback.
+    config.webhooks.allow_private_targets = true;
+    let ts = fx.start(config).await;
     ts.create_tenant("acme").await;
     ts.register_cabinet("acme", "cab-a").await;
     assert_eq!(ts.post("/api/v1/couriers", &json!({"id": "k-1", "tenant": "acme", "name": "Kim"})).await.0, 201);
     let (status, body) =
         ts.request("PATCH", "/api/v1/tenants/acme", Some(&ts.token), Some(&json!({"webhook_url": url}))).await;
     assert_eq!(status, 200, "{body}");
+    let topic = ts.topics.courier_assignments(&CourierId::new("k-1").unwrap());
+    let courier = Subscriber::new(&ts.server.mqtt_host, ts.server.mqtt_port, &topic).await;
+    (fx, ts, courier)
 }
 
 async fn new_parcel(ts: &TestServer, reference: &str) -> String {
@@ -617,13 +626,7 @@ async fn a_slow_webhook_times_out_without_holding_up_other_notifications() {
     // An endpoint that accepts the connection and never answers.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let fx = Fixture::new(Backend::sqlite_embedded().unwrap()).await;
-    let mut config = fx.config();
-    config.webhooks.allow_private_targets = true;
-    let ts = fx.start(config).await;
-    webhook_world(&ts, &url).await;
-    let topic = ts.topics.courier_assignments(&CourierId::new("k-1").unwrap());
-    let mut courier = Subscriber::new(&ts.server.mqtt_host, ts.server.mqtt_port, &topic).await;
+    let (fx, ts, mut courier) = webhook_world(&url).await;
 
     let first = new_parcel(&ts, "TRK-1").await;
     assert_eq!(note_parcel(&courier.next("the first assignment").await.1), first);
@@ -667,13 +670,7 @@ async fn a_slow_webhook_times_out_without_holding_up_other_notifications() {
 async fn a_dead_webhook_is_retried_with_bounded_backoff_and_blocks_nothing() {
     // Nothing listens on this port: every attempt is refused at once.
     let url = format!("http://127.0.0.1:{}/hook", free_port());
-    let fx = Fixture::new(Backend::sqlite_embedded().unwrap()).await;
-    let mut config = fx.config();
-    config.webhooks.allow_private_targets = true;
-    let ts = fx.start(config).await;
-    webhook_world(&ts, &url).await;
-    let topic = ts.topics.courier_assignments(&CourierId::new("k-1").unwrap());
-    let mut courier = Subscriber::new(&ts.server.mqtt_host, ts.server.mqtt_port, &topic).await;
+    let (fx, ts, mut courier) = webhook_world(&url).await;
     let mut parcels = Vec::new();
     // The cabinet has room for two small parcels.
     for i in 0..2 {
