@@ -188,8 +188,9 @@ async fn an_envelope_naming_another_cabinet_than_its_topic_is_refused(backend: B
     let forged = envelope_json("cab-b");
     let forged_event = Uuid::parse_str(forged["body"]["data"]["events"][0]["id"].as_str().unwrap()).unwrap();
     row.cab.publish_up(serde_json::to_vec(&forged).unwrap()).await;
-    let ts_events = stored(&row.ts, "cab-b").await;
-    assert!(ts_events.is_empty(), "nothing is stored for cab-b: {ts_events:?}");
+    row.ts.wait_for_metric(&rejected("cabinet_mismatch"), 1.0).await;
+    let for_b = stored(&row.ts, "cab-b").await;
+    assert!(for_b.is_empty(), "nothing is stored for cab-b: {for_b:?}");
     assert!(!row.cab.view.acked.contains(&forged_event));
     row.assert_refused_once_and_nothing_lost("cabinet_mismatch").await;
 }
