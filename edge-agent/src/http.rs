@@ -30,7 +30,7 @@ async fn healthz() -> HttpResponse {
 async fn status(state: web::Data<State>) -> HttpResponse {
     match state.cabinet.send(GetStatus).await {
         Ok(s) => HttpResponse::Ok().json(json!({
-            "journal_depth": s.journal_depth, "open_doors": s.open_doors, "occupied": s.occupied, "busy": s.busy,
+            "journal_depth": s.journal_depth, "journal_dropped": s.journal_dropped, "open_doors": s.open_doors, "occupied": s.occupied, "busy": s.busy,
             "ready": s.ready, "templates": s.templates, "settings": s.settings, "restarts": s.restarts,
         })),
         Err(e) => HttpResponse::ServiceUnavailable().json(json!({"error": e.to_string()})),

@@ -123,6 +123,33 @@ async fn wait_desired(
     }
 }
 
+/// A parcel of courier `k-1` at `cab-e1`, deposited through the agent (pass, door
+/// opened and closed) and ready: its id, pickup code and compartment.
+async fn deposited_parcel(server: &Server, agent: &edge_agent::Agent, size: &str) -> (ParcelId, String, CompartmentId) {
+    let (_, created) = server
+        .call(
+            "POST",
+            "/api/v1/parcels",
+            Some(json!({"tenant": "acme", "reference": "T", "courier": "k-1", "size": size, "cabinet": "cab-e1"})),
+        )
+        .await;
+    let parcel = ParcelId(Uuid::parse_str(created["id"].as_str().unwrap()).unwrap());
+    let code = created["pickup_code"].as_str().unwrap().to_owned();
+    wait_desired(agent, "the expected parcel", |d| {
+        d.parcels.as_ref().is_some_and(|s| s.parcels.iter().any(|p| p.parcel == parcel))
+    })
+    .await;
+    let kim = server.pass("k-1").await;
+    let comp = agent.cabinet.send(CourierDeposit { pass: kim, parcel }).await.unwrap().unwrap();
+    agent.cabinet.send(DoorSensed { compartment: comp.clone(), open: true }).await.unwrap();
+    agent.cabinet.send(DoorSensed { compartment: comp.clone(), open: false }).await.unwrap();
+    wait_desired(agent, "the code hash", |d| {
+        d.parcels.as_ref().is_some_and(|s| s.parcels.iter().any(|p| p.parcel == parcel && p.code_hash.is_some()))
+    })
+    .await;
+    (parcel, code, comp)
+}
+
 #[actix_rt::test]
 async fn a_parcel_goes_in_and_out_through_the_cabinet() {
     // A standalone broker, so the server can be stopped while the cabinet stays connected.
@@ -332,28 +359,7 @@ async fn a_code_pickup_works_while_the_network_is_down_and_arrives_after() {
     register(&server, &config).await;
     let lock = SimLock::default();
     let agent = edge_agent::start(&config, Box::new(lock.clone())).unwrap();
-
-    let (_, created) = server
-        .call(
-            "POST",
-            "/api/v1/parcels",
-            Some(json!({"tenant": "acme", "reference": "T", "courier": "k-1", "size": "s", "cabinet": "cab-e1"})),
-        )
-        .await;
-    let parcel = ParcelId(Uuid::parse_str(created["id"].as_str().unwrap()).unwrap());
-    let code = created["pickup_code"].as_str().unwrap().to_owned();
-    wait_desired(&agent, "the expected parcel", |d| {
-        d.parcels.as_ref().is_some_and(|s| s.parcels.iter().any(|p| p.parcel == parcel))
-    })
-    .await;
-    let kim = server.pass("k-1").await;
-    let comp = agent.cabinet.send(CourierDeposit { pass: kim, parcel }).await.unwrap().unwrap();
-    agent.cabinet.send(DoorSensed { compartment: comp.clone(), open: true }).await.unwrap();
-    agent.cabinet.send(DoorSensed { compartment: comp.clone(), open: false }).await.unwrap();
-    wait_desired(&agent, "the code hash", |d| {
-        d.parcels.as_ref().is_some_and(|s| s.parcels.iter().any(|p| p.parcel == parcel && p.code_hash.is_some()))
-    })
-    .await;
+    let (parcel, code, comp) = deposited_parcel(&server, &agent, "s").await;
 
     // The cabinet is cut off from the broker.
     partition.cut();
@@ -703,4 +709,127 @@ async fn a_cabinet_logs_in_to_a_confining_broker_with_its_own_password() {
     let _ = broker.kill();
     let _ = broker.wait();
     assert_eq!(outcomes, [true, false], "the right password connects, a wrong one does not");
+}
+
+/// A cabinet offline for days fills its journal (here a forced door, opened again and
+/// again): failed matches and then alarms are dropped and counted, the parcel events are
+/// all kept, and when the server is back everything recorded arrives, with one
+/// `journal_near_full` and one `journal_dropped` alarm telling the operator what happened.
+#[actix_rt::test]
+async fn a_cabinet_offline_with_a_full_journal_keeps_every_parcel_event() {
+    use edge_agent::actors::cabinet::GetStatus;
+    let broker_cfg =
+        fleet_server::config::MqttConfig { listen: SocketAddr::from(([127, 0, 0, 1], 0)), ..Default::default() };
+    let broker = fleet_server::broker::start_embedded(&broker_cfg).unwrap();
+    let port = broker.addr.port();
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}?mode=rwc", dir.path().join("fleet.db").display());
+    let server = Server::start(&db, port).await;
+    let config = AgentConfig { journal_max_bytes: 65_536, ..agent_config(&dir.path().join("cabinet"), port) };
+    register(&server, &config).await;
+    let lock = SimLock::default();
+    let agent = edge_agent::start(&config, Box::new(lock.clone())).unwrap();
+    let (parcel, code, comp) = deposited_parcel(&server, &agent, "m").await;
+    server.server.stop().await;
+
+    // Days offline, compressed: the other door is forced open until the journal is full.
+    let a1 = CompartmentId::new("A1").unwrap();
+    let mut forced = 0;
+    loop {
+        agent.cabinet.send(DoorSensed { compartment: a1.clone(), open: true }).await.unwrap();
+        agent.cabinet.send(DoorSensed { compartment: a1.clone(), open: false }).await.unwrap();
+        forced += 1;
+        if agent.cabinet.send(GetStatus).await.unwrap().journal_dropped >= 3 {
+            break;
+        }
+        assert!(forced < 2000, "the journal never filled");
+    }
+    // A wrong code is dropped too (failed matches go first)...
+    let wrong = agent.cabinet.send(EnterCode("00000000".into())).await.unwrap();
+    assert!(matches!(wrong, CodeOutcome::Rejected { .. }), "{wrong:?}");
+    assert_eq!(agent.cabinet.send(GetStatus).await.unwrap().journal_dropped, 4);
+    // ...but the recipient still collects, and that pickup is kept.
+    let depth = agent.cabinet.send(GetStatus).await.unwrap().journal_depth;
+    let right = agent.cabinet.send(EnterCode(code)).await.unwrap();
+    assert!(matches!(right, CodeOutcome::Accepted(_)), "{right:?}");
+    agent.cabinet.send(DoorSensed { compartment: comp.clone(), open: true }).await.unwrap();
+    agent.cabinet.send(DoorSensed { compartment: comp.clone(), open: false }).await.unwrap();
+    assert_eq!(agent.cabinet.send(GetStatus).await.unwrap().journal_depth, depth + 1);
+
+    // Back online: everything recorded arrives once, then the report of what was dropped.
+    let server = Server::start(&db, port).await;
+    server.until("the offline pickup arrives", || async { server.parcel_state(parcel).await == "picked_up" }).await;
+    server
+        .until("the journal is drained and the drop reported", || async {
+            let s = agent.cabinet.send(GetStatus).await.unwrap();
+            s.journal_depth == 0 && s.journal_dropped == 0
+        })
+        .await;
+    let (_, events) = server.call("GET", "/api/v1/cabinets/cab-e1/events?kind=alarm&limit=500", None).await;
+    let events = events.as_array().unwrap();
+    let of = |code: &str| events.iter().filter(|e| e["detail"]["code"] == code).collect::<Vec<_>>();
+    assert_eq!(of("journal_near_full").len(), 1);
+    let dropped = of("journal_dropped");
+    assert_eq!(dropped.len(), 1);
+    let detail = dropped[0]["detail"]["detail"].as_str().unwrap();
+    assert!(detail.contains("1 failed matches, 3 alarms"), "{detail}");
+    assert_eq!(of("door_forced").len() as u32 + 3, forced, "every forced opening is stored or counted as dropped");
+    server.server.stop().await;
+}
+
+/// A cabinet whose clock is hours off judges pickup windows by the server's clock (the
+/// timestamps of its `down` messages, carried forward), not by its own: ahead, it would
+/// refuse parcels still in their window; behind, it would open parcels past theirs.
+#[actix_rt::test]
+async fn expiry_follows_the_servers_clock_when_the_cabinets_is_hours_off() {
+    use actix::Actor;
+    use edge_agent::actors::cabinet::{Cabinet, FromServer, ServerTime};
+    use lockerfleet_shared::envelope::{DownBody, ExpectedParcel, ParcelSet};
+    let dir = tempfile::tempdir().unwrap();
+    let journal = edge_agent::domain::journal::Journal::open(&dir.path().join("journal.log"), 1 << 20).unwrap();
+    let desired = edge_agent::domain::desired::DesiredStore::open(&dir.path().join("desired.json"));
+    let (a1, a2) = (CompartmentId::new("A1").unwrap(), CompartmentId::new("A2").unwrap());
+    let lock = SimLock::default();
+    let cabinet = Cabinet::new(
+        journal,
+        desired,
+        &[a1.clone(), a2.clone()],
+        Box::new(lock.clone()),
+        dir.path().join("done.json"),
+        edge_agent::domain::door::DoorTimings::default(),
+    )
+    .start();
+    let local = chrono::Utc::now();
+    let hours = chrono::Duration::hours;
+    let ready = |compartment: &CompartmentId, code: &str, expires_at| ExpectedParcel {
+        parcel: ParcelId::generate(),
+        compartment: compartment.clone(),
+        stage: ParcelStage::Ready,
+        courier: None,
+        code_hash: Some(lockerfleet_shared::codes::hash(code)),
+        expires_at,
+    };
+    // Parcel 1's window ended 3 h ago by the cabinet's clock; parcel 2's ends in 3 h.
+    let (one, two) = (ready(&a1, "11112222", local - hours(3)), ready(&a2, "33334444", local + hours(3)));
+    let set = ParcelSet {
+        version: 1,
+        parcels: vec![one.clone(), two.clone()],
+        courier_pass_keys: vec![],
+        settings: Default::default(),
+    };
+    cabinet.send(FromServer(DownBody::Parcels(set))).await.unwrap();
+
+    // Before the server has spoken the cabinet has only its own clock.
+    let early = cabinet.send(EnterCode("11112222".into())).await.unwrap();
+    assert!(matches!(early, CodeOutcome::Rejected { .. }), "{early:?}");
+    // The server's clock is 6 h behind this cabinet's: parcel 1 is still in its window.
+    cabinet.send(ServerTime(local - hours(6))).await.unwrap();
+    let opened = cabinet.send(EnterCode("11112222".into())).await.unwrap();
+    assert!(matches!(opened, CodeOutcome::Accepted(ref p) if p.parcel == one.parcel), "{opened:?}");
+    assert_eq!(lock.releases(), vec![a1]);
+    // Later the server says it is 6 h ahead of this cabinet: parcel 2's window has ended.
+    cabinet.send(ServerTime(local + hours(6))).await.unwrap();
+    let late = cabinet.send(EnterCode("33334444".into())).await.unwrap();
+    assert!(matches!(late, CodeOutcome::Rejected { .. }), "{late:?}");
+    assert_eq!(lock.releases().len(), 1, "nothing opened past its window");
 }

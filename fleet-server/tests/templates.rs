@@ -20,6 +20,7 @@ backend_tests!(
     a_recipient_held_template_reaches_only_its_cabinet_and_is_revoked_at_pickup,
     an_operator_held_template_is_sealed_at_ready_and_erasure_leaves_nothing,
     a_template_sealed_for_another_cabinet_is_refused,
+    a_replayed_or_expired_sealed_template_is_refused,
 );
 
 const KEK: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="; // 32 bytes, base64
@@ -222,6 +223,64 @@ async fn a_template_sealed_for_another_cabinet_is_refused(backend: Backend) {
     let sealed = seal_for_parcel(&forged, &face(), &model(), Utc::now()).unwrap();
     let (status, err) = ts.post(&format!("/api/v1/parcels/{}/sealed-template", parcel.0), &json!(sealed)).await;
     assert_eq!(status, 422, "{err}");
+    assert!(ts.server.store.sealed_templates_of("cab-a").await.unwrap().is_empty());
+    assert_eq!(ts.metric("lockerfleet_templates_total{op=\"refused\"}").await, 2.0, "each refusal is counted");
+    ts.server.stop().await;
+    fx.cleanup().await;
+}
+
+async fn a_replayed_or_expired_sealed_template_is_refused(backend: Backend) {
+    let fx = Fixture::new(backend).await;
+    let ts = fx.start(fx.config()).await;
+    let w = world(&ts, "recipient").await;
+    let mut cab_a = ts.connect_cabinet("cab-a").await;
+    let parcel = ready_parcel(&ts, &mut cab_a, w.recipient).await;
+    let upload = format!("/api/v1/parcels/{}/sealed-template", parcel.0);
+    let refused = "lockerfleet_templates_total{op=\"refused\"}";
+
+    // Sealed for the right cabinet and parcel, but already expired.
+    let binding = seal::TemplateBinding {
+        cabinet: CabinetId::new("cab-a").unwrap(),
+        parcel,
+        expires_at: Utc::now() - Duration::minutes(1),
+        model: model(),
+    };
+    let expired = seal::seal(&w.keys_a.public(), binding, &face()).unwrap();
+    let (status, err) = ts.post(&upload, &json!(expired)).await;
+    assert_eq!(status, 422, "{err}");
+    assert_eq!(err["error"]["code"], "template_refused");
+    assert!(err["error"]["message"].as_str().unwrap().contains("must expire after now"), "{err}");
+    assert_eq!(ts.metric(refused).await, 1.0);
+    assert!(ts.server.store.sealed_templates_of("cab-a").await.unwrap().is_empty());
+
+    // A good one, uploaded twice while the parcel waits: the same blob replaces itself.
+    let notice = ReadyNotice {
+        parcel,
+        cabinet: CabinetId::new("cab-a").unwrap(),
+        cabinet_public_key: w.keys_a.public(),
+        deadline: Utc::now() + Duration::hours(40),
+    };
+    let sealed = seal_for_parcel(&notice, &face(), &model(), Utc::now()).unwrap();
+    for _ in 0..2 {
+        assert_eq!(ts.post(&upload, &json!(sealed)).await.0, 202);
+    }
+    assert_eq!(ts.server.store.sealed_templates_of("cab-a").await.unwrap(), vec![sealed.clone()]);
+    next_templates(&mut cab_a, "the template", |t| t.add.len() == 1).await;
+
+    // After the pickup the same blob replayed is refused: the template never returns.
+    cab_a
+        .send_event(
+            Uuid::now_v7(),
+            2,
+            EventKind::Pickup { parcel, compartment: CompartmentId::new("A1").unwrap(), method: PickupMethod::Code },
+        )
+        .await;
+    next_templates(&mut cab_a, "the revocation", |t| t.add.is_empty()).await;
+    let (status, err) = ts.post(&upload, &json!(sealed)).await;
+    assert_eq!(status, 422, "{err}");
+    assert!(err["error"]["message"].as_str().unwrap().contains("picked_up"), "{err}");
+    assert_eq!(ts.metric(refused).await, 2.0);
+    assert_eq!(ts.metric("lockerfleet_templates_total{op=\"accepted\"}").await, 2.0);
     assert!(ts.server.store.sealed_templates_of("cab-a").await.unwrap().is_empty());
     ts.server.stop().await;
     fx.cleanup().await;

@@ -20,9 +20,10 @@ use chrono::Utc;
 use lockerfleet_shared::envelope::{CabinetEvent, DownBody, EventKind, ExpectedParcel, ParcelStage, PickupMethod};
 use lockerfleet_shared::{CompartmentId, CourierId, ParcelId};
 
+use crate::domain::clock::ServerClock;
 use crate::domain::desired::DesiredStore;
 use crate::domain::door::{Door, DoorEffect, DoorInput, DoorTimings};
-use crate::domain::journal::Journal;
+use crate::domain::journal::{Journal, Recorded};
 use crate::domain::keypad::{CodeOutcome, Keypad, KeypadPolicy, Lockout};
 use crate::hw::Lock;
 
@@ -74,6 +75,30 @@ pub struct DoorSensed {
     pub open: bool,
 }
 
+/// The timestamp of a `down` envelope: the server's clock, which expiry is judged by
+/// (see [`crate::domain::clock`]).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ServerTime(pub chrono::DateTime<Utc>);
+
+impl Handler<ServerTime> for Cabinet {
+    type Result = ();
+
+    fn handle(&mut self, msg: ServerTime, _ctx: &mut Self::Context) {
+        self.clock.observe(msg.0);
+        if let Some(skew) = self.clock.skew(Utc::now())
+            && skew.num_minutes().abs() >= 5
+            && !self.skew_reported
+        {
+            self.skew_reported = true;
+            tracing::warn!(
+                skew_s = skew.num_seconds(),
+                "this cabinet's clock is off; expiry follows the server's clock"
+            );
+        }
+    }
+}
+
 /// A desired-state or ack message from the server.
 #[derive(Debug, Message)]
 #[rtype(result = "Option<lockerfleet_shared::envelope::Applied>")]
@@ -100,6 +125,8 @@ pub struct Status {
     pub updating: bool,
     /// Times the cabinet actor was restarted from disk since the process started.
     pub restarts: u32,
+    /// Events dropped because the journal was too full, not yet reported to the server.
+    pub journal_dropped: u64,
     /// Parcels a pickup code opens right now.
     pub ready: Vec<ParcelId>,
     /// Sealed templates held (a count only: never anything biometric).
@@ -175,7 +202,7 @@ impl Handler<FacePickup> for Cabinet {
     type Result = ResponseActFuture<Self, FaceOutcome>;
 
     fn handle(&mut self, _: FacePickup, _ctx: &mut Self::Context) -> Self::Result {
-        let now = Utc::now();
+        let now = self.now();
         if self.updating {
             return Box::pin(fut::ready(FaceOutcome::Refused { reason: UPDATING.into() }));
         }
@@ -222,7 +249,7 @@ impl Handler<FacePickup> for Cabinet {
                 }
                 let reason = decision.failure().unwrap_or_else(|| "the matched parcel is no longer here".into());
                 act.record(EventKind::FailedMatch { reason: reason.clone() });
-                if let Some(until) = act.face_lockout.fail(Utc::now()) {
+                if let Some(until) = act.face_lockout.fail(act.now()) {
                     act.record(EventKind::Alarm { code: "face_lockout".into(), detail: format!("until {until}") });
                 }
                 FaceOutcome::Refused { reason }
@@ -287,6 +314,10 @@ pub struct Cabinet {
     broken: bool,
     /// How often the supervisor has restarted this actor.
     restarts: u32,
+    /// The server's clock, carried forward: what expiry and lockouts are judged by.
+    clock: ServerClock,
+    /// A large clock skew was logged (once per process).
+    skew_reported: bool,
 }
 
 impl std::fmt::Debug for Cabinet {
@@ -323,6 +354,8 @@ impl Cabinet {
             timings,
             broken: false,
             restarts: 0,
+            clock: ServerClock::default(),
+            skew_reported: false,
         };
         cabinet.apply_settings();
         cabinet.load_flows();
@@ -348,7 +381,7 @@ impl Cabinet {
             std::fs::read(&self.done_path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
         self.purposes =
             std::fs::read(&self.purposes_path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
-        let now = Utc::now();
+        let now = self.now();
         self.doors = self
             .compartments
             .iter()
@@ -384,6 +417,11 @@ impl Cabinet {
         }
     }
 
+    /// The time to judge by: the server's clock once it has spoken, else our own.
+    fn now(&self) -> chrono::DateTime<Utc> {
+        self.clock.now(Utc::now())
+    }
+
     /// Starts a flow at a door: the purpose is on disk before the lock releases.
     fn open_for(&mut self, compartment: CompartmentId, purpose: Purpose) {
         self.purposes.insert(compartment.clone(), purpose);
@@ -392,12 +430,23 @@ impl Cabinet {
     }
 
     fn record(&mut self, what: EventKind) {
-        match self.journal.record(what, Utc::now()) {
-            Ok(e) => {
+        let kind = match &what {
+            EventKind::FailedMatch { .. } => "failed match",
+            _ => "alarm",
+        };
+        match self.journal.record(what, self.now()) {
+            Ok(Recorded::Kept(e)) => {
                 tracing::info!(seq = e.seq, id = %e.id, "event recorded");
                 if let Some(l) = &self.link {
                     l.do_send(EventsRecorded);
                 }
+            }
+            Ok(Recorded::Dropped) => {
+                tracing::warn!(
+                    kind,
+                    dropped = self.journal.dropped().total(),
+                    "journal too full: event dropped and counted"
+                );
             }
             Err(e) => {
                 tracing::error!(error = %e, "event NOT recorded; restarting the cabinet actor from disk");
@@ -418,7 +467,7 @@ impl Cabinet {
         if keys.is_empty() {
             return Err("this cabinet has no courier-pass key yet".into());
         }
-        lockerfleet_shared::pass::verify(pass, &keys, Utc::now()).map(|c| c.courier).map_err(|e| e.to_string())
+        lockerfleet_shared::pass::verify(pass, &keys, self.now()).map(|c| c.courier).map_err(|e| e.to_string())
     }
 
     /// Opens the compartment of `parcel` for `courier` if it is at `stage` and theirs.
@@ -452,11 +501,12 @@ impl Cabinet {
     }
 
     fn drive(&mut self, compartment: &CompartmentId, input: DoorInput) {
+        let now = self.now();
         let Some(door) = self.doors.get_mut(compartment) else {
             tracing::warn!(%compartment, "input for an unknown compartment");
             return;
         };
-        let effects = door.step(input, Utc::now());
+        let effects = door.step(input, now);
         for effect in effects {
             match effect {
                 DoorEffect::ReleaseLock => {
@@ -520,7 +570,7 @@ impl Actor for Cabinet {
                 act.drive(&c, DoorInput::Tick);
             }
         });
-        ctx.run_interval(Duration::from_secs(60), |act, _| match act.desired.prune_expired(Utc::now()) {
+        ctx.run_interval(Duration::from_secs(60), |act, _| match act.desired.prune_expired(act.now()) {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "expired sealed templates deleted"),
             Err(e) => tracing::error!(error = %e, "could not delete expired templates"),
@@ -565,7 +615,8 @@ impl Handler<EnterCode> for Cabinet {
             .filter(|p| !self.done.contains(&p.parcel) && !self.purposes.contains_key(&p.compartment))
             .collect();
         // argon2 verification is slow on purpose; a cabinet handles one keypad at a time.
-        let outcome = self.keypad.enter(&msg.0, &parcels, Utc::now(), crate::verify_code);
+        let now = self.now();
+        let outcome = self.keypad.enter(&msg.0, &parcels, now, crate::verify_code);
         match &outcome {
             CodeOutcome::Accepted(p) => {
                 self.open_for(p.compartment.clone(), Purpose::Pickup { parcel: p.clone(), method: PickupMethod::Code });
@@ -636,6 +687,16 @@ impl Handler<FromServer> for Cabinet {
             DownBody::Ack(a) => {
                 if let Err(e) = self.journal.ack(&a.events) {
                     tracing::error!(error = %e, "could not record an ack; the events will be sent again");
+                }
+                // Room again after a full spell: tell the server what was dropped.
+                match self.journal.report_dropped(self.now()) {
+                    Ok(Some(_)) => {
+                        if let Some(l) = &self.link {
+                            l.do_send(EventsRecorded);
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::error!(error = %e, "could not record the dropped-events report"),
                 }
                 None
             }
@@ -721,6 +782,7 @@ impl Handler<GetStatus> for Cabinet {
             open_doors,
             occupied,
             journal_depth: u32::try_from(self.journal.depth()).unwrap_or(u32::MAX),
+            journal_dropped: self.journal.dropped().total(),
         }
     }
 }

@@ -18,7 +18,7 @@ use rand::Rng;
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
 use uuid::Uuid;
 
-use super::cabinet::{Cabinet, EventsRecorded, FromServer, GetStatus, Pending};
+use super::cabinet::{Cabinet, EventsRecorded, FromServer, GetStatus, Pending, ServerTime};
 
 /// Largest number of events in one `events` message.
 const EVENTS_PER_MESSAGE: usize = 100;
@@ -376,6 +376,8 @@ impl Handler<Incoming> for Link {
             }
             _ => {}
         }
+        // Its timestamp is the server's clock, which expiry is judged by.
+        self.cabinet.do_send(ServerTime(env.ts));
         self.cabinet
             .send(FromServer(env.body))
             .into_actor(self)

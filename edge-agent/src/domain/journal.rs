@@ -13,10 +13,24 @@
 //! server's ack names it. A torn last line (power cut mid-write) is detected and ignored;
 //! every record before it is intact because each append is fsynced before the next.
 //!
-//! The journal is bounded (`max_bytes`). When full, new events are refused with
-//! [`JournalError::Full`]; the agent then raises an alarm and keeps operating doors, and
-//! the operator sees `journal_depth` in the cabinet's heartbeat. Nothing already
-//! recorded is ever dropped to make room.
+//! The journal is bounded (`max_bytes`); a cabinet offline for days fills it in tiers,
+//! so what matters most is what is kept:
+//!
+//! | journal size            | parcel events (deposit, pickup, collected) | alarms   | failed matches |
+//! |-------------------------|--------------------------------------------|----------|----------------|
+//! | below ¾ of `max_bytes`  | recorded                                   | recorded | recorded       |
+//! | ¾ up to `max_bytes`     | recorded                                   | recorded | dropped, counted |
+//! | at or over `max_bytes`  | recorded                                   | dropped, counted | dropped, counted |
+//!
+//! * Parcel events are never refused: a door that opened must be accounted for, and
+//!   there are at most three per parcel the cabinet holds (and no new parcels arrive
+//!   while it is offline), so they can overrun `max_bytes` by only a few KB.
+//! * Crossing ¾ records one `journal_near_full` alarm (itself an alarm, so it is kept);
+//!   it is armed again once the journal is back under half.
+//! * What was dropped is counted ([`Journal::dropped`], on the agent's `/status`), and
+//!   once there is room again one `journal_dropped` alarm tells the server how many of
+//!   each kind were lost ([`Journal::report_dropped`]).
+//! * Nothing already recorded is ever dropped to make room.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -28,11 +42,9 @@ use lockerfleet_shared::envelope::{CabinetEvent, EventKind};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// Why the journal refused or failed.
+/// Why the journal failed.
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
-    #[error("journal is full ({bytes} bytes, limit {limit}); the event was not recorded")]
-    Full { bytes: u64, limit: u64 },
     #[error("journal I/O failed at {path}: {source}")]
     Io {
         path: PathBuf,
@@ -48,6 +60,28 @@ enum Record {
     Ack(Vec<Uuid>),
 }
 
+/// What became of an event handed to [`Journal::record`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Recorded {
+    /// On disk, with its id and sequence number.
+    Kept(CabinetEvent),
+    /// Not recorded: the journal is too full for its kind (counted in [`Journal::dropped`]).
+    Dropped,
+}
+
+/// Events dropped for want of room since the last `journal_dropped` report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Dropped {
+    pub failed_matches: u64,
+    pub alarms: u64,
+}
+
+impl Dropped {
+    pub fn total(&self) -> u64 {
+        self.failed_matches + self.alarms
+    }
+}
+
 /// The journal: a file of JSON lines, and the events not yet acked, in sequence order.
 #[derive(Debug)]
 pub struct Journal {
@@ -59,6 +93,10 @@ pub struct Journal {
     pending: BTreeMap<u64, CabinetEvent>,
     /// Records in the file that compaction would drop (acks and acked adds).
     dead_records: u64,
+    /// Dropped for want of room and not yet reported to the server.
+    dropped: Dropped,
+    /// The `journal_near_full` alarm was raised and the journal has not been under half since.
+    near_full_raised: bool,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
@@ -107,7 +145,17 @@ impl Journal {
             file.set_len(valid_len).map_err(io(path))?;
             file.sync_all().map_err(io(path))?;
         }
-        Ok(Self { path: path.to_owned(), file, bytes: valid_len, max_bytes, next_seq, pending, dead_records: dead })
+        Ok(Self {
+            path: path.to_owned(),
+            file,
+            bytes: valid_len,
+            max_bytes,
+            next_seq,
+            pending,
+            dead_records: dead,
+            dropped: Dropped::default(),
+            near_full_raised: valid_len >= max_bytes / 4 * 3,
+        })
     }
 
     fn append(&mut self, record: &Record) -> Result<(), JournalError> {
@@ -119,19 +167,71 @@ impl Journal {
         Ok(())
     }
 
-    /// Records a new event durably and returns it (with its id and sequence number).
-    pub fn record(&mut self, what: EventKind, at: DateTime<Utc>) -> Result<CabinetEvent, JournalError> {
-        if self.bytes >= self.max_bytes {
+    /// Where failed matches stop being recorded: ¾ of `max_bytes`.
+    fn telemetry_limit(&self) -> u64 {
+        self.max_bytes / 4 * 3
+    }
+
+    /// Whether the journal is under `limit`, compacting first if that would help.
+    fn room_under(&mut self, limit: u64) -> Result<bool, JournalError> {
+        if self.bytes >= limit && self.dead_records > 0 {
             self.compact()?;
-            if self.bytes >= self.max_bytes {
-                return Err(JournalError::Full { bytes: self.bytes, limit: self.max_bytes });
-            }
         }
+        Ok(self.bytes < limit)
+    }
+
+    /// Records a new event durably, or drops it if the journal is too full for its kind
+    /// (see the module's table). An `Err` is a disk failure: nothing was recorded.
+    pub fn record(&mut self, what: EventKind, at: DateTime<Utc>) -> Result<Recorded, JournalError> {
+        let limit = match &what {
+            EventKind::Deposit { .. } | EventKind::Pickup { .. } | EventKind::Collected { .. } => None,
+            EventKind::Alarm { .. } => Some(self.max_bytes),
+            EventKind::FailedMatch { .. } => Some(self.telemetry_limit()),
+        };
+        if let Some(limit) = limit
+            && !self.room_under(limit)?
+        {
+            match what {
+                EventKind::FailedMatch { .. } => self.dropped.failed_matches += 1,
+                _ => self.dropped.alarms += 1,
+            }
+            return Ok(Recorded::Dropped);
+        }
+        let event = self.append_event(what, at)?;
+        if !self.near_full_raised && self.bytes >= self.telemetry_limit() {
+            self.near_full_raised = true;
+            let detail =
+                format!("{} of {} bytes used; failed matches are no longer recorded", self.bytes, self.max_bytes);
+            self.append_event(EventKind::Alarm { code: "journal_near_full".into(), detail }, at)?;
+        }
+        Ok(Recorded::Kept(event))
+    }
+
+    fn append_event(&mut self, what: EventKind, at: DateTime<Utc>) -> Result<CabinetEvent, JournalError> {
         let event = CabinetEvent { id: Uuid::now_v7(), seq: self.next_seq, at, what };
         self.append(&Record::Add(event.clone()))?;
         self.next_seq += 1;
         self.pending.insert(event.seq, event.clone());
         Ok(event)
+    }
+
+    /// Events dropped for want of room and not yet reported.
+    pub fn dropped(&self) -> Dropped {
+        self.dropped
+    }
+
+    /// Once there is room again, records one `journal_dropped` alarm saying what was
+    /// dropped, and resets the count. Returns the alarm if one was recorded.
+    pub fn report_dropped(&mut self, at: DateTime<Utc>) -> Result<Option<CabinetEvent>, JournalError> {
+        let limit = self.telemetry_limit();
+        if self.dropped.total() == 0 || !self.room_under(limit)? {
+            return Ok(None);
+        }
+        let Dropped { failed_matches, alarms } = self.dropped;
+        let detail = format!("dropped while the journal was full: {failed_matches} failed matches, {alarms} alarms");
+        let event = self.append_event(EventKind::Alarm { code: "journal_dropped".into(), detail }, at)?;
+        self.dropped = Dropped::default();
+        Ok(Some(event))
     }
 
     /// Forgets the events the server acked. Unknown ids (already acked) are ignored.
@@ -145,6 +245,9 @@ impl Journal {
         self.dead_records += 1 + known.len() as u64;
         if self.dead_records > 1000 && self.dead_records as usize > 4 * self.pending.len() {
             self.compact()?;
+        }
+        if self.near_full_raised && self.bytes < self.max_bytes / 2 {
+            self.near_full_raised = false;
         }
         Ok(known.len())
     }
@@ -189,6 +292,9 @@ impl Journal {
         self.file = OpenOptions::new().append(true).open(&self.path).map_err(io(&self.path))?;
         self.bytes = self.file.metadata().map_err(io(&self.path))?.len();
         self.dead_records = 0;
+        if self.near_full_raised && self.bytes < self.max_bytes / 2 {
+            self.near_full_raised = false;
+        }
         Ok(())
     }
 }
@@ -202,14 +308,43 @@ mod tests {
         EventKind::Alarm { code: "test".into(), detail: n.to_string() }
     }
 
+    fn failed_match() -> EventKind {
+        EventKind::FailedMatch { reason: "wrong pickup code".into() }
+    }
+
+    fn pickup() -> EventKind {
+        EventKind::Pickup {
+            parcel: ParcelId::generate(),
+            compartment: lockerfleet_shared::CompartmentId::new("A1").unwrap(),
+            method: lockerfleet_shared::envelope::PickupMethod::Code,
+        }
+    }
+
+    /// Records an event that must be kept.
+    fn keep(j: &mut Journal, what: EventKind) -> CabinetEvent {
+        match j.record(what, Utc::now()).unwrap() {
+            Recorded::Kept(e) => e,
+            Recorded::Dropped => panic!("the event was dropped"),
+        }
+    }
+
+    fn codes(j: &Journal) -> Vec<String> {
+        j.pending()
+            .filter_map(|e| match &e.what {
+                EventKind::Alarm { code, .. } => Some(code.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     #[test]
     fn events_survive_a_reopen_until_acked() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("journal.log");
         let (a, b) = {
             let mut j = Journal::open(&path, 1 << 20).unwrap();
-            let a = j.record(alarm(1), Utc::now()).unwrap();
-            let b = j.record(alarm(2), Utc::now()).unwrap();
+            let a = keep(&mut j, alarm(1));
+            let b = keep(&mut j, alarm(2));
             assert_eq!((a.seq, b.seq), (1, 2));
             j.ack(&[a.id]).unwrap();
             (a, b)
@@ -218,7 +353,7 @@ mod tests {
         let mut j = Journal::open(&path, 1 << 20).unwrap();
         let pending: Vec<_> = j.pending().map(|e| e.id).collect();
         assert_eq!(pending, vec![b.id]);
-        let c = j.record(alarm(3), Utc::now()).unwrap();
+        let c = keep(&mut j, alarm(3));
         assert_eq!(c.seq, 3, "sequence numbers continue after a restart");
         assert_eq!(j.ack(&[a.id]).unwrap(), 0, "a repeated ack changes nothing");
     }
@@ -229,38 +364,78 @@ mod tests {
         let path = dir.path().join("journal.log");
         let kept = {
             let mut j = Journal::open(&path, 1 << 20).unwrap();
-            j.record(alarm(1), Utc::now()).unwrap()
+            keep(&mut j, alarm(1))
         };
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(b"{\"add\":{\"id\":\"0192").unwrap();
         drop(f);
         let mut j = Journal::open(&path, 1 << 20).unwrap();
         assert_eq!(j.pending().map(|e| e.id).collect::<Vec<_>>(), vec![kept.id]);
-        let next = j.record(alarm(2), Utc::now()).unwrap();
+        let next = keep(&mut j, alarm(2));
         drop(j);
         let j = Journal::open(&path, 1 << 20).unwrap();
         assert_eq!(j.depth(), 2, "the record after the cut is readable: {next:?}");
     }
 
     #[test]
-    fn a_full_journal_refuses_new_events_and_keeps_the_old() {
+    fn a_filling_journal_drops_failed_matches_then_alarms_but_never_parcel_events() {
         let dir = tempfile::tempdir().unwrap();
-        let mut j = Journal::open(&dir.path().join("j.log"), 600).unwrap();
-        let mut recorded = 0;
-        let err = loop {
-            match j.record(alarm(recorded), Utc::now()) {
-                Ok(_) => recorded += 1,
-                Err(e) => break e,
-            }
-        };
-        assert!(matches!(err, JournalError::Full { .. }), "{err}");
-        assert!(recorded >= 2);
-        assert_eq!(j.depth(), recorded as usize, "nothing recorded was dropped");
-        // Acks free room again.
+        let max = 4000;
+        let mut j = Journal::open(&dir.path().join("j.log"), max).unwrap();
+        // Failed matches (a brute-forcer at the keypad, days offline) until they stop.
+        let mut kept = 0;
+        while let Recorded::Kept(_) = j.record(failed_match(), Utc::now()).unwrap() {
+            kept += 1;
+        }
+        assert!(kept >= 10, "{kept}");
+        assert!(j.bytes() >= max / 4 * 3 && j.bytes() < max, "{}", j.bytes());
+        assert_eq!(codes(&j), ["journal_near_full"], "one alarm when crossing three quarters");
+        assert_eq!(j.dropped(), Dropped { failed_matches: 1, alarms: 0 });
+        // Alarms still go in up to the limit, then are dropped and counted too.
+        let mut alarms = 0;
+        while let Recorded::Kept(_) = j.record(alarm(alarms), Utc::now()).unwrap() {
+            alarms += 1;
+        }
+        assert!(alarms >= 1);
+        assert!(j.bytes() >= max);
+        assert_eq!(j.dropped(), Dropped { failed_matches: 1, alarms: 1 });
+        // A pickup is never refused: its door has opened.
+        let depth = j.depth();
+        let p = keep(&mut j, pickup());
+        assert_eq!(j.depth(), depth + 1);
+        // Nothing recorded was dropped to make room, and all of it survives a restart.
+        drop(j);
+        let mut j = Journal::open(&dir.path().join("j.log"), max).unwrap();
+        assert_eq!(j.depth(), depth + 1);
+        assert_eq!(j.pending().last().unwrap().id, p.id);
+        assert_eq!(j.report_dropped(Utc::now()).unwrap(), None, "counts are in memory: a restart forgets them");
+    }
+
+    #[test]
+    fn once_acks_make_room_the_dropped_count_is_reported_and_recording_resumes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(&dir.path().join("j.log"), 4000).unwrap();
+        while let Recorded::Kept(_) = j.record(failed_match(), Utc::now()).unwrap() {}
+        for _ in 0..4 {
+            assert_eq!(j.record(failed_match(), Utc::now()).unwrap(), Recorded::Dropped);
+        }
+        assert_eq!(j.report_dropped(Utc::now()).unwrap(), None, "no room to report yet");
+        // The cabinet reconnects and the server acks the backlog.
         let ids: Vec<Uuid> = j.pending().map(|e| e.id).collect();
         j.ack(&ids).unwrap();
-        j.compact().unwrap();
-        assert!(j.record(alarm(99), Utc::now()).is_ok());
+        let report = j.report_dropped(Utc::now()).unwrap().expect("a journal_dropped alarm");
+        match &report.what {
+            EventKind::Alarm { code, detail } => {
+                assert_eq!(code, "journal_dropped");
+                assert!(detail.contains("5 failed matches, 0 alarms"), "{detail}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(j.dropped().total(), 0);
+        assert!(matches!(j.record(failed_match(), Utc::now()).unwrap(), Recorded::Kept(_)));
+        // Back under half: the near-full alarm is armed again.
+        while let Recorded::Kept(_) = j.record(failed_match(), Utc::now()).unwrap() {}
+        assert_eq!(codes(&j), ["journal_dropped", "journal_near_full"]);
     }
 
     #[test]
@@ -270,17 +445,14 @@ mod tests {
         let mut j = Journal::open(&path, 1 << 24).unwrap();
         let mut all = Vec::new();
         for i in 0..50 {
-            all.push(
-                j.record(
-                    EventKind::Pickup {
-                        parcel: ParcelId::generate(),
-                        compartment: lockerfleet_shared::CompartmentId::new(format!("C{i}")).unwrap(),
-                        method: lockerfleet_shared::envelope::PickupMethod::Code,
-                    },
-                    Utc::now(),
-                )
-                .unwrap(),
-            );
+            all.push(keep(
+                &mut j,
+                EventKind::Pickup {
+                    parcel: ParcelId::generate(),
+                    compartment: lockerfleet_shared::CompartmentId::new(format!("C{i}")).unwrap(),
+                    method: lockerfleet_shared::envelope::PickupMethod::Code,
+                },
+            ));
         }
         let acked: Vec<Uuid> = all.iter().step_by(2).map(|e| e.id).collect();
         j.ack(&acked).unwrap();

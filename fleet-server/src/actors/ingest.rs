@@ -291,7 +291,15 @@ fn kind_of(e: &EventKind) -> &'static str {
 /// The metric label of an alarm code: the codes the agent sends, anything else `other`
 /// (a cabinet must not be able to mint label values).
 fn alarm_label(code: &str) -> &'static str {
-    const KNOWN: [&str; 5] = ["door_forced", "door_left_open", "lock_jammed", "keypad_lockout", "face_lockout"];
+    const KNOWN: [&str; 7] = [
+        "door_forced",
+        "door_left_open",
+        "lock_jammed",
+        "keypad_lockout",
+        "face_lockout",
+        "journal_near_full",
+        "journal_dropped",
+    ];
     KNOWN.iter().find(|k| **k == code).copied().unwrap_or("other")
 }
 

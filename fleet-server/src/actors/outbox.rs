@@ -8,13 +8,15 @@
 //! ```
 //!
 //! A pass runs when kicked (after a commit that queued something) and every second. A
-//! row that fails is retried with capped exponential backoff and jitter; its last error
-//! is kept on the row for the operator. Delivery is at least once: a crash after the
+//! row that fails is retried with capped exponential backoff and jitter (at most one
+//! attempt an hour once it has failed a dozen times); its last error is kept on the row
+//! for the operator. Webhooks are posted off the pass, each bounded by a 5 s timeout, and
+//! one webhook batch is in flight at a time: a slow or dead endpoint never holds up the
+//! MQTT notifications and desired-state pushes of the passes after it. Delivery is at least once: a crash after the
 //! broker accepted and before `delivered_at` was written sends that message again, and
 //! receivers deduplicate on the envelope id.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -39,9 +41,9 @@ use crate::store::{Store, now};
 #[rtype(result = "()")]
 pub struct Kick;
 
-/// What every pass needs besides the database and the publisher.
-#[derive(Debug, Clone)]
-struct Settings {
+pub struct OutboxRelay {
+    store: Store,
+    metrics: Metrics,
     topics: TopicSpace,
     /// Courier-pass verifying keys, sent with every parcel set.
     pass_keys: Vec<String>,
@@ -49,16 +51,13 @@ struct Settings {
     allow_private_webhooks: bool,
     /// `outbox.claim_lease_s`: how long claimed rows stay this relay's.
     claim_lease: chrono::Duration,
-}
-
-pub struct OutboxRelay {
-    store: Store,
-    metrics: Metrics,
-    settings: Arc<Settings>,
     publisher: Option<Publisher>,
     http: awc::Client,
     running: bool,
     again: bool,
+    /// A batch of webhooks is being posted (off the pass); until it settles, passes claim
+    /// no further webhook rows, so the number of open webhook requests stays bounded.
+    webhooks_busy: bool,
     /// Set by `Shutdown`: finish the pass under way (so its claimed rows are settled
     /// rather than left to their lease), then stop.
     stopping: Vec<tokio::sync::oneshot::Sender<()>>,
@@ -73,14 +72,13 @@ impl std::fmt::Debug for OutboxRelay {
 impl OutboxRelay {
     /// Lets webhooks reach loopback and private addresses (`webhooks.allow_private_targets`).
     pub fn allow_private_webhooks(mut self, allow: bool) -> Self {
-        Arc::make_mut(&mut self.settings).allow_private_webhooks = allow;
+        self.allow_private_webhooks = allow;
         self
     }
 
     /// How long rows claimed by a pass stay this relay's (`outbox.claim_lease_s`).
     pub fn claim_lease(mut self, lease: Duration) -> Self {
-        Arc::make_mut(&mut self.settings).claim_lease =
-            chrono::Duration::from_std(lease).unwrap_or(DEFAULT_CLAIM_LEASE);
+        self.claim_lease = chrono::Duration::from_std(lease).unwrap_or(DEFAULT_CLAIM_LEASE);
         self
     }
 
@@ -96,16 +94,15 @@ impl OutboxRelay {
         Self {
             store,
             metrics,
-            settings: Arc::new(Settings {
-                topics,
-                pass_keys,
-                allow_private_webhooks: false,
-                claim_lease: DEFAULT_CLAIM_LEASE,
-            }),
+            topics,
+            pass_keys,
+            allow_private_webhooks: false,
+            claim_lease: DEFAULT_CLAIM_LEASE,
             publisher: Some(Publisher::new(host, port, "lf-outbox").with_credentials(credentials)),
             http: awc::Client::builder().timeout(Duration::from_secs(5)).finish(),
             running: false,
             again: false,
+            webhooks_busy: false,
             stopping: Vec::new(),
         }
     }
@@ -119,34 +116,74 @@ impl OutboxRelay {
         self.again = false;
         let store = self.store.clone();
         let metrics = self.metrics.clone();
-        let settings = self.settings.clone();
-        let http = self.http.clone();
+        let topics = self.topics.clone();
+        let pass_keys = self.pass_keys.clone();
+        let include_webhooks = !self.webhooks_busy && self.stopping.is_empty();
+        let lease = self.claim_lease;
         let mut publisher = self.publisher.take().expect("the publisher is home whenever no pass runs");
         async move {
-            let result = deliver(&store, &metrics, &settings, &http, &mut publisher).await;
+            let result = deliver(&store, &metrics, &topics, &pass_keys, include_webhooks, lease, &mut publisher).await;
             (publisher, result)
         }
         .into_actor(self)
         .map(|(publisher, result), act, ctx| {
             act.publisher = Some(publisher);
             act.running = false;
-            if !act.stopping.is_empty() {
-                for w in act.stopping.drain(..) {
-                    let _ = w.send(());
+            let more = match result {
+                Ok((more, webhooks)) => {
+                    act.post_webhooks(webhooks, ctx);
+                    more
                 }
-                ctx.stop();
+                Err(e) => {
+                    tracing::warn!(error = %e, "outbox pass failed; retrying on the next tick");
+                    false
+                }
+            };
+            if !act.stopping.is_empty() {
+                act.stop_when_settled(ctx);
                 return;
             }
-            match result {
-                Ok(more) => {
-                    if more || act.again {
-                        act.pass(ctx);
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "outbox pass failed; retrying on the next tick"),
+            if more || act.again {
+                act.pass(ctx);
             }
         })
         .spawn(ctx);
+    }
+
+    /// Posts a claimed batch of webhooks without holding up the next passes.
+    fn post_webhooks(&mut self, rows: Vec<outbox::Model>, ctx: &mut Context<Self>) {
+        if rows.is_empty() {
+            return;
+        }
+        self.webhooks_busy = true;
+        let store = self.store.clone();
+        let metrics = self.metrics.clone();
+        let http = self.http.clone();
+        let allow_private = self.allow_private_webhooks;
+        async move { deliver_webhooks(&store, &metrics, &http, allow_private, rows).await }
+            .into_actor(self)
+            .map(|result, act, ctx| {
+                act.webhooks_busy = false;
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "could not record webhook outcomes; the rows retry after their lease");
+                }
+                if !act.stopping.is_empty() {
+                    act.stop_when_settled(ctx);
+                }
+            })
+            .spawn(ctx);
+    }
+
+    /// Stops once neither a pass nor a webhook batch is under way, so every claimed row
+    /// is settled rather than left to its lease.
+    fn stop_when_settled(&mut self, ctx: &mut Context<Self>) {
+        if self.running || self.webhooks_busy {
+            return;
+        }
+        for w in self.stopping.drain(..) {
+            let _ = w.send(());
+        }
+        ctx.stop();
     }
 }
 
@@ -174,23 +211,24 @@ fn retry_delay(attempts: i32) -> chrono::Duration {
     chrono::Duration::milliseconds((base * jitter * 1000.0) as i64)
 }
 
-/// One pass: delivers up to one batch; returns whether more may be waiting.
+/// One pass: delivers up to one batch of MQTT messages and cabinet pushes; returns
+/// whether more may be waiting, and the webhook rows it claimed (posted by the caller).
 async fn deliver(
     store: &Store,
     metrics: &Metrics,
-    settings: &Settings,
-    http: &awc::Client,
+    topics: &TopicSpace,
+    pass_keys: &[String],
+    include_webhooks: bool,
+    lease: chrono::Duration,
     publisher: &mut Publisher,
-) -> Result<bool, sea_orm::DbErr> {
-    let Settings { topics, pass_keys, allow_private_webhooks: allow_private, claim_lease: lease } = settings;
-    let (allow_private, lease) = (*allow_private, *lease);
+) -> Result<(bool, Vec<outbox::Model>), sea_orm::DbErr> {
     let db = store.connection();
     let at = now();
-    let rows = claim(store, at, lease).await?;
+    let rows = claim(store, at, include_webhooks, lease).await?;
     let pending = outbox::Entity::find().filter(outbox::Column::DeliveredAt.is_null()).count(db).await?;
     metrics.outbox_pending.set(i64::try_from(pending).unwrap_or(i64::MAX));
     if rows.is_empty() {
-        return Ok(false);
+        return Ok((false, Vec::new()));
     }
     let full = rows.len() == MAX_BATCH;
 
@@ -270,8 +308,19 @@ async fn deliver(
             .await?;
     }
 
-    // Webhooks go out concurrently, each bounded by the client's timeout, so one tenant's
-    // slow endpoint delays a pass by at most that timeout, not by its number of rows.
+    Ok((full, webhooks))
+}
+
+/// Posts a batch of webhook rows concurrently, each bounded by the client's timeout, and
+/// records each outcome.
+async fn deliver_webhooks(
+    store: &Store,
+    metrics: &Metrics,
+    http: &awc::Client,
+    allow_private: bool,
+    webhooks: Vec<outbox::Model>,
+) -> Result<(), sea_orm::DbErr> {
+    let db = store.connection();
     let mut attempts = Vec::with_capacity(webhooks.len());
     for row in webhooks {
         let secret = tenant::Entity::find_by_id(row.tenant_id.clone()).one(db).await?.and_then(|t| t.webhook_secret);
@@ -297,7 +346,7 @@ async fn deliver(
             }
         }
     }
-    Ok(full)
+    Ok(())
 }
 
 /// How long a claimed row belongs to this relay before another replica may take it
@@ -310,6 +359,7 @@ const DEFAULT_CLAIM_LEASE: chrono::Duration = chrono::Duration::seconds(30);
 async fn claim(
     store: &Store,
     at: chrono::DateTime<Utc>,
+    include_webhooks: bool,
     lease: chrono::Duration,
 ) -> Result<Vec<outbox::Model>, sea_orm::DbErr> {
     use sea_orm::{ConnectionTrait, FromQueryResult, Statement};
@@ -317,9 +367,11 @@ async fn claim(
     let backend = db.get_database_backend();
     let lock = if store.is_postgres() { "FOR UPDATE SKIP LOCKED" } else { "" };
     let (p1, p2, p3) = if store.is_postgres() { ("$1", "$2", "$3") } else { ("?", "?", "?") };
+    // The channel names are constants of ours, never input.
+    let channels = if include_webhooks { String::new() } else { format!("AND channel <> '{CHANNEL_WEBHOOK}' ") };
     let sql = format!(
         "UPDATE outbox SET next_attempt_at = {p1} WHERE id IN (SELECT id FROM outbox \
-         WHERE delivered_at IS NULL AND next_attempt_at <= {p2} ORDER BY id LIMIT {p3} {lock}) RETURNING *"
+         WHERE delivered_at IS NULL AND next_attempt_at <= {p2} {channels}ORDER BY id LIMIT {p3} {lock}) RETURNING *"
     );
     let stmt = Statement::from_sql_and_values(
         backend,
@@ -376,7 +428,7 @@ impl Handler<super::Shutdown> for OutboxRelay {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, _: super::Shutdown, ctx: &mut Self::Context) -> Self::Result {
-        if !self.running {
+        if !self.running && !self.webhooks_busy {
             ctx.stop();
             return Box::pin(async {});
         }

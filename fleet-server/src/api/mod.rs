@@ -58,12 +58,21 @@ impl AppState {
 pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
     let max_body = state.config.http.max_body_bytes;
     cfg.app_data(web::Data::new(state))
-        .app_data(web::JsonConfig::default().limit(max_body).error_handler(|err, _req| {
-            ApiError::new(
-                actix_web::http::StatusCode::BAD_REQUEST,
-                "invalid_body",
-                format!("request body is not valid: {err}"),
-            )
+        .app_data(web::JsonConfig::default().limit(max_body).error_handler(move |err, _req| {
+            use actix_web::error::JsonPayloadError;
+            match err {
+                // Too big is not malformed: 413, so a client knows resending will not help.
+                JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => ApiError::new(
+                    actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    format!("request body is larger than the limit of {max_body} bytes (http.max_body_bytes)"),
+                ),
+                err => ApiError::new(
+                    actix_web::http::StatusCode::BAD_REQUEST,
+                    "invalid_body",
+                    format!("request body is not valid: {err}"),
+                ),
+            }
             .into()
         }))
         .app_data(web::QueryConfig::default().error_handler(|err, _req| {

@@ -566,7 +566,11 @@ pub async fn upload_sealed_template(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Action::ManageRecipients)?;
     let p = visible_parcel(&state, &caller, &path).await?;
-    templates::accept_sealed(&state.service(), Some(&p.tenant_id), p.id, body.into_inner()).await?;
+    let accepted = templates::accept_sealed(&state.service(), Some(&p.tenant_id), p.id, body.into_inner()).await;
+    if let Err(ServiceError::Template(TemplateError::Refused(_))) = &accepted {
+        state.metrics.templates.with_label_values(&["refused"]).inc();
+    }
+    accepted?;
     state.metrics.templates.with_label_values(&["accepted"]).inc();
     state.outbox_kick();
     Ok(HttpResponse::Accepted().json(json!({"parcel": p.id, "status": "queued for the cabinet"})))
