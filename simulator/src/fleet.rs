@@ -72,6 +72,10 @@ pub struct FleetArgs {
     /// Write an HTML page plotting the run over time here.
     #[arg(long)]
     pub plot: Option<PathBuf>,
+    /// The fleet-server's process id, when it runs on this machine: its memory is
+    /// sampled with the timeline (`/proc/<pid>/status`).
+    #[arg(long)]
+    pub server_pid: Option<u32>,
 }
 
 /// Latencies of one kind, milliseconds.
@@ -126,6 +130,14 @@ pub struct FleetReport {
     /// Errors grouped by their kind (the text before the first colon).
     pub errors_by_kind: BTreeMap<String, usize>,
     pub errors: Vec<String>,
+    /// `/healthz` probes (one a second) that failed or took over a second, and the slowest.
+    pub healthz_failures: usize,
+    pub healthz_max_ms: f64,
+    /// The server's resident memory before the cabinets started and once all were
+    /// connected (MiB; with `--server-pid`), and the growth per connected cabinet (KiB).
+    pub server_rss_mib_before: Option<f64>,
+    pub server_rss_mib_connected: Option<f64>,
+    pub server_kib_per_cabinet: Option<f64>,
     /// One sample a second.
     pub timeline: Vec<Sample>,
     pub seconds: f64,
@@ -154,6 +166,17 @@ pub struct Sample {
     pub picked_up: usize,
     /// Assignment latencies that completed in this second (ms).
     pub assignment_ms: Vec<f64>,
+    /// `/healthz` round trip (ms); `None` when it failed or took over a second.
+    pub healthz_ms: Option<f64>,
+    pub server_rss_mib: Option<f64>,
+}
+
+/// Resident memory of a process, MiB (Linux).
+pub fn rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 =
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kb / 1024.0)
 }
 
 struct Api {
@@ -280,6 +303,7 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
     }
     bar.set_position(0);
     bar.set_message("starting and connecting");
+    let rss_before = args.server_pid.and_then(rss_mib);
     let connect_started = Instant::now();
     let mut agents = Vec::with_capacity(cabinets);
     for (i, config) in configs.iter().enumerate() {
@@ -300,10 +324,18 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
     let sampler = {
         let handles: Vec<_> = agents.iter().map(|a| (a.cabinet.clone(), a.link.clone())).collect();
         let (picked, assigned_now, timeline) = (picked.clone(), assigned_now.clone(), timeline.clone());
+        let health = format!("{}/healthz", api.base);
+        let probe = awc::Client::builder().timeout(Duration::from_secs(1)).finish();
+        let pid = args.server_pid;
         actix_rt::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
+                let asked = Instant::now();
+                let healthz_ms = match probe.get(&health).send().await {
+                    Ok(r) if r.status().is_success() => Some(asked.elapsed().as_secs_f64() * 1000.0),
+                    _ => None,
+                };
                 let (mut connected, mut depth) = (0, 0u64);
                 for (cabinet, link) in &handles {
                     connected += usize::from(link.send(GetLinkState).await.is_ok_and(|s| s.connected));
@@ -315,6 +347,8 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
                     journal_depth: depth,
                     picked_up: picked.get(),
                     assignment_ms: std::mem::take(&mut *assigned_now.borrow_mut()),
+                    healthz_ms,
+                    server_rss_mib: pid.and_then(rss_mib),
                 });
             }
         })
@@ -332,6 +366,7 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
     .await;
     let connected = connected.get();
     let seconds_to_all_connected = connect_started.elapsed().as_secs_f64();
+    let rss_connected = args.server_pid.and_then(rss_mib);
     if !all {
         bar.finish_and_clear();
         sampler.abort();
@@ -471,6 +506,12 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
         }
     }
     let timeline = timeline.borrow().clone();
+    let healthz_failures = timeline.iter().filter(|s| s.healthz_ms.is_none()).count();
+    let healthz_max_ms = timeline.iter().filter_map(|s| s.healthz_ms).fold(0.0, f64::max);
+    let server_kib_per_cabinet = match (rss_before, rss_connected) {
+        (Some(b), Some(c)) if connected > 0 => Some((c - b) * 1024.0 / connected as f64),
+        _ => None,
+    };
     Ok(FleetReport {
         scenario: scenario.name.clone(),
         cabinets: agents.len(),
@@ -491,6 +532,11 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
         partition,
         errors_by_kind,
         errors,
+        healthz_failures,
+        healthz_max_ms,
+        server_rss_mib_before: rss_before,
+        server_rss_mib_connected: rss_connected,
+        server_kib_per_cabinet,
         timeline,
         seconds: started.elapsed().as_secs_f64(),
     })

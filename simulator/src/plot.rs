@@ -84,6 +84,12 @@ pub fn html(report: &FleetReport) -> String {
         .map(|w| (w[1].t_s, (w[1].picked_up - w[0].picked_up) as f64 / (w[1].t_s - w[0].t_s).max(1e-3)))
         .collect();
     chart(&mut out, "Pickups per second", "/s", &per_second, t_max, false);
+    let rss: Vec<(f64, f64)> = report.timeline.iter().filter_map(|s| Some((s.t_s, s.server_rss_mib?))).collect();
+    if !rss.is_empty() {
+        chart(&mut out, "fleet-server resident memory", "MiB", &rss, t_max, false);
+    }
+    let health: Vec<(f64, f64)> = report.timeline.iter().filter_map(|s| Some((s.t_s, s.healthz_ms?))).collect();
+    chart(&mut out, "/healthz round trip", "ms", &health, t_max, true);
     let latencies: Vec<(f64, f64)> =
         report.timeline.iter().flat_map(|s| s.assignment_ms.iter().map(move |ms| (s.t_s, *ms))).collect();
     chart(&mut out, "Assignment → cabinet latency, by completion time", "ms", &latencies, t_max, true);

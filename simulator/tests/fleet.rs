@@ -30,6 +30,7 @@ async fn a_simulated_fleet_connects_and_every_parcel_goes_in_and_out() {
         timeout_s: 120,
         scenario: None,
         plot: None,
+        server_pid: Some(std::process::id()),
     };
     let report = simulator::fleet::run(&args).await.unwrap();
     assert!(report.errors.is_empty(), "{:?}", report.errors);
@@ -86,6 +87,7 @@ async fn a_partitioned_cabinets_journal_drains_after_the_partition_heals() {
         timeout_s: 120,
         scenario: Some(scenario),
         plot: None,
+        server_pid: Some(std::process::id()),
     };
     let report = simulator::fleet::run(&args).await.unwrap();
     assert!(report.errors.is_empty(), "{:?}", report.errors);
@@ -103,6 +105,12 @@ async fn a_partitioned_cabinets_journal_drains_after_the_partition_heals() {
     assert_eq!(report.pickups.values().sum::<usize>(), 16);
     // The timeline saw the cut: fewer cabinets connected, events waiting.
     assert!(report.timeline.iter().any(|s| s.connected <= 4 && s.journal_depth > 0), "{:?}", report.timeline);
+    assert_eq!(report.healthz_failures, 0, "the server answered /healthz every second");
+    assert!(
+        report.server_rss_mib_before.is_some_and(|m| m > 0.0),
+        "memory sampled: {:?}",
+        report.server_rss_mib_before
+    );
     let page = simulator::plot::html(&report);
     assert!(page.contains("<svg") && page.contains("partition-test"));
     server.stop().await;

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# The simulated-fleet benchmark: N real edge agents (the simulator) against a release
+# fleet-server process on this machine, once with its embedded rumqttd and once with a
+# private Mosquitto as the broker, the same scenario on the same machine in one run.
+#
+#   scripts/bench-fleet.sh [CABINETS] [SCENARIO]      defaults: 10000, simulator/scenarios/default.toml
+#
+# Writes target/bench-fleet/{embedded,mosquitto}.{json,html} and prints the table that
+# BENCHMARKS.md carries. The server runs on SQLite (DATABASE=postgres://… for PostgreSQL).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cabinets="${1:-10000}"
+scenario="${2:-simulator/scenarios/default.toml}"
+target="${CARGO_TARGET_DIR:-target}"
+out="target/bench-fleet"
+mkdir -p "$out"
+export PATH="$PATH:/usr/sbin"
+command -v mosquitto >/dev/null || { echo "bench-fleet: mosquitto is needed (apt-get install mosquitto)" >&2; exit 1; }
+
+cargo build --release --locked -p fleet-server -p simulator
+# Each cabinet holds a socket on both ends and its journal open.
+ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+token="lf_bench-fleet-admin-token-000000000"
+free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+for broker in embedded mosquitto; do
+  dir=$(mktemp -d)
+  http=$(free_port)
+  mqtt=$(free_port)
+  db="${DATABASE:-sqlite://$dir/fleet.db?mode=rwc}"
+  if [ "$broker" = mosquitto ]; then
+    # Queues sized for bursts (BENCHMARKS.md, ingest): the stock limits drop a lagging
+    # subscriber's messages.
+    printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\nmax_inflight_messages 0\n' \
+      "$mqtt" > "$dir/mosquitto.conf"
+    mosquitto -c "$dir/mosquitto.conf" > "$dir/mosquitto.log" 2>&1 &
+    pids+=($!)
+    broker_cfg="mode = \"external\"
+url = \"mqtt://127.0.0.1:$mqtt\""
+  else
+    broker_cfg="mode = \"embedded\"
+listen = \"127.0.0.1:$mqtt\""
+  fi
+  cat > "$dir/fleet-server.toml" <<TOML
+[http]
+listen = "127.0.0.1:$http"
+[mqtt]
+$broker_cfg
+[database]
+url = "$db"
+[auth]
+bootstrap_token = "$token"
+token_file = "$dir/admin.token"
+[log]
+level = "warn"
+TOML
+  "$target/release/fleet-server" --config "$dir/fleet-server.toml" > "$dir/server.log" 2>&1 &
+  server=$!
+  pids+=($server)
+  for _ in $(seq 200); do curl -sf "http://127.0.0.1:$http/readyz" >/dev/null && break; sleep 0.1; done
+  echo "== $broker: $cabinets cabinets, scenario $scenario (server pid $server, logs in $dir)"
+  "$target/release/simulator" run --server "http://127.0.0.1:$http" --token "$token" \
+    --mqtt-port "$mqtt" --cabinets "$cabinets" --scenario "$scenario" --prefix "bench" \
+    --data "$dir/cabinets" --server-pid "$server" --timeout-s 900 \
+    --report "$out/$broker.json" --plot "$out/$broker.html" > /dev/null
+  kill "$server" 2>/dev/null || true
+  wait "$server" 2>/dev/null || true
+done
+
+python3 - "$out" <<'PY'
+import json, sys
+rows = []
+for broker in ["embedded", "mosquitto"]:
+    r = json.load(open(f"{sys.argv[1]}/{broker}.json"))
+    rows.append((broker, r))
+print("| broker | cabinets | all connected | made / acked / lost / dup | assignment p50 / p99 | code p50 / p99 | server RSS connected | per cabinet | /healthz fails, max | wall |")
+print("|---|---:|---:|---|---|---|---:|---:|---|---:|")
+for broker, r in rows:
+    a, c = r["assignment_to_cabinet"], r["code_to_cabinet"]
+    kib = r.get("server_kib_per_cabinet")
+    rss = r.get("server_rss_mib_connected")
+    print(f"| {broker} | {r['connected']}/{r['cabinets']} | {r['seconds_to_all_connected']:.1f} s | "
+          f"{r['events_made']} / {r['events_acked']} / {r['events_lost']} / {r['events_duplicated']} | "
+          f"{a['p50_ms']:.0f} / {a['p99_ms']:.0f} ms | {c['p50_ms']:.0f} / {c['p99_ms']:.0f} ms | "
+          f"{rss:.0f} MiB | {kib:.1f} KiB | {r['healthz_failures']}, {r['healthz_max_ms']:.0f} ms | {r['seconds']:.0f} s |")
+PY
