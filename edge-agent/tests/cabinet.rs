@@ -37,7 +37,14 @@ impl Server {
         c.presence.flush_interval_ms = 100;
         c.auth.bootstrap_token = Some(TOKEN.into());
         let server = fleet_server::start(c).await.unwrap();
-        let s = Self { base: format!("http://{}", server.http_addr), http: awc::Client::default(), server };
+        // Pooled connections are dropped well before the server's 5 s keep-alive, so a
+        // request never goes out on one the server is closing (seen as Connect(Disconnected)
+        // on a loaded machine).
+        let http = awc::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .connector(awc::Connector::new().conn_keep_alive(Duration::from_secs(1)))
+            .finish();
+        let s = Self { base: format!("http://{}", server.http_addr), http, server };
         s.until("ready", || async { s.call("GET", "/readyz", None).await.0 == 200 }).await;
         s
     }

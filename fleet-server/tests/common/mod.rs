@@ -185,7 +185,12 @@ impl Fixture {
         let ts = TestServer {
             base: format!("http://{}", server.http_addr),
             topics: config.topics(),
-            http: awc::Client::builder().timeout(Duration::from_secs(10)).finish(),
+            // Pooled connections go well before the server's 5 s keep-alive, so no request
+            // is sent on a connection the server is just closing.
+            http: awc::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .connector(awc::Connector::new().conn_keep_alive(Duration::from_secs(1)))
+                .finish(),
             token: ADMIN_TOKEN.to_owned(),
             server,
         };
