@@ -262,6 +262,13 @@ async fn the_compartment_grid_shows_doors_parcels_and_only_a_template_count() {
     let (_, grid) = ts.get("/api/v1/cabinets/acme-00/compartments").await;
     assert_eq!(grid["compartments"][1]["door"], "closed");
     assert_eq!(grid["online"], true);
+    assert_eq!(grid["offline"], Value::Null);
+    assert_eq!(grid["sessions_24h"], 1);
+    cab.kill();
+    ts.wait_until("the will is heard", || async {
+        ts.get("/api/v1/cabinets/acme-00/compartments").await.1["offline"]["cause"] == "will"
+    })
+    .await;
     assert_eq!(ts.get("/api/v1/cabinets/nope/compartments").await.0, 404);
 
     // The courier's tasks: the parcel to deliver. Its own token sees them, another's not.

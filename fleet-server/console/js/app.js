@@ -135,8 +135,8 @@ document.addEventListener('click', e => {
   const a = e.target.closest('a[data-nav]');
   if (!a || e.defaultPrevented || e.button !== 0 || e.metaKey || e.ctrlKey || e.shiftKey) return;
   e.preventDefault();
-  const path = new URL(a.href).pathname.replace(/^\/console/, '') || '/';
-  navigate(path);
+  const url = new URL(a.href);
+  navigate((url.pathname.replace(/^\/console/, '') || '/') + url.search);
 });
 window.addEventListener('popstate', route);
 document.getElementById('logout').addEventListener('click', logout);

@@ -40,6 +40,8 @@ struct Live {
     tenant: String,
     /// The doors its last heartbeat reported open, and when (absent before the first).
     doors: Option<Box<Doors>>,
+    /// Why and when this replica last saw it go offline (`will`, `silent`).
+    went_offline: Option<(&'static str, DateTime<Utc>)>,
     /// What changed since the last flush.
     pending: Pending,
 }
@@ -85,6 +87,7 @@ impl Live {
                 slot: row.slot,
                 tenant: row.tenant,
                 doors: None,
+                went_offline: None,
                 pending: Pending::default(),
             },
         )
@@ -139,6 +142,9 @@ pub struct LiveView {
     pub slot: Option<String>,
     /// Doors open at the last heartbeat this replica received.
     pub doors: Option<Doors>,
+    /// Why (`will`: its connection dropped; `silent`: nothing heard for too long) and
+    /// when this replica saw it go offline; absent when it did not see that happen.
+    pub went_offline: Option<(&'static str, DateTime<Utc>)>,
 }
 
 #[derive(Debug, Message)]
@@ -231,6 +237,7 @@ impl Presence {
             return;
         }
         live.online = online;
+        live.went_offline = if online { None } else { Some((cause, crate::store::now())) };
         if let Some(feed) = &self.feed {
             feed.publish(crate::live::LiveEvent::Presence {
                 cabinet: id.to_string(),
@@ -489,6 +496,7 @@ impl Handler<Snapshot> for Presence {
             hardware: l.hardware.clone(),
             slot: l.slot.clone(),
             doors: l.doors.as_deref().cloned(),
+            went_offline: l.went_offline,
         })
     }
 }

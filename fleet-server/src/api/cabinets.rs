@@ -593,7 +593,20 @@ pub struct CabinetStatus {
     /// When the door states were reported (the last heartbeat); absent when unknown.
     pub doors_reported_at: Option<DateTime<Utc>>,
     pub templates_held: u64,
+    /// Why it is offline, when this server saw it go (absent while online or unknown).
+    pub offline: Option<OfflineView>,
+    /// MQTT sessions it started in the last 24 hours: many means it keeps reconnecting.
+    pub sessions_24h: u64,
     pub compartments: Vec<CompartmentStatus>,
+}
+
+/// How a cabinet went offline.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct OfflineView {
+    /// `will` (its connection dropped and the broker published its last will) or
+    /// `silent` (nothing heard for `presence.stale_after_s`).
+    pub cause: &'static str,
+    pub since: DateTime<Utc>,
 }
 
 #[utoipa::path(get, path = "/api/v1/cabinets/{id}/compartments", tag = "cabinets", params(("id" = String, Path)),
@@ -604,7 +617,7 @@ pub async fn compartments(
     caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    use crate::store::entities::{parcel, sealed_template};
+    use crate::store::entities::{cabinet_session, parcel, sealed_template};
     use sea_orm::{ColumnTrait, PaginatorTrait, QueryFilter};
     caller.require(Action::ReadCabinets)?;
     let raw = path.into_inner();
@@ -634,8 +647,15 @@ pub async fn compartments(
         .count(db)
         .await
         .map_err(crate::store::StoreError::from)?;
+    let sessions_24h = cabinet_session::Entity::find()
+        .filter(cabinet_session::Column::CabinetId.eq(id.as_str()))
+        .filter(cabinet_session::Column::StartedAt.gt(crate::store::now() - chrono::Duration::hours(24)))
+        .count(db)
+        .await
+        .map_err(crate::store::StoreError::from)?;
     let live = state.presence.send(Snapshot(id.clone())).await.ok().flatten();
     let doors = live.as_ref().and_then(|l| l.doors.clone());
+    let offline = live.as_ref().and_then(|l| l.went_offline).map(|(cause, since)| OfflineView { cause, since });
     let compartments = record
         .compartments
         .into_iter()
@@ -660,6 +680,8 @@ pub async fn compartments(
         online: live.as_ref().map_or(record.cabinet.online, |l| l.online),
         doors_reported_at: doors.map(|d| d.at),
         templates_held,
+        offline,
+        sessions_24h,
         compartments,
     }))
 }

@@ -28,6 +28,8 @@ export async function render(main, ctx) {
         h('dl', { class: 'facts' },
           h('dt', {}, 'Connection'), h('dd', {}, state),
           h('dt', {}, 'Last seen'), h('dd', {}, when(cab.last_seen_at)),
+          cab.online ? null : [h('dt', {}, 'Why offline'), h('dd', { id: 'offline-why' }, whyOffline(cab, status))],
+          h('dt', {}, 'Sessions (24 h)'), h('dd', {}, `${status.sessions_24h}${status.sessions_24h > 5 ? ' — it keeps reconnecting' : ''}`),
           h('dt', {}, 'Name'), h('dd', {}, cab.name),
           h('dt', {}, 'Tenant'), h('dd', {}, cab.tenant),
           h('dt', {}, 'Firmware'), h('dd', {}, cab.firmware ? `${cab.firmware} (slot ${cab.slot || '?'})` : 'not reported yet'),
@@ -42,7 +44,8 @@ export async function render(main, ctx) {
       h('h2', { id: 'grid-h' }, 'Compartments'),
       h('p', { class: 'legend' }, status.doors_reported_at
         ? ['Doors as of the last heartbeat, ', when(status.doors_reported_at), '.']
-        : 'Door states are not known until the cabinet sends a heartbeat.'),
+        : 'Door states are not known until the cabinet sends a heartbeat.',
+        ' Solid blue: holds a parcel. Dashed: reserved for a parcel on its way. Red: door open.'),
       grid),
     h('section', { class: 'panel', 'aria-labelledby': 'events-h' }, h('h2', { id: 'events-h' }, 'Recent events'), eventBox));
 
@@ -80,6 +83,13 @@ export async function render(main, ctx) {
     }),
   ];
   return () => offs.forEach(off => off());
+}
+
+function whyOffline(cab, status) {
+  if (!cab.last_seen_at) return 'It has never connected since it was registered: check its power, network and broker credentials.';
+  if (status.offline?.cause === 'will') return ['Its connection dropped (the broker announced its last will) ', when(status.offline.since), '.'];
+  if (status.offline?.cause === 'silent') return ['Nothing heard from it for too long; marked offline ', when(status.offline.since), '.'];
+  return ['Not connected; last heard from ', when(cab.last_seen_at), '.'];
 }
 
 function desired(d) {

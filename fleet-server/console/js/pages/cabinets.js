@@ -24,7 +24,7 @@ export async function render(main, ctx) {
       h('div', {}, field('State', state)),
       h('div', {}, field('Tag', tag)),
       h('div', {}, field('Firmware', firmware)),
-      h('div', {}, h('button', { type: 'submit' }, 'Search'))));
+      h('div', { class: 'submit' }, h('button', { type: 'submit' }, 'Search'))));
   fill(main, heading('Cabinets'), form, count, results, h('p', {}, more));
 
   const cols = [

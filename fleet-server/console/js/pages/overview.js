@@ -68,7 +68,12 @@ function draw(body, s, ctx) {
 function drawMap(canvas, s) {
   const g = canvas.getContext('2d');
   if (!g) return;
-  const W = canvas.width, H = canvas.height;
+  // Draw at the size the page gives the canvas, so dots stay round.
+  const ratio = window.devicePixelRatio || 1;
+  const W = canvas.clientWidth || 900, H = canvas.clientHeight || 260;
+  canvas.width = Math.round(W * ratio);
+  canvas.height = Math.round(H * ratio);
+  g.scale(ratio, ratio);
   g.clearRect(0, 0, W, H);
   if (!s.map.length) {
     g.fillStyle = '#4b5563';

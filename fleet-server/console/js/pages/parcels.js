@@ -18,7 +18,7 @@ export async function render(main, ctx) {
       h('div', { class: 'grow' }, field('Reference', ref, 'The sender\'s tracking number, or its beginning')),
       h('div', {}, field('State', state)),
       h('div', {}, field('Cabinet', cabinet)),
-      h('div', {}, h('button', { type: 'submit' }, 'Search'))));
+      h('div', { class: 'submit' }, h('button', { type: 'submit' }, 'Search'))));
   fill(main, heading('Parcels'), form, results);
   let seq = 0;
   async function load() {
@@ -62,6 +62,6 @@ async function detail(main, id) {
       h('section', { class: 'panel', 'aria-labelledby': 'tl-h' }, h('h2', { id: 'tl-h' }, 'Timeline'),
         h('ol', { class: 'timeline' }, tl.items.map(e => h('li', {},
           h('strong', {}, e.kind.replaceAll('_', ' ')), ' ',
-          e.from ? `${e.from.replace('_', ' ')} → ` : '', badge(e.to), ' ',
+          e.from ? [`${e.from.replace('_', ' ')} → `, badge(e.to), ' '] : '',
           h('span', { class: 'muted' }, `by ${e.source} · `), when(e.at)))))));
 }

@@ -7,6 +7,8 @@ import { api, query } from '../api.js';
 import { h, fill, link, table, heading, field, select, badge, when, toast, errorBox } from '../ui.js';
 import * as live from '../live.js';
 
+/** Cabinets listed at once on a rollout's page. */
+const CABINET_ROWS = 50;
 const FAILED = ['failed', 'rejected', 'timed_out', 'silent', 'regressed', 'rolled_back'];
 // The server's default thresholds (docs/ota.md); the form starts from them.
 const THRESHOLDS = {
@@ -98,8 +100,8 @@ async function createForm(ctx) {
       h('div', {}, field('Soak (min)', soak)),
       h('div', {}, field('Offers per minute', rate))),
     h('fieldset', {}, h('legend', {}, 'Failure thresholds (share of a wave)'),
-      h('div', { class: 'row' }, thresholds.map(t => h('div', {},
-        field(`${t.kind.replaceAll('_', ' ')} (%)`, t.share), field(`then`, t.action))))),
+      h('div', { class: 'row' }, thresholds.map(t => h('div', { class: 'threshold' },
+        field(`${t.kind.replaceAll('_', ' ')} (%)`, t.share), field('then', t.action))))),
     h('div', { class: 'row' },
       h('div', {}, field('Install window from', winStart, 'Cabinet local time; empty for any time')),
       h('div', {}, field('until', winEnd)),
@@ -196,7 +198,8 @@ async function detail(main, ctx, id) {
         ['State', c => c.state.replaceAll('_', ' ')],
         ['Retries', c => String(c.retries), { num: true }],
         ['Reason', c => c.reason || '—'],
-      ], cabs.slice(0, 200), { empty: 'None.' }));
+      ], cabs.slice(0, CABINET_ROWS), { empty: 'None.' }),
+      cabs.length > CABINET_ROWS ? h('p', { class: 'muted' }, `Showing ${CABINET_ROWS} of ${cabs.length}; choose a state to narrow the list.`) : null);
     } catch (e) { fill(cabBox, errorBox(e)); }
   }
   stateSel.addEventListener('change', loadCabinets);
