@@ -119,7 +119,7 @@ before(async () => {
     '[mqtt]', `listen = "127.0.0.1:${mqttPort}"`,
     '[auth]', `bootstrap_token = "${ADMIN}"`, `token_file = "${join(dir, 'admin.token')}"`,
     '[presence]', 'flush_interval_ms = 200',
-    '[artifacts]', `trusted_keys = ["${key.public_key}"]`, 'conduct_interval_ms = 300',
+    '[artifacts]', `dir = "${join(dir, 'artifacts')}"`, `trusted_keys = ["${key.public_key}"]`, 'conduct_interval_ms = 300',
   ].join('\n'));
   run('fleet-server', SERVER_BIN, ['--config', join(dir, 'fleet-server.toml')]);
   await until('the fleet-server is ready', async () => (await fetch(`${s.base}/readyz`)).ok, 30000);
