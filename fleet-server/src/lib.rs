@@ -9,6 +9,8 @@
 //!   store/      sea-orm entities and queries (SQLite or PostgreSQL)
 //!   actors/     MQTT link, ingress checks, presence actor
 //!   api/        actix-web routes, JSON errors, health and metrics
+//!   console/    the operator console's files, embedded and served at /console/
+//!   live.rs     the console's live feed (presence, alarms, rollout progress)
 //!   metrics.rs  every Prometheus metric the server exports
 //! ```
 //!

@@ -43,6 +43,13 @@ fn like_pattern(text: &str) -> String {
     out
 }
 
+/// The value of the `region:…` tag in a stored tag list (`["indoor","region:berlin"]`).
+/// Tags hold no quotes or backslashes (checked at registration), so the text between
+/// `"region:` and the next quote is the whole value; no JSON parse per cabinet.
+fn region_of(tags: Option<&str>) -> &str {
+    tags.and_then(|t| t.find("\"region:").map(|i| &t[i + 8..])).and_then(|rest| rest.split('"').next()).unwrap_or("")
+}
+
 impl CabinetFilter {
     fn condition(&self) -> Condition {
         let mut c = Condition::all();
@@ -200,9 +207,7 @@ impl Store {
             let seen = last_seen.is_some();
             s.cabinets.add(online, seen);
             s.by_tenant.entry(tenant).or_default().add(online, seen);
-            let tags: Vec<String> = tags.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
-            let region = tags.iter().find_map(|t| t.strip_prefix("region:")).unwrap_or("").to_owned();
-            s.by_region.entry(region).or_default().add(online, seen);
+            s.by_region.entry(region_of(tags.as_deref()).to_owned()).or_default().add(online, seen);
             *s.by_firmware.entry(firmware.unwrap_or_default()).or_default() += 1;
             match (lat, lon) {
                 (Some(lat), Some(lon)) => {
@@ -401,6 +406,14 @@ mod tests {
     fn search_text_cannot_inject_wildcards() {
         assert_eq!(like_pattern("Cab-1"), "%cab-1%");
         assert_eq!(like_pattern("50%_off\\"), "%50\\%\\_off\\\\%");
+    }
+
+    #[test]
+    fn the_region_is_read_from_the_stored_tags() {
+        assert_eq!(region_of(Some(r#"["indoor","region:berlin"]"#)), "berlin");
+        assert_eq!(region_of(Some(r#"["region:"]"#)), "");
+        assert_eq!(region_of(Some(r#"["indoor"]"#)), "");
+        assert_eq!(region_of(None), "");
     }
 
     #[test]

@@ -12,7 +12,8 @@ export async function render(main, ctx) {
   fill(main, heading('Fleet overview'), body);
   const load = async () => draw(body, await api('/fleet/summary'), ctx);
   await load();
-  const again = debounce(() => load().catch(() => {}), 1000);
+  // A burst of changes (a region losing power) costs one reload every few seconds.
+  const again = debounce(() => load().catch(() => {}), 3000);
   const offs = [live.on('presence', again), live.on('alarm', again), live.on('alarm_acknowledged', again)];
   return () => offs.forEach(off => off());
 }
