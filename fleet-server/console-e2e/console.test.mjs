@@ -21,6 +21,9 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
 import { chromium } from 'playwright-core';
+import { createRequire } from 'node:module';
+
+const AXE = createRequire(import.meta.url).resolve('axe-core/axe.min.js');
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const SHOTS = process.env.E2E_SCREENSHOTS || join(HERE, 'screenshots');
@@ -144,7 +147,8 @@ before(async () => {
   s.main = await agent('cab-berlin-1', { tags: ['region:berlin', 'indoor'], location: { lat: 52.52, lon: 13.40 } });
   s.gone = await agent('cab-berlin-2', { tags: ['region:berlin'], location: { lat: 52.50, lon: 13.45 } });
   s.third = await agent('cab-berlin-3', { tags: ['region:berlin'], location: { lat: 52.55, lon: 13.30 } });
-  await Promise.all([online('cab-berlin-1'), online('cab-berlin-2'), online('cab-berlin-3')]);
+  s.fourth = await agent('cab-berlin-4', { tags: ['region:berlin'], location: { lat: 52.48, lon: 13.35 } });
+  await Promise.all(['cab-berlin-1', 'cab-berlin-2', 'cab-berlin-3', 'cab-berlin-4'].map(online));
   s.gone.proc.kill('SIGKILL');
   await until('cab-berlin-2 is offline', async () => (await call('GET', '/api/v1/cabinets/cab-berlin-2')).body.online === false);
 
@@ -240,10 +244,10 @@ test('an operator logs in and sees the fleet at a glance', async () => {
   s.page = await session(ADMIN);
   const page = s.page;
   await page.getByRole('heading', { name: 'Fleet overview' }).waitFor();
-  const total = IDLE_CABINETS + 3;
+  const total = IDLE_CABINETS + 4;
   await page.locator('.card', { hasText: 'Cabinets' }).getByText(total.toLocaleString('en-US')).waitFor();
-  assert.equal(await page.locator('.card', { hasText: 'Online' }).locator('.n').textContent(), '2');
-  assert.equal(await page.locator('.card', { hasText: 'Offline' }).locator('.n').textContent(), (total - 2).toLocaleString('en-US'));
+  assert.equal(await page.locator('.card', { hasText: 'Online' }).locator('.n').textContent(), '3');
+  assert.equal(await page.locator('.card', { hasText: 'Offline' }).locator('.n').textContent(), (total - 3).toLocaleString('en-US'));
   await page.getByRole('cell', { name: 'berlin', exact: true }).waitFor();
   await shot(page, 'overview');
 });
@@ -268,6 +272,20 @@ test('the offline cabinet is found by search and its detail says why', async () 
   // A remote open is not sent to an offline cabinet.
   await page.getByRole('button', { name: 'Open compartment A1' }).click();
   await page.locator('#toast').getByText(/offline; a remote open is not sent/).waitFor();
+});
+
+test('a cabinet that loses power turns offline on the page without a reload', async () => {
+  const page = s.page;
+  await page.goto(`${s.base}/console/cabinets?q=berlin-4`);
+  const row = page.getByRole('row', { name: /cab-berlin-4/ });
+  await row.getByText('online').waitFor();
+  await page.locator('body[data-live="on"]').waitFor();
+  const loads = [];
+  page.on('request', r => { if (r.url().includes('/api/v1/cabinets?')) loads.push(r.url()); });
+  s.fourth.proc.kill('SIGKILL');
+  await row.getByText('offline').waitFor({ timeout: 15000 });
+  assert.deepEqual(loads, [], 'the row changed from the live stream, not by reloading the list');
+  await shot(page, 'cabinets-live-offline');
 });
 
 test('an online cabinet shows its compartment grid and opens a compartment remotely', async () => {
@@ -397,6 +415,34 @@ test('a courier sees its own tasks and cannot see rollouts', async () => {
   assert.equal((await call('GET', '/api/v1/rollouts', undefined, s.courier)).status, 403);
   assert.equal((await call('POST', '/api/v1/rollouts', { name: 'x', artifact: '00000000-0000-7000-8000-000000000000' }, s.courier)).status, 403);
   await page.context().close();
+});
+
+test('axe finds no serious accessibility problem on the main pages', async () => {
+  // axe is injected as a script, which the console's own policy would rightly block.
+  const context = await browser.newContext({ viewport: { width: 1366, height: 768 }, bypassCSP: true });
+  const page = await context.newPage();
+  await page.goto(`${s.base}/console/`);
+  await page.getByLabel('API token').fill(ADMIN);
+  await page.getByRole('button', { name: 'Log in' }).click();
+  await page.locator('#nav').waitFor();
+  const pages = [
+    ['/overview', 'Fleet overview'], ['/cabinets', 'Cabinets'], ['/cabinets/cab-berlin-1', 'Cabinet cab-berlin-1'],
+    [`/parcels/${s.parcel.id}`, 'Parcel TRK-1001'], ['/couriers/k-1', 'Courier k-1'], ['/rollouts', 'Rollouts'],
+    ['/alarms?state=all', 'Alarms'],
+  ];
+  const found = [];
+  for (const [path, title] of pages) {
+    await page.goto(`${s.base}/console${path}`);
+    await page.getByRole('heading', { name: title, exact: true }).waitFor();
+    await page.locator('main .loading').waitFor({ state: 'detached' });
+    await page.addScriptTag({ path: AXE });
+    const violations = await page.evaluate(async () => (await window.axe.run(document, { resultTypes: ['violations'] })).violations
+      .filter(v => v.impact === 'serious' || v.impact === 'critical')
+      .map(v => `${v.id}: ${v.nodes.slice(0, 3).map(n => n.target.join(' ')).join(', ')}`));
+    for (const v of violations) found.push(`${path} ${v}`);
+  }
+  assert.deepEqual(found, []);
+  await context.close();
 });
 
 test('the pages hold on a tablet and a small laptop', async () => {
