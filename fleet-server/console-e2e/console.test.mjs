@@ -405,6 +405,7 @@ test('a courier sees its own tasks and cannot see rollouts', async () => {
   await page.getByRole('heading', { name: 'My tasks' }).waitFor();
   const nav = page.getByRole('navigation', { name: 'Main' });
   assert.deepEqual(await nav.getByRole('link').allTextContents(), ['My tasks']);
+  assert.equal(await page.locator('#live-state').isVisible(), false, 'no live view of the fleet for a courier');
   await page.getByRole('cell', { name: 'TRK-1002' }).waitFor();
   await shot(page, 'courier-my-tasks');
   await page.goto(`${s.base}/console/rollouts`);

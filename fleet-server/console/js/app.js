@@ -84,7 +84,7 @@ async function route() {
   if (token() && !me && path !== '/login') {
     try {
       me = await api('/me');
-      live.start();
+      startLive();
     } catch (e) {
       if (e instanceof ApiError && e.status === 401) { setToken(null); navigate('/login', { replace: true }); return; }
       fill(main, errorBox(e));
@@ -115,11 +115,18 @@ async function route() {
   main.focus({ preventScroll: true });
 }
 
+/** The live stream is for roles that see the fleet; a courier's page has none. */
+function startLive() {
+  const indicator = document.getElementById('live-state');
+  indicator.hidden = !can('read_cabinets');
+  if (can('read_cabinets')) live.start();
+}
+
 /** Called by the login page with a token that /me accepted. */
 function login(secret, who) {
   setToken(secret);
   me = who;
-  live.start();
+  startLive();
   navigate(home(), { replace: true });
 }
 
