@@ -123,9 +123,22 @@ async fn wait_desired(
     }
 }
 
-#[actix_rt::test]
-async fn a_parcel_goes_in_and_out_through_the_cabinet() {
-    // A standalone broker, so the server can be stopped while the cabinet stays connected.
+/// A registered cabinet running against a server, with everything a test reaches for.
+struct Running {
+    broker: fleet_server::broker::EmbeddedBroker,
+    dir: tempfile::TempDir,
+    db: String,
+    port: u16,
+    server: Server,
+    config: AgentConfig,
+    lock: SimLock,
+    agent: edge_agent::Agent,
+}
+
+/// A standalone broker (so the server can be stopped while the cabinet stays connected),
+/// a server on a fresh SQLite file, and cabinet `cab-e1` provisioned, registered and
+/// online.
+async fn running() -> Running {
     let broker_cfg =
         fleet_server::config::MqttConfig { listen: SocketAddr::from(([127, 0, 0, 1], 0)), ..Default::default() };
     let broker = fleet_server::broker::start_embedded(&broker_cfg).unwrap();
@@ -133,14 +146,8 @@ async fn a_parcel_goes_in_and_out_through_the_cabinet() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}?mode=rwc", dir.path().join("fleet.db").display());
     let server = Server::start(&db, port).await;
-
-    // Provision, register, run.
     let config = agent_config(&dir.path().join("cabinet"), port);
     register(&server, &config).await;
-    let key_mode =
-        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(config.key_path()).unwrap().permissions());
-    assert_eq!(key_mode & 0o777, 0o600, "the private key is readable by its owner only");
-    server.call("POST", "/api/v1/couriers", Some(json!({"id": "k-2", "tenant": "acme", "name": "Lee"}))).await;
     let lock = SimLock::default();
     let agent = edge_agent::start(&config, Box::new(lock.clone())).unwrap();
     server
@@ -148,6 +155,17 @@ async fn a_parcel_goes_in_and_out_through_the_cabinet() {
             server.call("GET", "/api/v1/cabinets/cab-e1", None).await.1["online"] == true
         })
         .await;
+    Running { broker, dir, db, port, server, config, lock, agent }
+}
+
+#[actix_rt::test]
+async fn a_parcel_goes_in_and_out_through_the_cabinet() {
+    // Provision, register, run.
+    let Running { broker: _broker, dir: _dir, db, port, server, config, lock, agent } = running().await;
+    let key_mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(config.key_path()).unwrap().permissions());
+    assert_eq!(key_mode & 0o777, 0o600, "the private key is readable by its owner only");
+    server.call("POST", "/api/v1/couriers", Some(json!({"id": "k-2", "tenant": "acme", "name": "Lee"}))).await;
 
     // A parcel is assigned; the cabinet learns to expect it.
     let (_, created) = server
@@ -707,22 +725,8 @@ async fn a_cabinet_logs_in_to_a_confining_broker_with_its_own_password() {
 
 #[actix_rt::test]
 async fn the_operator_opens_a_compartment_remotely_and_a_stale_open_is_ignored() {
-    let broker_cfg =
-        fleet_server::config::MqttConfig { listen: SocketAddr::from(([127, 0, 0, 1], 0)), ..Default::default() };
-    let broker = fleet_server::broker::start_embedded(&broker_cfg).unwrap();
-    let port = broker.addr.port();
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}?mode=rwc", dir.path().join("fleet.db").display());
-    let server = Server::start(&db, port).await;
-    let config = agent_config(&dir.path().join("cabinet"), port);
-    register(&server, &config).await;
-    let lock = SimLock::default();
-    let agent = edge_agent::start(&config, Box::new(lock.clone())).unwrap();
-    server
-        .until("the cabinet is online", || async {
-            server.call("GET", "/api/v1/cabinets/cab-e1", None).await.1["online"] == true
-        })
-        .await;
+    // Every part is bound: the temp folder and the broker live until the test ends.
+    let Running { broker: _broker, dir: _dir, db: _, port, server, config: _config, lock, agent } = running().await;
 
     // Through the API: the command travels over MQTT and releases exactly A1's lock.
     let (status, body) = server.call("POST", "/api/v1/cabinets/cab-e1/compartments/A1/open", None).await;

@@ -176,13 +176,13 @@ impl Poller {
             if self.alarms.contains(&a.event.id) {
                 continue;
             }
-            let body: serde_json::Value = serde_json::from_str(&a.event.body).unwrap_or_default();
+            let (code, detail) = a.code_and_detail();
             out.push(LiveEvent::Alarm {
                 id: a.event.id,
                 cabinet: a.event.cabinet_id,
                 tenant: a.tenant,
-                code: body["code"].as_str().unwrap_or_default().to_owned(),
-                detail: body["detail"].as_str().unwrap_or_default().to_owned(),
+                code,
+                detail,
                 at: a.event.at,
                 received_at: a.event.received_at,
             });

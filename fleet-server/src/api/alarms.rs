@@ -63,13 +63,13 @@ pub struct AlarmView {
 
 impl From<AlarmRow> for AlarmView {
     fn from(a: AlarmRow) -> Self {
-        let body: serde_json::Value = serde_json::from_str(&a.event.body).unwrap_or_default();
+        let (code, detail) = a.code_and_detail();
         Self {
             id: a.event.id,
             cabinet: a.event.cabinet_id,
             tenant: a.tenant,
-            code: body["code"].as_str().unwrap_or_default().to_owned(),
-            detail: body["detail"].as_str().unwrap_or_default().to_owned(),
+            code,
+            detail,
             at: a.event.at,
             received_at: a.event.received_at,
             acknowledged: a.ack.map(|k| AckView { by: k.token_name, token: k.token_id, at: k.acked_at, note: k.note }),

@@ -312,6 +312,18 @@ pub async fn register(
         .json(CabinetView::from_record(record)))
 }
 
+/// The cabinet `raw` names, if the caller may see it (another tenant's answers 404).
+async fn visible_cabinet(state: &AppState, caller: &Caller, raw: &str) -> Result<(CabinetId, CabinetRecord), ApiError> {
+    let id = CabinetId::new(raw.to_owned()).map_err(|e| ApiError::field("id", e.to_string()))?;
+    let record = state
+        .store
+        .cabinet(id.as_str())
+        .await?
+        .filter(|r| caller.sees(&r.cabinet.tenant_id))
+        .ok_or_else(|| ApiError::not_found("cabinet", raw))?;
+    Ok((id, record))
+}
+
 #[utoipa::path(get, path = "/api/v1/cabinets/{id}", tag = "cabinets", params(("id" = String, Path, description = "cabinet id")),
     responses((status = 200, body = CabinetView), (status = 404, body = super::error::ErrorEnvelope)), security(("bearer" = [])))]
 pub async fn get(
@@ -320,14 +332,7 @@ pub async fn get(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Action::ReadCabinets)?;
-    let raw = path.into_inner();
-    let id = CabinetId::new(raw.clone()).map_err(|e| ApiError::field("id", e.to_string()))?;
-    let record = state
-        .store
-        .cabinet(id.as_str())
-        .await?
-        .filter(|r| caller.sees(&r.cabinet.tenant_id))
-        .ok_or_else(|| ApiError::not_found("cabinet", &raw))?;
+    let (id, record) = visible_cabinet(&state, &caller, &path.into_inner()).await?;
     let mut view = CabinetView::from_record(record);
     let d = crate::store::entities::cabinet_desired::Entity::find_by_id(id.to_string())
         .one(state.store.connection())
@@ -466,14 +471,7 @@ pub async fn events(
     use crate::store::entities::cabinet_event;
     use sea_orm::{ColumnTrait, QueryFilter, QueryOrder, QuerySelect};
     caller.require(Action::ReadCabinets)?;
-    let raw = path.into_inner();
-    let id = CabinetId::new(raw.clone()).map_err(|e| ApiError::field("id", e.to_string()))?;
-    state
-        .store
-        .cabinet(id.as_str())
-        .await?
-        .filter(|r| caller.sees(&r.cabinet.tenant_id))
-        .ok_or_else(|| ApiError::not_found("cabinet", &raw))?;
+    let (id, _) = visible_cabinet(&state, &caller, &path.into_inner()).await?;
     let limit = query.limit.unwrap_or(100);
     if limit == 0 || limit > MAX_PAGE {
         return Err(ApiError::field("limit", format!("must be between 1 and {MAX_PAGE}")));
@@ -620,14 +618,7 @@ pub async fn compartments(
     use crate::store::entities::{cabinet_session, parcel, sealed_template};
     use sea_orm::{ColumnTrait, PaginatorTrait, QueryFilter};
     caller.require(Action::ReadCabinets)?;
-    let raw = path.into_inner();
-    let id = CabinetId::new(raw.clone()).map_err(|e| ApiError::field("id", e.to_string()))?;
-    let record = state
-        .store
-        .cabinet(id.as_str())
-        .await?
-        .filter(|r| caller.sees(&r.cabinet.tenant_id))
-        .ok_or_else(|| ApiError::not_found("cabinet", &raw))?;
+    let (id, record) = visible_cabinet(&state, &caller, &path.into_inner()).await?;
     let db = state.store.connection();
     let held: Vec<uuid::Uuid> = record.compartments.iter().filter_map(|c| c.parcel_id).collect();
     let parcels: std::collections::HashMap<uuid::Uuid, parcel::Model> = if held.is_empty() {
@@ -712,15 +703,9 @@ pub async fn open_compartment(
     use lockerfleet_shared::envelope::{Command, CommandAction, DownBody};
     caller.require(Action::OperateCabinets)?;
     let (raw, raw_compartment) = path.into_inner();
-    let id = CabinetId::new(raw.clone()).map_err(|e| ApiError::field("id", e.to_string()))?;
+    let (id, record) = visible_cabinet(&state, &caller, &raw).await?;
     let compartment =
         CompartmentId::new(raw_compartment.clone()).map_err(|e| ApiError::field("compartment", e.to_string()))?;
-    let record = state
-        .store
-        .cabinet(id.as_str())
-        .await?
-        .filter(|r| caller.sees(&r.cabinet.tenant_id))
-        .ok_or_else(|| ApiError::not_found("cabinet", &raw))?;
     if !record.compartments.iter().any(|c| c.id == compartment.as_str()) {
         return Err(ApiError::not_found("compartment", &raw_compartment));
     }

@@ -152,6 +152,16 @@ pub struct AlarmRow {
     pub ack: Option<alarm_ack::Model>,
 }
 
+impl AlarmRow {
+    /// The alarm's code and detail, from the event as the cabinet reported it
+    /// (`{"type": "alarm", "code": …, "detail": …}`).
+    pub fn code_and_detail(&self) -> (String, String) {
+        let body: serde_json::Value = serde_json::from_str(&self.event.body).unwrap_or_default();
+        let text = |k: &str| body[k].as_str().unwrap_or_default().to_owned();
+        (text("code"), text("detail"))
+    }
+}
+
 /// Which alarms an inbox page shows.
 #[derive(Debug, Clone, Default)]
 pub struct AlarmFilter {
