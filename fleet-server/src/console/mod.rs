@@ -59,7 +59,7 @@ const PAGES: &[&str] = &["", "login", "overview", "cabinets", "parcels", "courie
 
 /// Scripts, styles, images and API calls from this origin only; nothing inline, no
 /// plugins, no framing, forms post nowhere else.
-pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
      connect-src 'self'; font-src 'self'; manifest-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 /// ETags, one per asset, computed once.

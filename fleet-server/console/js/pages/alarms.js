@@ -85,6 +85,7 @@ export async function render(main, ctx) {
       draw();
       box.querySelector(`tr[data-alarm="${CSS.escape(a.id)}"]`)?.classList.add('fresh');
     }),
+    live.on('lagged', () => load(false)),
     live.on('alarm_acknowledged', ev => {
       const i = rows.findIndex(r => r.id === ev.id);
       if (i < 0 || rows[i].acknowledged) return;

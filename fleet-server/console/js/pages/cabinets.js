@@ -15,6 +15,8 @@ export async function render(main, ctx) {
   const state = select('state', [['', 'Any state'], ['online', 'Online'], ['offline', 'Offline']], params.get('state') || '');
   const tag = h('input', { type: 'text', name: 'tag', value: params.get('tag') || '', placeholder: 'region:berlin' });
   const firmware = h('input', { type: 'text', name: 'firmware', value: params.get('firmware') || '', placeholder: '1.4.2' });
+  // A fleet-wide token may narrow to one tenant; a tenant's token sees only its own anyway.
+  const tenant = ctx.me.tenant ? null : h('input', { type: 'text', name: 'tenant', value: params.get('tenant') || '', placeholder: 'all tenants' });
   const count = h('p', { 'aria-live': 'polite', class: 'muted', id: 'cabinet-count' });
   const results = h('div');
   const more = h('button', { type: 'button', class: 'secondary', hidden: true }, 'Show more');
@@ -24,6 +26,7 @@ export async function render(main, ctx) {
       h('div', {}, field('State', state)),
       h('div', {}, field('Tag', tag)),
       h('div', {}, field('Firmware', firmware)),
+      tenant ? h('div', {}, field('Tenant', tenant)) : null,
       h('div', { class: 'submit' }, h('button', { type: 'submit' }, 'Search'))));
   fill(main, heading('Cabinets'), form, count, results, h('p', {}, more));
 
@@ -39,7 +42,9 @@ export async function render(main, ctx) {
   let next = null;
   let rows = [];
   let seq = 0;
-  const filters = () => ({ q: q.value.trim(), state: state.value, tag: tag.value.trim(), firmware: firmware.value.trim() });
+  const filters = () => ({
+    q: q.value.trim(), state: state.value, tag: tag.value.trim(), firmware: firmware.value.trim(), tenant: tenant ? tenant.value.trim() : '',
+  });
 
   async function load(append) {
     const mine = ++seq;
@@ -59,7 +64,7 @@ export async function render(main, ctx) {
   }
   const reload = debounce(() => load(false), 250);
   form.addEventListener('submit', e => { e.preventDefault(); load(false); });
-  for (const el of [q, tag, firmware]) el.addEventListener('input', reload);
+  for (const el of [q, tag, firmware, tenant]) el?.addEventListener('input', reload);
   state.addEventListener('change', () => load(false));
   more.addEventListener('click', () => load(true));
   await load(false);
@@ -71,5 +76,7 @@ export async function render(main, ctx) {
     const tr = results.querySelector(`tr[data-cabinet="${CSS.escape(ev.cabinet)}"]`);
     if (tr) { const fresh = tableRow(cols, rows[i], c => ({ 'data-cabinet': c.id, class: 'fresh' })); tr.replaceWith(fresh); }
   });
-  return off;
+  // Missed events (a burst bigger than the stream buffers): read the page again.
+  const offLagged = live.on('lagged', () => load(false));
+  return () => { off(); offLagged(); };
 }

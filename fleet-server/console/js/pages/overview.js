@@ -14,7 +14,7 @@ export async function render(main, ctx) {
   await load();
   // A burst of changes (a region losing power) costs one reload every few seconds.
   const again = debounce(() => load().catch(() => {}), 3000);
-  const offs = [live.on('presence', again), live.on('alarm', again), live.on('alarm_acknowledged', again)];
+  const offs = ['presence', 'alarm', 'alarm_acknowledged', 'lagged'].map(kind => live.on(kind, again));
   return () => offs.forEach(off => off());
 }
 
