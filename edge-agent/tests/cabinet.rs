@@ -157,9 +157,22 @@ async fn deposited_parcel(server: &Server, agent: &edge_agent::Agent, size: &str
     (parcel, code, comp)
 }
 
-#[actix_rt::test]
-async fn a_parcel_goes_in_and_out_through_the_cabinet() {
-    // A standalone broker, so the server can be stopped while the cabinet stays connected.
+/// A registered cabinet running against a server, with everything a test reaches for.
+struct Running {
+    broker: fleet_server::broker::EmbeddedBroker,
+    dir: tempfile::TempDir,
+    db: String,
+    port: u16,
+    server: Server,
+    config: AgentConfig,
+    lock: SimLock,
+    agent: edge_agent::Agent,
+}
+
+/// A standalone broker (so the server can be stopped while the cabinet stays connected),
+/// a server on a fresh SQLite file, and cabinet `cab-e1` provisioned, registered and
+/// online.
+async fn running() -> Running {
     let broker_cfg =
         fleet_server::config::MqttConfig { listen: SocketAddr::from(([127, 0, 0, 1], 0)), ..Default::default() };
     let broker = fleet_server::broker::start_embedded(&broker_cfg).unwrap();
@@ -167,14 +180,8 @@ async fn a_parcel_goes_in_and_out_through_the_cabinet() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}?mode=rwc", dir.path().join("fleet.db").display());
     let server = Server::start(&db, port).await;
-
-    // Provision, register, run.
     let config = agent_config(&dir.path().join("cabinet"), port);
     register(&server, &config).await;
-    let key_mode =
-        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(config.key_path()).unwrap().permissions());
-    assert_eq!(key_mode & 0o777, 0o600, "the private key is readable by its owner only");
-    server.call("POST", "/api/v1/couriers", Some(json!({"id": "k-2", "tenant": "acme", "name": "Lee"}))).await;
     let lock = SimLock::default();
     let agent = edge_agent::start(&config, Box::new(lock.clone())).unwrap();
     server
@@ -182,6 +189,17 @@ async fn a_parcel_goes_in_and_out_through_the_cabinet() {
             server.call("GET", "/api/v1/cabinets/cab-e1", None).await.1["online"] == true
         })
         .await;
+    Running { broker, dir, db, port, server, config, lock, agent }
+}
+
+#[actix_rt::test]
+async fn a_parcel_goes_in_and_out_through_the_cabinet() {
+    // Provision, register, run.
+    let Running { broker: _broker, dir: _dir, db, port, server, config, lock, agent } = running().await;
+    let key_mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(config.key_path()).unwrap().permissions());
+    assert_eq!(key_mode & 0o777, 0o600, "the private key is readable by its owner only");
+    server.call("POST", "/api/v1/couriers", Some(json!({"id": "k-2", "tenant": "acme", "name": "Lee"}))).await;
 
     // A parcel is assigned; the cabinet learns to expect it.
     let (_, created) = server
@@ -366,7 +384,28 @@ async fn a_code_pickup_works_while_the_network_is_down_and_arrives_after() {
     register(&server, &config).await;
     let lock = SimLock::default();
     let agent = edge_agent::start(&config, Box::new(lock.clone())).unwrap();
-    let (parcel, code, comp) = deposited_parcel(&server, &agent, "s").await;
+
+    let (_, created) = server
+        .call(
+            "POST",
+            "/api/v1/parcels",
+            Some(json!({"tenant": "acme", "reference": "T", "courier": "k-1", "size": "s", "cabinet": "cab-e1"})),
+        )
+        .await;
+    let parcel = ParcelId(Uuid::parse_str(created["id"].as_str().unwrap()).unwrap());
+    let code = created["pickup_code"].as_str().unwrap().to_owned();
+    wait_desired(&agent, "the expected parcel", |d| {
+        d.parcels.as_ref().is_some_and(|s| s.parcels.iter().any(|p| p.parcel == parcel))
+    })
+    .await;
+    let kim = server.pass("k-1").await;
+    let comp = agent.cabinet.send(CourierDeposit { pass: kim, parcel }).await.unwrap().unwrap();
+    agent.cabinet.send(DoorSensed { compartment: comp.clone(), open: true }).await.unwrap();
+    agent.cabinet.send(DoorSensed { compartment: comp.clone(), open: false }).await.unwrap();
+    wait_desired(&agent, "the code hash", |d| {
+        d.parcels.as_ref().is_some_and(|s| s.parcels.iter().any(|p| p.parcel == parcel && p.code_hash.is_some()))
+    })
+    .await;
 
     // The cabinet is cut off from the broker.
     partition.cut();
@@ -716,6 +755,74 @@ async fn a_cabinet_logs_in_to_a_confining_broker_with_its_own_password() {
     let _ = broker.kill();
     let _ = broker.wait();
     assert_eq!(outcomes, [true, false], "the right password connects, a wrong one does not");
+}
+
+#[actix_rt::test]
+async fn the_operator_opens_a_compartment_remotely_and_a_stale_open_is_ignored() {
+    // Every part is bound: the temp folder and the broker live until the test ends.
+    let Running { broker: _broker, dir: _dir, db: _, port, server, config: _config, lock, agent } = running().await;
+
+    // Through the API: the command travels over MQTT and releases exactly A1's lock.
+    let (status, body) = server.call("POST", "/api/v1/cabinets/cab-e1/compartments/A1/open", None).await;
+    assert_eq!(status, 202, "{body}");
+    server.until("A1 is released", || async { lock.releases() == vec![CompartmentId::new("A1").unwrap()] }).await;
+    let status = agent.cabinet.send(edge_agent::actors::cabinet::GetStatus).await.unwrap();
+    assert!(status.busy, "the door is unlocked, waiting to be opened");
+    // A second open while the first is under way opens nothing more.
+    let again = lockerfleet_shared::envelope::DownBody::Cmd(lockerfleet_shared::envelope::Command {
+        id: Uuid::now_v7(),
+        action: lockerfleet_shared::envelope::CommandAction::OpenCompartment {
+            compartment: CompartmentId::new("A1").unwrap(),
+        },
+    });
+    agent.cabinet.send(edge_agent::actors::cabinet::FromServer(again)).await.unwrap();
+    assert_eq!(lock.releases().len(), 1, "the repeated command was refused while A1 was open");
+    agent.cabinet.send(DoorSensed { compartment: CompartmentId::new("A1").unwrap(), open: true }).await.unwrap();
+    agent.cabinet.send(DoorSensed { compartment: CompartmentId::new("A1").unwrap(), open: false }).await.unwrap();
+    server
+        .until("the door is shut again", || async {
+            !agent.cabinet.send(edge_agent::actors::cabinet::GetStatus).await.unwrap().busy
+        })
+        .await;
+    // Opening and closing on the operator's command is no parcel event and no alarm.
+    let (_, events) = server.call("GET", "/api/v1/cabinets/cab-e1/events", None).await;
+    assert_eq!(events, json!([]));
+
+    // A command queued long ago (a cabinet back from a week offline) is ignored.
+    let topics = lockerfleet_shared::TopicSpace::new(None).unwrap();
+    let cab = lockerfleet_shared::CabinetId::new("cab-e1").unwrap();
+    let mut env = lockerfleet_shared::Envelope::new(
+        cab.clone(),
+        1,
+        lockerfleet_shared::envelope::DownBody::Cmd(lockerfleet_shared::envelope::Command {
+            id: Uuid::now_v7(),
+            action: lockerfleet_shared::envelope::CommandAction::OpenCompartment {
+                compartment: CompartmentId::new("A2").unwrap(),
+            },
+        }),
+    );
+    env.ts -= chrono::Duration::minutes(10);
+    let fresh = lockerfleet_shared::Envelope::new(
+        cab.clone(),
+        2,
+        lockerfleet_shared::envelope::DownBody::Cmd(lockerfleet_shared::envelope::Command {
+            id: Uuid::now_v7(),
+            action: lockerfleet_shared::envelope::CommandAction::OpenCompartment {
+                compartment: CompartmentId::new("A1").unwrap(),
+            },
+        }),
+    );
+    let (client, mut eventloop) =
+        rumqttc::AsyncClient::new(rumqttc::MqttOptions::new("stale-sender", "127.0.0.1", port), 10);
+    let down = topics.cabinet_down(&cab);
+    client.publish(down.clone(), rumqttc::QoS::AtLeastOnce, false, env.encode()).await.unwrap();
+    // The fresh command after it proves the stale one was delivered and passed over.
+    client.publish(down, rumqttc::QoS::AtLeastOnce, false, fresh.encode()).await.unwrap();
+    let pump = actix_rt::spawn(async move { while eventloop.poll().await.is_ok() {} });
+    server.until("the fresh open arrives", || async { lock.releases().len() == 2 }).await;
+    assert_eq!(lock.releases(), vec![CompartmentId::new("A1").unwrap(), CompartmentId::new("A1").unwrap()]);
+    pump.abort();
+    server.server.stop().await;
 }
 
 /// A cabinet offline for days fills its journal (here a forced door, opened again and

@@ -9,6 +9,8 @@
 //!   store/      sea-orm entities and queries (SQLite or PostgreSQL)
 //!   actors/     MQTT link, ingress checks, presence actor
 //!   api/        actix-web routes, JSON errors, health and metrics
+//!   console/    the operator console's files, embedded and served at /console/
+//!   live.rs     the console's live feed (presence, alarms, rollout progress)
 //!   metrics.rs  every Prometheus metric the server exports
 //! ```
 //!
@@ -19,7 +21,9 @@ pub mod actors;
 pub mod api;
 pub mod broker;
 pub mod config;
+pub mod console;
 pub mod domain;
+pub mod live;
 pub mod metrics;
 pub mod release;
 pub mod service;
@@ -129,8 +133,11 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         .await
         .map_err(StartError::Auth)?;
 
-    let presence =
-        Presence::load(store.clone(), metrics.clone(), config.flush_interval(), config.stale_after()).await?.start();
+    let live = live::LiveFeed::new();
+    let presence = Presence::load(store.clone(), metrics.clone(), config.flush_interval(), config.stale_after())
+        .await?
+        .with_feed(live.clone())
+        .start();
     let (link, pending) = actors::link::connect(&config, &mqtt_host, mqtt_port);
     let passes =
         Arc::new(service::passes::PassSigner::load(&store, config.couriers.pass_signing_key.as_deref()).await?);
@@ -176,6 +183,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     actors::link::run(pending, ingress, metrics.clone(), stop_rx.clone());
+    live.spawn_poller(store.clone(), Duration::from_secs(1), stop_rx.clone());
     let sweeper = actors::sweeper::Sweeper::new(
         service.clone(),
         Duration::from_secs(config.parcels.expiry_sweep_s),
@@ -201,6 +209,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         ctx: service.clone(),
         courier_feed: courier_feed.clone(),
         closing: closing_rx,
+        live,
     };
     let http_metrics = metrics.clone();
     let server = HttpServer::new(move || {
@@ -218,6 +227,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
                     Ok(res)
                 }
             })
+            .configure(console::configure)
             .configure(|cfg| api::configure(cfg, state.clone()))
     })
     .disable_signals()

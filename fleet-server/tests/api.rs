@@ -254,6 +254,14 @@ async fn the_openapi_document_describes_every_route() {
         ("post", "/api/v1/parcels/{id}/extend"),
         ("post", "/api/v1/parcels/{id}/sealed-template"),
         ("get", "/api/v1/parcels/{id}/ready-notice"),
+        ("get", "/api/v1/me"),
+        ("get", "/api/v1/fleet/summary"),
+        ("get", "/api/v1/live"),
+        ("get", "/api/v1/alarms"),
+        ("post", "/api/v1/alarms/{id}/acknowledge"),
+        ("get", "/api/v1/cabinets/{id}/compartments"),
+        ("post", "/api/v1/cabinets/{id}/compartments/{compartment}/open"),
+        ("get", "/api/v1/couriers/{id}/tasks"),
     ];
     for (method, path) in routes {
         assert!(doc["paths"][path][method].is_object(), "{method} {path} is missing from the document");

@@ -31,9 +31,22 @@ use crate::hw::Lock;
 /// (written before the lock is released), so a flow survives a crash of the agent.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 enum Purpose {
-    Pickup { parcel: ExpectedParcel, method: PickupMethod },
-    Deposit { parcel: ParcelId, courier: CourierId },
-    Collect { parcel: ParcelId, courier: CourierId },
+    Pickup {
+        parcel: ExpectedParcel,
+        method: PickupMethod,
+    },
+    Deposit {
+        parcel: ParcelId,
+        courier: CourierId,
+    },
+    Collect {
+        parcel: ParcelId,
+        courier: CourierId,
+    },
+    /// The operator opened it remotely (command id); nothing is recorded when it closes.
+    Operator {
+        command: uuid::Uuid,
+    },
 }
 
 /// A code typed on the keypad.
@@ -496,6 +509,23 @@ impl Cabinet {
         Ok(p.compartment)
     }
 
+    /// Opens a compartment on the operator's command, unless a flow holds it or an
+    /// update is under way.
+    fn open_for_operator(&mut self, compartment: CompartmentId, command: uuid::Uuid) -> Result<(), &'static str> {
+        if self.updating {
+            return Err(UPDATING);
+        }
+        if !self.doors.contains_key(&compartment) {
+            return Err("no such compartment");
+        }
+        if self.purposes.contains_key(&compartment) || self.doors.get(&compartment).is_some_and(Door::busy) {
+            return Err("the compartment is already open");
+        }
+        tracing::warn!(%command, %compartment, "compartment opened by the operator");
+        self.open_for(compartment, Purpose::Operator { command });
+        Ok(())
+    }
+
     fn parcels(&self) -> Vec<ExpectedParcel> {
         self.desired.state.parcels.as_ref().map(|p| p.parcels.clone()).unwrap_or_default()
     }
@@ -549,6 +579,7 @@ impl Cabinet {
                         self.record(EventKind::Collected { parcel, compartment: compartment.clone(), courier });
                         self.save_purposes();
                     }
+                    Some(Purpose::Operator { .. }) => self.save_purposes(),
                     None => {}
                 },
             }
@@ -738,6 +769,15 @@ impl Handler<FromServer> for Cabinet {
                     ctx.stop();
                 } else {
                     tracing::warn!(command = %cmd.id, "soft restart refused: a door flow is under way");
+                }
+                None
+            }
+            DownBody::Cmd(lockerfleet_shared::envelope::Command {
+                id,
+                action: lockerfleet_shared::envelope::CommandAction::OpenCompartment { compartment },
+            }) => {
+                if let Err(why) = self.open_for_operator(compartment.clone(), id) {
+                    tracing::warn!(command = %id, %compartment, why, "remote open refused");
                 }
                 None
             }

@@ -24,6 +24,8 @@ use super::cabinet::{Cabinet, EventsRecorded, FromServer, GetStatus, Pending, Se
 const EVENTS_PER_MESSAGE: usize = 100;
 /// Largest payload accepted on the down topic.
 const MAX_DOWN_BYTES: usize = 4 * 1024 * 1024;
+/// A remote open older than this (by the server's stamp) is ignored.
+const MAX_OPEN_COMMAND_AGE: chrono::Duration = chrono::Duration::minutes(2);
 
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
@@ -372,6 +374,15 @@ impl Handler<Incoming> for Link {
                 if let Some(u) = &self.updater {
                     u.do_send(crate::ota::ToUpdater::Cancel(*rollout));
                 }
+                return;
+            }
+            DownBody::Cmd(lockerfleet_shared::envelope::Command {
+                id,
+                action: lockerfleet_shared::envelope::CommandAction::OpenCompartment { .. },
+            }) if chrono::Utc::now() - env.ts > MAX_OPEN_COMMAND_AGE => {
+                // Queued while the cabinet was away: opening a door now, when nobody
+                // stands in front of it, would be worse than not opening it.
+                tracing::warn!(command = %id, sent = %env.ts, "stale remote open ignored");
                 return;
             }
             _ => {}

@@ -36,8 +36,21 @@ struct Live {
     firmware: Option<String>,
     hardware: Option<String>,
     slot: Option<String>,
+    /// The tenant it belongs to, so live-feed events can be confined to it.
+    tenant: String,
+    /// The doors its last heartbeat reported open, and when (absent before the first).
+    doors: Option<Box<Doors>>,
+    /// Why and when this replica last saw it go offline (`will`, `silent`).
+    went_offline: Option<(&'static str, DateTime<Utc>)>,
     /// What changed since the last flush.
     pending: Pending,
+}
+
+/// Door states from a heartbeat: usually an empty list, so a few bytes per cabinet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Doors {
+    pub at: DateTime<Utc>,
+    pub open: Vec<String>,
 }
 
 /// Changes of one cabinet not yet written.
@@ -72,6 +85,9 @@ impl Live {
                 firmware: row.firmware,
                 hardware: row.hardware,
                 slot: row.slot,
+                tenant: row.tenant,
+                doors: None,
+                went_offline: None,
                 pending: Pending::default(),
             },
         )
@@ -111,10 +127,10 @@ pub struct FromCabinet {
     pub inbound: Inbound,
 }
 
-/// A cabinet was registered (on this replica).
+/// A cabinet was registered (on this replica), with its tenant.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct Registered(pub CabinetId);
+pub struct Registered(pub CabinetId, pub String);
 
 /// The live view of one cabinet, for the API.
 #[derive(Debug, Clone, PartialEq)]
@@ -124,6 +140,11 @@ pub struct LiveView {
     pub firmware: Option<String>,
     pub hardware: Option<String>,
     pub slot: Option<String>,
+    /// Doors open at the last heartbeat this replica received.
+    pub doors: Option<Doors>,
+    /// Why (`will`: its connection dropped; `silent`: nothing heard for too long) and
+    /// when this replica saw it go offline; absent when it did not see that happen.
+    pub went_offline: Option<(&'static str, DateTime<Utc>)>,
 }
 
 #[derive(Debug, Message)]
@@ -162,6 +183,8 @@ pub struct Presence {
     flush_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
     /// Shutting down: the final flush is the only write left to start.
     closing: bool,
+    /// Where transitions are announced to consoles, when the server has one.
+    feed: Option<crate::live::LiveFeed>,
 }
 
 impl Presence {
@@ -187,7 +210,14 @@ impl Presence {
             urgent: false,
             flush_waiters: Vec::new(),
             closing: false,
+            feed: None,
         })
+    }
+
+    /// Announces every online/offline transition on `feed`.
+    pub fn with_feed(mut self, feed: crate::live::LiveFeed) -> Self {
+        self.feed = Some(feed);
+        self
     }
 
     fn set_online(&mut self, id: &CabinetId, change: OnlineChange, cause: &'static str) {
@@ -207,6 +237,15 @@ impl Presence {
             return;
         }
         live.online = online;
+        live.went_offline = if online { None } else { Some((cause, crate::store::now())) };
+        if let Some(feed) = &self.feed {
+            feed.publish(crate::live::LiveEvent::Presence {
+                cabinet: id.to_string(),
+                tenant: live.tenant.clone(),
+                online,
+                at: crate::store::now(),
+            });
+        }
         if online {
             self.metrics.cabinets_online.inc();
             tracing::info!(cabinet = %id, "cabinet online");
@@ -225,6 +264,12 @@ impl Presence {
                 if let Some(live) = self.cabinets.get_mut(id) {
                     live.last_seen = Some(now);
                     live.pending.seen = true;
+                    if let UpBody::State(hb) = &env.body {
+                        live.doors = Some(Box::new(Doors {
+                            at: now,
+                            open: hb.open_doors.iter().map(ToString::to_string).collect(),
+                        }));
+                    }
                     if let UpBody::Hello(h) = &env.body {
                         live.pending.hello = true;
                         live.firmware = Some(h.firmware.clone());
@@ -435,7 +480,7 @@ impl Handler<Registered> for Presence {
 
     fn handle(&mut self, msg: Registered, _ctx: &mut Self::Context) {
         self.strangers.remove(&msg.0);
-        self.cabinets.entry(msg.0).or_default();
+        self.cabinets.entry(msg.0).or_default().tenant = msg.1;
         self.metrics.cabinets_known.set(self.cabinets.len() as i64);
     }
 }
@@ -450,6 +495,8 @@ impl Handler<Snapshot> for Presence {
             firmware: l.firmware.clone(),
             hardware: l.hardware.clone(),
             slot: l.slot.clone(),
+            doors: l.doors.as_deref().cloned(),
+            went_offline: l.went_offline,
         })
     }
 }

@@ -8,8 +8,8 @@
 //! | role | may |
 //! |---|---|
 //! | admin | everything in its tenant (fleet admin: every tenant, tenants, tokens) |
-//! | dispatcher | parcels, couriers, recipients; read cabinets |
-//! | engineer | register and read cabinets; read parcels |
+//! | dispatcher | parcels, couriers, recipients; read cabinets; answer alarms, open compartments |
+//! | engineer | register and read cabinets; read parcels; answer alarms, open compartments |
 //! | auditor | read everything in its tenant |
 //! | courier | its own assignment feed |
 
@@ -74,10 +74,14 @@ pub enum Action {
     ReadCourierFeed,
     /// Register and upload OTA artifacts, run rollouts (fleet-wide callers only).
     ManageReleases,
+    /// Acknowledge the alarms cabinets raise.
+    AcknowledgeAlarms,
+    /// Send a cabinet a remote command (open a compartment).
+    OperateCabinets,
 }
 
 impl Action {
-    pub const ALL: [Action; 10] = [
+    pub const ALL: [Action; 12] = [
         Action::ManageTenants,
         Action::ManageTokens,
         Action::RegisterCabinets,
@@ -88,7 +92,27 @@ impl Action {
         Action::ManageRecipients,
         Action::ReadCourierFeed,
         Action::ManageReleases,
+        Action::AcknowledgeAlarms,
+        Action::OperateCabinets,
     ];
+
+    /// The action's name in `GET /api/v1/me`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Action::ManageTenants => "manage_tenants",
+            Action::ManageTokens => "manage_tokens",
+            Action::RegisterCabinets => "register_cabinets",
+            Action::ReadCabinets => "read_cabinets",
+            Action::ManageParcels => "manage_parcels",
+            Action::ReadParcels => "read_parcels",
+            Action::ManageCouriers => "manage_couriers",
+            Action::ManageRecipients => "manage_recipients",
+            Action::ReadCourierFeed => "read_courier_feed",
+            Action::ManageReleases => "manage_releases",
+            Action::AcknowledgeAlarms => "acknowledge_alarms",
+            Action::OperateCabinets => "operate_cabinets",
+        }
+    }
 }
 
 /// The permission table in one place.
@@ -98,9 +122,19 @@ pub fn allows(role: Role, action: Action) -> bool {
         Role::Admin => true,
         Role::Dispatcher => matches!(
             action,
-            ReadCabinets | ManageParcels | ReadParcels | ManageCouriers | ManageRecipients | ReadCourierFeed
+            ReadCabinets
+                | ManageParcels
+                | ReadParcels
+                | ManageCouriers
+                | ManageRecipients
+                | ReadCourierFeed
+                | AcknowledgeAlarms
+                | OperateCabinets
         ),
-        Role::Engineer => matches!(action, RegisterCabinets | ReadCabinets | ReadParcels | ManageReleases),
+        Role::Engineer => matches!(
+            action,
+            RegisterCabinets | ReadCabinets | ReadParcels | ManageReleases | AcknowledgeAlarms | OperateCabinets
+        ),
         Role::Auditor => matches!(action, ReadCabinets | ReadParcels),
         Role::Courier => matches!(action, ReadCourierFeed),
     }
@@ -401,6 +435,47 @@ pub async fn revoke_token(
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// Who the caller is and what it may do: the console shows only these.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct WhoAmI {
+    pub token: Uuid,
+    /// The token's name, as given when it was made.
+    pub name: String,
+    pub role: Role,
+    /// `null` for a fleet-wide admin.
+    pub tenant: Option<String>,
+    pub courier: Option<String>,
+    /// Every action this token may take (`read_cabinets`, `manage_releases`…).
+    /// `manage_releases` is listed only for fleet-wide callers, since rollouts run
+    /// fleet-wide.
+    pub actions: Vec<&'static str>,
+}
+
+#[utoipa::path(get, path = "/api/v1/me", tag = "tokens",
+    responses((status = 200, body = WhoAmI), (status = 401, body = super::error::ErrorEnvelope)), security(("bearer" = [])))]
+pub async fn me(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
+    let name = api_token::Entity::find_by_id(caller.token_id)
+        .one(state.store.connection())
+        .await
+        .map_err(StoreError::from)?
+        .map(|t| t.name)
+        .unwrap_or_default();
+    let actions = Action::ALL
+        .into_iter()
+        .filter(|a| allows(caller.role, *a))
+        .filter(|a| *a != Action::ManageReleases || caller.tenant.is_none())
+        .map(|a| a.as_str())
+        .collect();
+    Ok(HttpResponse::Ok().json(WhoAmI {
+        token: caller.token_id,
+        name,
+        role: caller.role,
+        tenant: caller.tenant,
+        courier: caller.courier,
+        actions,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -418,6 +493,10 @@ mod tests {
         assert!(allows(Role::Engineer, RegisterCabinets));
         assert!(!allows(Role::Dispatcher, RegisterCabinets));
         assert!(!allows(Role::Dispatcher, ManageTokens));
+        assert!(allows(Role::Dispatcher, AcknowledgeAlarms) && allows(Role::Engineer, OperateCabinets));
+        assert!(!allows(Role::Auditor, AcknowledgeAlarms) && !allows(Role::Courier, OperateCabinets));
+        let names: std::collections::HashSet<_> = Action::ALL.iter().map(|a| a.as_str()).collect();
+        assert_eq!(names.len(), Action::ALL.len(), "every action has its own name");
     }
 
     #[test]

@@ -301,7 +301,7 @@ pub async fn register(
     }
     let record = state.store.register_cabinet(cab, compartments).await?;
     let id = CabinetId::new(record.cabinet.id.clone()).map_err(ApiError::internal)?;
-    state.presence.do_send(Registered(id.clone()));
+    state.presence.do_send(Registered(id.clone(), record.cabinet.tenant_id.clone()));
     tracing::info!(cabinet = %id, tenant = %record.cabinet.tenant_id, "cabinet registered");
     // Rollouts that take cabinets registered later hear of this one.
     if let Err(e) = crate::service::rollouts::joined(&state.service(), &record.cabinet).await {
@@ -312,6 +312,18 @@ pub async fn register(
         .json(CabinetView::from_record(record)))
 }
 
+/// The cabinet `raw` names, if the caller may see it (another tenant's answers 404).
+async fn visible_cabinet(state: &AppState, caller: &Caller, raw: &str) -> Result<(CabinetId, CabinetRecord), ApiError> {
+    let id = CabinetId::new(raw.to_owned()).map_err(|e| ApiError::field("id", e.to_string()))?;
+    let record = state
+        .store
+        .cabinet(id.as_str())
+        .await?
+        .filter(|r| caller.sees(&r.cabinet.tenant_id))
+        .ok_or_else(|| ApiError::not_found("cabinet", raw))?;
+    Ok((id, record))
+}
+
 #[utoipa::path(get, path = "/api/v1/cabinets/{id}", tag = "cabinets", params(("id" = String, Path, description = "cabinet id")),
     responses((status = 200, body = CabinetView), (status = 404, body = super::error::ErrorEnvelope)), security(("bearer" = [])))]
 pub async fn get(
@@ -320,14 +332,7 @@ pub async fn get(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Action::ReadCabinets)?;
-    let raw = path.into_inner();
-    let id = CabinetId::new(raw.clone()).map_err(|e| ApiError::field("id", e.to_string()))?;
-    let record = state
-        .store
-        .cabinet(id.as_str())
-        .await?
-        .filter(|r| caller.sees(&r.cabinet.tenant_id))
-        .ok_or_else(|| ApiError::not_found("cabinet", &raw))?;
+    let (id, record) = visible_cabinet(&state, &caller, &path.into_inner()).await?;
     let mut view = CabinetView::from_record(record);
     let d = crate::store::entities::cabinet_desired::Entity::find_by_id(id.to_string())
         .one(state.store.connection())
@@ -362,6 +367,14 @@ pub async fn get(
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     pub tenant: Option<String>,
+    /// `online` or `offline`.
+    pub state: Option<String>,
+    /// Only cabinets carrying this tag (`region:berlin`).
+    pub tag: Option<String>,
+    /// Only cabinets running this firmware version.
+    pub firmware: Option<String>,
+    /// Case-insensitive part of the id or the name.
+    pub q: Option<String>,
     /// Cursor: the last id of the previous page.
     pub after: Option<String>,
     pub limit: Option<u64>,
@@ -373,6 +386,8 @@ pub struct Page<T> {
     /// Pass as `after` to get the next page; absent on the last page.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
+    /// How many match the filters in all (every page).
+    pub total: u64,
 }
 
 #[utoipa::path(get, path = "/api/v1/cabinets", tag = "cabinets", params(ListQuery),
@@ -390,13 +405,32 @@ pub async fn list(
     if let Some(t) = &q.tenant {
         TenantId::new(t.clone()).map_err(|e| ApiError::field("tenant", e.to_string()))?;
     }
-    let tenant = caller.list_scope(q.tenant.as_deref())?;
-    let rows = state.store.list_cabinets(tenant.as_deref(), q.after.as_deref(), limit + 1).await?;
+    let online = match q.state.as_deref() {
+        None => None,
+        Some("online") => Some(true),
+        Some("offline") => Some(false),
+        Some(other) => return Err(ApiError::field("state", format!("{other:?} is not one of online, offline"))),
+    };
+    if let Some(t) = &q.tag {
+        check_tags(std::slice::from_ref(t)).map_err(|_| ApiError::field("tag", "is 1-40 of a-z, 0-9, -, _ and :"))?;
+    }
+    if q.q.as_ref().is_some_and(|t| t.chars().count() > 100) {
+        return Err(ApiError::field("q", "at most 100 characters"));
+    }
+    let filter = crate::store::fleet_view::CabinetFilter {
+        tenant: caller.list_scope(q.tenant.as_deref())?,
+        online,
+        tag: q.tag.clone(),
+        firmware: q.firmware.clone(),
+        text: q.q.as_ref().map(|t| t.trim().to_owned()),
+    };
+    let total = state.store.count_matching(&filter).await?;
+    let rows = state.store.find_cabinets(&filter, q.after.as_deref(), limit + 1).await?;
     let more = rows.len() as u64 > limit;
     let items: Vec<CabinetView> =
         rows.into_iter().take(limit as usize).map(|c| CabinetView::from_model(c, None)).collect();
     let next = if more { items.last().map(|c| c.id.clone()) } else { None };
-    Ok(HttpResponse::Ok().json(Page { items, next }))
+    Ok(HttpResponse::Ok().json(Page { items, next, total }))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -437,14 +471,7 @@ pub async fn events(
     use crate::store::entities::cabinet_event;
     use sea_orm::{ColumnTrait, QueryFilter, QueryOrder, QuerySelect};
     caller.require(Action::ReadCabinets)?;
-    let raw = path.into_inner();
-    let id = CabinetId::new(raw.clone()).map_err(|e| ApiError::field("id", e.to_string()))?;
-    state
-        .store
-        .cabinet(id.as_str())
-        .await?
-        .filter(|r| caller.sees(&r.cabinet.tenant_id))
-        .ok_or_else(|| ApiError::not_found("cabinet", &raw))?;
+    let (id, _) = visible_cabinet(&state, &caller, &path.into_inner()).await?;
     let limit = query.limit.unwrap_or(100);
     if limit == 0 || limit > MAX_PAGE {
         return Err(ApiError::field("limit", format!("must be between 1 and {MAX_PAGE}")));
@@ -534,4 +561,186 @@ pub async fn put_tags(
     active.tags = Set(Some(serde_json::to_string(&tags).expect("tags serialise")));
     let updated = active.update(state.store.connection()).await.map_err(crate::store::StoreError::from)?;
     Ok(HttpResponse::Ok().json(CabinetView::from_model(updated, None)))
+}
+
+/// A compartment as the console's grid shows it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CompartmentStatus {
+    pub id: String,
+    pub size: String,
+    pub low: bool,
+    /// The parcel reserved for or held in it, with its state.
+    pub parcel: Option<CompartmentParcel>,
+    /// `open`, `closed`, or `unknown` before this replica heard a heartbeat.
+    pub door: &'static str,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CompartmentParcel {
+    pub id: uuid::Uuid,
+    pub reference: String,
+    pub state: String,
+}
+
+/// Compartments with their doors and parcels, and how many face templates the cabinet
+/// holds (a count: templates themselves never leave their sealed store).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CabinetStatus {
+    pub cabinet: String,
+    pub online: bool,
+    /// When the door states were reported (the last heartbeat); absent when unknown.
+    pub doors_reported_at: Option<DateTime<Utc>>,
+    pub templates_held: u64,
+    /// Why it is offline, when this server saw it go (absent while online or unknown).
+    pub offline: Option<OfflineView>,
+    /// MQTT sessions it started in the last 24 hours: many means it keeps reconnecting.
+    pub sessions_24h: u64,
+    pub compartments: Vec<CompartmentStatus>,
+}
+
+/// How a cabinet went offline.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct OfflineView {
+    /// `will` (its connection dropped and the broker published its last will) or
+    /// `silent` (nothing heard for `presence.stale_after_s`).
+    pub cause: &'static str,
+    pub since: DateTime<Utc>,
+}
+
+#[utoipa::path(get, path = "/api/v1/cabinets/{id}/compartments", tag = "cabinets", params(("id" = String, Path)),
+    responses((status = 200, body = CabinetStatus), (status = 404, body = super::error::ErrorEnvelope)), security(("bearer" = [])))]
+/// The compartment grid of one cabinet: door and occupancy of each, templates held.
+pub async fn compartments(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    use crate::store::entities::{cabinet_session, parcel, sealed_template};
+    use sea_orm::{ColumnTrait, PaginatorTrait, QueryFilter};
+    caller.require(Action::ReadCabinets)?;
+    let (id, record) = visible_cabinet(&state, &caller, &path.into_inner()).await?;
+    let db = state.store.connection();
+    let held: Vec<uuid::Uuid> = record.compartments.iter().filter_map(|c| c.parcel_id).collect();
+    let parcels: std::collections::HashMap<uuid::Uuid, parcel::Model> = if held.is_empty() {
+        Default::default()
+    } else {
+        parcel::Entity::find()
+            .filter(parcel::Column::Id.is_in(held))
+            .all(db)
+            .await
+            .map_err(crate::store::StoreError::from)?
+            .into_iter()
+            .map(|p| (p.id, p))
+            .collect()
+    };
+    let templates_held = sealed_template::Entity::find()
+        .filter(sealed_template::Column::CabinetId.eq(id.as_str()))
+        .count(db)
+        .await
+        .map_err(crate::store::StoreError::from)?;
+    let sessions_24h = cabinet_session::Entity::find()
+        .filter(cabinet_session::Column::CabinetId.eq(id.as_str()))
+        .filter(cabinet_session::Column::StartedAt.gt(crate::store::now() - chrono::Duration::hours(24)))
+        .count(db)
+        .await
+        .map_err(crate::store::StoreError::from)?;
+    let live = state.presence.send(Snapshot(id.clone())).await.ok().flatten();
+    let doors = live.as_ref().and_then(|l| l.doors.clone());
+    let offline = live.as_ref().and_then(|l| l.went_offline).map(|(cause, since)| OfflineView { cause, since });
+    let compartments = record
+        .compartments
+        .into_iter()
+        .map(|c| CompartmentStatus {
+            door: match &doors {
+                Some(d) if d.open.contains(&c.id) => "open",
+                Some(_) => "closed",
+                None => "unknown",
+            },
+            parcel: c.parcel_id.and_then(|p| parcels.get(&p)).map(|p| CompartmentParcel {
+                id: p.id,
+                reference: p.reference.clone(),
+                state: p.state.clone(),
+            }),
+            id: c.id,
+            size: c.size,
+            low: c.low,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(CabinetStatus {
+        cabinet: id.to_string(),
+        online: live.as_ref().map_or(record.cabinet.online, |l| l.online),
+        doors_reported_at: doors.map(|d| d.at),
+        templates_held,
+        offline,
+        sessions_24h,
+        compartments,
+    }))
+}
+
+/// What a remote command became.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CommandSent {
+    /// The command's id, as the cabinet logs it.
+    pub command: uuid::Uuid,
+    pub cabinet: String,
+    pub compartment: String,
+}
+
+#[utoipa::path(post, path = "/api/v1/cabinets/{id}/compartments/{compartment}/open", tag = "cabinets",
+    params(("id" = String, Path), ("compartment" = String, Path)),
+    responses((status = 202, body = CommandSent), (status = 404, body = super::error::ErrorEnvelope),
+              (status = 409, description = "the cabinet is offline (`cabinet_offline`)", body = super::error::ErrorEnvelope)),
+    security(("bearer" = [])))]
+/// Opens one compartment remotely: an `open_compartment` command to the cabinet over
+/// MQTT, delivered by the outbox (broker-confirmed). Refused while the cabinet is
+/// offline, so a door never opens hours later when nobody expects it; the cabinet itself
+/// also ignores an open command older than two minutes.
+pub async fn open_compartment(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    use lockerfleet_shared::envelope::{Command, CommandAction, DownBody};
+    caller.require(Action::OperateCabinets)?;
+    let (raw, raw_compartment) = path.into_inner();
+    let (id, record) = visible_cabinet(&state, &caller, &raw).await?;
+    let compartment =
+        CompartmentId::new(raw_compartment.clone()).map_err(|e| ApiError::field("compartment", e.to_string()))?;
+    if !record.compartments.iter().any(|c| c.id == compartment.as_str()) {
+        return Err(ApiError::not_found("compartment", &raw_compartment));
+    }
+    let live = state.presence.send(Snapshot(id.clone())).await.ok().flatten();
+    if !live.as_ref().map_or(record.cabinet.online, |l| l.online) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "cabinet_offline",
+            format!("cabinet {id} is offline; a remote open is only sent to a connected cabinet"),
+        ));
+    }
+    let command = uuid::Uuid::now_v7();
+    let at = crate::store::now();
+    let body = DownBody::Cmd(Command {
+        id: command,
+        action: CommandAction::OpenCompartment { compartment: compartment.clone() },
+    });
+    let seq = u64::try_from(at.timestamp_millis()).unwrap_or(0);
+    let payload = String::from_utf8(lockerfleet_shared::Envelope::new(id.clone(), seq, body).encode())
+        .map_err(ApiError::internal)?;
+    crate::service::outbox::enqueue(
+        state.store.connection(),
+        &record.cabinet.tenant_id,
+        crate::service::outbox::CHANNEL_MQTT,
+        &state.config.topics().cabinet_down(&id),
+        payload,
+        at,
+    )
+    .await
+    .map_err(crate::store::StoreError::from)?;
+    state.outbox_kick();
+    tracing::warn!(cabinet = %id, %compartment, %command, by = %caller.token_id, "remote open of a compartment sent");
+    Ok(HttpResponse::Accepted().json(CommandSent {
+        command,
+        cabinet: id.to_string(),
+        compartment: compartment.to_string(),
+    }))
 }

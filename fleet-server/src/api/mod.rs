@@ -1,11 +1,14 @@
 //! The HTTP surface: operator REST API under `/api/v1`, plus `/healthz`, `/readyz` and
 //! `/metrics`.
 
+pub mod alarms;
 pub mod artifacts;
 pub mod auth;
 pub mod cabinets;
 pub mod error;
+pub mod fleet;
 pub mod health;
+pub mod live;
 pub mod openapi;
 pub mod parcels;
 pub mod rollouts;
@@ -38,6 +41,8 @@ pub struct AppState {
     pub ctx: crate::service::Ctx,
     /// Wakes the outbox relay after a commit that queued notifications.
     pub outbox: Option<actix::Recipient<crate::actors::outbox::Kick>>,
+    /// What changes in the fleet, for the console's live stream.
+    pub live: crate::live::LiveFeed,
 }
 
 impl AppState {
@@ -127,7 +132,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
                 .route("/rollouts", web::get().to(rollouts::list))
                 .route("/rollouts/{id}", web::get().to(rollouts::get))
                 .route("/rollouts/{id}/cabinets", web::get().to(rollouts::cabinets))
-                .route("/rollouts/{id}/{action}", web::post().to(rollouts::command)),
+                .route("/rollouts/{id}/{action}", web::post().to(rollouts::command))
+                .configure(operator_routes),
         )
         .default_service(web::to(|| async {
             Err::<actix_web::HttpResponse, _>(ApiError::new(
@@ -136,4 +142,18 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
                 "no such endpoint",
             ))
         }));
+}
+
+/// What the operator console needs beyond the resources above: who am I, the fleet in
+/// numbers, the alarm inbox, the compartment grid and remote open, courier tasks, and
+/// the live stream.
+fn operator_routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/me", web::get().to(auth::me))
+        .route("/fleet/summary", web::get().to(fleet::summary))
+        .route("/live", web::get().to(live::stream))
+        .route("/alarms", web::get().to(alarms::list))
+        .route("/alarms/{id}/acknowledge", web::post().to(alarms::acknowledge))
+        .route("/cabinets/{id}/compartments", web::get().to(cabinets::compartments))
+        .route("/cabinets/{id}/compartments/{compartment}/open", web::post().to(cabinets::open_compartment))
+        .route("/couriers/{id}/tasks", web::get().to(parcels::courier_tasks));
 }

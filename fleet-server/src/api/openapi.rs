@@ -5,7 +5,7 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{artifacts, auth, cabinets, error, health, parcels, rollouts};
+use super::{alarms, artifacts, auth, cabinets, error, fleet, health, live, parcels, rollouts};
 
 #[derive(Debug)]
 struct BearerAuth;
@@ -39,6 +39,8 @@ impl Modify for BearerAuth {
         parcels::create_recipient, parcels::erase_recipient, parcels::enrol_template,
         parcels::create_parcel, parcels::list_parcels, parcels::get_parcel, parcels::parcel_timeline,
         parcels::cancel_parcel, parcels::extend_parcel, parcels::upload_sealed_template, parcels::ready_notice,
+        auth::me, fleet::summary, live::stream, alarms::list, alarms::acknowledge,
+        cabinets::compartments, cabinets::open_compartment, parcels::courier_tasks,
     ),
     components(schemas(error::ErrorEnvelope, error::ErrorBody))
 )]

@@ -389,6 +389,8 @@ pub struct ParcelQuery {
     pub state: Option<String>,
     pub cabinet: Option<String>,
     pub courier: Option<String>,
+    /// Only parcels whose reference starts with this (the sender's tracking number).
+    pub reference: Option<String>,
     /// `created` (oldest first, the default) or `-created` (newest first).
     pub sort: Option<String>,
     /// Cursor: the last id of the previous page.
@@ -426,6 +428,12 @@ pub async fn list_parcels(
     }
     if let Some(c) = &q.courier {
         query = query.filter(parcel::Column::CourierId.eq(c.as_str()));
+    }
+    if let Some(r) = q.reference.as_deref().map(str::trim).filter(|r| !r.is_empty()) {
+        if r.len() > 200 {
+            return Err(ApiError::field("reference", "at most 200 characters"));
+        }
+        query = query.filter(parcel::Column::Reference.starts_with(r));
     }
     // Ids are UUIDv7: ordering by id is ordering by creation time, and the id is a stable
     // cursor.
@@ -793,4 +801,95 @@ pub async fn courier_pass(
     let tenant = TenantId::new(c.tenant_id).map_err(ApiError::internal)?;
     let (pass, expires_at) = state.ctx.passes.issue(id, tenant, now());
     Ok(HttpResponse::Ok().json(CourierPassView { pass, expires_at }))
+}
+
+/// One thing a courier has to do.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CourierTaskView {
+    /// `deliver` (bring it to its compartment) or `collect` (take it back out).
+    pub task: &'static str,
+    pub parcel: Uuid,
+    pub reference: String,
+    pub state: String,
+    pub cabinet: String,
+    pub compartment: String,
+    /// By when: the deposit deadline, or when the pickup window closed.
+    pub due: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CourierTasks {
+    pub courier: String,
+    pub items: Vec<CourierTaskView>,
+}
+
+#[utoipa::path(get, path = "/api/v1/couriers/{id}/tasks", tag = "couriers", params(("id" = String, Path)),
+    responses((status = 200, body = CourierTasks), (status = 404, body = super::error::ErrorEnvelope)), security(("bearer" = [])))]
+/// A courier's open tasks: parcels to deliver to their reserved compartment, and expired
+/// or cancelled parcels still in a compartment to collect. A courier token sees its own.
+pub async fn courier_tasks(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let raw = path.into_inner();
+    let id = CourierId::new(raw.clone()).map_err(|e| ApiError::field("id", e.to_string()))?;
+    if caller.role == super::auth::Role::Courier {
+        caller.require(Action::ReadCourierFeed)?;
+        if caller.courier.as_deref() != Some(id.as_str()) {
+            return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "a courier sees only its own tasks"));
+        }
+    } else {
+        caller.require(Action::ReadParcels)?;
+    }
+    let conn = state.store.connection();
+    courier::Entity::find_by_id(id.to_string())
+        .one(conn)
+        .await
+        .map_err(db)?
+        .filter(|c| caller.sees(&c.tenant_id))
+        .ok_or_else(|| ApiError::not_found("courier", &raw))?;
+    let open = parcel::Entity::find()
+        .filter(parcel::Column::CourierId.eq(id.as_str()))
+        .filter(parcel::Column::State.is_in(["assigned", "expired", "cancelled"]))
+        .filter(parcel::Column::CompartmentId.is_not_null())
+        .order_by_asc(parcel::Column::Id)
+        .limit(500)
+        .all(conn)
+        .await
+        .map_err(db)?;
+    // A cancelled parcel is a task only while its compartment still holds it.
+    let held: std::collections::HashSet<Uuid> = if open.iter().any(|p| p.state == "cancelled") {
+        crate::store::entities::compartment::Entity::find()
+            .filter(crate::store::entities::compartment::Column::ParcelId.is_in(open.iter().map(|p| p.id)))
+            .all(conn)
+            .await
+            .map_err(db)?
+            .into_iter()
+            .filter_map(|c| c.parcel_id)
+            .collect()
+    } else {
+        Default::default()
+    };
+    let items = open
+        .into_iter()
+        .filter_map(|p| {
+            let task = match p.state.as_str() {
+                "assigned" => "deliver",
+                "expired" => "collect",
+                "cancelled" if held.contains(&p.id) => "collect",
+                _ => return None,
+            };
+            Some(CourierTaskView {
+                task,
+                parcel: p.id,
+                reference: p.reference,
+                state: p.state,
+                cabinet: p.cabinet_id?,
+                compartment: p.compartment_id?,
+                due: p.deadline.unwrap_or(p.updated_at),
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(CourierTasks { courier: id.to_string(), items }))
 }

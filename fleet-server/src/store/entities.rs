@@ -416,3 +416,27 @@ pub mod cabinet_session {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod alarm_ack {
+    use sea_orm::entity::prelude::*;
+
+    /// An operator's acknowledgement of one alarm (a `cabinet_events` row of kind `alarm`).
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "alarm_acks")]
+    pub struct Model {
+        /// The alarm's event id: an alarm is acknowledged at most once.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub event_id: Uuid,
+        pub cabinet_id: String,
+        /// The API token that acknowledged it, and that token's name at the time.
+        pub token_id: Uuid,
+        pub token_name: String,
+        pub note: Option<String>,
+        pub acked_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

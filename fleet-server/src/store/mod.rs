@@ -5,6 +5,7 @@
 //! do. Migrations from `lockerfleet-migrations` are applied by [`Store::connect`].
 
 pub mod entities;
+pub mod fleet_view;
 
 use std::time::Duration;
 
@@ -49,6 +50,7 @@ pub struct CabinetRecord {
 #[derive(Debug, Clone)]
 pub struct PresenceRow {
     pub cabinet: String,
+    pub tenant: String,
     pub online: bool,
     pub session: Option<Uuid>,
     pub last_seen_at: Option<DateTime<Utc>>,
@@ -61,6 +63,7 @@ impl From<cabinet::Model> for PresenceRow {
     fn from(c: cabinet::Model) -> Self {
         Self {
             cabinet: c.id,
+            tenant: c.tenant_id,
             online: c.online,
             session: c.session,
             last_seen_at: c.last_seen_at,

@@ -1,0 +1,228 @@
+//! The live feed behind the operator console: cabinets going online and offline, alarms
+//! raised and acknowledged, rollout progress.
+//!
+//! ```text
+//!   presence actor ──transition──┐
+//!                                ├──► LiveFeed (broadcast) ──► GET /api/v1/live (SSE, per caller:
+//!   poller ── every second, only ┘                              tenant and role filtered)
+//!   while someone listens: new alarms, new acknowledgements, changed rollouts (from the DB)
+//! ```
+//!
+//! Presence transitions come straight from this replica's presence actor, the moment it
+//! decides them. Alarms, acknowledgements and rollout progress are read from the
+//! database, so a console sees them whichever replica stored them; the poll looks back
+//! [`LOOK_BACK`] past its last run (a batch committed a little after the time stamped on
+//! its rows is still caught) and forgets what it has already sent only once it is older
+//! than that window.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use serde::Serialize;
+use tokio::sync::{broadcast, watch};
+use uuid::Uuid;
+
+use crate::store::Store;
+use crate::store::entities::rollout;
+use crate::store::fleet_view::AlarmFilter;
+
+/// How far before its last run each poll looks.
+pub const LOOK_BACK: chrono::Duration = chrono::Duration::seconds(10);
+
+/// Most items of one kind a poll reads; a burst above it arrives over the next polls.
+const POLL_LIMIT: u64 = 500;
+
+/// One thing that changed, as a console receives it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum LiveEvent {
+    Presence {
+        cabinet: String,
+        tenant: String,
+        online: bool,
+        at: DateTime<Utc>,
+    },
+    Alarm {
+        id: Uuid,
+        cabinet: String,
+        tenant: String,
+        code: String,
+        detail: String,
+        at: DateTime<Utc>,
+        received_at: DateTime<Utc>,
+    },
+    AlarmAcknowledged {
+        id: Uuid,
+        cabinet: String,
+        tenant: String,
+        by: String,
+        at: DateTime<Utc>,
+    },
+    /// Rollouts run fleet-wide: no tenant.
+    Rollout {
+        id: Uuid,
+        name: String,
+        phase: String,
+        progress: serde_json::Value,
+        updated_at: DateTime<Utc>,
+    },
+}
+
+impl LiveEvent {
+    /// The SSE event name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            LiveEvent::Presence { .. } => "presence",
+            LiveEvent::Alarm { .. } => "alarm",
+            LiveEvent::AlarmAcknowledged { .. } => "alarm_acknowledged",
+            LiveEvent::Rollout { .. } => "rollout",
+        }
+    }
+
+    /// The tenant whose callers may see it; `None` for fleet-wide facts.
+    pub fn tenant(&self) -> Option<&str> {
+        match self {
+            LiveEvent::Presence { tenant, .. }
+            | LiveEvent::Alarm { tenant, .. }
+            | LiveEvent::AlarmAcknowledged { tenant, .. } => Some(tenant),
+            LiveEvent::Rollout { .. } => None,
+        }
+    }
+}
+
+/// The hub: cheap to clone, one per server.
+#[derive(Debug, Clone)]
+pub struct LiveFeed {
+    tx: broadcast::Sender<Arc<LiveEvent>>,
+}
+
+impl Default for LiveFeed {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LiveFeed {
+    /// A feed whose slowest listener may fall 1,024 events behind before it is told it
+    /// missed some (the console then reloads what it shows).
+    pub fn new() -> Self {
+        Self { tx: broadcast::channel(1024).0 }
+    }
+
+    pub fn publish(&self, event: LiveEvent) {
+        // Nobody listening is fine.
+        let _ = self.tx.send(Arc::new(event));
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<LiveEvent>> {
+        self.tx.subscribe()
+    }
+
+    /// Whether any console is listening.
+    pub fn listened(&self) -> bool {
+        self.tx.receiver_count() > 0
+    }
+
+    /// Starts the database poller; it ends when `stop` turns true.
+    pub fn spawn_poller(&self, store: Store, every: Duration, mut stop: watch::Receiver<bool>) {
+        let feed = self.clone();
+        actix_rt::spawn(async move {
+            let mut poller = Poller::new(crate::store::now());
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                let now = crate::store::now();
+                if !feed.listened() {
+                    // Nothing to tell anyone: start afresh when someone connects.
+                    poller = Poller::new(now);
+                    continue;
+                }
+                match poller.poll(&store, now).await {
+                    Ok(events) => events.into_iter().for_each(|e| feed.publish(e)),
+                    Err(e) => tracing::warn!(error = %e, "live feed poll failed; retrying"),
+                }
+            }
+        });
+    }
+}
+
+/// What the poller has sent, so the look-back window sends nothing twice.
+struct Poller {
+    since: DateTime<Utc>,
+    alarms: HashSet<Uuid>,
+    acks: HashSet<Uuid>,
+    /// The last progress sent per rollout.
+    rollouts: HashMap<Uuid, serde_json::Value>,
+}
+
+impl Poller {
+    fn new(now: DateTime<Utc>) -> Self {
+        Self { since: now, alarms: HashSet::new(), acks: HashSet::new(), rollouts: HashMap::new() }
+    }
+
+    async fn poll(&mut self, store: &Store, now: DateTime<Utc>) -> Result<Vec<LiveEvent>, crate::store::StoreError> {
+        let from = self.since - LOOK_BACK;
+        let mut out = Vec::new();
+        let alarms =
+            store.alarms(&AlarmFilter { received_after: Some(from), ..Default::default() }, POLL_LIMIT).await?;
+        let mut seen = HashSet::new();
+        for a in alarms.into_iter().rev() {
+            seen.insert(a.event.id);
+            if self.alarms.contains(&a.event.id) {
+                continue;
+            }
+            let (code, detail) = a.code_and_detail();
+            out.push(LiveEvent::Alarm {
+                id: a.event.id,
+                cabinet: a.event.cabinet_id,
+                tenant: a.tenant,
+                code,
+                detail,
+                at: a.event.at,
+                received_at: a.event.received_at,
+            });
+        }
+        self.alarms = seen;
+        let acks = store.acks_after(from, POLL_LIMIT).await?;
+        let mut seen = HashSet::new();
+        for k in acks {
+            seen.insert(k.event_id);
+            if self.acks.contains(&k.event_id) {
+                continue;
+            }
+            let tenant = store.cabinet_tenant(&k.cabinet_id).await?.unwrap_or_default();
+            out.push(LiveEvent::AlarmAcknowledged {
+                id: k.event_id,
+                cabinet: k.cabinet_id,
+                tenant,
+                by: k.token_name,
+                at: k.acked_at,
+            });
+        }
+        self.acks = seen;
+        let changed = rollout::Entity::find()
+            .filter(rollout::Column::UpdatedAt.gt(from))
+            .order_by_asc(rollout::Column::UpdatedAt)
+            .limit(POLL_LIMIT)
+            .all(store.connection())
+            .await?;
+        for r in changed {
+            let Ok(conductor) = serde_json::from_str::<crate::domain::rollout::Conductor>(&r.snapshot) else {
+                continue;
+            };
+            let progress = serde_json::to_value(conductor.summary()).unwrap_or_default();
+            if self.rollouts.get(&r.id) == Some(&progress) {
+                continue;
+            }
+            self.rollouts.insert(r.id, progress.clone());
+            out.push(LiveEvent::Rollout { id: r.id, name: r.name, phase: r.phase, progress, updated_at: r.updated_at });
+        }
+        self.since = now;
+        Ok(out)
+    }
+}
