@@ -12,9 +12,11 @@
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet};
+use lockerfleet_shared::tls::rustls::ClientConfig;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, TlsConfiguration, Transport};
 
 use crate::config::MqttConfig;
 use lockerfleet_shared::topic::Filter;
@@ -34,11 +36,41 @@ pub enum BrokerError {
     Thread(std::io::Error),
 }
 
+/// How the server's own MQTT clients (link, outbox publisher, probe) reach the broker:
+/// rumqttd's internal port in embedded mode, `mqtt.url` with its login and TLS otherwise.
+#[derive(Debug, Clone)]
+pub struct BrokerLink {
+    pub host: String,
+    pub port: u16,
+    pub credentials: Option<(String, String)>,
+    /// Present for an `mqtts://` broker.
+    pub tls: Option<Arc<ClientConfig>>,
+}
+
+impl BrokerLink {
+    /// Client options with this address, login and transport.
+    pub fn options(&self, client_id: String) -> MqttOptions {
+        let mut opts = MqttOptions::new(client_id, self.host.clone(), self.port);
+        if let Some((user, password)) = &self.credentials {
+            opts.set_credentials(user.as_str(), password.as_str());
+        }
+        if let Some(tls) = &self.tls {
+            opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls.clone())));
+        }
+        opts
+    }
+}
+
 /// A running embedded broker. Its threads live until the process exits: rumqttd 0.20 has
 /// no way to stop a broker, so a graceful shutdown stops accepting work upstream of it.
 #[derive(Debug)]
 pub struct EmbeddedBroker {
+    /// rumqttd's own listener, on a free loopback port: only the server's clients and the
+    /// front door connect here.
     pub addr: SocketAddr,
+    /// The public `mqtt.listen` socket, bound and waiting for the front door
+    /// (`crate::gateway`) to serve it.
+    pub public: TcpListener,
 }
 
 /// rumqttd's settings derived from ours. rumqttd keeps one log per subscription filter
@@ -91,12 +123,15 @@ fn rumqttd_config(cfg: &MqttConfig) -> rumqttd::Config {
     }
 }
 
-/// Starts rumqttd in its own threads and waits until it accepts TCP connections.
+/// Binds `mqtt.listen` for the front door, then starts rumqttd in its own threads on a
+/// free loopback port and waits until it accepts TCP connections.
 pub fn start_embedded(cfg: &MqttConfig) -> Result<EmbeddedBroker, BrokerError> {
-    // rumqttd only logs a bind failure from its own thread; bind here first so that a port
-    // in use ends start-up with a message that names it.
-    let listener = TcpListener::bind(cfg.listen).map_err(|source| BrokerError::Listen { addr: cfg.listen, source })?;
-    let addr = listener.local_addr().map_err(|source| BrokerError::Listen { addr: cfg.listen, source })?;
+    let public = TcpListener::bind(cfg.listen).map_err(|source| BrokerError::Listen { addr: cfg.listen, source })?;
+    // rumqttd only logs a bind failure from its own thread and cannot be handed a socket;
+    // take a free port here and give it that.
+    let internal = SocketAddr::from(([127, 0, 0, 1], 0));
+    let listener = TcpListener::bind(internal).map_err(|source| BrokerError::Listen { addr: internal, source })?;
+    let addr = listener.local_addr().map_err(|source| BrokerError::Listen { addr: internal, source })?;
     drop(listener);
     let mut settings = cfg.clone();
     settings.listen = addr;
@@ -112,8 +147,8 @@ pub fn start_embedded(cfg: &MqttConfig) -> Result<EmbeddedBroker, BrokerError> {
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
         if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            tracing::info!(%addr, "embedded MQTT broker listening");
-            return Ok(EmbeddedBroker { addr });
+            tracing::debug!(%addr, "embedded MQTT broker listening on its internal port");
+            return Ok(EmbeddedBroker { addr, public });
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -129,19 +164,21 @@ pub enum ProbeError {
     Timeout(Duration),
 }
 
-/// Opens a fresh MQTT connection with a unique client id and waits for its CONNACK.
+/// [`probe_broker`] for a plain-TCP broker at `host:port`.
 pub async fn probe(
     host: &str,
     port: u16,
     timeout: Duration,
     credentials: Option<&(String, String)>,
 ) -> Result<(), ProbeError> {
-    let id = format!("lf-probe-{}", uuid::Uuid::new_v4().simple());
-    let mut opts = MqttOptions::new(id, host, port);
+    let broker = BrokerLink { host: host.to_owned(), port, credentials: credentials.cloned(), tls: None };
+    probe_broker(&broker, timeout).await
+}
+
+/// Opens a fresh MQTT connection with a unique client id and waits for its CONNACK.
+pub async fn probe_broker(broker: &BrokerLink, timeout: Duration) -> Result<(), ProbeError> {
+    let mut opts = broker.options(format!("lf-probe-{}", uuid::Uuid::new_v4().simple()));
     opts.set_keep_alive(Duration::from_secs(5));
-    if let Some((user, password)) = credentials {
-        opts.set_credentials(user.as_str(), password.as_str());
-    }
     let (client, mut eventloop) = AsyncClient::new(opts, 4);
     let wait = async {
         loop {

@@ -13,6 +13,7 @@ mod m20261125_000005_artifacts;
 mod m20261125_000006_rollouts;
 mod m20261125_000007_cabinet_tags;
 mod m20261125_000008_cabinet_sessions;
+mod m20261201_000001_mqtt_credentials;
 
 /// All migrations, oldest first.
 #[derive(Debug)]
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000006_rollouts::Migration),
             Box::new(m20261125_000007_cabinet_tags::Migration),
             Box::new(m20261125_000008_cabinet_sessions::Migration),
+            Box::new(m20261201_000001_mqtt_credentials::Migration),
         ]
     }
 }

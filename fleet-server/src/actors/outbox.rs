@@ -73,9 +73,7 @@ impl OutboxRelay {
         metrics: Metrics,
         topics: TopicSpace,
         pass_keys: Vec<String>,
-        host: &str,
-        port: u16,
-        credentials: Option<(String, String)>,
+        broker: crate::broker::BrokerLink,
     ) -> Self {
         Self {
             store,
@@ -83,7 +81,7 @@ impl OutboxRelay {
             topics,
             pass_keys,
             allow_private_webhooks: false,
-            publisher: Some(Publisher::new(host, port, "lf-outbox").with_credentials(credentials)),
+            publisher: Some(Publisher::new(broker, "lf-outbox")),
             http: awc::Client::builder().timeout(Duration::from_secs(5)).finish(),
             running: false,
             again: false,
