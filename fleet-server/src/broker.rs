@@ -65,12 +65,8 @@ impl BrokerLink {
 /// no way to stop a broker, so a graceful shutdown stops accepting work upstream of it.
 #[derive(Debug)]
 pub struct EmbeddedBroker {
-    /// rumqttd's own listener, on a free loopback port: only the server's clients and the
-    /// front door connect here.
+    /// Where rumqttd itself listens.
     pub addr: SocketAddr,
-    /// The public `mqtt.listen` socket, bound and waiting for the front door
-    /// (`crate::gateway`) to serve it.
-    pub public: TcpListener,
 }
 
 /// rumqttd's settings derived from ours. rumqttd keeps one log per subscription filter
@@ -123,15 +119,23 @@ fn rumqttd_config(cfg: &MqttConfig) -> rumqttd::Config {
     }
 }
 
-/// Binds `mqtt.listen` for the front door, then starts rumqttd in its own threads on a
-/// free loopback port and waits until it accepts TCP connections.
-pub fn start_embedded(cfg: &MqttConfig) -> Result<EmbeddedBroker, BrokerError> {
+/// The embedded broker as the server runs it: `mqtt.listen` bound for the front door
+/// (`crate::gateway`, which serves the returned socket), rumqttd on a free loopback port
+/// that only the front door and the server's own clients reach.
+pub fn start_behind_front_door(cfg: &MqttConfig) -> Result<(EmbeddedBroker, TcpListener), BrokerError> {
     let public = TcpListener::bind(cfg.listen).map_err(|source| BrokerError::Listen { addr: cfg.listen, source })?;
-    // rumqttd only logs a bind failure from its own thread and cannot be handed a socket;
-    // take a free port here and give it that.
-    let internal = SocketAddr::from(([127, 0, 0, 1], 0));
-    let listener = TcpListener::bind(internal).map_err(|source| BrokerError::Listen { addr: internal, source })?;
-    let addr = listener.local_addr().map_err(|source| BrokerError::Listen { addr: internal, source })?;
+    let internal = MqttConfig { listen: SocketAddr::from(([127, 0, 0, 1], 0)), ..cfg.clone() };
+    Ok((start_embedded(&internal)?, public))
+}
+
+/// Starts rumqttd in its own threads on `cfg.listen`, with no login and no per-topic
+/// checks (a standalone broker, as tests use it), and waits until it accepts TCP
+/// connections.
+pub fn start_embedded(cfg: &MqttConfig) -> Result<EmbeddedBroker, BrokerError> {
+    // rumqttd only logs a bind failure from its own thread; bind here first so that a port
+    // in use ends start-up with a message that names it.
+    let listener = TcpListener::bind(cfg.listen).map_err(|source| BrokerError::Listen { addr: cfg.listen, source })?;
+    let addr = listener.local_addr().map_err(|source| BrokerError::Listen { addr: cfg.listen, source })?;
     drop(listener);
     let mut settings = cfg.clone();
     settings.listen = addr;
@@ -147,8 +151,8 @@ pub fn start_embedded(cfg: &MqttConfig) -> Result<EmbeddedBroker, BrokerError> {
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
         if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            tracing::debug!(%addr, "embedded MQTT broker listening on its internal port");
-            return Ok(EmbeddedBroker { addr, public });
+            tracing::debug!(%addr, "embedded MQTT broker (rumqttd) listening");
+            return Ok(EmbeddedBroker { addr });
         }
         std::thread::sleep(Duration::from_millis(20));
     }

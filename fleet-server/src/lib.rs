@@ -117,10 +117,10 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
 
     let (broker_link, front_door) = match config.mqtt.mode {
         BrokerMode::Embedded => {
-            let b = broker::start_embedded(&config.mqtt)?;
+            let (b, public) = broker::start_behind_front_door(&config.mqtt)?;
             let internal =
                 broker::BrokerLink { host: b.addr.ip().to_string(), port: b.addr.port(), credentials: None, tls: None };
-            (internal, Some((b.public, b.addr)))
+            (internal, Some((public, b.addr)))
         }
         BrokerMode::External => {
             let url = config.mqtt.url.as_deref().expect("validated: external mode has a url");
