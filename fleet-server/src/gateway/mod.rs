@@ -23,8 +23,12 @@
 //! The client id a confined login sends is forwarded as `{username}:{client id}`, so a
 //! cabinet cannot take over (or kick off) another cabinet's session by naming its id.
 //!
-//! Memory per connection is two small buffers that grow to the largest packet seen and
-//! shrink back, the two sockets, and, with TLS, rustls' session state.
+//! Memory per connection: the task (~1.5 KiB), two read buffers that hold only a packet
+//! under way and are freed when empty, the two sockets, and, with TLS, rustls' session.
+//! Measured with 2,000 idle connections (debug build, RSS of the whole process): rumqttd
+//! alone ~43 KiB per connection; through the front door ~46.5 KiB on plain TCP (~3 KiB
+//! for the front door) and ~56.5 KiB over TLS (rustls keeps a 4 KiB read buffer, keys and
+//! record state per session).
 
 pub mod acl;
 pub mod credentials;
@@ -49,11 +53,10 @@ use credentials::{Credentials, Principal};
 
 /// How long a new connection may take to finish TLS and send its CONNECT.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// A read buffer starts this big and is given back when it has grown past [`SHRINK_ABOVE`].
-const INITIAL_BUFFER: usize = 512;
-const SHRINK_ABOVE: usize = 16 * 1024;
-/// Most bytes read at once beyond what the current packet needs.
-const READ_CHUNK: usize = 2048;
+/// Bytes asked for when nothing of the next packet is known yet: enough for a fixed
+/// header and a small packet. Once the header says how long the packet is, exactly that
+/// much is reserved; a buffer left empty is freed, so an idle connection holds almost none.
+const READ_CHUNK: usize = 128;
 /// Packets from the broker (the server's own, trusted) may be as large as the largest
 /// payload the configuration allows.
 const MAX_DOWN_PACKET: usize = 64 * 1024 * 1024 + 64 * 1024;
@@ -163,21 +166,24 @@ impl Ctx {
     }
 
     async fn accept(&self, stream: TcpStream) -> Result<(), Refusal> {
+        // Boxed, so that each connection's task holds only the state of the path it takes
+        // (a plain connection does not carry room for a TLS session, nor the handshake's
+        // state for the rest of its life).
         match &self.acceptor {
-            None => self.serve(stream).await,
+            None => Box::pin(self.serve(stream)).await,
             Some(acceptor) => {
-                let tls = tokio::time::timeout(CONNECT_TIMEOUT, acceptor.accept(stream))
+                let tls = tokio::time::timeout(CONNECT_TIMEOUT, Box::pin(acceptor.accept(stream)))
                     .await
                     .map_err(|_| refusal("timeout", "no TLS handshake"))?
                     .map_err(|e| refusal("tls", e))?;
-                self.serve(tls).await
+                Box::pin(self.serve(tls)).await
             }
         }
     }
 
     /// CONNECT, then the two directions until either side closes.
     async fn serve<S: AsyncRead + AsyncWrite + Unpin>(&self, mut client: S) -> Result<(), Refusal> {
-        let mut inbox = BytesMut::with_capacity(INITIAL_BUFFER);
+        let mut inbox = BytesMut::new();
         let max = self.settings.max_packet_bytes;
         let first = tokio::time::timeout(CONNECT_TIMEOUT, read_frame(&mut client, &mut inbox, max))
             .await
@@ -332,8 +338,11 @@ async fn broker_to_client<W: AsyncWrite + Unpin>(
     mut broker: tokio::net::tcp::OwnedReadHalf,
     client_write: &Mutex<W>,
 ) -> std::io::Result<()> {
-    let mut buf = BytesMut::with_capacity(INITIAL_BUFFER);
+    let mut buf = BytesMut::new();
     loop {
+        if buf.capacity() == buf.len() {
+            buf.reserve(READ_CHUNK);
+        }
         if broker.read_buf(&mut buf).await? == 0 {
             return Ok(());
         }
@@ -362,10 +371,10 @@ async fn write_to<W: AsyncWrite + Unpin>(w: &Mutex<W>, bytes: &[u8]) -> std::io:
     w.flush().await
 }
 
-/// Gives a large, empty buffer's memory back.
+/// Gives an empty buffer's memory back.
 fn shrink(buf: &mut BytesMut) {
-    if buf.is_empty() && buf.capacity() > SHRINK_ABOVE {
-        *buf = BytesMut::with_capacity(INITIAL_BUFFER);
+    if buf.is_empty() {
+        *buf = BytesMut::new();
     }
 }
 
