@@ -11,13 +11,10 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Backend, Fixture, MqttAuth, TestServer};
+use common::{Backend, Fixture, MqttAuth, TestPki as Pki, TestServer};
 use lockerfleet_shared::envelope::{CabinetEvent, EventBatch, EventKind, UpBody};
-use lockerfleet_shared::tls::rustls::ClientConfig;
 use lockerfleet_shared::{CabinetId, Envelope};
 use rumqttc::{AsyncClient, ConnectReturnCode, Event, MqttOptions, Packet, QoS, SubscribeReasonCode};
 use serde_json::json;
@@ -46,36 +43,6 @@ embedded_tests!(
     a_courier_listens_only_to_its_own_assignments,
     a_real_edge_agent_works_over_tls_with_its_issued_login,
 );
-
-/// A CA, and a server certificate it signed for 127.0.0.1 and localhost, as PEM files.
-struct Pki {
-    dir: tempfile::TempDir,
-    ca_file: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-    client: Arc<ClientConfig>,
-}
-
-fn pki() -> Pki {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(DnType::CommonName, "Lockerfleet test CA");
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-    params.distinguished_name.push(DnType::CommonName, "lockerfleet broker");
-    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (ca_file, cert_file, key_file) =
-        (dir.path().join("ca.pem"), dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&ca_file, ca.pem()).unwrap();
-    std::fs::write(&cert_file, cert.pem()).unwrap();
-    std::fs::write(&key_file, key.serialize_pem()).unwrap();
-    let client = lockerfleet_shared::tls::client_config(ca.pem().as_bytes()).unwrap();
-    Pki { dir, ca_file, cert: cert_file, key: key_file, client }
-}
 
 /// A server whose front door speaks only TLS and wants a login (as on a public address).
 async fn tls_server(fx: &Fixture, pki: &Pki) -> TestServer {
@@ -187,7 +154,7 @@ impl Probe {
 
 async fn a_cabinet_cannot_read_another_cabinets_templates_or_publish_as_it(backend: Backend) {
     let fx = Fixture::new(backend).await;
-    let pki = pki();
+    let pki = Pki::generate();
     let ts = tls_server(&fx, &pki).await;
     ts.create_tenant("acme").await;
     let (_, a_auth) = ts.register_cabinet_with_login("acme", "cab-a").await;
@@ -282,7 +249,7 @@ async fn connect_outcome(opts: MqttOptions) -> Result<(), ConnectReturnCode> {
 
 async fn bad_logins_are_refused_at_connect_and_a_rotated_password_stops_working(backend: Backend) {
     let fx = Fixture::new(backend).await;
-    let pki = pki();
+    let pki = Pki::generate();
     let ts = tls_server(&fx, &pki).await;
     ts.create_tenant("acme").await;
     let (_, a_auth) = ts.register_cabinet_with_login("acme", "cab-a").await;
@@ -355,7 +322,7 @@ async fn bad_logins_are_refused_at_connect_and_a_rotated_password_stops_working(
 
 async fn a_courier_listens_only_to_its_own_assignments(backend: Backend) {
     let fx = Fixture::new(backend).await;
-    let pki = pki();
+    let pki = Pki::generate();
     let ts = tls_server(&fx, &pki).await;
     ts.create_tenant("acme").await;
     ts.register_cabinet_with_login("acme", "cab-a").await;
@@ -412,7 +379,7 @@ async fn a_real_edge_agent_works_over_tls_with_its_issued_login(backend: Backend
     use edge_agent::actors::cabinet::{DoorSensed, GetStatus};
     use edge_agent::config::{AgentConfig, CompartmentConfig, MqttSettings};
     let fx = Fixture::new(backend).await;
-    let pki = pki();
+    let pki = Pki::generate();
     let ts = tls_server(&fx, &pki).await;
     ts.create_tenant("acme").await;
 

@@ -341,6 +341,41 @@ impl TestServer {
     }
 }
 
+/// A CA, and a server certificate it signed for 127.0.0.1 and localhost, as PEM files
+/// made at test time (no private key is ever committed).
+pub struct TestPki {
+    pub dir: tempfile::TempDir,
+    pub ca_file: std::path::PathBuf,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    /// A client that trusts the CA.
+    pub client: std::sync::Arc<lockerfleet_shared::tls::rustls::ClientConfig>,
+}
+
+impl TestPki {
+    pub fn generate() -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        let ca_key = KeyPair::generate().expect("CA key");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(DnType::CommonName, "Lockerfleet test CA");
+        let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
+        let key = KeyPair::generate().expect("server key");
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).expect("server params");
+        params.distinguished_name.push(DnType::CommonName, "lockerfleet broker");
+        let cert = params.signed_by(&key, &ca, &ca_key).expect("server certificate");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (ca_file, cert_file, key_file) =
+            (dir.path().join("ca.pem"), dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&ca_file, ca.pem()).expect("write CA");
+        std::fs::write(&cert_file, cert.pem()).expect("write certificate");
+        std::fs::write(&key_file, key.serialize_pem()).expect("write key");
+        let client = lockerfleet_shared::tls::client_config(ca.pem().as_bytes()).expect("client TLS settings");
+        Self { dir, ca_file, cert: cert_file, key: key_file, client }
+    }
+}
+
 /// How a test client logs in to the broker: a username and password, and TLS settings.
 /// The default is anonymous plain TCP (what the loopback front door lets through).
 #[derive(Debug, Clone, Default)]
