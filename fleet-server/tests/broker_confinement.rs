@@ -42,6 +42,7 @@ embedded_tests!(
     bad_logins_are_refused_at_connect_and_a_rotated_password_stops_working,
     a_courier_listens_only_to_its_own_assignments,
     a_real_edge_agent_works_over_tls_with_its_issued_login,
+    a_clean_disconnect_publishes_no_will_and_a_dropped_connection_does,
 );
 
 /// A server whose front door speaks only TLS and wants a login (as on a public address).
@@ -436,6 +437,38 @@ async fn a_real_edge_agent_works_over_tls_with_its_issued_login(backend: Backend
         agent.cabinet.send(GetStatus).await.unwrap().journal_depth == 0
     })
     .await;
+    ts.server.stop().await;
+    fx.cleanup().await;
+}
+
+async fn a_clean_disconnect_publishes_no_will_and_a_dropped_connection_does(backend: Backend) {
+    let fx = Fixture::new(backend).await;
+    let pki = Pki::generate();
+    let ts = tls_server(&fx, &pki).await;
+    ts.create_tenant("acme").await;
+    let (_, a_auth) = ts.register_cabinet_with_login("acme", "cab-a").await;
+    let (_, b_auth) = ts.register_cabinet_with_login("acme", "cab-b").await;
+    let mut a = ts.connect_cabinet_as("cab-a", &a_auth.with_tls(pki.client.clone())).await;
+    let mut b = ts.connect_cabinet_as("cab-b", &b_auth.with_tls(pki.client.clone())).await;
+    a.hello("1.0.0").await;
+    b.hello("1.0.0").await;
+    ts.wait_until("both online", || async {
+        ts.cabinet_view("cab-a").await["online"] == true && ts.cabinet_view("cab-b").await["online"] == true
+    })
+    .await;
+    assert_eq!(ts.metric("lockerfleet_mqtt_front_door_connections").await, 2.0);
+
+    // A says goodbye; the front door passes the close on gently.
+    a.client.disconnect().await.unwrap();
+    ts.wait_until("A's connection is closed", || async {
+        ts.metric("lockerfleet_mqtt_front_door_connections").await == 1.0
+    })
+    .await;
+    // B loses power: its will comes, and A's never did.
+    b.kill();
+    ts.wait_until("B is offline by its will", || async { ts.cabinet_view("cab-b").await["online"] == false }).await;
+    assert_eq!(ts.metric("lockerfleet_cabinets_went_offline_total{cause=\"will\"}").await, 1.0);
+    assert_eq!(ts.cabinet_view("cab-a").await["online"], true, "a clean disconnect published the will");
     ts.server.stop().await;
     fx.cleanup().await;
 }

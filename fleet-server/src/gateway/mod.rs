@@ -251,9 +251,22 @@ impl Ctx {
         let client_write = Mutex::new(client_write);
         let up = self.client_to_broker(client_read, inbox, up_write, &client_write, &access);
         let down = broker_to_client(up_read, &client_write);
+        tokio::pin!(down);
         let ended = tokio::select! {
-            r = up => r,
-            r = down => r.map_err(|e| format!("broker side: {e}")),
+            r = up => match r {
+                // The client closed: pass the close on (dropping the write half sends FIN)
+                // and let the broker finish — after a DISCONNECT it must not publish the
+                // last will, which a reset connection would make it do.
+                Ok(broker_write) => {
+                    drop(broker_write);
+                    match tokio::time::timeout(CONNECT_TIMEOUT, &mut down).await {
+                        Ok(r) => r.map_err(|e| format!("broker side: {e}")),
+                        Err(_) => Err("the broker did not close after the client".into()),
+                    }
+                }
+                Err(e) => Err(e),
+            },
+            r = &mut down => r.map_err(|e| format!("broker side: {e}")),
         };
         if let Err(why) = ended {
             tracing::debug!(login = kind, %why, "MQTT connection ended");
@@ -269,19 +282,22 @@ impl Ctx {
         mut broker: tokio::net::tcp::OwnedWriteHalf,
         client_write: &Mutex<W>,
         access: &Access,
-    ) -> Result<(), String>
+    ) -> Result<tokio::net::tcp::OwnedWriteHalf, String>
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
         let max = self.settings.max_packet_bytes;
         loop {
-            let Some((header, frame)) = read_frame(&mut client, &mut inbox, max).await.map_err(|e| {
-                self.denied("any", "malformed");
-                format!("client sent a malformed packet: {e}")
+            let Some((header, frame)) = read_frame(&mut client, &mut inbox, max).await.map_err(|e| match e {
+                FrameError::Mqtt(_) => {
+                    self.denied("any", "malformed");
+                    format!("client sent a malformed packet: {e}")
+                }
+                FrameError::Io(_) => format!("client side: {e}"),
             })?
             else {
-                return Ok(());
+                return Ok(broker);
             };
             if let Access::Confined(who) = access {
                 match header.packet_type() {
