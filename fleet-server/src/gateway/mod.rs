@@ -93,6 +93,9 @@ pub fn spawn(
     let addr = listener.local_addr()?;
     let slots = Arc::new(Semaphore::new(settings.max_connections));
     tracing::info!(%addr, tls = settings.tls.is_some(), require_auth = settings.require_auth, "MQTT front door listening");
+    if settings.tls.is_none() && !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "MQTT front door without TLS on a network address: logins and traffic travel in clear text (set mqtt.tls_cert and mqtt.tls_key)");
+    }
     let ctx = Rc::new(Ctx { acceptor: settings.tls.clone().map(TlsAcceptor::from), settings, credentials, metrics });
     actix_rt::spawn(async move {
         loop {
