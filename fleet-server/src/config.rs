@@ -39,6 +39,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub parcels: ParcelsConfig,
     pub ingest: IngestConfig,
+    pub outbox: OutboxConfig,
     pub templates: TemplatesConfig,
     pub couriers: CouriersConfig,
     pub webhooks: WebhooksConfig,
@@ -79,6 +80,21 @@ impl ArtifactsConfig {
     /// The trusted release keys, decoded.
     pub fn keys(&self) -> Result<Vec<ed25519_dalek::VerifyingKey>, String> {
         lockerfleet_shared::artifact::parse_keys("trusted_keys", &self.trusted_keys)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboxConfig {
+    /// How long a relay owns the rows it claimed before another replica may deliver them,
+    /// in s: how long notifications claimed by a replica that died wait to be taken over.
+    /// Longer than a pass can take (a slow webhook is bounded by its 5 s timeout).
+    pub claim_lease_s: u64,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        Self { claim_lease_s: 30 }
     }
 }
 
@@ -507,6 +523,12 @@ impl Config {
         if !(0.0..=1000.0).contains(&self.parcels.max_alternative_km) {
             return Err(invalid("parcels.max_alternative_km", "must be between 0 and 1000"));
         }
+        if self.outbox.claim_lease_s < 10 {
+            return Err(invalid(
+                "outbox.claim_lease_s",
+                "must be at least 10 (a pass with a slow webhook takes up to 5 s)",
+            ));
+        }
         if self.parcels.expiry_sweep_s == 0 {
             return Err(invalid("parcels.expiry_sweep_s", "must be at least 1"));
         }
@@ -623,6 +645,7 @@ mod tests {
                     c.mqtt.url = Some("mqtts://broker:8883".into());
                 }),
             ),
+            ("outbox.claim_lease_s", Box::new(|c| c.outbox.claim_lease_s = 2)),
         ];
         for (key, mutate) in cases {
             let mut c = Config::default();

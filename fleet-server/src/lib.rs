@@ -176,6 +176,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         broker_link.clone(),
     )
     .allow_private_webhooks(config.webhooks.allow_private_targets)
+    .claim_lease(Duration::from_secs(config.outbox.claim_lease_s))
     .start();
     let service = service::Ctx {
         store: store.clone(),

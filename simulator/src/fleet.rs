@@ -4,9 +4,21 @@
 //! MQTT connection, identity and keys. The simulator registers them (or reuses those it
 //! registered before), connects them, drives parcels through them — assignment, courier
 //! deposit, code pickup — and reports what arrived where, and how fast.
+//!
+//! ```text
+//!   scenario ─► register + start agents (paced) ─► all connected?
+//!            ─► stock: parcel created → at the cabinet → courier deposit → code ready
+//!            ─► [partition: cut a share of the cabinets off the broker]
+//!            ─► pickups by code (some mistyped first, some doors left open → alarm)
+//!            ─► [heal: the cut cabinets' journals must drain]
+//!            ─► every journal empty; the server stored each event once
+//!   a sampler records connected cabinets, journal depth and pickups every second
+//! ```
 
-use std::collections::HashSet;
+use std::cell::Cell;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -14,9 +26,12 @@ use edge_agent::actors::cabinet::{CourierDeposit, DoorSensed, EnterCode, GetDesi
 use edge_agent::actors::link::GetLinkState;
 use edge_agent::config::{AgentConfig, CompartmentConfig, MqttSettings};
 use edge_agent::domain::keypad::CodeOutcome;
-use lockerfleet_shared::ParcelId;
 use lockerfleet_shared::envelope::{CompartmentSize, ParcelStage};
+use lockerfleet_shared::{CompartmentId, ParcelId};
 use serde::Serialize;
+
+use crate::proxy::CutProxy;
+use crate::scenario::Scenario;
 use serde_json::{Value, json};
 
 /// What a fleet run does.
@@ -50,6 +65,13 @@ pub struct FleetArgs {
     /// How long to wait for everything to arrive, seconds.
     #[arg(long, default_value_t = 300)]
     pub timeout_s: u64,
+    /// A scenario file (TOML; see `simulator/scenarios/`). Its `cabinets` and
+    /// `parcels_per_cabinet` win over the flags.
+    #[arg(long)]
+    pub scenario: Option<PathBuf>,
+    /// Write an HTML page plotting the run over time here.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
 }
 
 /// Latencies of one kind, milliseconds.
@@ -75,24 +97,63 @@ impl Latency {
 /// The run's outcome.
 #[derive(Debug, Clone, Serialize)]
 pub struct FleetReport {
+    pub scenario: String,
     pub cabinets: usize,
     pub connected: usize,
+    /// From the first cabinet started to the last one connected.
     pub seconds_to_all_connected: f64,
     pub parcels_picked_up: usize,
     pub pickups_refused: usize,
-    /// Journal events the cabinets made (deposits and pickups).
+    /// Pickups by how they went: `code` (first try), `code_after_wrong_code`.
+    pub pickups: BTreeMap<String, usize>,
+    /// Wrong codes typed and refused by the keypad.
+    pub wrong_codes_refused: usize,
+    /// Journal events the cabinets made (deposits, pickups, door alarms).
     pub events_made: usize,
     /// Events the server acknowledged (the journals are empty of them).
     pub events_acked: usize,
     /// Made but not stored by the server; stored twice. Both must be zero.
     pub events_lost: usize,
     pub events_duplicated: usize,
+    /// `door_left_open` alarms the scenario provoked, and how many the server stored.
+    pub door_alarms_made: usize,
+    pub door_alarms_stored: usize,
     /// Parcel created → the cabinet holds it in its desired state.
     pub assignment_to_cabinet: Latency,
     /// Door closed after the deposit → the pickup code's hash is at the cabinet.
     pub code_to_cabinet: Latency,
+    pub partition: Option<PartitionReport>,
+    /// Errors grouped by their kind (the text before the first colon).
+    pub errors_by_kind: BTreeMap<String, usize>,
     pub errors: Vec<String>,
+    /// One sample a second.
+    pub timeline: Vec<Sample>,
     pub seconds: f64,
+}
+
+/// What a partition did.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionReport {
+    pub cabinets: usize,
+    pub seconds_cut: f64,
+    /// Pickups the cut cabinets handed out while offline.
+    pub pickups_while_cut: usize,
+    /// Their journals' depth just before the cut healed: events waiting for the server.
+    pub journal_depth_at_heal: u64,
+    /// From the heal to every cut cabinet's journal empty (every event acked).
+    pub seconds_to_drain: f64,
+}
+
+/// The fleet at one moment.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sample {
+    pub t_s: f64,
+    pub connected: usize,
+    /// Events waiting in journals, all cabinets together.
+    pub journal_depth: u64,
+    pub picked_up: usize,
+    /// Assignment latencies that completed in this second (ms).
+    pub assignment_ms: Vec<f64>,
 }
 
 struct Api {
@@ -143,14 +204,15 @@ impl Api {
     }
 }
 
-fn agent_config(args: &FleetArgs, i: usize) -> AgentConfig {
+fn agent_config(args: &FleetArgs, i: usize, port: u16, scenario: &Scenario) -> AgentConfig {
     let id = format!("{}-{i:05}", args.prefix);
     AgentConfig {
         data_dir: args.data.join(&id),
         cabinet: id,
-        mqtt: MqttSettings { host: args.mqtt_host.clone(), port: args.mqtt_port, ..Default::default() },
+        mqtt: MqttSettings { host: args.mqtt_host.clone(), port, ..Default::default() },
         camera: "none".into(),
         resend_s: 5,
+        door_left_open_s: scenario.door_left_open_s,
         compartments: ["s", "m", "l", "xl"]
             .iter()
             .enumerate()
@@ -185,6 +247,12 @@ where
 
 /// Runs the fleet: register, connect, traffic, report. Call inside an actix system.
 pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
+    let scenario = match &args.scenario {
+        Some(path) => Scenario::load(path)?,
+        None => Scenario::default(),
+    };
+    let cabinets = scenario.cabinets.unwrap_or(args.cabinets);
+    let parcels = scenario.parcels_per_cabinet.unwrap_or(args.parcels);
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.timeout_s);
     let api = Api {
@@ -196,13 +264,28 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
     api.ensure("/api/v1/tenants", json!({"id": tenant, "name": "Simulated fleet"})).await?;
     api.ensure("/api/v1/couriers", json!({"id": courier, "tenant": tenant, "name": "Simulated courier"})).await?;
 
-    // Register and start every cabinet.
-    let bar = indicatif::ProgressBar::new(args.cabinets as u64);
+    // The partitioned cabinets reach the broker through a proxy that can cut them off.
+    let cut_n = scenario.partitioned(cabinets);
+    let proxy = if cut_n > 0 {
+        let upstream = tokio::net::lookup_host((args.mqtt_host.as_str(), args.mqtt_port))
+            .await?
+            .next()
+            .with_context(|| format!("{} does not resolve", args.mqtt_host))?;
+        Some(CutProxy::start(upstream).await?)
+    } else {
+        None
+    };
+
+    // Register every cabinet, then start them, paced when the scenario says so.
+    let bar = indicatif::ProgressBar::new(cabinets as u64);
     bar.set_message("registering");
-    let mut agents = Vec::with_capacity(args.cabinets);
-    let mut configs = Vec::with_capacity(args.cabinets);
-    for i in 0..args.cabinets {
-        let mut config = agent_config(args, i);
+    let mut configs = Vec::with_capacity(cabinets);
+    for i in 0..cabinets {
+        let port = match &proxy {
+            Some(p) if i < cut_n => p.addr.port(),
+            _ => args.mqtt_port,
+        };
+        let mut config = agent_config(args, i, port, &scenario);
         config.validate().context("cabinet configuration")?;
         let mut registration = edge_agent::provision(&config)?;
         registration["tenant"] = json!(tenant);
@@ -210,56 +293,88 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
         let password_file = config.data_dir.join("mqtt.password");
         std::fs::write(&password_file, password).with_context(|| format!("writing {}", password_file.display()))?;
         config.mqtt.password_file = Some(password_file);
-        let restart: edge_agent::ota::Restart =
-            Box::new(|| tracing::warn!("a simulated cabinet cannot restart into another slot yet"));
-        let agent = edge_agent::start_parts(&config, Box::new(edge_agent::hw::SimLock::default()), None, restart)?;
-        agents.push(agent);
         configs.push(config);
         bar.inc(1);
     }
+    bar.set_position(0);
+    bar.set_message("starting and connecting");
     let connect_started = Instant::now();
+    let mut agents = Vec::with_capacity(cabinets);
+    for (i, config) in configs.iter().enumerate() {
+        if scenario.connect_per_s > 0.0 {
+            let due = connect_started + Duration::from_secs_f64(i as f64 / scenario.connect_per_s);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let restart: edge_agent::ota::Restart =
+            Box::new(|| tracing::warn!("a simulated cabinet cannot restart into another slot yet"));
+        agents.push(edge_agent::start_parts(config, Box::new(edge_agent::hw::SimLock::default()), None, restart)?);
+        bar.inc(1);
+    }
+
+    // One sample a second, until the run ends.
+    let picked = Rc::new(Cell::new(0usize));
+    let assigned_now: Rc<std::cell::RefCell<Vec<f64>>> = Rc::default();
+    let timeline: Rc<std::cell::RefCell<Vec<Sample>>> = Rc::default();
+    let sampler = {
+        let handles: Vec<_> = agents.iter().map(|a| (a.cabinet.clone(), a.link.clone())).collect();
+        let (picked, assigned_now, timeline) = (picked.clone(), assigned_now.clone(), timeline.clone());
+        actix_rt::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let (mut connected, mut depth) = (0, 0u64);
+                for (cabinet, link) in &handles {
+                    connected += usize::from(link.send(GetLinkState).await.is_ok_and(|s| s.connected));
+                    depth += cabinet.send(GetStatus).await.map_or(0, |s| u64::from(s.journal_depth));
+                }
+                timeline.borrow_mut().push(Sample {
+                    t_s: started.elapsed().as_secs_f64(),
+                    connected,
+                    journal_depth: depth,
+                    picked_up: picked.get(),
+                    assignment_ms: std::mem::take(&mut *assigned_now.borrow_mut()),
+                });
+            }
+        })
+    };
+
     bar.set_position(0);
     bar.set_message("connecting");
-    let connected = std::cell::Cell::new(0usize);
-    let all = until(deadline, || {
-        let (agents, bar, connected) = (&agents, &bar, &connected);
-        async move {
-            let mut n = 0;
-            for a in agents {
-                if a.link.send(GetLinkState).await.is_ok_and(|s| s.connected) {
-                    n += 1;
-                }
-            }
-            connected.set(n);
-            bar.set_position(n as u64);
-            n == agents.len()
-        }
+    let connected = Cell::new(0usize);
+    let all = until(deadline, || async {
+        let n = connected_count(&agents).await;
+        connected.set(n);
+        bar.set_position(n as u64);
+        n == agents.len()
     })
     .await;
     let connected = connected.get();
     let seconds_to_all_connected = connect_started.elapsed().as_secs_f64();
     if !all {
         bar.finish_and_clear();
+        sampler.abort();
         bail!("only {connected} of {} cabinets connected before the timeout", agents.len());
     }
 
-    // Traffic: every cabinet takes its parcels in and hands them out, all at once.
+    // Stock: every cabinet takes its parcels in, all at once.
     let (_, pass) = api.call("POST", &format!("/api/v1/couriers/{courier}/pass"), None).await?;
     let pass = pass["pass"].as_str().context("no courier pass")?.to_owned();
     bar.set_position(0);
-    bar.set_length((agents.len() * args.parcels) as u64);
-    bar.set_message("parcels");
-    let flows = agents.iter().zip(&configs).map(|(agent, config)| {
-        let (api, pass, tenant, courier, bar) = (&api, pass.clone(), tenant.clone(), courier.clone(), &bar);
+    bar.set_length((agents.len() * parcels) as u64);
+    bar.set_message("deposits");
+    let stocking = agents.iter().zip(&configs).map(|(agent, config)| {
+        let (api, pass, tenant, courier, bar, assigned_now) =
+            (&api, pass.clone(), tenant.clone(), courier.clone(), &bar, assigned_now.clone());
         async move {
             let mut out = Flow::default();
-            for p in 0..args.parcels {
-                match one_parcel(api, agent, &config.cabinet, &tenant, &courier, &pass, p, deadline).await {
-                    Ok((assigned, coded)) => {
-                        out.assigned.push(assigned);
-                        out.coded.push(coded);
-                        out.picked_up += 1;
-                        out.events += 2;
+            for n in 0..parcels {
+                match stock(api, agent, &config.cabinet, &tenant, &courier, &pass, n, deadline).await {
+                    Ok(s) => {
+                        out.assigned.push(s.assigned_ms);
+                        assigned_now.borrow_mut().push(s.assigned_ms);
+                        out.coded.push(s.coded_ms);
+                        out.events += 1;
+                        out.stocked.push(s);
                     }
                     Err(e) => {
                         out.errors.push(format!("{}: {e:#}", config.cabinet));
@@ -271,81 +386,177 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
             out
         }
     });
-    let flows: Vec<Flow> = futures_util::future::join_all(flows).await;
-    bar.finish_and_clear();
+    let mut flows: Vec<Flow> = futures_util::future::join_all(stocking).await;
 
-    // Every event acked (journals empty) and stored exactly once.
-    let acked = until(deadline, || async {
-        for a in &agents {
-            if a.cabinet.send(GetStatus).await.map(|s| s.journal_depth).unwrap_or(1) != 0 {
-                return false;
+    // The partition: cut, then the cut cabinets hand parcels out offline.
+    let cut_at = Instant::now();
+    if let Some(p) = &proxy {
+        p.cut();
+        let cut_off = until(deadline, || async { connected_count(&agents[..cut_n]).await == 0 }).await;
+        if !cut_off {
+            flows[0].errors.push("partition: the cut cabinets still said they were connected".into());
+        }
+    }
+
+    bar.set_position(0);
+    bar.set_message("pickups");
+    let pickups = agents.iter().zip(flows.iter_mut()).enumerate().map(|(i, (agent, flow))| {
+        let (bar, picked, scenario) = (&bar, picked.clone(), &scenario);
+        async move {
+            let stocked = std::mem::take(&mut flow.stocked);
+            for (n, s) in stocked.into_iter().enumerate() {
+                let wrong = Scenario::picks(scenario.wrong_code_share, i, n);
+                let door = Scenario::picks(scenario.door_left_open_share, i, n);
+                match pick_up(agent, &s, wrong, door.then_some(scenario.door_left_open_s)).await {
+                    Ok(()) => {
+                        flow.events += 1 + usize::from(door);
+                        flow.door_alarms += usize::from(door);
+                        flow.wrong_refused += usize::from(wrong);
+                        *flow
+                            .pickups
+                            .entry(if wrong { "code_after_wrong_code" } else { "code" }.into())
+                            .or_default() += 1;
+                        picked.set(picked.get() + 1);
+                    }
+                    Err(e) => flow.errors.push(format!("{}: {e:#}", s.cabinet)),
+                }
+                bar.inc(1);
             }
         }
-        true
-    })
-    .await;
-    let mut stored = 0;
-    let mut duplicated = 0;
+    });
+    futures_util::future::join_all(pickups).await;
+    bar.finish_and_clear();
+
+    let partition = match &proxy {
+        Some(p) => {
+            let seconds = scenario.partition.as_ref().map_or(0.0, |p| p.seconds);
+            tokio::time::sleep_until((cut_at + Duration::from_secs_f64(seconds)).into()).await;
+            let depth = journal_depth(&agents[..cut_n]).await;
+            let pickups_while_cut = flows[..cut_n].iter().map(|f| f.pickups.values().sum::<usize>()).sum();
+            let seconds_cut = cut_at.elapsed().as_secs_f64();
+            p.heal();
+            let healed = Instant::now();
+            if !until(deadline, || async { journal_depth(&agents[..cut_n]).await == 0 }).await {
+                flows[0].errors.push("partition: the cut cabinets' journals did not drain before the timeout".into());
+            }
+            Some(PartitionReport {
+                cabinets: cut_n,
+                seconds_cut,
+                pickups_while_cut,
+                journal_depth_at_heal: depth,
+                seconds_to_drain: healed.elapsed().as_secs_f64(),
+            })
+        }
+        None => None,
+    };
+
+    // Every event acked (journals empty) and stored exactly once.
+    let acked = until(deadline, || async { journal_depth(&agents).await == 0 }).await;
+    let (mut stored, mut duplicated, mut alarms_stored) = (0, 0, 0);
     for c in &configs {
         let (_, events) = api.call("GET", &format!("/api/v1/cabinets/{}/events?limit=500", c.cabinet), None).await?;
         let events = events.as_array().cloned().unwrap_or_default();
         let mut ids = HashSet::new();
         for e in &events {
-            if matches!(e["kind"].as_str(), Some("deposit" | "pickup")) {
+            let kind = e["kind"].as_str().unwrap_or_default();
+            let door_alarm = kind == "alarm" && e.to_string().contains("door_left_open");
+            if matches!(kind, "deposit" | "pickup") || door_alarm {
                 if ids.insert(e["id"].as_str().unwrap_or_default().to_owned()) {
                     stored += 1;
+                    alarms_stored += usize::from(door_alarm);
                 } else {
                     duplicated += 1;
                 }
             }
         }
     }
+    sampler.abort();
     let made: usize = flows.iter().map(|f| f.events).sum();
     let mut errors: Vec<String> = flows.iter().flat_map(|f| f.errors.iter().cloned()).collect();
     if !acked {
         errors.push("some journals were not empty before the timeout".into());
     }
+    let mut errors_by_kind = BTreeMap::new();
+    for e in &errors {
+        let after_cabinet = e.split_once(": ").map_or(e.as_str(), |(_, rest)| rest);
+        let kind = after_cabinet.split([':', ' ']).take(3).collect::<Vec<_>>().join(" ");
+        *errors_by_kind.entry(kind).or_insert(0) += 1;
+    }
+    let mut pickups = BTreeMap::new();
+    for f in &flows {
+        for (k, v) in &f.pickups {
+            *pickups.entry(k.clone()).or_insert(0) += v;
+        }
+    }
+    let timeline = timeline.borrow().clone();
     Ok(FleetReport {
+        scenario: scenario.name.clone(),
         cabinets: agents.len(),
         connected,
         seconds_to_all_connected,
-        parcels_picked_up: flows.iter().map(|f| f.picked_up).sum(),
+        parcels_picked_up: picked.get(),
         pickups_refused: errors.iter().filter(|e| e.contains("pickup refused")).count(),
+        pickups,
+        wrong_codes_refused: flows.iter().map(|f| f.wrong_refused).sum(),
         events_made: made,
         events_acked: if acked { made } else { 0 },
         events_lost: made.saturating_sub(stored),
         events_duplicated: duplicated,
+        door_alarms_made: flows.iter().map(|f| f.door_alarms).sum(),
+        door_alarms_stored: alarms_stored,
         assignment_to_cabinet: Latency::of(flows.iter().flat_map(|f| f.assigned.iter().copied()).collect()),
         code_to_cabinet: Latency::of(flows.iter().flat_map(|f| f.coded.iter().copied()).collect()),
+        partition,
+        errors_by_kind,
         errors,
+        timeline,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+async fn connected_count(agents: &[edge_agent::Agent]) -> usize {
+    let mut n = 0;
+    for a in agents {
+        n += usize::from(a.link.send(GetLinkState).await.is_ok_and(|s| s.connected));
+    }
+    n
+}
+
+async fn journal_depth(agents: &[edge_agent::Agent]) -> u64 {
+    let mut depth = 0;
+    for a in agents {
+        // An agent that does not answer counts as not drained.
+        depth += a.cabinet.send(GetStatus).await.map_or(1, |s| u64::from(s.journal_depth));
+    }
+    depth
 }
 
 #[derive(Debug, Default)]
 struct Flow {
     assigned: Vec<f64>,
     coded: Vec<f64>,
-    picked_up: usize,
+    stocked: Vec<Stocked>,
+    pickups: BTreeMap<String, usize>,
+    wrong_refused: usize,
+    door_alarms: usize,
     events: usize,
     errors: Vec<String>,
 }
 
-/// How many events a failed flow had made before it failed.
+/// A parcel in its compartment, its code at the cabinet.
 #[derive(Debug)]
-struct Made(usize);
-
-impl std::fmt::Display for Made {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} events made", self.0)
-    }
+struct Stocked {
+    cabinet: String,
+    parcel: ParcelId,
+    code: String,
+    compartment: CompartmentId,
+    assigned_ms: f64,
+    coded_ms: f64,
 }
 
-impl std::error::Error for Made {}
-
-/// One parcel through one cabinet: returns the two latencies in milliseconds.
+/// One parcel into one cabinet: created, at the cabinet, deposited, its code ready.
 #[allow(clippy::too_many_arguments)]
-async fn one_parcel(
+async fn stock(
     api: &Api,
     agent: &edge_agent::Agent,
     cabinet: &str,
@@ -354,7 +565,7 @@ async fn one_parcel(
     pass: &str,
     n: usize,
     deadline: Instant,
-) -> anyhow::Result<(f64, f64)> {
+) -> anyhow::Result<Stocked> {
     let t0 = Instant::now();
     let reference = format!("{cabinet}-{n}-{}", uuid::Uuid::new_v4().simple());
     let body = json!({"tenant": tenant, "reference": reference, "courier": courier, "size": "s", "cabinet": cabinet});
@@ -377,7 +588,7 @@ async fn one_parcel(
     if !until(deadline, || has(None)).await {
         bail!("parcel {parcel} never reached the cabinet");
     }
-    let assigned = t0.elapsed().as_secs_f64() * 1000.0;
+    let assigned_ms = t0.elapsed().as_secs_f64() * 1000.0;
     let compartment = agent
         .cabinet
         .send(CourierDeposit { pass: pass.to_owned(), parcel })
@@ -390,13 +601,46 @@ async fn one_parcel(
     if !until(deadline, || has(Some(ParcelStage::Ready))).await {
         return Err(anyhow::Error::new(Made(1)).context(format!("the code for {parcel} never reached the cabinet")));
     }
-    let coded = t1.elapsed().as_secs_f64() * 1000.0;
-    match agent.cabinet.send(EnterCode(code)).await? {
-        CodeOutcome::Accepted(p) if p.parcel == parcel => {}
-        other => return Err(anyhow::Error::new(Made(1)).context(format!("pickup refused: {other:?}"))),
-    }
-    for open in [true, false] {
-        agent.cabinet.send(DoorSensed { compartment: compartment.clone(), open }).await?;
-    }
-    Ok((assigned, coded))
+    let coded_ms = t1.elapsed().as_secs_f64() * 1000.0;
+    Ok(Stocked { cabinet: cabinet.to_owned(), parcel, code, compartment, assigned_ms, coded_ms })
 }
+
+/// The recipient at the keypad: maybe a wrong code first, then the right one; the door
+/// opens, and is closed at once or after `left_open_s` plus a margin (the alarm's delay).
+async fn pick_up(
+    agent: &edge_agent::Agent,
+    s: &Stocked,
+    wrong_first: bool,
+    left_open_s: Option<u64>,
+) -> anyhow::Result<()> {
+    if wrong_first {
+        let wrong: String = s.code.chars().map(|c| if c == '9' { '0' } else { char::from(c as u8 + 1) }).collect();
+        match agent.cabinet.send(EnterCode(wrong)).await? {
+            CodeOutcome::Rejected { .. } => {}
+            other => bail!("wrong code not refused: {other:?}"),
+        }
+    }
+    match agent.cabinet.send(EnterCode(s.code.clone())).await? {
+        CodeOutcome::Accepted(p) if p.parcel == s.parcel => {}
+        other => bail!("pickup refused: {other:?}"),
+    }
+    agent.cabinet.send(DoorSensed { compartment: s.compartment.clone(), open: true }).await?;
+    if let Some(after) = left_open_s {
+        // The tick that raises the alarm runs every second.
+        tokio::time::sleep(Duration::from_secs(after) + Duration::from_millis(1500)).await;
+    }
+    agent.cabinet.send(DoorSensed { compartment: s.compartment.clone(), open: false }).await?;
+    Ok(())
+}
+
+/// How many events a failed flow had made before it failed.
+#[derive(Debug)]
+struct Made(usize);
+
+impl std::fmt::Display for Made {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} events made", self.0)
+    }
+}
+
+impl std::error::Error for Made {}

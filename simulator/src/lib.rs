@@ -3,3 +3,6 @@
 //! the benchmarks.
 
 pub mod fleet;
+pub mod plot;
+pub mod proxy;
+pub mod scenario;

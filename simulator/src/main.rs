@@ -67,6 +67,10 @@ fn main() -> anyhow::Result<()> {
                 if let Some(path) = &args.report {
                     std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?;
                 }
+                if let Some(path) = &args.plot {
+                    std::fs::write(path, simulator::plot::html(&report))
+                        .with_context(|| format!("writing {}", path.display()))?;
+                }
                 #[allow(clippy::print_stdout)] // the report is the command's output
                 {
                     println!("{text}");

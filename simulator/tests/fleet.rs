@@ -28,6 +28,8 @@ async fn a_simulated_fleet_connects_and_every_parcel_goes_in_and_out() {
         data: dir.path().join("cabinets"),
         report: None,
         timeout_s: 120,
+        scenario: None,
+        plot: None,
     };
     let report = simulator::fleet::run(&args).await.unwrap();
     assert!(report.errors.is_empty(), "{:?}", report.errors);
@@ -49,5 +51,59 @@ async fn a_simulated_fleet_connects_and_every_parcel_goes_in_and_out() {
         (res.status(), res.json::<serde_json::Value>().limit(1 << 22).await.unwrap())
     };
     assert_eq!(page["items"].as_array().unwrap().len(), 60, "{page}");
+    server.stop().await;
+}
+
+/// The issue's partition check: half the fleet is cut off once its parcels are ready,
+/// hands them out by code offline, and after the cut heals every journaled pickup
+/// reaches the server, once.
+#[actix_rt::test]
+async fn a_partitioned_cabinets_journal_drains_after_the_partition_heals() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = fleet_server::config::Config::default();
+    c.http.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    c.mqtt.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    c.database.url = format!("sqlite://{}?mode=rwc", dir.path().join("fleet.db").display());
+    c.auth.bootstrap_token = Some(TOKEN.into());
+    let server = fleet_server::start(c).await.unwrap();
+    let scenario = dir.path().join("partition.toml");
+    std::fs::write(
+        &scenario,
+        "name = \"partition-test\"\ncabinets = 8\nparcels_per_cabinet = 2\nwrong_code_share = 0.25\n\
+         door_left_open_share = 0.1\ndoor_left_open_s = 1\n[partition]\nshare = 0.5\nseconds = 3\n",
+    )
+    .unwrap();
+    let args = simulator::fleet::FleetArgs {
+        server: format!("http://{}", server.http_addr),
+        token: TOKEN.into(),
+        mqtt_host: server.mqtt_host.clone(),
+        mqtt_port: server.mqtt_port,
+        cabinets: 1000, // the scenario's count wins
+        prefix: "simp".into(),
+        parcels: 1,
+        data: dir.path().join("cabinets"),
+        report: None,
+        timeout_s: 120,
+        scenario: Some(scenario),
+        plot: None,
+    };
+    let report = simulator::fleet::run(&args).await.unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!((report.cabinets, report.connected, report.parcels_picked_up), (8, 8, 16));
+    let p = report.partition.as_ref().expect("a partition report");
+    assert_eq!(p.cabinets, 4);
+    assert_eq!(p.pickups_while_cut, 8, "the cut cabinets handed out their parcels offline");
+    assert!(p.journal_depth_at_heal >= 8, "their pickups waited in the journals: {p:?}");
+    assert!(p.seconds_cut >= 3.0);
+    // Everything made arrived once: deposits, pickups and the provoked door alarms.
+    assert_eq!(report.events_made, 16 * 2 + report.door_alarms_made);
+    assert_eq!((report.events_lost, report.events_duplicated), (0, 0));
+    assert_eq!(report.door_alarms_stored, report.door_alarms_made);
+    assert!(report.wrong_codes_refused > 0, "some codes were mistyped first");
+    assert_eq!(report.pickups.values().sum::<usize>(), 16);
+    // The timeline saw the cut: fewer cabinets connected, events waiting.
+    assert!(report.timeline.iter().any(|s| s.connected <= 4 && s.journal_depth > 0), "{:?}", report.timeline);
+    let page = simulator::plot::html(&report);
+    assert!(page.contains("<svg") && page.contains("partition-test"));
     server.stop().await;
 }

@@ -14,6 +14,7 @@
 //! receivers deduplicate on the envelope id.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -38,14 +39,22 @@ use crate::store::{Store, now};
 #[rtype(result = "()")]
 pub struct Kick;
 
-pub struct OutboxRelay {
-    store: Store,
-    metrics: Metrics,
+/// What every pass needs besides the database and the publisher.
+#[derive(Debug, Clone)]
+struct Settings {
     topics: TopicSpace,
     /// Courier-pass verifying keys, sent with every parcel set.
     pass_keys: Vec<String>,
     /// `webhooks.allow_private_targets`.
     allow_private_webhooks: bool,
+    /// `outbox.claim_lease_s`: how long claimed rows stay this relay's.
+    claim_lease: chrono::Duration,
+}
+
+pub struct OutboxRelay {
+    store: Store,
+    metrics: Metrics,
+    settings: Arc<Settings>,
     publisher: Option<Publisher>,
     http: awc::Client,
     running: bool,
@@ -64,7 +73,14 @@ impl std::fmt::Debug for OutboxRelay {
 impl OutboxRelay {
     /// Lets webhooks reach loopback and private addresses (`webhooks.allow_private_targets`).
     pub fn allow_private_webhooks(mut self, allow: bool) -> Self {
-        self.allow_private_webhooks = allow;
+        Arc::make_mut(&mut self.settings).allow_private_webhooks = allow;
+        self
+    }
+
+    /// How long rows claimed by a pass stay this relay's (`outbox.claim_lease_s`).
+    pub fn claim_lease(mut self, lease: Duration) -> Self {
+        Arc::make_mut(&mut self.settings).claim_lease =
+            chrono::Duration::from_std(lease).unwrap_or(DEFAULT_CLAIM_LEASE);
         self
     }
 
@@ -78,9 +94,12 @@ impl OutboxRelay {
         Self {
             store,
             metrics,
-            topics,
-            pass_keys,
-            allow_private_webhooks: false,
+            settings: Arc::new(Settings {
+                topics,
+                pass_keys,
+                allow_private_webhooks: false,
+                claim_lease: DEFAULT_CLAIM_LEASE,
+            }),
             publisher: Some(Publisher::new(broker, "lf-outbox")),
             http: awc::Client::builder().timeout(Duration::from_secs(5)).finish(),
             running: false,
@@ -98,13 +117,11 @@ impl OutboxRelay {
         self.again = false;
         let store = self.store.clone();
         let metrics = self.metrics.clone();
-        let topics = self.topics.clone();
+        let settings = self.settings.clone();
         let http = self.http.clone();
-        let pass_keys = self.pass_keys.clone();
-        let allow_private = self.allow_private_webhooks;
         let mut publisher = self.publisher.take().expect("the publisher is home whenever no pass runs");
         async move {
-            let result = deliver(&store, &metrics, &topics, &pass_keys, &http, allow_private, &mut publisher).await;
+            let result = deliver(&store, &metrics, &settings, &http, &mut publisher).await;
             (publisher, result)
         }
         .into_actor(self)
@@ -159,15 +176,15 @@ fn retry_delay(attempts: i32) -> chrono::Duration {
 async fn deliver(
     store: &Store,
     metrics: &Metrics,
-    topics: &TopicSpace,
-    pass_keys: &[String],
+    settings: &Settings,
     http: &awc::Client,
-    allow_private: bool,
     publisher: &mut Publisher,
 ) -> Result<bool, sea_orm::DbErr> {
+    let Settings { topics, pass_keys, allow_private_webhooks: allow_private, claim_lease: lease } = settings;
+    let (allow_private, lease) = (*allow_private, *lease);
     let db = store.connection();
     let at = now();
-    let rows = claim(store, at).await?;
+    let rows = claim(store, at, lease).await?;
     let pending = outbox::Entity::find().filter(outbox::Column::DeliveredAt.is_null()).count(db).await?;
     metrics.outbox_pending.set(i64::try_from(pending).unwrap_or(i64::MAX));
     if rows.is_empty() {
@@ -282,13 +299,17 @@ async fn deliver(
 }
 
 /// How long a claimed row belongs to this relay before another replica may take it
-/// (a replica that died mid-delivery loses its claim after this).
-const CLAIM_LEASE: chrono::Duration = chrono::Duration::seconds(30);
+/// (a replica that died mid-delivery loses its claim after this), unless configured.
+const DEFAULT_CLAIM_LEASE: chrono::Duration = chrono::Duration::seconds(30);
 
 /// Claims up to a batch of due rows for this relay by pushing their next attempt past
 /// the lease, in one statement. On PostgreSQL `FOR UPDATE SKIP LOCKED` lets replicas
 /// claim disjoint batches without waiting on each other; SQLite has one writer anyway.
-async fn claim(store: &Store, at: chrono::DateTime<Utc>) -> Result<Vec<outbox::Model>, sea_orm::DbErr> {
+async fn claim(
+    store: &Store,
+    at: chrono::DateTime<Utc>,
+    lease: chrono::Duration,
+) -> Result<Vec<outbox::Model>, sea_orm::DbErr> {
     use sea_orm::{ConnectionTrait, FromQueryResult, Statement};
     let db = store.connection();
     let backend = db.get_database_backend();
@@ -301,7 +322,7 @@ async fn claim(store: &Store, at: chrono::DateTime<Utc>) -> Result<Vec<outbox::M
     let stmt = Statement::from_sql_and_values(
         backend,
         sql,
-        [(at + CLAIM_LEASE).into(), at.into(), i64::try_from(MAX_BATCH).unwrap_or(200).into()],
+        [(at + lease).into(), at.into(), i64::try_from(MAX_BATCH).unwrap_or(200).into()],
     );
     let mut rows: Vec<outbox::Model> = db
         .query_all_raw(stmt)

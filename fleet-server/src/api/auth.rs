@@ -263,10 +263,20 @@ pub async fn bootstrap(
             .one(store.connection())
             .await?;
         match existing {
-            None => {
-                insert_token(store, secret, "bootstrap (configuration)", Role::Admin, None, None, None).await?;
-                tracing::info!("bootstrap admin token from the configuration registered");
-            }
+            None => match insert_token(store, secret, "bootstrap (configuration)", Role::Admin, None, None, None).await
+            {
+                Ok(_) => tracing::info!("bootstrap admin token from the configuration registered"),
+                // Another replica starting at the same moment registered it first.
+                Err(e) => {
+                    let now_there = api_token::Entity::find()
+                        .filter(api_token::Column::TokenHash.eq(token_hash(secret)))
+                        .one(store.connection())
+                        .await?;
+                    if now_there.is_none() {
+                        return Err(e.into());
+                    }
+                }
+            },
             // A revoked bootstrap token stays revoked: it is never silently brought back.
             Some(t) if t.revoked_at.is_some() => {
                 tracing::warn!("the configured auth.bootstrap_token was revoked; it is not registered again");

@@ -12,9 +12,9 @@ use chrono::{DateTime, Utc};
 use lockerfleet_migrations::{Migrator, MigratorTrait};
 use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbErr,
-    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, SqliteTransactionMode, TransactionOptions,
-    TransactionTrait,
+    ActiveValue::Set, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction,
+    DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, SqliteTransactionMode,
+    TransactionOptions, TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -97,6 +97,9 @@ pub struct PresenceUpdate {
     pub sessions: Vec<(Uuid, DateTime<Utc>)>,
 }
 
+/// PostgreSQL advisory lock key held while migrations run ("LFMIGR").
+const MIGRATION_LOCK: i64 = 0x4c46_4d49_4752;
+
 /// The database, shared by every actor and handler.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -118,7 +121,22 @@ impl Store {
                     .foreign_keys(true)
             });
         let db = Database::connect(opts).await?;
-        Migrator::up(&db, None).await?;
+        if db.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+            // Replicas of a deployment start together: one migrates, the others wait on
+            // the lock and then find nothing left to do (two at once collide in the
+            // catalogue). A session lock on its own connection dies with its process.
+            let mut lock_opts = ConnectOptions::new(url.to_owned());
+            lock_opts.max_connections(1).min_connections(1).sqlx_logging(false);
+            let lock = Database::connect(lock_opts).await?;
+            lock.execute_unprepared(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})")).await?;
+            let migrated = Migrator::up(&db, None).await;
+            let unlocked = lock.execute_unprepared(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})")).await;
+            let _ = lock.close().await;
+            migrated?;
+            unlocked?;
+        } else {
+            Migrator::up(&db, None).await?;
+        }
         Ok(Self { db })
     }
 
@@ -133,7 +151,6 @@ impl Store {
 
     /// Runs one SQL statement as it is (for tools: CREATE/DROP DATABASE).
     pub async fn execute_sql(&self, sql: &str) -> Result<(), DbErr> {
-        use sea_orm::ConnectionTrait;
         self.db.execute_unprepared(sql).await.map(|_| ())
     }
 

@@ -72,6 +72,13 @@ impl Backend {
         Some(Self { db: Db::Postgres { admin_url: required("DATABASE_URL")? }, mqtt: Mqtt::Embedded })
     }
 
+    /// PostgreSQL and the external broker together: what replicas run on.
+    pub fn postgres_external() -> Option<Self> {
+        let db = required("DATABASE_URL");
+        let mqtt = required("MQTT_EXTERNAL_URL");
+        Some(Self { db: Db::Postgres { admin_url: db? }, mqtt: Mqtt::External { url: mqtt? } })
+    }
+
     pub fn sqlite_external() -> Option<Self> {
         Some(Self { db: Db::Sqlite, mqtt: Mqtt::External { url: required("MQTT_EXTERNAL_URL")? } })
     }

@@ -1,0 +1,71 @@
+//! A TCP proxy that can cut the network: the simulator's partition.
+//!
+//! ```text
+//!   cabinets ──► 127.0.0.1:<proxy> ──► broker
+//!                     │
+//!                  cut():  every open connection is dropped, new ones are closed at once
+//!                  heal(): connections pass again (the agents reconnect on their own backoff)
+//! ```
+//!
+//! Cutting drops the TCP connections without an MQTT DISCONNECT, as a dead mobile link
+//! does, so the broker publishes each cabinet's last will and the agents journal what
+//! happens meanwhile.
+
+use std::net::SocketAddr;
+
+use tokio::io::copy_bidirectional;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// A running proxy; it stops when dropped.
+#[derive(Debug)]
+pub struct CutProxy {
+    /// Where cabinets connect.
+    pub addr: SocketAddr,
+    cut: watch::Sender<bool>,
+    accept: actix_rt::task::JoinHandle<()>,
+}
+
+impl CutProxy {
+    /// Listens on a free loopback port and forwards to `upstream`.
+    pub async fn start(upstream: SocketAddr) -> std::io::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (cut, watch) = watch::channel(false);
+        let accept = actix_rt::spawn(async move {
+            loop {
+                let Ok((inbound, _)) = listener.accept().await else { continue };
+                if *watch.borrow() {
+                    drop(inbound);
+                    continue;
+                }
+                let mut cut = watch.clone();
+                actix_rt::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(upstream).await else { return };
+                    let mut inbound = inbound;
+                    tokio::select! {
+                        _ = copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.wait_for(|c| *c) => {}
+                    }
+                });
+            }
+        });
+        Ok(Self { addr, cut, accept })
+    }
+
+    /// Drops every connection and refuses new ones until [`CutProxy::heal`].
+    pub fn cut(&self) {
+        let _ = self.cut.send(true);
+    }
+
+    pub fn heal(&self) {
+        let _ = self.cut.send(false);
+    }
+}
+
+impl Drop for CutProxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.accept.abort();
+    }
+}
