@@ -31,14 +31,34 @@ pub struct MqttSettings {
     pub port: u16,
     pub namespace: Option<String>,
     pub keep_alive_s: u64,
-    /// A file holding this cabinet's MQTT password (its username is the cabinet id),
-    /// for brokers that confine each cabinet to its own topics (deploy/mosquitto).
+    /// A file holding this cabinet's MQTT password (its username is the cabinet id): the
+    /// one the fleet-server issued at registration (`mqtt_credentials.password`).
     pub password_file: Option<PathBuf>,
+    /// The CA certificate(s) (PEM) the broker's certificate must chain to. Set: the link
+    /// speaks TLS (and `host` must be a name or address in the broker's certificate).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for MqttSettings {
     fn default() -> Self {
-        Self { host: "127.0.0.1".into(), port: 1884, namespace: None, keep_alive_s: 30, password_file: None }
+        Self {
+            host: "127.0.0.1".into(),
+            port: 1884,
+            namespace: None,
+            keep_alive_s: 30,
+            password_file: None,
+            ca_file: None,
+        }
+    }
+}
+
+impl MqttSettings {
+    /// The link's TLS settings, when `ca_file` is set; the error names the key.
+    pub fn tls(&self) -> Result<Option<std::sync::Arc<lockerfleet_shared::tls::rustls::ClientConfig>>, ConfigError> {
+        let Some(path) = &self.ca_file else { return Ok(None) };
+        let pem =
+            std::fs::read(path).map_err(|e| invalid("mqtt.ca_file", format!("cannot read {}: {e}", path.display())))?;
+        lockerfleet_shared::tls::client_config(&pem).map(Some).map_err(|e| invalid("mqtt.ca_file", e.to_string()))
     }
 }
 
@@ -136,6 +156,7 @@ impl AgentConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         CabinetId::new(self.cabinet.clone()).map_err(|e| invalid("cabinet", e.to_string()))?;
         TopicSpace::new(self.mqtt.namespace.as_deref()).map_err(|e| invalid("mqtt.namespace", e.to_string()))?;
+        self.mqtt.tls()?;
         if self.compartments.is_empty() {
             return Err(invalid("compartments", "a cabinet has at least one compartment"));
         }

@@ -59,6 +59,8 @@ pub enum AgentError {
     },
     #[error("face pickup cannot start: {reason}")]
     Face { reason: String },
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
 }
 
 /// Whether a typed code matches a pickup-code hash from the server (argon2id PHC).
@@ -220,6 +222,7 @@ pub fn start_parts(
             ),
             None => None,
         },
+        tls: config.mqtt.tls()?,
     };
     let topics = config.topics();
     let for_link = cabinet.clone();

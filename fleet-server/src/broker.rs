@@ -12,9 +12,11 @@
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet};
+use lockerfleet_shared::tls::rustls::ClientConfig;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, TlsConfiguration, Transport};
 
 use crate::config::MqttConfig;
 use lockerfleet_shared::topic::Filter;
@@ -34,10 +36,36 @@ pub enum BrokerError {
     Thread(std::io::Error),
 }
 
+/// How the server's own MQTT clients (link, outbox publisher, probe) reach the broker:
+/// rumqttd's internal port in embedded mode, `mqtt.url` with its login and TLS otherwise.
+#[derive(Debug, Clone)]
+pub struct BrokerLink {
+    pub host: String,
+    pub port: u16,
+    pub credentials: Option<(String, String)>,
+    /// Present for an `mqtts://` broker.
+    pub tls: Option<Arc<ClientConfig>>,
+}
+
+impl BrokerLink {
+    /// Client options with this address, login and transport.
+    pub fn options(&self, client_id: String) -> MqttOptions {
+        let mut opts = MqttOptions::new(client_id, self.host.clone(), self.port);
+        if let Some((user, password)) = &self.credentials {
+            opts.set_credentials(user.as_str(), password.as_str());
+        }
+        if let Some(tls) = &self.tls {
+            opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls.clone())));
+        }
+        opts
+    }
+}
+
 /// A running embedded broker. Its threads live until the process exits: rumqttd 0.20 has
 /// no way to stop a broker, so a graceful shutdown stops accepting work upstream of it.
 #[derive(Debug)]
 pub struct EmbeddedBroker {
+    /// Where rumqttd itself listens.
     pub addr: SocketAddr,
 }
 
@@ -91,7 +119,18 @@ fn rumqttd_config(cfg: &MqttConfig) -> rumqttd::Config {
     }
 }
 
-/// Starts rumqttd in its own threads and waits until it accepts TCP connections.
+/// The embedded broker as the server runs it: `mqtt.listen` bound for the front door
+/// (`crate::gateway`, which serves the returned socket), rumqttd on a free loopback port
+/// that only the front door and the server's own clients reach.
+pub fn start_behind_front_door(cfg: &MqttConfig) -> Result<(EmbeddedBroker, TcpListener), BrokerError> {
+    let public = TcpListener::bind(cfg.listen).map_err(|source| BrokerError::Listen { addr: cfg.listen, source })?;
+    let internal = MqttConfig { listen: SocketAddr::from(([127, 0, 0, 1], 0)), ..cfg.clone() };
+    Ok((start_embedded(&internal)?, public))
+}
+
+/// Starts rumqttd in its own threads on `cfg.listen`, with no login and no per-topic
+/// checks (a standalone broker, as tests use it), and waits until it accepts TCP
+/// connections.
 pub fn start_embedded(cfg: &MqttConfig) -> Result<EmbeddedBroker, BrokerError> {
     // rumqttd only logs a bind failure from its own thread; bind here first so that a port
     // in use ends start-up with a message that names it.
@@ -112,7 +151,7 @@ pub fn start_embedded(cfg: &MqttConfig) -> Result<EmbeddedBroker, BrokerError> {
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
         if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            tracing::info!(%addr, "embedded MQTT broker listening");
+            tracing::debug!(%addr, "embedded MQTT broker (rumqttd) listening");
             return Ok(EmbeddedBroker { addr });
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -129,19 +168,21 @@ pub enum ProbeError {
     Timeout(Duration),
 }
 
-/// Opens a fresh MQTT connection with a unique client id and waits for its CONNACK.
+/// [`probe_broker`] for a plain-TCP broker at `host:port`.
 pub async fn probe(
     host: &str,
     port: u16,
     timeout: Duration,
     credentials: Option<&(String, String)>,
 ) -> Result<(), ProbeError> {
-    let id = format!("lf-probe-{}", uuid::Uuid::new_v4().simple());
-    let mut opts = MqttOptions::new(id, host, port);
+    let broker = BrokerLink { host: host.to_owned(), port, credentials: credentials.cloned(), tls: None };
+    probe_broker(&broker, timeout).await
+}
+
+/// Opens a fresh MQTT connection with a unique client id and waits for its CONNACK.
+pub async fn probe_broker(broker: &BrokerLink, timeout: Duration) -> Result<(), ProbeError> {
+    let mut opts = broker.options(format!("lf-probe-{}", uuid::Uuid::new_v4().simple()));
     opts.set_keep_alive(Duration::from_secs(5));
-    if let Some((user, password)) = credentials {
-        opts.set_credentials(user.as_str(), password.as_str());
-    }
     let (client, mut eventloop) = AsyncClient::new(opts, 4);
     let wait = async {
         loop {

@@ -8,11 +8,12 @@
 //! ends the process with a message that names the key.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use lockerfleet_shared::TopicSpace;
 use lockerfleet_shared::envelope::DEFAULT_MAX_PAYLOAD_BYTES;
+use lockerfleet_shared::{TopicSpace, tls};
 use serde::{Deserialize, Serialize};
 
 /// Why the configuration cannot be used.
@@ -50,7 +51,7 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct ArtifactsConfig {
     /// Where uploaded OTA artifacts are kept, named by their sha256.
-    pub dir: std::path::PathBuf,
+    pub dir: PathBuf,
     /// Release public keys (base64 Ed25519) whose signatures the server accepts; an
     /// upload signed by any other key is refused. Cabinets trust their own list.
     pub trusted_keys: Vec<String>,
@@ -160,7 +161,7 @@ pub struct AuthConfig {
     /// fleet admin exists yet, one is generated and written to `token_file`.
     pub bootstrap_token: Option<String>,
     /// Where a generated admin token is written (mode 0600).
-    pub token_file: std::path::PathBuf,
+    pub token_file: PathBuf,
 }
 
 impl Default for AuthConfig {
@@ -192,11 +193,27 @@ pub enum BrokerMode {
 #[serde(deny_unknown_fields, default)]
 pub struct MqttConfig {
     pub mode: BrokerMode,
-    /// Embedded mode: where the broker listens. Loopback by default: until cabinet
-    /// authentication lands, exposing the broker lets anyone publish as any cabinet.
+    /// Embedded mode: where the broker's front door listens (cabinets and couriers log in
+    /// there with the credentials registration issued; rumqttd itself listens on an
+    /// internal loopback port).
     pub listen: SocketAddr,
-    /// External mode: `mqtt://host:port`.
+    /// Embedded mode: certificate chain (PEM, leaf first) of the front door. With
+    /// `tls_key`, the listener speaks only TLS.
+    pub tls_cert: Option<PathBuf>,
+    /// Embedded mode: the private key (PEM) of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Embedded mode: refuse connections without a login. Default: true unless `listen`
+    /// is a loopback address; false is refused for any other address.
+    pub require_auth: Option<bool>,
+    /// HMAC key (32 bytes, base64) that issued MQTT secrets are hashed under. Unset: one
+    /// is made on first start and kept in the database.
+    #[serde(skip_serializing)]
+    pub credential_key: Option<String>,
+    /// External mode: `mqtt://host:port`, or `mqtts://host:port` for TLS.
     pub url: Option<String>,
+    /// External mode with `mqtts://`: the CA certificate(s) (PEM) the broker's
+    /// certificate must chain to.
+    pub ca_file: Option<PathBuf>,
     /// Optional topic namespace, so several deployments can share one broker.
     pub namespace: Option<String>,
     /// Shared-subscription group: set it when several replicas consume one broker, so each
@@ -233,6 +250,39 @@ impl MqttConfig {
     pub fn credentials(&self) -> Option<(String, String)> {
         self.username.clone().zip(self.password.clone())
     }
+
+    /// Whether the embedded broker's front door refuses connections without a login.
+    pub fn require_auth(&self) -> bool {
+        self.require_auth.unwrap_or(!self.listen.ip().is_loopback())
+    }
+
+    /// The front door's TLS settings, read from `tls_cert` and `tls_key`, when both are set.
+    pub fn server_tls(&self) -> Result<Option<Arc<tls::rustls::ServerConfig>>, ConfigError> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        let cert_pem = read_file("mqtt.tls_cert", cert)?;
+        let key_pem = read_file("mqtt.tls_key", key)?;
+        tls::server_config(&cert_pem, &key_pem).map(Some).map_err(|e| {
+            let key_named = matches!(e, tls::TlsError::NoKey);
+            invalid(if key_named { "mqtt.tls_key" } else { "mqtt.tls_cert" }, e.to_string())
+        })
+    }
+
+    /// TLS settings for the server's own clients of an external `mqtts://` broker.
+    pub fn client_tls(&self) -> Result<Option<Arc<tls::rustls::ClientConfig>>, ConfigError> {
+        let Some(url) = &self.url else { return Ok(None) };
+        if !parse_broker_url(url)?.tls {
+            return Ok(None);
+        }
+        let ca = self.ca_file.as_ref().ok_or_else(|| invalid("mqtt.ca_file", "must be set for an mqtts:// url"))?;
+        let pem = read_file("mqtt.ca_file", ca)?;
+        tls::client_config(&pem).map(Some).map_err(|e| invalid("mqtt.ca_file", e.to_string()))
+    }
+}
+
+fn read_file(key: &'static str, path: &Path) -> Result<Vec<u8>, ConfigError> {
+    std::fs::read(path).map_err(|e| invalid(key, format!("cannot read {}: {e}", path.display())))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -280,7 +330,12 @@ impl Default for MqttConfig {
             mode: BrokerMode::Embedded,
             // 1883 is left to a system broker (many machines run Mosquitto there).
             listen: SocketAddr::from(([127, 0, 0, 1], 1884)),
+            tls_cert: None,
+            tls_key: None,
+            require_auth: None,
+            credential_key: None,
             url: None,
+            ca_file: None,
             namespace: None,
             shared_group: None,
             client_id: None,
@@ -325,6 +380,8 @@ impl Default for LogConfig {
 pub struct BrokerAddr {
     pub host: String,
     pub port: u16,
+    /// `mqtts://`: TLS, trusting `mqtt.ca_file`.
+    pub tls: bool,
 }
 
 impl Config {
@@ -370,8 +427,38 @@ impl Config {
                     .as_deref()
                     .ok_or_else(|| invalid("mqtt.url", "must be set when mqtt.mode is \"external\""))?;
                 parse_broker_url(url)?;
+                self.mqtt.client_tls()?;
+                for (key, set) in [
+                    ("mqtt.tls_cert", m.tls_cert.is_some()),
+                    ("mqtt.tls_key", m.tls_key.is_some()),
+                    ("mqtt.require_auth", m.require_auth.is_some()),
+                ] {
+                    if set {
+                        return Err(invalid(
+                            key,
+                            "is for the embedded broker; an external broker has its own settings",
+                        ));
+                    }
+                }
             }
             BrokerMode::Embedded => {
+                if m.tls_cert.is_some() != m.tls_key.is_some() {
+                    let key = if m.tls_cert.is_some() { "mqtt.tls_key" } else { "mqtt.tls_cert" };
+                    return Err(invalid(key, "mqtt.tls_cert and mqtt.tls_key are set together"));
+                }
+                m.server_tls()?;
+                if m.require_auth == Some(false) && !m.listen.ip().is_loopback() {
+                    return Err(invalid(
+                        "mqtt.require_auth",
+                        format!(
+                            "may be false only on a loopback mqtt.listen (not {}): anyone who reaches the port could publish as any cabinet",
+                            m.listen
+                        ),
+                    ));
+                }
+                if m.ca_file.is_some() {
+                    return Err(invalid("mqtt.ca_file", "is for an external mqtts:// broker"));
+                }
                 if m.url.is_some() {
                     return Err(invalid(
                         "mqtt.url",
@@ -397,6 +484,9 @@ impl Config {
             TopicSpace::default()
                 .filter(lockerfleet_shared::topic::Filter::AllCabinetUp, Some(g))
                 .map_err(|e| invalid("mqtt.shared_group", e.to_string()))?;
+        }
+        if let Some(k) = &m.credential_key {
+            crate::gateway::credentials::parse_key(k).map_err(|e| invalid("mqtt.credential_key", e))?;
         }
         if let Some(id) = &m.client_id
             && (id.is_empty() || id.len() > 64)
@@ -464,11 +554,11 @@ impl Config {
     }
 
     /// The key-encryption key, when configured (validated in [`Config::validate`]).
-    pub fn kek(&self) -> Option<std::sync::Arc<crate::service::templates::Kek>> {
+    pub fn kek(&self) -> Option<Arc<crate::service::templates::Kek>> {
         self.templates
             .kek
             .as_deref()
-            .map(|k| std::sync::Arc::new(crate::service::templates::Kek::from_base64(k).expect("validated")))
+            .map(|k| Arc::new(crate::service::templates::Kek::from_base64(k).expect("validated")))
     }
 
     pub fn flush_interval(&self) -> Duration {
@@ -480,21 +570,26 @@ impl Config {
     }
 }
 
-/// Parses `mqtt://host:port` (port defaults to 1883).
+/// Parses `mqtt://host:port` (port defaults to 1883) or `mqtts://host:port` (8883).
 pub fn parse_broker_url(url: &str) -> Result<BrokerAddr, ConfigError> {
-    let rest = url
-        .strip_prefix("mqtt://")
-        .or_else(|| url.strip_prefix("tcp://"))
-        .ok_or_else(|| invalid("mqtt.url", format!("{url:?} must start with mqtt:// (TLS comes later)")))?;
+    let (rest, tls) = if let Some(r) = url.strip_prefix("mqtts://").or_else(|| url.strip_prefix("ssl://")) {
+        (r, true)
+    } else {
+        let r = url
+            .strip_prefix("mqtt://")
+            .or_else(|| url.strip_prefix("tcp://"))
+            .ok_or_else(|| invalid("mqtt.url", format!("{url:?} must start with mqtt:// or mqtts://")))?;
+        (r, false)
+    };
     let rest = rest.trim_end_matches('/');
     let (host, port) = match rest.rsplit_once(':') {
         Some((h, p)) => (h, p.parse::<u16>().map_err(|_| invalid("mqtt.url", format!("port {p:?} is not a number")))?),
-        None => (rest, 1883),
+        None => (rest, if tls { 8883 } else { 1883 }),
     };
     if host.is_empty() {
         return Err(invalid("mqtt.url", format!("{url:?} has no host")));
     }
-    Ok(BrokerAddr { host: host.trim_start_matches('[').trim_end_matches(']').to_owned(), port })
+    Ok(BrokerAddr { host: host.trim_start_matches('[').trim_end_matches(']').to_owned(), port, tls })
 }
 
 #[cfg(test)]
@@ -526,6 +621,30 @@ mod tests {
             ("database.url", Box::new(|c| c.database.url = "mysql://x".into())),
             ("log.level", Box::new(|c| c.log.level = "info,=[".into())),
             ("mqtt.max_connections", Box::new(|c| c.mqtt.max_connections = 10)),
+            ("mqtt.tls_key", Box::new(|c| c.mqtt.tls_cert = Some("cert.pem".into()))),
+            ("mqtt.tls_cert", Box::new(|c| c.mqtt.tls_key = Some("key.pem".into()))),
+            (
+                "mqtt.tls_cert",
+                Box::new(|c| {
+                    c.mqtt.tls_cert = Some("/nonexistent/cert.pem".into());
+                    c.mqtt.tls_key = Some("/nonexistent/key.pem".into());
+                }),
+            ),
+            (
+                "mqtt.require_auth",
+                Box::new(|c| {
+                    c.mqtt.listen = SocketAddr::from(([0, 0, 0, 0], 1884));
+                    c.mqtt.require_auth = Some(false);
+                }),
+            ),
+            ("mqtt.credential_key", Box::new(|c| c.mqtt.credential_key = Some("c2hvcnQ=".into()))),
+            (
+                "mqtt.ca_file",
+                Box::new(|c| {
+                    c.mqtt.mode = BrokerMode::External;
+                    c.mqtt.url = Some("mqtts://broker:8883".into());
+                }),
+            ),
             ("outbox.claim_lease_s", Box::new(|c| c.outbox.claim_lease_s = 2)),
         ];
         for (key, mutate) in cases {
@@ -536,6 +655,17 @@ mod tests {
                 other => panic!("expected {key} to be refused, got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn the_front_door_requires_a_login_unless_on_loopback() {
+        let mut m = MqttConfig::default();
+        assert!(!m.require_auth(), "the loopback default stays open for local tools");
+        m.listen = SocketAddr::from(([0, 0, 0, 0], 1884));
+        assert!(m.require_auth());
+        m.listen = SocketAddr::from(([127, 0, 0, 1], 1884));
+        m.require_auth = Some(true);
+        assert!(m.require_auth());
     }
 
     #[test]
@@ -560,9 +690,13 @@ mod tests {
     fn broker_urls_parse() {
         assert_eq!(
             parse_broker_url("mqtt://127.0.0.1:1883").unwrap(),
-            BrokerAddr { host: "127.0.0.1".into(), port: 1883 }
+            BrokerAddr { host: "127.0.0.1".into(), port: 1883, tls: false }
         );
         assert_eq!(parse_broker_url("mqtt://broker").unwrap().port, 1883);
+        assert_eq!(
+            parse_broker_url("mqtts://broker").unwrap(),
+            BrokerAddr { host: "broker".into(), port: 8883, tls: true }
+        );
         assert!(parse_broker_url("mqtt://:1883").is_err());
         assert!(parse_broker_url("mqtt://h:x").is_err());
     }

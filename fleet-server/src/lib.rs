@@ -6,6 +6,7 @@
 //! ```text
 //!   config.rs   one typed Config: defaults → TOML file → FLEET_* environment
 //!   broker.rs   the embedded rumqttd and the broker readiness probe
+//!   gateway/    the embedded broker's front door: TLS, logins, per-topic confinement
 //!   store/      sea-orm entities and queries (SQLite or PostgreSQL)
 //!   actors/     MQTT link, ingress checks, presence actor
 //!   api/        actix-web routes, JSON errors, health and metrics
@@ -23,6 +24,7 @@ pub mod broker;
 pub mod config;
 pub mod console;
 pub mod domain;
+pub mod gateway;
 pub mod live;
 pub mod metrics;
 pub mod release;
@@ -57,6 +59,8 @@ pub enum StartError {
     Store(#[from] store::StoreError),
     #[error("cannot set up the bootstrap admin token (auth.*): {0:#}")]
     Auth(anyhow::Error),
+    #[error("cannot serve the MQTT front door (mqtt.listen): {0}")]
+    FrontDoor(#[source] std::io::Error),
     #[error("cannot listen on {addr} (http.listen): {source}")]
     HttpListen {
         addr: SocketAddr,
@@ -70,7 +74,8 @@ pub enum StartError {
 pub struct RunningServer {
     /// Where the HTTP API answers (the real port when `http.listen` asked for port 0).
     pub http_addr: SocketAddr,
-    /// Where the broker is: the embedded one's real address, or the external one's.
+    /// Where cabinets connect: the embedded broker's front door (its real address), or
+    /// the external broker.
     pub mqtt_host: String,
     pub mqtt_port: u16,
     pub metrics: Metrics,
@@ -114,15 +119,23 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let config = Arc::new(config);
     let metrics = Metrics::new();
 
-    let (mqtt_host, mqtt_port) = match config.mqtt.mode {
+    let (broker_link, front_door) = match config.mqtt.mode {
         BrokerMode::Embedded => {
-            let b = broker::start_embedded(&config.mqtt)?;
-            (b.addr.ip().to_string(), b.addr.port())
+            let (b, public) = broker::start_behind_front_door(&config.mqtt)?;
+            let internal =
+                broker::BrokerLink { host: b.addr.ip().to_string(), port: b.addr.port(), credentials: None, tls: None };
+            (internal, Some((public, b.addr)))
         }
         BrokerMode::External => {
             let url = config.mqtt.url.as_deref().expect("validated: external mode has a url");
             let a = config::parse_broker_url(url)?;
-            (a.host, a.port)
+            let external = broker::BrokerLink {
+                host: a.host,
+                port: a.port,
+                credentials: config.mqtt.credentials(),
+                tls: config.mqtt.client_tls()?,
+            };
+            (external, None)
         }
     };
 
@@ -133,12 +146,33 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         .await
         .map_err(StartError::Auth)?;
 
+    let mqtt_credentials =
+        gateway::credentials::Credentials::load(&store, config.mqtt.credential_key.as_deref()).await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (mqtt_host, mqtt_port) = match front_door {
+        Some((public, internal)) => {
+            let settings = gateway::Settings {
+                tls: config.mqtt.server_tls()?,
+                require_auth: config.mqtt.require_auth(),
+                upstream: internal,
+                topics: config.topics(),
+                // As rumqttd's own limit, plus room for the topic and header.
+                max_packet_bytes: config.mqtt.max_payload_bytes.saturating_mul(2) + 64 * 1024,
+                max_connections: config.mqtt.max_connections - config.mqtt.reserved_connections,
+            };
+            let addr = gateway::spawn(public, settings, mqtt_credentials.clone(), metrics.clone(), stop_rx.clone())
+                .map_err(StartError::FrontDoor)?;
+            (addr.ip().to_string(), addr.port())
+        }
+        None => (broker_link.host.clone(), broker_link.port),
+    };
+
     let live = live::LiveFeed::new();
     let presence = Presence::load(store.clone(), metrics.clone(), config.flush_interval(), config.stale_after())
         .await?
         .with_feed(live.clone())
         .start();
-    let (link, pending) = actors::link::connect(&config, &mqtt_host, mqtt_port);
+    let (link, pending) = actors::link::connect(&config, &broker_link);
     let passes =
         Arc::new(service::passes::PassSigner::load(&store, config.couriers.pass_signing_key.as_deref()).await?);
     let relay = actors::outbox::OutboxRelay::new(
@@ -146,9 +180,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         metrics.clone(),
         config.topics(),
         vec![passes.public_base64()],
-        &mqtt_host,
-        mqtt_port,
-        config.mqtt.credentials(),
+        broker_link.clone(),
     )
     .allow_private_webhooks(config.webhooks.allow_private_targets)
     .claim_lease(Duration::from_secs(config.outbox.claim_lease_s))
@@ -181,7 +213,6 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         ingest,
         courier_feed: courier_feed.clone(),
     };
-    let (stop_tx, stop_rx) = watch::channel(false);
     actors::link::run(pending, ingress, metrics.clone(), stop_rx.clone());
     live.spawn_poller(store.clone(), Duration::from_secs(1), stop_rx.clone());
     let sweeper = actors::sweeper::Sweeper::new(
@@ -190,14 +221,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         Some(relay.clone().recipient()),
     )
     .start();
-    spawn_probe(
-        mqtt_host.clone(),
-        mqtt_port,
-        config.mqtt.credentials(),
-        Duration::from_secs(config.mqtt.probe_interval_s),
-        metrics.clone(),
-        stop_rx,
-    );
+    spawn_probe(broker_link.clone(), Duration::from_secs(config.mqtt.probe_interval_s), metrics.clone(), stop_rx);
 
     let state = api::AppState {
         config: config.clone(),
@@ -210,6 +234,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         courier_feed: courier_feed.clone(),
         closing: closing_rx,
         live,
+        mqtt_credentials,
     };
     let http_metrics = metrics.clone();
     let server = HttpServer::new(move || {
@@ -275,18 +300,12 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "replica".into())
 }
 
-/// Checks every `interval` that the broker accepts a fresh connection.
-fn spawn_probe(
-    host: String,
-    port: u16,
-    credentials: Option<(String, String)>,
-    interval: Duration,
-    metrics: Metrics,
-    mut stop: watch::Receiver<bool>,
-) {
+/// Checks every `interval` that the broker accepts a fresh connection (in embedded mode,
+/// rumqttd's internal port: the front door is this process's own code).
+fn spawn_probe(broker: broker::BrokerLink, interval: Duration, metrics: Metrics, mut stop: watch::Receiver<bool>) {
     actix_rt::spawn(async move {
         loop {
-            match broker::probe(&host, port, Duration::from_secs(3), credentials.as_ref()).await {
+            match broker::probe_broker(&broker, Duration::from_secs(3)).await {
                 Ok(()) => metrics.broker_accepting.set(1),
                 Err(e) => {
                     if metrics.broker_accepting.get() == 1 {

@@ -26,6 +26,10 @@ enum Command {
     /// OTA release tools: keygen, sign, upload.
     #[command(subcommand)]
     Artifact(fleet_server::release::ArtifactCommand),
+    /// Print every issued cabinet and courier MQTT login as Mosquitto `password_file`
+    /// lines (`username:$7$…`), for an external Mosquitto with the shipped ACL. Add the
+    /// server's own login with `mosquitto_passwd`, then send Mosquitto SIGHUP.
+    MqttPasswd,
 }
 
 fn init_logging(config: &Config) {
@@ -72,6 +76,26 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(Command::MqttPasswd) = cli.command {
+        let out = actix_rt::System::new().block_on(async {
+            let store =
+                fleet_server::store::Store::connect(&config.database.url, 1).await.map_err(|e| e.to_string())?;
+            fleet_server::gateway::credentials::mosquitto_password_file(&store).await.map_err(|e| e.to_string())
+        });
+        return match out {
+            Ok(lines) => {
+                #[allow(clippy::print_stdout)] // the password file is the tool's output
+                {
+                    print!("{lines}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("fleet-server mqtt-passwd: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Some(Command::CheckConfig) = cli.command {
         match toml_like(&config) {
             Ok(s) => eprintln!("{s}"),

@@ -71,6 +71,17 @@ pub struct Metrics {
     pub rollout_failures: IntGaugeVec,
     /// 1 for each conducted rollout's phase (`running`, `paused`…).
     pub rollout_phase: IntGaugeVec,
+    /// MQTT front door (embedded broker): connects refused, by reason (`unknown_user`,
+    /// `wrong_password`, `anonymous`, `will_outside_acl`, `tls`, `timeout`, `malformed`,
+    /// `not_connect`, `capacity`, `broker_unavailable`).
+    pub mqtt_connects_refused: IntCounterVec,
+    /// Client packets the front door refused, by packet (`publish`, `subscribe`, …) and
+    /// reason (`other_owner`, `not_permitted`, `malformed`).
+    pub mqtt_packets_denied: IntCounterVec,
+    /// Logins the front door let through, by kind (`cabinet`, `courier`, `anonymous`).
+    pub mqtt_logins: IntCounterVec,
+    /// Client connections the front door holds open.
+    pub mqtt_front_door_connections: IntGauge,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
@@ -223,6 +234,25 @@ impl Metrics {
                 "lockerfleet_ingest_refused_transitions_total",
                 "Cabinet events whose parcel transition the lifecycle refused, by event kind",
                 &["kind"],
+            ),
+            mqtt_connects_refused: counter_vec(
+                "lockerfleet_mqtt_connects_refused_total",
+                "MQTT connects the front door refused, by reason",
+                &["reason"],
+            ),
+            mqtt_packets_denied: counter_vec(
+                "lockerfleet_mqtt_packets_denied_total",
+                "MQTT client packets the front door refused, by packet and reason",
+                &["packet", "reason"],
+            ),
+            mqtt_logins: counter_vec(
+                "lockerfleet_mqtt_logins_total",
+                "MQTT logins the front door let through, by kind",
+                &["kind"],
+            ),
+            mqtt_front_door_connections: gauge(
+                "lockerfleet_mqtt_front_door_connections",
+                "Client connections open on the MQTT front door",
             ),
             registry: r,
         }

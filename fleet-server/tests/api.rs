@@ -44,6 +44,10 @@ async fn registration_returns_the_cabinet_with_its_compartments(backend: Backend
         json!([{"id": "A1", "size": "s", "low": false}, {"id": "B1", "size": "xl", "low": true}])
     );
     assert_eq!(created["online"], false);
+    // The MQTT login is shown once, at registration, and never again.
+    let mut created = created;
+    let login = created.as_object_mut().unwrap().remove("mqtt_credentials").unwrap();
+    assert_eq!(login["username"], "cab-7");
     let mut fetched = ts.cabinet_view("cab-7").await;
     assert_eq!(fetched["desired"]["templates_version"], 0);
     fetched.as_object_mut().unwrap().remove("desired");
@@ -230,6 +234,7 @@ async fn the_openapi_document_describes_every_route() {
         ("get", "/api/v1/cabinets/{id}/events"),
         ("put", "/api/v1/cabinets/{id}/settings"),
         ("put", "/api/v1/cabinets/{id}/tags"),
+        ("post", "/api/v1/cabinets/{id}/mqtt-credentials"),
         ("post", "/api/v1/artifacts"),
         ("get", "/api/v1/artifacts"),
         ("get", "/api/v1/artifacts/{id}"),
@@ -243,6 +248,7 @@ async fn the_openapi_document_describes_every_route() {
         ("get", "/api/v1/couriers"),
         ("get", "/api/v1/couriers/{id}/assignments/stream"),
         ("post", "/api/v1/couriers/{id}/pass"),
+        ("post", "/api/v1/couriers/{id}/mqtt-credentials"),
         ("post", "/api/v1/recipients"),
         ("delete", "/api/v1/recipients/{id}"),
         ("put", "/api/v1/recipients/{id}/template"),

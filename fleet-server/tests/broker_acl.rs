@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+mod common;
+
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -73,6 +75,17 @@ fn topics(seen: &[(String, Vec<u8>)]) -> Vec<&str> {
 
 /// A Mosquitto on a free port with the shipped ACL and these users.
 fn acl_broker(users: &[(&str, &str)]) -> (Broker, u16, tempfile::TempDir) {
+    acl_broker_with(users, "", None)
+}
+
+/// As [`acl_broker`], with `more` appended to the password file (lines of
+/// `fleet-server mqtt-passwd`).
+/// With `tls`, the listener speaks only TLS with that certificate.
+fn acl_broker_with(
+    users: &[(&str, &str)],
+    more: &str,
+    tls: Option<&common::TestPki>,
+) -> (Broker, u16, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let passwd = dir.path().join("passwd");
     for (i, (user, pw)) in users.iter().enumerate() {
@@ -83,13 +96,17 @@ fn acl_broker(users: &[(&str, &str)]) -> (Broker, u16, tempfile::TempDir) {
         let status = cmd.arg("-b").arg(&passwd).arg(user).arg(pw).status().expect("mosquitto_passwd is installed");
         assert!(status.success());
     }
+    let mut file = std::fs::OpenOptions::new().append(true).open(&passwd).unwrap();
+    std::io::Write::write_all(&mut file, more.as_bytes()).unwrap();
+    drop(file);
     let acl = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/mosquitto/lockerfleet.acl");
     let port = free_port();
     let conf = dir.path().join("mosquitto.conf");
+    let tls = tls.map(|p| format!("certfile {}\nkeyfile {}\n", p.cert.display(), p.key.display())).unwrap_or_default();
     std::fs::write(
         &conf,
         format!(
-            "per_listener_settings false\nlistener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\nacl_file {}\n",
+            "per_listener_settings false\nlistener {port} 127.0.0.1\n{tls}allow_anonymous false\npassword_file {}\nacl_file {}\n",
             passwd.display(),
             acl.display()
         ),
@@ -154,6 +171,24 @@ async fn the_shipped_acl_confines_every_cabinet_to_its_own_topics() {
     assert!(refused, "a wrong password connected");
 }
 
+/// `/readyz` once it says what is expected (ready, or not ready for want of the MQTT
+/// link), or as it last answered after 5 s.
+async fn readiness(http: std::net::SocketAddr, ready: bool) -> (u16, serde_json::Value) {
+    let url = format!("http://{http}/readyz");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let (mut status, mut last) = (0, serde_json::Value::Null);
+    while tokio::time::Instant::now() < deadline {
+        let mut res = awc::Client::default().get(&url).send().await.unwrap();
+        status = res.status().as_u16();
+        last = res.json().await.unwrap_or_default();
+        if (status == 200) == ready && (ready || last["checks"]["mqtt_link"] == false) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (status, last)
+}
+
 /// The fleet-server logs in to such a broker with `mqtt.username`/`password`; with a
 /// wrong password it says it is not ready, naming the MQTT link.
 #[actix_rt::test]
@@ -170,20 +205,101 @@ async fn the_server_logs_in_to_a_confining_broker() {
         c.mqtt.probe_interval_s = 1;
         c.auth.bootstrap_token = Some("lf_acl-test-admin-token-0123456789".into());
         let server = fleet_server::start(c).await.unwrap();
-        let url = format!("http://{}/readyz", server.http_addr);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        let mut last = serde_json::Value::Null;
-        let mut status = 0;
-        while tokio::time::Instant::now() < deadline {
-            let mut res = awc::Client::default().get(&url).send().await.unwrap();
-            status = res.status().as_u16();
-            last = res.json().await.unwrap_or_default();
-            if (status == 200) == ready && (ready || last["checks"]["mqtt_link"] == false) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let (status, last) = readiness(server.http_addr, ready).await;
         assert_eq!(status == 200, ready, "password {password}: {last}");
+        if !ready {
+            assert_eq!(last["checks"]["mqtt_link"], false, "{last}");
+        }
+        server.stop().await;
+    }
+}
+
+/// The logins the fleet-server issues at registration work on Mosquitto too: exported
+/// with `fleet-server mqtt-passwd` into its password file, each logs in as its cabinet and
+/// only with its own secret, and is confined by the shipped ACL.
+#[actix_rt::test]
+async fn issued_logins_exported_for_mosquitto_log_in_and_stay_confined() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = fleet_server::config::Config::default();
+    c.http.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    c.mqtt.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    c.database.url = format!("sqlite://{}?mode=rwc", dir.path().join("fleet.db").display());
+    c.auth.bootstrap_token = Some("lf_acl-test-admin-token-0123456789".into());
+    let server = fleet_server::start(c).await.unwrap();
+    let http = awc::Client::default();
+    let api = |path: &str| format!("http://{}/api/v1/{path}", server.http_addr);
+    let post = |path: String, body: serde_json::Value| {
+        let req = http.post(path).bearer_auth("lf_acl-test-admin-token-0123456789");
+        async move {
+            let mut res = req.send_json(&body).await.unwrap();
+            assert!(res.status().is_success(), "{}", res.status());
+            res.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    post(api("tenants"), serde_json::json!({"id": "acme", "name": "Acme"})).await;
+    let mut passwords = Vec::new();
+    for id in ["cab-a", "cab-b"] {
+        let key = lockerfleet_shared::seal::CabinetKeyPair::generate().public().to_base64();
+        let body = serde_json::json!({"id": id, "tenant": "acme", "public_key": key, "compartments": [{"id": "A1", "size": "s"}]});
+        let registered = post(api("cabinets"), body).await;
+        passwords.push(registered["mqtt_credentials"]["password"].as_str().unwrap().to_owned());
+    }
+    let exported = fleet_server::gateway::credentials::mosquitto_password_file(&server.store).await.unwrap();
+    assert_eq!(exported.lines().count(), 2, "{exported}");
+    assert!(!exported.contains(&passwords[0]), "the export holds hashes only");
+    server.stop().await;
+
+    let (_broker, port, _mdir) = acl_broker_with(&[("lockerfleet-server", "server-pw")], &exported, None);
+    let (fleet, mut fleet_rx) = client(port, "lockerfleet-server", "server-pw").await;
+    fleet.subscribe("lf/v1/cab/+/up", QoS::AtLeastOnce).await.unwrap();
+    // The server's subscription is in place once its own marker comes back.
+    fleet.publish("lf/v1/cab/marker/up", QoS::AtLeastOnce, false, b"marker".to_vec()).await.unwrap();
+    assert_eq!(
+        topics(&received_until(&mut fleet_rx, "lf/v1/cab/marker/up", Duration::from_secs(5)).await),
+        ["lf/v1/cab/marker/up"]
+    );
+    let (a, _a_rx) = client(port, "cab-a", &passwords[0]).await;
+    a.publish("lf/v1/cab/cab-b/up", QoS::AtLeastOnce, false, b"forged".to_vec()).await.unwrap();
+    a.publish("lf/v1/cab/cab-a/up", QoS::AtLeastOnce, false, b"genuine".to_vec()).await.unwrap();
+    let mut seen = received_until(&mut fleet_rx, "lf/v1/cab/cab-a/up", Duration::from_secs(5)).await;
+    seen.extend(received_until(&mut fleet_rx, "never", Duration::from_millis(500)).await);
+    assert_eq!(topics(&seen), ["lf/v1/cab/cab-a/up"], "the issued login published as another cabinet");
+
+    // cab-b's secret does not log in as cab-a.
+    let mut opts = MqttOptions::new("cab-a-2", "127.0.0.1", port);
+    opts.set_credentials("cab-a", passwords[1].as_str());
+    let (_c, mut ev) = AsyncClient::new(opts, 4);
+    let refused = loop {
+        match ev.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => break ack.code != rumqttc::ConnectReturnCode::Success,
+            Ok(_) => {}
+            Err(_) => break true,
+        }
+    };
+    assert!(refused, "another cabinet's secret logged in");
+}
+
+/// Over `mqtts://`, the server trusts only `mqtt.ca_file`: with the broker's CA it is ready,
+/// with another CA its link never comes up.
+#[actix_rt::test]
+async fn the_server_logs_in_to_an_external_broker_over_tls() {
+    let pki = common::TestPki::generate();
+    let (_broker, port, dir) = acl_broker_with(&[("lockerfleet-server", "server-pw")], "", Some(&pki));
+    let stranger = common::TestPki::generate();
+    for (ca, ready) in [(&pki.ca_file, true), (&stranger.ca_file, false)] {
+        let mut c = fleet_server::config::Config::default();
+        c.http.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        c.database.url = format!("sqlite://{}?mode=rwc", dir.path().join(format!("tls-{ready}.db")).display());
+        c.mqtt.mode = fleet_server::config::BrokerMode::External;
+        c.mqtt.url = Some(format!("mqtts://127.0.0.1:{port}"));
+        c.mqtt.ca_file = Some(ca.clone());
+        c.mqtt.username = Some("lockerfleet-server".into());
+        c.mqtt.password = Some("server-pw".into());
+        c.mqtt.probe_interval_s = 1;
+        c.auth.bootstrap_token = Some("lf_acl-test-admin-token-0123456789".into());
+        let server = fleet_server::start(c).await.unwrap();
+        let (status, last) = readiness(server.http_addr, ready).await;
+        assert_eq!(status == 200, ready, "CA {}: {last}", ca.display());
         if !ready {
             assert_eq!(last["checks"]["mqtt_link"], false, "{last}");
         }

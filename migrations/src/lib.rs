@@ -14,6 +14,7 @@ mod m20261125_000006_rollouts;
 mod m20261125_000007_cabinet_tags;
 mod m20261125_000008_cabinet_sessions;
 mod m20261201_000001_alarm_acks;
+mod m20261201_000002_mqtt_credentials;
 
 /// All migrations, oldest first.
 #[derive(Debug)]
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000007_cabinet_tags::Migration),
             Box::new(m20261125_000008_cabinet_sessions::Migration),
             Box::new(m20261201_000001_alarm_acks::Migration),
+            Box::new(m20261201_000002_mqtt_credentials::Migration),
         ]
     }
 }

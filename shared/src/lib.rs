@@ -9,9 +9,10 @@
 //!   envelope.rs  the versioned envelope, every message body, the size limit, decode errors
 //!   seal.rs      face templates sealed (HPKE) for exactly one cabinet
 //!   artifact.rs  Ed25519-signed OTA artifact manifests
+//!   tls.rs       rustls (ring) client and server settings for MQTT over TLS
 //! ```
 //!
-//! The crate does no I/O; it is safe to use from a phone SDK, a CLI, the server or the
+//! The crate does no I/O (the TLS helpers take PEM bytes, not paths); it is safe to use from a phone SDK, a CLI, the server or the
 //! cabinet alike.
 //!
 //! A template sealed by a recipient's app opens only on the one cabinet it is bound to:
@@ -44,6 +45,7 @@ pub mod ids;
 pub mod pass;
 pub mod sdk;
 pub mod seal;
+pub mod tls;
 pub mod topic;
 
 pub use envelope::{DecodeError, Envelope, MessageId, SCHEMA_VERSION};

@@ -202,6 +202,21 @@ impl Api {
         Ok((res.status().as_u16(), serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
     }
 
+    /// Registers a cabinet and returns the MQTT password the registration issued; a
+    /// cabinet registered before (409) gets a new one.
+    async fn cabinet_login(&self, id: &str, registration: Value) -> anyhow::Result<String> {
+        let (status, answer) = self.call("POST", "/api/v1/cabinets", Some(registration)).await?;
+        let (status, answer) = match status {
+            201 => (status, answer["mqtt_credentials"].clone()),
+            409 => self.call("POST", &format!("/api/v1/cabinets/{id}/mqtt-credentials"), Some(json!({}))).await?,
+            _ => bail!("POST /api/v1/cabinets: {status} {answer}"),
+        };
+        match answer["password"].as_str() {
+            Some(p) if (200..300).contains(&status) => Ok(p.to_owned()),
+            _ => bail!("no MQTT password for {id}: {status} {answer}"),
+        }
+    }
+
     /// Creates something; an existing one (409) is fine.
     async fn ensure(&self, path: &str, body: Value) -> anyhow::Result<()> {
         let (status, answer) = self.call("POST", path, Some(body)).await?;
@@ -293,11 +308,14 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
             Some(p) if i < cut_n => p.addr.port(),
             _ => args.mqtt_port,
         };
-        let config = agent_config(args, i, port, &scenario);
+        let mut config = agent_config(args, i, port, &scenario);
         config.validate().context("cabinet configuration")?;
         let mut registration = edge_agent::provision(&config)?;
         registration["tenant"] = json!(tenant);
-        api.ensure("/api/v1/cabinets", registration).await?;
+        let password = api.cabinet_login(&config.cabinet, registration).await?;
+        let password_file = config.data_dir.join("mqtt.password");
+        std::fs::write(&password_file, password).with_context(|| format!("writing {}", password_file.display()))?;
+        config.mqtt.password_file = Some(password_file);
         configs.push(config);
         bar.inc(1);
     }

@@ -49,6 +49,8 @@ pub struct LinkSettings {
     pub resend: Duration,
     /// The MQTT password (the username is the cabinet id), when the broker wants one.
     pub password: Option<String>,
+    /// Present: TLS, trusting the configured CA.
+    pub tls: Option<std::sync::Arc<lockerfleet_shared::tls::rustls::ClientConfig>>,
 }
 
 /// What the link needs to say hello.
@@ -127,6 +129,9 @@ impl Link {
             .set_last_will(LastWill::new(topics.cabinet_presence(&id.cabinet), will, QoS::AtLeastOnce, true));
         if let Some(p) = &settings.password {
             opts.set_credentials(id.cabinet.as_str(), p.as_str());
+        }
+        if let Some(tls) = &settings.tls {
+            opts.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(tls.clone())));
         }
         AsyncClient::new(opts, 256)
     }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use lockerfleet_shared::topic::Filter;
 use rand_backoff::Backoff;
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, SubscribeFilter};
+use rumqttc::{AsyncClient, Event, EventLoop, Packet, QoS, SubscribeFilter};
 use tokio::sync::watch;
 
 use super::ingress::Ingress;
@@ -49,17 +49,14 @@ impl Link {
 
 /// Connects to `host:port` and starts the event loop task on the current actix arbiter.
 /// Creates the server's MQTT client; nothing is sent until [`run`] drives it.
-pub fn connect(config: &Config, host: &str, port: u16) -> (Link, Pending) {
+pub fn connect(config: &Config, broker: &crate::broker::BrokerLink) -> (Link, Pending) {
     let client_id =
         config.mqtt.client_id.clone().unwrap_or_else(|| format!("lf-server-{}", uuid::Uuid::new_v4().simple()));
-    let mut opts = MqttOptions::new(client_id, host, port);
+    let mut opts = broker.options(client_id);
     opts.set_keep_alive(Duration::from_secs(config.mqtt.keep_alive_s))
         .set_clean_session(true)
         .set_max_packet_size(CLIENT_MAX_PACKET, CLIENT_MAX_PACKET)
         .set_inflight(200);
-    if let Some((user, password)) = config.mqtt.credentials() {
-        opts.set_credentials(user, password);
-    }
     let (client, eventloop) = AsyncClient::new(opts, 4096);
     let topics = config.topics();
     let group = config.mqtt.shared_group.clone();

@@ -87,9 +87,7 @@ impl OutboxRelay {
         metrics: Metrics,
         topics: TopicSpace,
         pass_keys: Vec<String>,
-        host: &str,
-        port: u16,
-        credentials: Option<(String, String)>,
+        broker: crate::broker::BrokerLink,
     ) -> Self {
         Self {
             store,
@@ -98,7 +96,7 @@ impl OutboxRelay {
             pass_keys,
             allow_private_webhooks: false,
             claim_lease: DEFAULT_CLAIM_LEASE,
-            publisher: Some(Publisher::new(host, port, "lf-outbox").with_credentials(credentials)),
+            publisher: Some(Publisher::new(broker, "lf-outbox")),
             http: awc::Client::builder().timeout(Duration::from_secs(5)).finish(),
             running: false,
             again: false,

@@ -11,7 +11,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, Packet, QoS};
+
+use crate::broker::BrokerLink;
 
 /// Most messages queued at once; below the client's request channel capacity.
 pub const MAX_BATCH: usize = 200;
@@ -20,34 +22,23 @@ pub const MAX_BATCH: usize = 200;
 const MAX_PACKET: usize = 16 * 1024 * 1024;
 
 pub struct Publisher {
-    host: String,
-    port: u16,
+    broker: BrokerLink,
     client_id_prefix: String,
-    credentials: Option<(String, String)>,
     conn: Option<(AsyncClient, EventLoop, Instant)>,
 }
 
 impl std::fmt::Debug for Publisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Publisher").field("host", &self.host).field("port", &self.port).finish_non_exhaustive()
+        f.debug_struct("Publisher")
+            .field("host", &self.broker.host)
+            .field("port", &self.broker.port)
+            .finish_non_exhaustive()
     }
 }
 
 impl Publisher {
-    pub fn new(host: &str, port: u16, client_id_prefix: &str) -> Self {
-        Self {
-            host: host.to_owned(),
-            port,
-            client_id_prefix: client_id_prefix.to_owned(),
-            credentials: None,
-            conn: None,
-        }
-    }
-
-    /// Logs in with these credentials.
-    pub fn with_credentials(mut self, credentials: Option<(String, String)>) -> Self {
-        self.credentials = credentials;
-        self
+    pub fn new(broker: BrokerLink, client_id_prefix: &str) -> Self {
+        Self { broker, client_id_prefix: client_id_prefix.to_owned(), conn: None }
     }
 
     async fn connect(&mut self) -> Result<(), String> {
@@ -60,15 +51,12 @@ impl Publisher {
         }
         self.conn = None;
         let id = format!("{}-{}", self.client_id_prefix, uuid::Uuid::new_v4().simple());
-        let mut opts = MqttOptions::new(id, self.host.clone(), self.port);
+        let mut opts = self.broker.options(id);
         // The default 10 KiB limit would refuse a cabinet's template set.
         opts.set_keep_alive(Duration::from_secs(30))
             .set_clean_session(true)
             .set_inflight(100)
             .set_max_packet_size(MAX_PACKET, MAX_PACKET);
-        if let Some((user, password)) = &self.credentials {
-            opts.set_credentials(user.as_str(), password.as_str());
-        }
         let (client, mut eventloop) = AsyncClient::new(opts, MAX_BATCH * 2);
         let wait = async {
             loop {

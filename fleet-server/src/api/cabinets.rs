@@ -16,6 +16,7 @@ use super::auth::{Action, Caller};
 use super::error::ApiError;
 use crate::actors::presence::{Registered, Snapshot};
 use crate::config::BrokerMode;
+use crate::gateway::credentials::{IssuedCredential, Principal};
 use crate::store::CabinetRecord;
 use crate::store::entities::{cabinet, compartment};
 
@@ -124,6 +125,10 @@ pub struct CabinetView {
     /// Desired-state versions sent and applied (only on the single-cabinet view).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub desired: Option<DesiredView>,
+    /// The cabinet's MQTT login: only in the registration response, the one time its
+    /// secret is shown (a new one: `POST /api/v1/cabinets/{id}/mqtt-credentials`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mqtt_credentials: Option<IssuedCredential>,
 }
 
 /// Which desired-state versions the server has sent and the cabinet has confirmed.
@@ -160,6 +165,7 @@ impl CabinetView {
             compartments: compartments
                 .map(|cs| cs.into_iter().map(|k| CompartmentView { id: k.id, size: k.size, low: k.low }).collect()),
             desired: None,
+            mqtt_credentials: None,
         }
     }
 
@@ -301,15 +307,42 @@ pub async fn register(
     }
     let record = state.store.register_cabinet(cab, compartments).await?;
     let id = CabinetId::new(record.cabinet.id.clone()).map_err(ApiError::internal)?;
+    // Issued after the row exists; should this fail, the operator asks for a rotation.
+    let issued = state.mqtt_credentials.issue(&state.store, &Principal::Cabinet(id.clone())).await?;
     state.presence.do_send(Registered(id.clone(), record.cabinet.tenant_id.clone()));
     tracing::info!(cabinet = %id, tenant = %record.cabinet.tenant_id, "cabinet registered");
     // Rollouts that take cabinets registered later hear of this one.
     if let Err(e) = crate::service::rollouts::joined(&state.service(), &record.cabinet).await {
         tracing::error!(cabinet = %id, error = %e, "could not add the cabinet to matching rollouts");
     }
-    Ok(HttpResponse::Created()
-        .insert_header(("Location", format!("/api/v1/cabinets/{id}")))
-        .json(CabinetView::from_record(record)))
+    let mut view = CabinetView::from_record(record);
+    view.mqtt_credentials = Some(issued);
+    Ok(HttpResponse::Created().insert_header(("Location", format!("/api/v1/cabinets/{id}"))).json(view))
+}
+
+#[utoipa::path(post, path = "/api/v1/cabinets/{id}/mqtt-credentials", tag = "cabinets", params(("id" = String, Path)),
+    responses((status = 200, body = IssuedCredential), (status = 404, body = super::error::ErrorEnvelope)),
+    security(("bearer" = [])))]
+/// Issues the cabinet a new MQTT login; the old secret stops working at once (a cabinet
+/// connected with it stays connected until it reconnects). The secret is in this
+/// response only.
+pub async fn mqtt_credentials(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Action::RegisterCabinets)?;
+    let raw = path.into_inner();
+    let id = CabinetId::new(raw.clone()).map_err(|e| ApiError::field("id", e.to_string()))?;
+    state
+        .store
+        .cabinet(id.as_str())
+        .await?
+        .filter(|r| caller.sees(&r.cabinet.tenant_id))
+        .ok_or_else(|| ApiError::not_found("cabinet", &raw))?;
+    let issued = state.mqtt_credentials.issue(&state.store, &Principal::Cabinet(id.clone())).await?;
+    tracing::info!(cabinet = %id, "cabinet MQTT credentials rotated");
+    Ok(HttpResponse::Ok().json(issued))
 }
 
 /// The cabinet `raw` names, if the caller may see it (another tenant's answers 404).

@@ -43,6 +43,8 @@ pub struct AppState {
     pub outbox: Option<actix::Recipient<crate::actors::outbox::Kick>>,
     /// What changes in the fleet, for the console's live stream.
     pub live: crate::live::LiveFeed,
+    /// Issued MQTT logins (shared with the embedded broker's front door).
+    pub mqtt_credentials: crate::gateway::credentials::Credentials,
 }
 
 impl AppState {
@@ -107,6 +109,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
                 .route("/couriers", web::get().to(parcels::list_couriers))
                 .route("/couriers/{id}/assignments/stream", web::get().to(parcels::courier_stream))
                 .route("/couriers/{id}/pass", web::post().to(parcels::courier_pass))
+                .route("/couriers/{id}/mqtt-credentials", web::post().to(parcels::courier_mqtt_credentials))
                 .route("/recipients", web::post().to(parcels::create_recipient))
                 .route("/recipients/{id}", web::delete().to(parcels::erase_recipient))
                 .route("/recipients/{id}/template", web::put().to(parcels::enrol_template))
@@ -124,6 +127,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
                 .route("/cabinets/{id}/events", web::get().to(cabinets::events))
                 .route("/cabinets/{id}/settings", web::put().to(cabinets::put_settings))
                 .route("/cabinets/{id}/tags", web::put().to(cabinets::put_tags))
+                .route("/cabinets/{id}/mqtt-credentials", web::post().to(cabinets::mqtt_credentials))
                 .route("/artifacts", web::post().to(artifacts::register))
                 .route("/artifacts", web::get().to(artifacts::list))
                 .route("/artifacts/{id}", web::get().to(artifacts::get))

@@ -32,10 +32,10 @@ impl Modify for BearerAuth {
     paths(
         health::healthz, health::readyz, health::metrics,
         auth::create_token, auth::revoke_token,
-        cabinets::create_tenant, cabinets::register, cabinets::get, cabinets::list, cabinets::events, cabinets::put_settings, cabinets::put_tags,
+        cabinets::create_tenant, cabinets::register, cabinets::get, cabinets::list, cabinets::events, cabinets::put_settings, cabinets::put_tags, cabinets::mqtt_credentials,
         artifacts::register, artifacts::upload, artifacts::list, artifacts::get,
         rollouts::create, rollouts::list, rollouts::get, rollouts::cabinets, rollouts::command,
-        parcels::update_tenant, parcels::create_courier, parcels::list_couriers, parcels::courier_stream, parcels::courier_pass,
+        parcels::update_tenant, parcels::create_courier, parcels::list_couriers, parcels::courier_stream, parcels::courier_pass, parcels::courier_mqtt_credentials,
         parcels::create_recipient, parcels::erase_recipient, parcels::enrol_template,
         parcels::create_parcel, parcels::list_parcels, parcels::get_parcel, parcels::parcel_timeline,
         parcels::cancel_parcel, parcels::extend_parcel, parcels::upload_sealed_template, parcels::ready_notice,

@@ -893,3 +893,32 @@ pub async fn courier_tasks(
         .collect();
     Ok(HttpResponse::Ok().json(CourierTasks { courier: id.to_string(), items }))
 }
+
+/// `POST /api/v1/couriers/{id}/mqtt-credentials`: issues the courier's MQTT login for its
+/// assignment topic (username `courier:{id}`), replacing any earlier one. The secret is in
+/// this response only. Who may ask: as for a pass.
+#[utoipa::path(post, path = "/api/v1/couriers/{id}/mqtt-credentials", tag = "couriers", params(("id" = String, Path)),
+    responses((status = 200, body = crate::gateway::credentials::IssuedCredential),
+              (status = 403, body = super::error::ErrorEnvelope), (status = 404, body = super::error::ErrorEnvelope)),
+    security(("bearer" = [])))]
+pub async fn courier_mqtt_credentials(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Action::ReadCourierFeed)?;
+    let raw = path.into_inner();
+    let id = CourierId::new(raw.clone()).map_err(|e| ApiError::field("id", e.to_string()))?;
+    if caller.role == super::auth::Role::Courier && caller.courier.as_deref() != Some(id.as_str()) {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "a courier gets only its own MQTT login"));
+    }
+    courier::Entity::find_by_id(id.to_string())
+        .one(state.store.connection())
+        .await
+        .map_err(db)?
+        .filter(|c| caller.sees(&c.tenant_id))
+        .ok_or_else(|| ApiError::not_found("courier", &raw))?;
+    let issued =
+        state.mqtt_credentials.issue(&state.store, &crate::gateway::credentials::Principal::Courier(id)).await?;
+    Ok(HttpResponse::Ok().json(issued))
+}

@@ -321,6 +321,34 @@ pub mod server_secret {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+pub mod mqtt_credential {
+    use sea_orm::entity::prelude::*;
+
+    /// One issued MQTT login: only keyed hashes of its secret are kept.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "mqtt_credentials")]
+    pub struct Model {
+        /// The MQTT username: a cabinet id, or `courier:{id}`.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub username: String,
+        /// `cabinet` or `courier`.
+        pub kind: String,
+        /// The cabinet or courier id.
+        pub subject: String,
+        /// HMAC-SHA256 of the secret under the server's credential key, hex.
+        pub secret_hash: String,
+        /// The same secret in Mosquitto's password-file format (PBKDF2-SHA512), for
+        /// `fleet-server mqtt-passwd`.
+        pub mosquitto_hash: Option<String>,
+        pub issued_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
 pub mod artifact {
     use sea_orm::entity::prelude::*;
 

@@ -309,6 +309,16 @@ impl TestServer {
 
     /// Registers a cabinet with two compartments and returns its key pair.
     pub async fn register_cabinet(&self, tenant: &str, id: &str) -> lockerfleet_shared::seal::CabinetKeyPair {
+        self.register_cabinet_with_login(tenant, id).await.0
+    }
+
+    /// Registers a cabinet with two compartments; returns its key pair and the MQTT
+    /// login the registration issued.
+    pub async fn register_cabinet_with_login(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> (lockerfleet_shared::seal::CabinetKeyPair, MqttAuth) {
         let keys = lockerfleet_shared::seal::CabinetKeyPair::generate();
         let (status, body) = self
             .post(
@@ -320,7 +330,10 @@ impl TestServer {
             )
             .await;
         assert_eq!(status, 201, "{body}");
-        keys
+        let login = &body["mqtt_credentials"];
+        assert_eq!(login["username"], id, "{body}");
+        let password = login["password"].as_str().expect("registration returns the MQTT password").to_owned();
+        (keys, MqttAuth { login: Some((id.to_owned(), password)), tls: None })
     }
 
     pub async fn cabinet_view(&self, id: &str) -> Value {
@@ -332,6 +345,71 @@ impl TestServer {
     /// Connects a scripted cabinet (a plain MQTT client, not the edge agent).
     pub async fn connect_cabinet(&self, id: &str) -> FakeCabinet {
         FakeCabinet::connect(&self.server.mqtt_host, self.server.mqtt_port, self.topics.clone(), id).await
+    }
+
+    /// Connects a scripted cabinet with a login and, optionally, TLS.
+    pub async fn connect_cabinet_as(&self, id: &str, auth: &MqttAuth) -> FakeCabinet {
+        FakeCabinet::connect_as(&self.server.mqtt_host, self.server.mqtt_port, self.topics.clone(), id, auth).await
+    }
+}
+
+/// A CA, and a server certificate it signed for 127.0.0.1 and localhost, as PEM files
+/// made at test time (no private key is ever committed).
+pub struct TestPki {
+    pub dir: tempfile::TempDir,
+    pub ca_file: std::path::PathBuf,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    /// A client that trusts the CA.
+    pub client: std::sync::Arc<lockerfleet_shared::tls::rustls::ClientConfig>,
+}
+
+impl TestPki {
+    pub fn generate() -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        let ca_key = KeyPair::generate().expect("CA key");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(DnType::CommonName, "Lockerfleet test CA");
+        let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
+        let key = KeyPair::generate().expect("server key");
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).expect("server params");
+        params.distinguished_name.push(DnType::CommonName, "lockerfleet broker");
+        let cert = params.signed_by(&key, &ca, &ca_key).expect("server certificate");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (ca_file, cert_file, key_file) =
+            (dir.path().join("ca.pem"), dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&ca_file, ca.pem()).expect("write CA");
+        std::fs::write(&cert_file, cert.pem()).expect("write certificate");
+        std::fs::write(&key_file, key.serialize_pem()).expect("write key");
+        let client = lockerfleet_shared::tls::client_config(ca.pem().as_bytes()).expect("client TLS settings");
+        Self { dir, ca_file, cert: cert_file, key: key_file, client }
+    }
+}
+
+/// How a test client logs in to the broker: a username and password, and TLS settings.
+/// The default is anonymous plain TCP (what the loopback front door lets through).
+#[derive(Debug, Clone, Default)]
+pub struct MqttAuth {
+    pub login: Option<(String, String)>,
+    pub tls: Option<std::sync::Arc<lockerfleet_shared::tls::rustls::ClientConfig>>,
+}
+
+impl MqttAuth {
+    /// The same login over TLS.
+    pub fn with_tls(mut self, tls: std::sync::Arc<lockerfleet_shared::tls::rustls::ClientConfig>) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    pub fn apply(&self, opts: &mut MqttOptions) {
+        if let Some((user, password)) = &self.login {
+            opts.set_credentials(user.as_str(), password.as_str());
+        }
+        if let Some(tls) = &self.tls {
+            opts.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(tls.clone())));
+        }
     }
 }
 
@@ -398,6 +476,10 @@ pub struct FakeCabinet {
 
 impl FakeCabinet {
     pub async fn connect(host: &str, port: u16, topics: TopicSpace, id: &str) -> Self {
+        Self::connect_as(host, port, topics, id, &MqttAuth::default()).await
+    }
+
+    pub async fn connect_as(host: &str, port: u16, topics: TopicSpace, id: &str, auth: &MqttAuth) -> Self {
         let id = CabinetId::new(id).expect("valid id");
         let session = Uuid::now_v7();
         let will = Envelope::new(id.clone(), 0, PresenceBody::Offline(Session { session })).encode();
@@ -405,6 +487,7 @@ impl FakeCabinet {
         opts.set_keep_alive(Duration::from_secs(5))
             .set_max_packet_size(8 * 1024 * 1024, 8 * 1024 * 1024)
             .set_last_will(LastWill::new(topics.cabinet_presence(&id), will, QoS::AtLeastOnce, true));
+        auth.apply(&mut opts);
         let (client, mut eventloop) = AsyncClient::new(opts, 64);
         let (conn_tx, mut conn_rx) = mpsc::unbounded_channel();
         let (down_tx, down) = mpsc::unbounded_channel();
@@ -532,8 +615,13 @@ pub struct Subscriber {
 
 impl Subscriber {
     pub async fn new(host: &str, port: u16, filter: &str) -> Self {
+        Self::new_as(host, port, filter, &MqttAuth::default()).await
+    }
+
+    pub async fn new_as(host: &str, port: u16, filter: &str, auth: &MqttAuth) -> Self {
         let mut opts = MqttOptions::new(format!("sub-{}", Uuid::new_v4().simple()), host, port);
         opts.set_keep_alive(Duration::from_secs(5)).set_max_packet_size(8 * 1024 * 1024, 8 * 1024 * 1024);
+        auth.apply(&mut opts);
         let (client, mut eventloop) = AsyncClient::new(opts, 64);
         let (tx, rx) = mpsc::unbounded_channel();
         let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
