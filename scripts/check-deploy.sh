@@ -15,8 +15,8 @@
 #
 # Tools go to ~/.cache/lockerfleet/deploy-tools (LOCKERFLEET_DEPLOY_TOOLS); apt-get is used
 # as root for Debian packages, pip into a private venv for the Python ones. A warm run
-# installs nothing and takes seconds (plus a cargo build of the two binaries, which the
-# test suite builds anyway). Every check says what it checked; any failure exits 1.
+# installs nothing and takes seconds (plus the workspace build, which the test suite needs
+# anyway). Every check says what it checked; any failure exits 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -114,9 +114,12 @@ VPY=$TOOLS/venv/bin/python
 say "tools: $(promtool --version 2>&1 | head -1); ${COMPOSE[*]} $("${COMPOSE[@]}" version --short 2>/dev/null || true); kubernetes-validate $("$TOOLS/venv/bin/kubernetes-validate" --version); $("$TOOLS/venv/bin/hadolint" --version); $(systemd-analyze --version | head -1)"
 
 # The two binaries: check-config runs the real configuration loader, and the units are
-# verified against real executables.
-say "building fleet-server and edge-agent (cargo build --locked)"
-cargo build -q --locked -p fleet-server -p edge-agent --bins
+# verified against real executables. Built as the test suite builds them (`cargo test
+# --no-run`: the same features, so scripts/test.sh's cargo test reuses all of it rather
+# than compiling the server a second time with other features).
+say "building fleet-server and edge-agent (cargo test --workspace --locked --no-run)"
+cargo test -q --workspace --locked --no-run >"$WORK/build.log" 2>&1 ||
+  { cat "$WORK/build.log"; die "the workspace does not build"; }
 TARGET=$(cargo metadata -q --format-version 1 --no-deps | "$VPY" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 FLEET_BIN=$TARGET/debug/fleet-server
 EDGE_BIN=$TARGET/debug/edge-agent
@@ -270,6 +273,7 @@ check "deploy/container/entrypoint.sh maps secret files to variables" entrypoint
 # units name the install path /usr/local/bin/…, which a build machine does not have. So
 # each unit is verified as a copy whose ExecStart points at the binary just built, with
 # nothing else changed, and its sandboxing is scored (exposure must stay at 3.0 or less).
+# A warning counts as a failure: verify exits 0 on unknown keys and unparsable values.
 unit() {
   local name=$1 bin=$2
   mkdir -p "$WORK/units"
@@ -277,7 +281,12 @@ unit() {
   grep -q "^ExecStart=$bin " "$WORK/units/$name" || { echo "deploy/$name has no ExecStart=/usr/local/bin/…"; return 1; }
   diff <(grep -v '^ExecStart=' "deploy/$name") <(grep -v '^ExecStart=' "$WORK/units/$name") >/dev/null ||
     { echo "the copy of deploy/$name differs beyond ExecStart"; return 1; }
-  systemd-analyze verify "$WORK/units/$name" || return 1
+  # verify only warns about unknown keys and unparsable values ("…, ignoring"); here
+  # anything it says is a failure.
+  local said
+  said=$(systemd-analyze verify "$WORK/units/$name" 2>&1) || { echo "$said"; return 1; }
+  [ -z "$said" ] || { echo "$said"; return 1; }
+  echo "ok: systemd-analyze verify has nothing to say about deploy/$name"
   systemd-analyze security --offline=yes --threshold=30 "$WORK/units/$name" | tail -1
 }
 check "systemd-analyze verify + security deploy/edge-agent.service" unit edge-agent.service "$EDGE_BIN"
