@@ -38,9 +38,13 @@ const REGIONS: [&str; 11] = [
 /// How long a cabinet has been offline, as the census buckets it (label `since`).
 const OFFLINE_SINCE: [(&str, i64); 3] = [("5m", 300), ("1h", 3600), ("24h", 86_400)];
 
-/// The region label of an IANA time zone.
+/// The region label of an IANA time zone; `UTC` (the registration default) and its
+/// aliases are `Etc`, like `Etc/UTC`.
 pub fn region_of(timezone: &str) -> &'static str {
     let area = timezone.split('/').next().unwrap_or_default();
+    if matches!(area, "UTC" | "UCT" | "GMT" | "Universal" | "Zulu") {
+        return "Etc";
+    }
     REGIONS.iter().find(|r| **r == area).copied().unwrap_or("other")
 }
 
@@ -441,6 +445,7 @@ mod tests {
             cab("Europe/Paris", false, Some(7200), Some("1.1.0"), now),
             cab("America/New_York", false, None, None, now),
             cab("Mars/Olympus", true, Some(1), Some("1.2.0"), now),
+            cab("UTC", true, Some(1), Some("1.2.0"), now),
         ];
         m.set_fleet_census(&rows, now);
         let g = |region: &str, state: &str| m.fleet_cabinets.with_label_values(&[region, state]).get();
@@ -448,10 +453,11 @@ mod tests {
         assert_eq!(g("Europe", "offline"), 2);
         assert_eq!(g("America", "never_seen"), 1);
         assert_eq!(g("other", "online"), 1, "an unknown area is `other`, never a new label");
+        assert_eq!(g("Etc", "online"), 1, "UTC, the registration default, is Etc");
         let off = |region: &str, since: &str| m.fleet_offline.with_label_values(&[region, since]).get();
         assert_eq!((off("Europe", "5m"), off("Europe", "1h"), off("Europe", "24h")), (2, 1, 0));
         assert_eq!(off("America", "5m"), 0, "a cabinet that never connected is not offline");
-        assert_eq!(m.fleet_firmware.with_label_values(&["1.2.0"]).get(), 3);
+        assert_eq!(m.fleet_firmware.with_label_values(&["1.2.0"]).get(), 4);
         assert_eq!(m.fleet_firmware.with_label_values(&["1.1.0"]).get(), 1);
 
         // The next census replaces the last: a region without cabinets disappears.
