@@ -5,9 +5,9 @@ Usage:
     curl -s http://127.0.0.1:8080/metrics > metrics.txt
     python3 dashboards/check.py metrics.txt [more-files...]
 
-Every metric name referenced in fleet-overview.json, pipeline.json (any string: PromQL
-expressions, variable queries, descriptions) and alerts.yml must appear in one of the
-given files. The files are read as plain text and every `lockerfleet_*` / `process_*`
+Every metric name referenced in the dashboards (every *.json here; any string: PromQL
+expressions, variable queries, descriptions), alerts.yml and its tests alerts.test.yml
+must appear in one of the given files. The files are read as plain text and every `lockerfleet_*` / `process_*`
 token in them counts as exported, so a Prometheus text-exposition dump works, and so
 does `fleet-server/src/metrics.rs`.
 
@@ -16,7 +16,7 @@ incremented once, so a dump from a freshly started server lacks e.g.
 `lockerfleet_ingest_refused_transitions_total`. Pass `fleet-server/src/metrics.rs` as a
 second file to count those too (process_* names only ever come from a dump).
 
-Also checks that both JSON files parse and that alerts.yml has the expected shape
+Also checks that every JSON file parses and that alerts.yml has the expected shape
 (`groups:` first, every `- alert:` with an `expr:`), without PyYAML.
 
 Exit status: 0 all good, 1 unknown names or a broken file, 2 usage error.
@@ -28,8 +28,9 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-DASHBOARDS = ("fleet-overview.json", "pipeline.json")
+DASHBOARDS = tuple(sorted(p.name for p in HERE.glob("*.json")))
 RULES = "alerts.yml"
+RULE_TESTS = "alerts.test.yml"
 
 NAME = re.compile(r"(?<![A-Za-z0-9_])(lockerfleet_[a-z0-9_]+|process_[a-z0-9_]+)")
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
@@ -161,6 +162,9 @@ def main(argv):
     for d in DASHBOARDS:
         check_dashboard(HERE / d, refs, errors)
     check_rules(HERE / RULES, refs, errors)
+    for no, ln in enumerate((HERE / RULE_TESTS).read_text(encoding="utf-8").splitlines(), 1):
+        for name in names_in(ln):
+            refs.setdefault(name, set()).add(f"{RULE_TESTS}:{no}")
 
     unknown = sorted(n for n in refs if not is_known(n, exported))
     for e in errors:

@@ -31,6 +31,11 @@ export PATH="$PATH:/usr/sbin"
 echo "== face assets"
 scripts/face-assets.sh
 
+# Deployment and monitoring files: compose, Kubernetes, EMQX, systemd units, container
+# build, dashboards and alert rules, each checked by the tool that reads it.
+echo "== deployment files"
+scripts/check-deploy.sh
+
 echo "== backends: sqlite + embedded rumqttd${DATABASE_URL:+, postgresql}${MQTT_EXTERNAL_URL:+, external broker ${MQTT_EXTERNAL_URL}}"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

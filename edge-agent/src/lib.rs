@@ -26,6 +26,7 @@ pub mod face;
 pub mod http;
 pub mod hw;
 pub mod ota;
+pub mod sdnotify;
 pub mod vision;
 
 use std::os::unix::fs::OpenOptionsExt;

@@ -100,11 +100,26 @@ fn main() -> ExitCode {
         let addr = edge_agent::http::serve(config.http_listen, agent.cabinet.clone(), config.sim_control)
             .map_err(|e| format!("cannot listen on {} (http_listen): {e}", config.http_listen))?;
         tracing::info!(%addr, sim_control = config.sim_control, "cabinet endpoint listening");
+        // Under systemd (Type=notify): ready now, then watchdog pings while the actors answer.
+        let notifier = edge_agent::sdnotify::Notifier::from_env().map_err(|e| e.to_string())?.map(std::sync::Arc::new);
+        if let Some(n) = &notifier {
+            n.notify_or_log("READY=1");
+            if let Some(every) = edge_agent::sdnotify::watchdog_interval() {
+                let (cabinet, link) = (agent.cabinet.clone(), agent.link.clone());
+                edge_agent::sdnotify::spawn_watchdog(n.clone(), every, move || {
+                    let (cabinet, link) = (cabinet.clone(), link.clone());
+                    async move { edge_agent::sdnotify::actors_answer(&cabinet, &link, every).await }
+                });
+            }
+        }
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
         tokio::select! {
             r = tokio::signal::ctrl_c() => r.map_err(|e| e.to_string())?,
             _ = term.recv() => {}
+        }
+        if let Some(n) = &notifier {
+            n.notify_or_log("STOPPING=1");
         }
         Ok(())
     });

@@ -3,10 +3,59 @@
 //! One [`Metrics`] per server instance, each with its own registry (so several servers in
 //! one test process never share counters). Every name starts with `lockerfleet_`; the
 //! dashboards in `dashboards/` use exactly these names.
+//!
+//! Most metrics count what *this replica* did or sees. The fleet census
+//! (`lockerfleet_fleet_*`, [`Metrics::set_fleet_census`]) is read from the database, so
+//! every replica reports the same fleet-wide numbers.
 
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
+
+/// Most distinct firmware versions the census names; the rest are counted as `other`.
+const MAX_FIRMWARE_LABELS: usize = 20;
+
+/// IANA time-zone areas: a cabinet's region is the area of its zone (`Europe/Berlin` →
+/// `Europe`), anything else is `other`, so a label value can never be minted at will.
+const REGIONS: [&str; 11] = [
+    "Africa",
+    "America",
+    "Antarctica",
+    "Arctic",
+    "Asia",
+    "Atlantic",
+    "Australia",
+    "Europe",
+    "Indian",
+    "Pacific",
+    "Etc",
+];
+
+/// How long a cabinet has been offline, as the census buckets it (label `since`).
+const OFFLINE_SINCE: [(&str, i64); 3] = [("5m", 300), ("1h", 3600), ("24h", 86_400)];
+
+/// The region label of an IANA time zone; `UTC` (the registration default) and its
+/// aliases are `Etc`, like `Etc/UTC`.
+pub fn region_of(timezone: &str) -> &'static str {
+    let area = timezone.split('/').next().unwrap_or_default();
+    if matches!(area, "UTC" | "UCT" | "GMT" | "Universal" | "Zulu") {
+        return "Etc";
+    }
+    REGIONS.iter().find(|r| **r == area).copied().unwrap_or("other")
+}
+
+/// One registered cabinet, as the fleet census sees it.
+#[derive(Debug, Clone)]
+pub struct CensusRow {
+    pub timezone: String,
+    pub online: bool,
+    pub last_seen_at: Option<DateTime<Utc>>,
+    pub firmware: Option<String>,
+}
 
 /// Handles to every metric; cheap to clone (each handle is an `Arc` inside).
 #[derive(Clone, Debug)]
@@ -82,6 +131,25 @@ pub struct Metrics {
     pub mqtt_logins: IntCounterVec,
     /// Client connections the front door holds open.
     pub mqtt_front_door_connections: IntGauge,
+    /// Pickups, by method (`code`, `face`) and outcome: `picked_up` (the parcel moved),
+    /// `refused` (the lifecycle refused the cabinet's pickup), `failed` (a failed match
+    /// or a wrong code at the cabinet).
+    pub pickups: IntCounterVec,
+    /// Age of each newly stored cabinet event at commit (cabinet time to commit): a
+    /// cabinet that was offline brings old events, a lagging ingest makes all of them old.
+    pub ingest_lag_seconds: Histogram,
+    /// Events received and waiting in this replica's ingest buffer for their batch.
+    pub ingest_buffered: IntGauge,
+    /// Outbox rows from enqueued to delivered, by channel (`mqtt` courier notes, `cabinet`
+    /// desired state with templates, `webhook`).
+    pub outbox_delivery_seconds: HistogramVec,
+    /// Fleet census from the database: registered cabinets by region and state
+    /// (`online`, `offline`, `never_seen`).
+    pub fleet_cabinets: IntGaugeVec,
+    /// Fleet census: cabinets offline for at least `since` (5m, 1h, 24h), by region.
+    pub fleet_offline: IntGaugeVec,
+    /// Fleet census: cabinets by the firmware they last reported.
+    pub fleet_firmware: IntGaugeVec,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
@@ -254,7 +322,117 @@ impl Metrics {
                 "lockerfleet_mqtt_front_door_connections",
                 "Client connections open on the MQTT front door",
             ),
+            pickups: counter_vec(
+                "lockerfleet_pickups_total",
+                "Pickups by method and outcome (picked_up, refused, failed)",
+                &["method", "outcome"],
+            ),
+            ingest_lag_seconds: register(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "lockerfleet_ingest_lag_seconds",
+                        "Age of newly stored cabinet events at commit, from the cabinet's clock",
+                    )
+                    .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0, 300.0, 3600.0, 86_400.0]),
+                )
+                .expect("valid metric"),
+            ),
+            ingest_buffered: gauge(
+                "lockerfleet_ingest_buffered_events",
+                "Cabinet events waiting in this replica's ingest buffer",
+            ),
+            outbox_delivery_seconds: register(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "lockerfleet_outbox_delivery_seconds",
+                        "Outbox rows from enqueued to delivered, by channel",
+                    )
+                    .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 30.0, 120.0, 600.0, 3600.0]),
+                    &["channel"],
+                )
+                .expect("valid metric"),
+            ),
+            fleet_cabinets: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new("lockerfleet_fleet_cabinets", "Registered cabinets by region and state (database)"),
+                    &["region", "state"],
+                )
+                .expect("valid metric"),
+            ),
+            fleet_offline: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "lockerfleet_fleet_offline_cabinets",
+                        "Cabinets offline for at least `since`, by region (database)",
+                    ),
+                    &["region", "since"],
+                )
+                .expect("valid metric"),
+            ),
+            fleet_firmware: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new("lockerfleet_fleet_firmware_cabinets", "Cabinets by last reported firmware (database)"),
+                    &["firmware"],
+                )
+                .expect("valid metric"),
+            ),
             registry: r,
+        }
+    }
+
+    /// Sets the `lockerfleet_fleet_*` gauges from every registered cabinet. A cabinet
+    /// offline with no `last_seen_at` never connected: it is `never_seen`, not offline.
+    pub fn set_fleet_census(&self, cabinets: &[CensusRow], now: DateTime<Utc>) {
+        let mut states: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+        let mut offline: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+        let mut firmware: BTreeMap<&str, i64> = BTreeMap::new();
+        for c in cabinets {
+            let region = region_of(&c.timezone);
+            for (since, _) in OFFLINE_SINCE {
+                offline.entry((region, since)).or_default();
+            }
+            let state = match (c.online, c.last_seen_at) {
+                (true, _) => "online",
+                (false, None) => "never_seen",
+                (false, Some(seen)) => {
+                    let away = (now - seen).num_seconds();
+                    for (since, secs) in OFFLINE_SINCE {
+                        if away >= secs {
+                            *offline.entry((region, since)).or_default() += 1;
+                        }
+                    }
+                    "offline"
+                }
+            };
+            *states.entry((region, state)).or_default() += 1;
+            if let Some(f) = c.firmware.as_deref().filter(|f| !f.is_empty()) {
+                *firmware.entry(f).or_default() += 1;
+            }
+        }
+        // The most common versions keep their names; a long tail is folded into `other`.
+        let mut versions: Vec<(&str, i64)> = firmware.into_iter().collect();
+        versions.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        let other: i64 = versions.iter().skip(MAX_FIRMWARE_LABELS).map(|(_, n)| n).sum();
+        versions.truncate(MAX_FIRMWARE_LABELS);
+        self.fleet_cabinets.reset();
+        self.fleet_offline.reset();
+        self.fleet_firmware.reset();
+        for ((region, state), n) in states {
+            self.fleet_cabinets.with_label_values(&[region, state]).set(n);
+        }
+        for ((region, since), n) in offline {
+            self.fleet_offline.with_label_values(&[region, since]).set(n);
+        }
+        for (version, n) in versions {
+            self.fleet_firmware.with_label_values(&[version]).set(n);
+        }
+        if other > 0 {
+            self.fleet_firmware.with_label_values(&["other"]).set(other);
         }
     }
 
@@ -269,5 +447,67 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+    use super::*;
+
+    fn cab(tz: &str, online: bool, seen_ago_s: Option<i64>, firmware: Option<&str>, now: DateTime<Utc>) -> CensusRow {
+        CensusRow {
+            timezone: tz.to_owned(),
+            online,
+            last_seen_at: seen_ago_s.map(|s| now - chrono::Duration::seconds(s)),
+            firmware: firmware.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn the_census_counts_cabinets_by_region_state_offline_age_and_firmware() {
+        let m = Metrics::new();
+        let now = Utc::now();
+        let rows = vec![
+            cab("Europe/Berlin", true, Some(1), Some("1.2.0"), now),
+            cab("Europe/Paris", false, Some(400), Some("1.2.0"), now),
+            cab("Europe/Paris", false, Some(7200), Some("1.1.0"), now),
+            cab("America/New_York", false, None, None, now),
+            cab("Mars/Olympus", true, Some(1), Some("1.2.0"), now),
+            cab("UTC", true, Some(1), Some("1.2.0"), now),
+        ];
+        m.set_fleet_census(&rows, now);
+        let g = |region: &str, state: &str| m.fleet_cabinets.with_label_values(&[region, state]).get();
+        assert_eq!(g("Europe", "online"), 1);
+        assert_eq!(g("Europe", "offline"), 2);
+        assert_eq!(g("America", "never_seen"), 1);
+        assert_eq!(g("other", "online"), 1, "an unknown area is `other`, never a new label");
+        assert_eq!(g("Etc", "online"), 1, "UTC, the registration default, is Etc");
+        let off = |region: &str, since: &str| m.fleet_offline.with_label_values(&[region, since]).get();
+        assert_eq!((off("Europe", "5m"), off("Europe", "1h"), off("Europe", "24h")), (2, 1, 0));
+        assert_eq!(off("America", "5m"), 0, "a cabinet that never connected is not offline");
+        assert_eq!(m.fleet_firmware.with_label_values(&["1.2.0"]).get(), 4);
+        assert_eq!(m.fleet_firmware.with_label_values(&["1.1.0"]).get(), 1);
+
+        // The next census replaces the last: a region without cabinets disappears.
+        m.set_fleet_census(&rows[..1], now);
+        let text = m.render();
+        assert!(!text.contains("region=\"America\""), "{text}");
+        assert_eq!(g("Europe", "online"), 1);
+    }
+
+    #[test]
+    fn a_long_tail_of_firmware_versions_is_folded_into_other() {
+        let m = Metrics::new();
+        let now = Utc::now();
+        let rows: Vec<_> = (0..MAX_FIRMWARE_LABELS + 5)
+            .map(|i| cab("Europe/Rome", true, Some(1), Some(&format!("0.0.{i}")), now))
+            .collect();
+        m.set_fleet_census(&rows, now);
+        let text = m.render();
+        let labels = text.lines().filter(|l| l.starts_with("lockerfleet_fleet_firmware_cabinets{")).count();
+        assert_eq!(labels, MAX_FIRMWARE_LABELS + 1, "{text}");
+        assert_eq!(m.fleet_firmware.with_label_values(&["other"]).get(), 5);
     }
 }

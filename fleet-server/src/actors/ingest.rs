@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use actix::prelude::*;
-use lockerfleet_shared::envelope::{Ack, CabinetEvent, DownBody, EventKind};
+use lockerfleet_shared::envelope::{Ack, CabinetEvent, DownBody, EventKind, PickupMethod};
 use lockerfleet_shared::{CabinetId, Envelope, TopicSpace};
 use rumqttc::{AsyncClient, QoS};
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, TransactionTrait};
@@ -136,6 +136,7 @@ impl Ingest {
         self.writing = true;
         let take = self.buffer.len().min(self.max_batch);
         let batch: Vec<_> = self.buffer.drain(..take).collect();
+        self.metrics.ingest_buffered.set(self.buffer.len() as i64);
         let service = self.ctx.clone();
         let metrics = self.metrics.clone();
         async move {
@@ -193,6 +194,7 @@ impl Handler<Events> for Ingest {
     fn handle(&mut self, msg: Events, ctx: &mut Self::Context) {
         let Events { cabinet, events } = msg;
         self.buffer.extend(events.into_iter().map(|e| (cabinet.clone(), e)));
+        self.metrics.ingest_buffered.set(self.buffer.len() as i64);
         if self.buffer.len() >= self.max_batch {
             self.write(ctx);
         } else if !self.flush_scheduled {
@@ -303,6 +305,23 @@ fn alarm_label(code: &str) -> &'static str {
     KNOWN.iter().find(|k| **k == code).copied().unwrap_or("other")
 }
 
+/// Counts a pickup event's outcome; other events are not pickups.
+fn count_pickup(metrics: &Metrics, what: &EventKind, outcome: &str) {
+    if let EventKind::Pickup { method, .. } = what {
+        let method = match method {
+            PickupMethod::Face => "face",
+            PickupMethod::Code => "code",
+        };
+        metrics.pickups.with_label_values(&[method, outcome]).inc();
+    }
+}
+
+/// The method of a failed attempt: the agent reports a wrong code with this reason
+/// (edge-agent `EnterCode`); every other failed match is a face attempt.
+fn failed_method(reason: &str) -> &'static str {
+    if reason == "wrong pickup code" { "code" } else { "face" }
+}
+
 /// Stores a batch; returns the cabinets whose events may be acked (the registered ones).
 async fn store_batch(
     ctx: &Ctx,
@@ -343,6 +362,8 @@ async fn store_batch(
         }
         fresh.push(item);
     }
+    // Seconds from the cabinet's clock to now, observed once the batch has committed.
+    let ages: Vec<f64> = fresh.iter().map(|(_, e)| (at - e.at).num_milliseconds().max(0) as f64 / 1000.0).collect();
     for chunk in fresh.chunks(INSERT_CHUNK) {
         let rows = chunk.iter().map(|(cabinet, event)| cabinet_event::ActiveModel {
             id: Set(event.id),
@@ -377,8 +398,9 @@ async fn store_batch(
                 tracing::warn!(%cabinet, code, "cabinet alarm");
                 continue;
             }
-            EventKind::FailedMatch { .. } => {
+            EventKind::FailedMatch { reason } => {
                 metrics.cabinet_alarms.with_label_values(&["failed_match"]).inc();
+                metrics.pickups.with_label_values(&[failed_method(reason), "failed"]).inc();
                 continue;
             }
             EventKind::Deposit { parcel, .. } => (parcel.0, Transition::Deposit),
@@ -388,11 +410,13 @@ async fn store_batch(
         let kind = kind_of(&event.what);
         let Some(p) = parcel::Entity::find_by_id(parcel_id).one(&txn).await? else {
             metrics.ingest_refused_transitions.with_label_values(&[kind]).inc();
+            count_pickup(metrics, &event.what, "refused");
             tracing::warn!(%cabinet, parcel = %parcel_id, kind, "event names an unknown parcel");
             continue;
         };
         if p.cabinet_id.as_deref() != Some(cabinet.as_str()) {
             metrics.ingest_refused_transitions.with_label_values(&[kind]).inc();
+            count_pickup(metrics, &event.what, "refused");
             tracing::warn!(%cabinet, parcel = %parcel_id, kind, "event names a parcel of another cabinet");
             continue;
         }
@@ -401,15 +425,22 @@ async fn store_batch(
         // event stays stored and the rest of the batch commits.
         let savepoint = txn.begin().await?;
         match transition_in(&savepoint, ctx, p, &transition, Source::Cabinet, detail, at).await {
-            Ok(_) => savepoint.commit().await?,
+            Ok(_) => {
+                savepoint.commit().await?;
+                count_pickup(metrics, &event.what, "picked_up");
+            }
             Err(e) => {
                 savepoint.rollback().await?;
                 metrics.ingest_refused_transitions.with_label_values(&[kind]).inc();
+                count_pickup(metrics, &event.what, "refused");
                 tracing::warn!(%cabinet, parcel = %parcel_id, kind, error = %e, "transition not applied; event kept");
             }
         }
     }
     txn.commit().await?;
+    for age in ages {
+        metrics.ingest_lag_seconds.observe(age);
+    }
     Ok(registered)
 }
 

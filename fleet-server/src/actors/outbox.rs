@@ -289,6 +289,9 @@ async fn deliver(
         metrics.notifications.with_label_values(&[channel, if ok { "delivered" } else { "failed" }]).inc();
         if ok {
             delivered.extend(ids.iter().copied());
+            for row in rows.iter().filter(|r| ids.contains(&r.id)) {
+                observe_delivery(metrics, channel, row);
+            }
         } else {
             for id in ids {
                 if let Some(row) = rows.iter().find(|r| r.id == *id) {
@@ -331,6 +334,7 @@ async fn deliver_webhooks(
         match result {
             Ok(()) => {
                 metrics.notifications.with_label_values(&[CHANNEL_WEBHOOK, "delivered"]).inc();
+                observe_delivery(metrics, CHANNEL_WEBHOOK, &row);
                 outbox::Entity::update_many()
                     .col_expr(outbox::Column::DeliveredAt, Expr::value(Some(now())))
                     .col_expr(outbox::Column::Attempts, Expr::value(row.attempts + 1))
@@ -345,6 +349,12 @@ async fn deliver_webhooks(
         }
     }
     Ok(())
+}
+
+/// Time from a row's enqueueing to its delivery, now.
+fn observe_delivery(metrics: &Metrics, channel: &str, row: &outbox::Model) {
+    let seconds = Ord::max((now() - row.created_at).num_milliseconds(), 0) as f64 / 1000.0;
+    metrics.outbox_delivery_seconds.with_label_values(&[channel]).observe(seconds);
 }
 
 /// How long a claimed row belongs to this relay before another replica may take it

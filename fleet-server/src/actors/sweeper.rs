@@ -5,6 +5,10 @@
 //! courier did not deposit in time gives its compartment back. Each parcel moves in its
 //! own transaction through the same lifecycle as everything else; the optimistic check
 //! in the transition makes two replicas sweeping at once harmless.
+//!
+//! Each pass also takes the fleet census for the `lockerfleet_fleet_*` gauges (cabinets
+//! by region, state, offline age and firmware), so every replica reports the fleet-wide
+//! numbers from the database, whichever cabinets its own MQTT session hears.
 
 use std::time::Duration;
 
@@ -47,24 +51,52 @@ impl Actor for Sweeper {
             }
             act.busy = true;
             let service = act.ctx.clone();
-            async move { sweep(&service).await }
-                .into_actor(act)
-                .map(|result, act, _| {
-                    act.busy = false;
-                    match result {
-                        Ok(n) if n > 0 => {
-                            tracing::info!(parcels = n, "sweeper moved parcels on");
-                            if let Some(o) = &act.outbox {
-                                o.do_send(super::outbox::Kick);
-                            }
+            async move {
+                if let Err(e) = census(&service).await {
+                    tracing::warn!(error = %e, "fleet census failed");
+                }
+                sweep(&service).await
+            }
+            .into_actor(act)
+            .map(|result, act, _| {
+                act.busy = false;
+                match result {
+                    Ok(n) if n > 0 => {
+                        tracing::info!(parcels = n, "sweeper moved parcels on");
+                        if let Some(o) = &act.outbox {
+                            o.do_send(super::outbox::Kick);
                         }
-                        Ok(_) => {}
-                        Err(e) => tracing::warn!(error = %e, "sweep failed"),
                     }
-                })
-                .spawn(ctx);
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "sweep failed"),
+                }
+            })
+            .spawn(ctx);
         });
     }
+}
+
+/// Reads every registered cabinet's presence columns and sets the census gauges.
+pub async fn census(ctx: &Ctx) -> Result<(), sea_orm::DbErr> {
+    use crate::store::entities::cabinet::{Column, Entity};
+    type Row = (String, bool, Option<chrono::DateTime<chrono::Utc>>, Option<String>);
+    let rows: Vec<Row> = Entity::find()
+        .select_only()
+        .columns([Column::Timezone, Column::Online, Column::LastSeenAt, Column::Firmware])
+        .into_tuple()
+        .all(ctx.store.connection())
+        .await?;
+    let rows: Vec<_> = rows
+        .into_iter()
+        .map(|(timezone, online, last_seen_at, firmware)| crate::metrics::CensusRow {
+            timezone,
+            online,
+            last_seen_at,
+            firmware,
+        })
+        .collect();
+    ctx.metrics.set_fleet_census(&rows, now());
+    Ok(())
 }
 
 /// One sweep; returns how many parcels moved.
