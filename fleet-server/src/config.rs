@@ -392,14 +392,40 @@ impl Config {
             Some(path) => builder = builder.add_source(config::File::from(path).required(true)),
             None => builder = builder.add_source(config::File::with_name("fleet-server").required(false)),
         }
+        // Only `FLEET_<SECTION>__<KEY>` are configuration. Other `FLEET_*` variables (the
+        // command line's own `FLEET_CONFIG`, or a deployment's) would otherwise be read as
+        // unknown top-level keys and stop the server.
+        let keys: config::Map<String, String> = std::env::vars()
+            .filter(|(k, _)| k.strip_prefix("FLEET_").is_some_and(|rest| rest.contains("__")))
+            .collect();
         let cfg: Config = builder
             .add_source(
-                config::Environment::with_prefix("FLEET").prefix_separator("_").separator("__").try_parsing(true),
+                config::Environment::with_prefix("FLEET")
+                    .prefix_separator("_")
+                    .separator("__")
+                    .try_parsing(true)
+                    .source(Some(keys)),
             )
             .build()?
             .try_deserialize()?;
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// The configuration as `check-config` shows it: secrets are never serialised, and the
+    /// ones that sit inside other values (a database URL's password, the bootstrap token)
+    /// are masked.
+    pub fn redacted(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        if let Some(url) = v.pointer_mut("/database/url") {
+            *url = serde_json::Value::String(mask_url_password(&self.database.url));
+        }
+        if let Some(t) = v.pointer_mut("/auth/bootstrap_token")
+            && !t.is_null()
+        {
+            *t = serde_json::Value::String("(set, not shown)".into());
+        }
+        v
     }
 
     /// Checks every value; the error names the key.
@@ -570,6 +596,23 @@ impl Config {
     }
 }
 
+/// `scheme://user:password@host/…` with the password replaced by `***`.
+fn mask_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let (authority, path) = rest.split_once('/').map_or((rest, None), |(a, p)| (a, Some(p)));
+    let masked = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => authority.to_owned(),
+        },
+        None => authority.to_owned(),
+    };
+    match path {
+        Some(p) => format!("{scheme}://{masked}/{p}"),
+        None => format!("{scheme}://{masked}"),
+    }
+}
+
 /// Parses `mqtt://host:port` (port defaults to 1883) or `mqtts://host:port` (8883).
 pub fn parse_broker_url(url: &str) -> Result<BrokerAddr, ConfigError> {
     let (rest, tls) = if let Some(r) = url.strip_prefix("mqtts://").or_else(|| url.strip_prefix("ssl://")) {
@@ -602,6 +645,21 @@ mod tests {
         c.validate().unwrap();
         assert_eq!(c.mqtt.mode, BrokerMode::Embedded);
         assert!(c.database.url.starts_with("sqlite:"));
+    }
+
+    #[test]
+    fn check_config_shows_no_secret() {
+        let mut c = Config::default();
+        c.database.url = "postgres://lf:hunter2@db.internal:5432/lockerfleet?sslmode=require".into();
+        c.auth.bootstrap_token = Some("lf_bootstrap-secret-0123456789abcdef".into());
+        c.mqtt.password = Some("mqtt-secret".into());
+        c.templates.kek = Some("a2VrLXNlY3JldA==".into());
+        let shown = c.redacted().to_string();
+        for secret in ["hunter2", "lf_bootstrap-secret", "mqtt-secret", "a2VrLXNlY3JldA"] {
+            assert!(!shown.contains(secret), "{secret} shown: {shown}");
+        }
+        assert!(shown.contains("postgres://lf:***@db.internal:5432/lockerfleet?sslmode=require"), "{shown}");
+        assert_eq!(mask_url_password("sqlite://lockerfleet.db?mode=rwc"), "sqlite://lockerfleet.db?mode=rwc");
     }
 
     #[test]

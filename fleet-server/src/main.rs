@@ -124,5 +124,5 @@ fn main() -> ExitCode {
 }
 
 fn toml_like(config: &Config) -> serde_json::Result<String> {
-    serde_json::to_string_pretty(config)
+    serde_json::to_string_pretty(&config.redacted())
 }

@@ -39,6 +39,19 @@ fn a_bad_environment_value_names_its_key() {
 }
 
 #[test]
+fn the_config_file_can_be_named_by_fleet_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("fleet.toml");
+    std::fs::write(&file, "[http]\nlisten = \"127.0.0.1:0\"\n[parcels]\nexpiry_sweep_s = 7\n").unwrap();
+    let mut cmd = bin();
+    // Any other FLEET_ variable without a section is not configuration either.
+    cmd.env("FLEET_CONFIG", &file).env("FLEET_DEPLOYMENT", "blue").arg("check-config");
+    let (code, err) = run_to_end(cmd);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("\"expiry_sweep_s\": 7"), "the file was read: {err}");
+}
+
+#[test]
 fn an_unknown_key_in_the_file_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("fleet.toml");
