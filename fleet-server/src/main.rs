@@ -29,7 +29,12 @@ enum Command {
     /// Print every issued cabinet and courier MQTT login as Mosquitto `password_file`
     /// lines (`username:$7$…`), for an external Mosquitto with the shipped ACL. Add the
     /// server's own login with `mosquitto_passwd`, then send Mosquitto SIGHUP.
-    MqttPasswd,
+    MqttPasswd {
+        /// Print instead the `acl_file` entries confining each issued courier login to
+        /// its own assignment topic (append them to the shipped ACL).
+        #[arg(long)]
+        acl: bool,
+    },
 }
 
 fn init_logging(config: &Config) {
@@ -76,11 +81,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Some(Command::MqttPasswd) = cli.command {
+    if let Some(Command::MqttPasswd { acl }) = cli.command {
         let out = actix_rt::System::new().block_on(async {
             let store =
                 fleet_server::store::Store::connect(&config.database.url, 1).await.map_err(|e| e.to_string())?;
-            fleet_server::gateway::credentials::mosquitto_password_file(&store).await.map_err(|e| e.to_string())
+            let lines = if acl {
+                fleet_server::gateway::credentials::mosquitto_courier_acl(&store, &config.topics()).await
+            } else {
+                fleet_server::gateway::credentials::mosquitto_password_file(&store).await
+            };
+            lines.map_err(|e| e.to_string())
         });
         return match out {
             Ok(lines) => {

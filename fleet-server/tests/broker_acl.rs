@@ -75,7 +75,7 @@ fn topics(seen: &[(String, Vec<u8>)]) -> Vec<&str> {
 
 /// A Mosquitto on a free port with the shipped ACL and these users.
 fn acl_broker(users: &[(&str, &str)]) -> (Broker, u16, tempfile::TempDir) {
-    acl_broker_with(users, "", None)
+    acl_broker_with(users, "", "", None)
 }
 
 /// As [`acl_broker`], with `more` appended to the password file (lines of
@@ -84,6 +84,7 @@ fn acl_broker(users: &[(&str, &str)]) -> (Broker, u16, tempfile::TempDir) {
 fn acl_broker_with(
     users: &[(&str, &str)],
     more: &str,
+    more_acl: &str,
     tls: Option<&common::TestPki>,
 ) -> (Broker, u16, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -99,7 +100,10 @@ fn acl_broker_with(
     let mut file = std::fs::OpenOptions::new().append(true).open(&passwd).unwrap();
     std::io::Write::write_all(&mut file, more.as_bytes()).unwrap();
     drop(file);
-    let acl = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/mosquitto/lockerfleet.acl");
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/mosquitto/lockerfleet.acl");
+    // The shipped file, with what `fleet-server mqtt-passwd --acl` prints appended.
+    let acl = dir.path().join("lockerfleet.acl");
+    std::fs::write(&acl, format!("{}\n{more_acl}", std::fs::read_to_string(&shipped).unwrap())).unwrap();
     let port = free_port();
     let conf = dir.path().join("mosquitto.conf");
     let tls = tls.map(|p| format!("certfile {}\nkeyfile {}\n", p.cert.display(), p.key.display())).unwrap_or_default();
@@ -244,12 +248,26 @@ async fn issued_logins_exported_for_mosquitto_log_in_and_stay_confined() {
         let registered = post(api("cabinets"), body).await;
         passwords.push(registered["mqtt_credentials"]["password"].as_str().unwrap().to_owned());
     }
+    let mut couriers = Vec::new();
+    for id in ["k-1", "k-2"] {
+        post(api("couriers"), serde_json::json!({"id": id, "tenant": "acme", "name": id})).await;
+        let issued = post(api(&format!("couriers/{id}/mqtt-credentials")), serde_json::json!({})).await;
+        couriers
+            .push((issued["username"].as_str().unwrap().to_owned(), issued["password"].as_str().unwrap().to_owned()));
+    }
     let exported = fleet_server::gateway::credentials::mosquitto_password_file(&server.store).await.unwrap();
-    assert_eq!(exported.lines().count(), 2, "{exported}");
+    assert_eq!(exported.lines().count(), 4, "{exported}");
     assert!(!exported.contains(&passwords[0]), "the export holds hashes only");
+    let courier_acl = fleet_server::gateway::credentials::mosquitto_courier_acl(
+        &server.store,
+        &lockerfleet_shared::TopicSpace::new(None).unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(courier_acl.matches("user courier@").count(), 2, "{courier_acl}");
     server.stop().await;
 
-    let (_broker, port, _mdir) = acl_broker_with(&[("lockerfleet-server", "server-pw")], &exported, None);
+    let (_broker, port, _mdir) = acl_broker_with(&[("lockerfleet-server", "server-pw")], &exported, &courier_acl, None);
     let (fleet, mut fleet_rx) = client(port, "lockerfleet-server", "server-pw").await;
     fleet.subscribe("lf/v1/cab/+/up", QoS::AtLeastOnce).await.unwrap();
     // The server's subscription is in place once its own marker comes back.
@@ -277,6 +295,25 @@ async fn issued_logins_exported_for_mosquitto_log_in_and_stay_confined() {
         }
     };
     assert!(refused, "another cabinet's secret logged in");
+
+    // A courier reads its own assignments only.
+    let (k1, mut k1_rx) = client(port, &couriers[0].0, &couriers[0].1).await;
+    for t in ["lf/v1/courier/k-1/assignments", "lf/v1/courier/k-2/assignments"] {
+        k1.subscribe(t, QoS::AtLeastOnce).await.unwrap();
+    }
+    // Published after the subscriptions are in place: the server's marker comes back first.
+    fleet.subscribe("lf/v1/courier/+/assignments", QoS::AtLeastOnce).await.unwrap();
+    fleet.publish("lf/v1/courier/k-9/assignments", QoS::AtLeastOnce, false, b"marker".to_vec()).await.unwrap();
+    received_until(&mut fleet_rx, "lf/v1/courier/k-9/assignments", Duration::from_secs(5)).await;
+    fleet.publish("lf/v1/courier/k-2/assignments", QoS::AtLeastOnce, false, b"for k-2".to_vec()).await.unwrap();
+    fleet.publish("lf/v1/courier/k-1/assignments", QoS::AtLeastOnce, false, b"for k-1".to_vec()).await.unwrap();
+    let mut seen = received_until(&mut k1_rx, "lf/v1/courier/k-1/assignments", Duration::from_secs(5)).await;
+    seen.extend(received_until(&mut k1_rx, "never", Duration::from_millis(500)).await);
+    assert_eq!(topics(&seen), ["lf/v1/courier/k-1/assignments"], "a courier read another's assignments");
+    // And it may not publish there (Mosquitto drops it silently; the server hears nothing).
+    k1.publish("lf/v1/courier/k-1/assignments", QoS::AtLeastOnce, false, b"forged".to_vec()).await.unwrap();
+    let forged = received_until(&mut fleet_rx, "never", Duration::from_millis(500)).await;
+    assert!(forged.iter().all(|(_, p)| p != b"forged"), "a courier published on its assignment topic");
 }
 
 /// Over `mqtts://`, the server trusts only `mqtt.ca_file`: with the broker's CA it is ready,
@@ -284,7 +321,7 @@ async fn issued_logins_exported_for_mosquitto_log_in_and_stay_confined() {
 #[actix_rt::test]
 async fn the_server_logs_in_to_an_external_broker_over_tls() {
     let pki = common::TestPki::generate();
-    let (_broker, port, dir) = acl_broker_with(&[("lockerfleet-server", "server-pw")], "", Some(&pki));
+    let (_broker, port, dir) = acl_broker_with(&[("lockerfleet-server", "server-pw")], "", "", Some(&pki));
     let stranger = common::TestPki::generate();
     for (ca, ready) in [(&pki.ca_file, true), (&stranger.ca_file, false)] {
         let mut c = fleet_server::config::Config::default();

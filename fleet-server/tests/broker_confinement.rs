@@ -336,9 +336,9 @@ async fn a_courier_listens_only_to_its_own_assignments(backend: Backend) {
     assert_eq!(kim_api.post("/api/v1/couriers/k-2/mqtt-credentials", &json!({})).await.0, 403);
     let (status, issued) = kim_api.post("/api/v1/couriers/k-1/mqtt-credentials", &json!({})).await;
     assert_eq!(status, 200, "{issued}");
-    assert_eq!(issued["username"], "courier:k-1");
+    assert_eq!(issued["username"], "courier@k-1");
     let kim = MqttAuth {
-        login: Some(("courier:k-1".into(), issued["password"].as_str().unwrap().to_owned())),
+        login: Some(("courier@k-1".into(), issued["password"].as_str().unwrap().to_owned())),
         tls: Some(pki.client.clone()),
     };
     let (k1, k2) =

@@ -895,7 +895,7 @@ pub async fn courier_tasks(
 }
 
 /// `POST /api/v1/couriers/{id}/mqtt-credentials`: issues the courier's MQTT login for its
-/// assignment topic (username `courier:{id}`), replacing any earlier one. The secret is in
+/// assignment topic (username `courier@{id}`), replacing any earlier one. The secret is in
 /// this response only. Who may ask: as for a pass.
 #[utoipa::path(post, path = "/api/v1/couriers/{id}/mqtt-credentials", tag = "couriers", params(("id" = String, Path)),
     responses((status = 200, body = crate::gateway::credentials::IssuedCredential),

@@ -33,9 +33,10 @@ use crate::store::{Store, StoreError};
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// Usernames of couriers start with this; cabinet ids cannot contain `:`, so a courier
-/// and a cabinet with the same id never share a login.
-pub const COURIER_PREFIX: &str = "courier:";
+/// Usernames of couriers start with this; cabinet ids cannot contain `@`, so a courier
+/// and a cabinet with the same id never share a login. (Not `:`: Mosquitto's password
+/// file ends the username at the first colon.)
+pub const COURIER_PREFIX: &str = "courier@";
 
 /// Random bytes in a secret (192 bits).
 const SECRET_BYTES: usize = 24;
@@ -53,7 +54,7 @@ pub enum Principal {
 
 impl Principal {
     /// The MQTT username: the cabinet id (as the shipped Mosquitto ACL expects), or
-    /// `courier:{id}`.
+    /// `courier@{id}`.
     pub fn username(&self) -> String {
         match self {
             Principal::Cabinet(c) => c.to_string(),
@@ -105,7 +106,7 @@ impl LoginError {
 /// A login as handed out once by the API.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct IssuedCredential {
-    /// The MQTT username: the cabinet id, or `courier:{id}`.
+    /// The MQTT username: the cabinet id, or `courier@{id}`.
     pub username: String,
     /// The secret; shown only in this response, stored only hashed. Put it in the
     /// cabinet's `[mqtt] password_file`.
@@ -255,6 +256,27 @@ pub async fn mosquitto_password_file(store: &Store) -> Result<String, StoreError
     Ok(rows.into_iter().filter_map(|r| r.mosquitto_hash.map(|h| format!("{}:{h}\n", r.username))).collect())
 }
 
+/// ACL entries for a Mosquitto `acl_file`, one per issued courier login: read its own
+/// assignment topic and nothing else (cabinets are covered by the shipped file's
+/// `pattern` lines; a courier's username is not its topic segment, so it needs its own
+/// entry). Append to `deploy/mosquitto/lockerfleet.acl`; `fleet-server mqtt-passwd --acl`.
+pub async fn mosquitto_courier_acl(
+    store: &Store,
+    topics: &lockerfleet_shared::TopicSpace,
+) -> Result<String, StoreError> {
+    let rows =
+        mqtt_credential::Entity::find().order_by_asc(mqtt_credential::Column::Username).all(store.connection()).await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| match Principal::from_username(&r.username) {
+            Some(Principal::Courier(k)) => {
+                Some(format!("user {}\ntopic read {}\n\n", r.username, topics.courier_assignments(&k)))
+            }
+            _ => None,
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,10 +286,10 @@ mod tests {
         let cab = Principal::Cabinet(CabinetId::new("k-1").unwrap());
         let courier = Principal::Courier(CourierId::new("k-1").unwrap());
         assert_eq!(cab.username(), "k-1");
-        assert_eq!(courier.username(), "courier:k-1");
+        assert_eq!(courier.username(), "courier@k-1");
         assert_eq!(Principal::from_username("k-1"), Some(cab));
-        assert_eq!(Principal::from_username("courier:k-1"), Some(courier));
-        assert_eq!(Principal::from_username("courier:"), None);
+        assert_eq!(Principal::from_username("courier@k-1"), Some(courier));
+        assert_eq!(Principal::from_username("courier@"), None);
         assert_eq!(Principal::from_username("lf/v1/#"), None);
     }
 

@@ -328,7 +328,7 @@ pub mod mqtt_credential {
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "mqtt_credentials")]
     pub struct Model {
-        /// The MQTT username: a cabinet id, or `courier:{id}`.
+        /// The MQTT username: a cabinet id, or `courier@{id}`.
         #[sea_orm(primary_key, auto_increment = false)]
         pub username: String,
         /// `cabinet` or `courier`.
