@@ -292,6 +292,13 @@ async fn operator_commands_and_bad_requests(backend: Backend) {
     assert_eq!(status, 201, "{created}");
     assert_eq!(created["progress"]["waves"][0]["size"], 4, "only the tagged cabinets: {created}");
     let id = created["id"].as_str().unwrap().to_owned();
+    // A tenant's token does not see a rollout whose target spans every tenant.
+    let (status, listed) = ts.request("GET", "/api/v1/rollouts", Some(&tenant_admin), None).await;
+    assert_eq!((status, listed.as_array().map(Vec::len)), (200, Some(0)), "{listed}");
+    for path in [format!("/api/v1/rollouts/{id}"), format!("/api/v1/rollouts/{id}/cabinets")] {
+        assert_eq!(ts.request("GET", &path, Some(&tenant_admin), None).await.0, 404, "{path}");
+    }
+    assert_eq!(ts.get("/api/v1/rollouts").await.1.as_array().map(Vec::len), Some(1), "the fleet admin sees it");
     ts.wait_until("all four are offered", || async {
         rollout(&ts, &id).await["progress"]["waves"][0]["states"]["offered"] == 4
     })

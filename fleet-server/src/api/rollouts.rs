@@ -93,6 +93,22 @@ async fn find(state: &AppState, id: Uuid) -> Result<rollout::Model, ApiError> {
         .ok_or_else(|| ApiError::not_found("rollout", &id.to_string()))
 }
 
+/// Rollouts run fleet-wide; a tenant's token sees only those whose target is confined to
+/// its own tenant (a fleet-wide one would show other tenants' cabinets and progress).
+fn visible_to(caller: &Caller, row: &rollout::Model) -> bool {
+    match &caller.tenant {
+        None => true,
+        Some(t) => serde_json::from_str::<rollouts::Target>(&row.target)
+            .is_ok_and(|target| target.tenant.as_deref() == Some(t.as_str())),
+    }
+}
+
+/// A rollout the caller may see, or 404 as for one that does not exist.
+async fn find_visible(state: &AppState, caller: &Caller, id: Uuid) -> Result<rollout::Model, ApiError> {
+    let row = find(state, id).await?;
+    if visible_to(caller, &row) { Ok(row) } else { Err(ApiError::not_found("rollout", &id.to_string())) }
+}
+
 #[utoipa::path(post, path = "/api/v1/rollouts", tag = "ota", request_body = NewRollout,
     responses((status = 201, body = RolloutView), (status = 422, body = super::error::ErrorEnvelope)), security(("bearer" = [])))]
 pub async fn create(
@@ -115,7 +131,7 @@ pub async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResp
         .await
         .map_err(StoreError::from)?;
     let mut out = Vec::with_capacity(rows.len());
-    for r in rows {
+    for r in rows.into_iter().filter(|r| visible_to(&caller, r)) {
         out.push(view(&state, r).await?);
     }
     Ok(HttpResponse::Ok().json(out))
@@ -125,7 +141,7 @@ pub async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResp
     responses((status = 200, body = RolloutView), (status = 404, body = super::error::ErrorEnvelope)), security(("bearer" = [])))]
 pub async fn get(state: web::Data<AppState>, caller: Caller, path: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
     caller.require(Action::ReadCabinets)?;
-    let row = find(&state, path.into_inner()).await?;
+    let row = find_visible(&state, &caller, path.into_inner()).await?;
     Ok(HttpResponse::Ok().json(view(&state, row).await?))
 }
 
@@ -159,7 +175,7 @@ pub async fn cabinets(
     query: web::Query<CabinetsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Action::ReadCabinets)?;
-    let row = find(&state, path.into_inner()).await?;
+    let row = find_visible(&state, &caller, path.into_inner()).await?;
     let c = conductor_of(&row)?;
     let mut out: Vec<RolloutCabinet> = c
         .cabinets()
