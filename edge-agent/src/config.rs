@@ -123,12 +123,21 @@ impl AgentConfig {
         if let Some(f) = file {
             b = b.add_source(config::File::from(f).required(true));
         }
-        let cfg: Self = b
-            .add_source(
-                config::Environment::with_prefix("EDGE").prefix_separator("_").separator("__").try_parsing(true),
-            )
-            .build()?
-            .try_deserialize()?;
+        Self::from_builder(b.add_source(
+            config::Environment::with_prefix("EDGE").prefix_separator("_").separator("__").try_parsing(true),
+        ))
+    }
+
+    /// Loads defaults → the TOML `text` of a `cabinet.toml`, without the file system or the
+    /// environment: the same parsing and validation as [`AgentConfig::load`] (the fuzz
+    /// target `config_cabinet` feeds it arbitrary text).
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        Self::from_builder(config::Config::builder().add_source(config::File::from_str(text, config::FileFormat::Toml)))
+    }
+
+    /// Deserialises the layered sources and validates the result.
+    fn from_builder(builder: config::ConfigBuilder<config::builder::DefaultState>) -> Result<Self, ConfigError> {
+        let cfg: Self = builder.build()?.try_deserialize()?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -188,5 +197,27 @@ impl AgentConfig {
 
     pub fn key_path(&self) -> PathBuf {
         self.data_dir.join("cabinet.key")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cabinet_toml_loads_from_text_and_a_bad_key_is_named() {
+        let cfg = AgentConfig::from_toml_str(
+            "cabinet = \"cab-0017\"\n[mqtt]\nport = 1885\n[[compartments]]\nid = \"A1\"\nsize = \"s\"\nlow = true\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.cabinet_id().as_str(), "cab-0017");
+        assert_eq!(cfg.mqtt.port, 1885);
+        assert_eq!(cfg.heartbeat_s, AgentConfig::default().heartbeat_s, "unset keys keep their defaults");
+
+        let err = AgentConfig::from_toml_str("cabinet = \"c1\"\nheartbeat = 5\n").unwrap_err().to_string();
+        assert!(err.contains("heartbeat"), "{err}");
+        let err =
+            AgentConfig::from_toml_str("cabinet = \"a/b\"\n[[compartments]]\nid = \"A1\"\nsize = \"s\"\n").unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { key: "cabinet", .. }), "{err}");
     }
 }

@@ -319,12 +319,21 @@ impl Config {
             Some(path) => builder = builder.add_source(config::File::from(path).required(true)),
             None => builder = builder.add_source(config::File::with_name("fleet-server").required(false)),
         }
-        let cfg: Config = builder
-            .add_source(
-                config::Environment::with_prefix("FLEET").prefix_separator("_").separator("__").try_parsing(true),
-            )
-            .build()?
-            .try_deserialize()?;
+        Self::from_builder(builder.add_source(
+            config::Environment::with_prefix("FLEET").prefix_separator("_").separator("__").try_parsing(true),
+        ))
+    }
+
+    /// Loads defaults → the TOML `text`, without the file system or the environment: the
+    /// same parsing and validation as [`Config::load`] (the fuzz target `config_server`
+    /// feeds it arbitrary text).
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        Self::from_builder(config::Config::builder().add_source(config::File::from_str(text, config::FileFormat::Toml)))
+    }
+
+    /// Deserialises the layered sources and validates the result.
+    fn from_builder(builder: config::ConfigBuilder<config::builder::DefaultState>) -> Result<Self, ConfigError> {
+        let cfg: Config = builder.build()?.try_deserialize()?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -531,6 +540,17 @@ mod tests {
         std::fs::write(&path, "[http]\nlisten = \"not an address\"\n").unwrap();
         let err = Config::load(Some(&path)).unwrap_err().to_string();
         assert!(err.contains("listen"), "{err}");
+    }
+
+    #[test]
+    fn toml_text_loads_like_a_file() {
+        let cfg = Config::from_toml_str("[mqtt]\nmode = \"external\"\nurl = \"mqtt://b:1883\"\n").unwrap();
+        assert_eq!(cfg.mqtt.mode, BrokerMode::External);
+        assert_eq!(cfg.http.max_body_bytes, HttpConfig::default().max_body_bytes, "unset keys keep their defaults");
+        let err = Config::from_toml_str("[mqtt]\nlisten_adress = \"127.0.0.1:1\"\n").unwrap_err().to_string();
+        assert!(err.contains("listen_adress"), "{err}");
+        let err = Config::from_toml_str("[mqtt]\nnamespace = \"a/b\"\n").unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { key: "mqtt.namespace", .. }), "{err}");
     }
 
     #[test]
