@@ -154,17 +154,25 @@ impl AgentConfig {
         if self.unlock_window_s == 0 || self.door_left_open_s == 0 {
             return Err(invalid("door_left_open_s", "door timings must be at least 1 s"));
         }
+        // Each timing becomes a deadline (`now + timing`); an unbounded one (`inf` in TOML
+        // loads as the largest integer) would overflow the clock at its first use.
+        for (key, value, lo, hi) in [
+            ("unlock_window_s", self.unlock_window_s, 1, 3_600),
+            ("door_left_open_s", self.door_left_open_s, 1, 86_400),
+            ("heartbeat_s", self.heartbeat_s, 1, 86_400),
+            ("resend_s", self.resend_s, 1, 86_400),
+            ("mqtt.keep_alive_s", self.mqtt.keep_alive_s, 5, 65_535),
+            ("ota.health_deadline_s", self.ota.health_deadline_s, 1, 86_400),
+        ] {
+            if !(lo..=hi).contains(&value) {
+                return Err(invalid(key, format!("must be between {lo} and {hi} seconds")));
+            }
+        }
         if self.log_format != "text" && self.log_format != "json" {
             return Err(invalid("log_format", "is `text` or `json`"));
         }
         if self.camera != "synthetic" && self.camera != "none" && !self.camera.starts_with("dir:") {
             return Err(invalid("camera", "is `synthetic`, `none` or `dir:/path/to/frames`"));
-        }
-        if self.resend_s == 0 {
-            return Err(invalid("resend_s", "must be at least 1"));
-        }
-        if self.heartbeat_s == 0 {
-            return Err(invalid("heartbeat_s", "must be at least 1"));
         }
         if self.face.enabled {
             if self.face.models.is_none() {
@@ -219,5 +227,23 @@ mod tests {
         let err =
             AgentConfig::from_toml_str("cabinet = \"a/b\"\n[[compartments]]\nid = \"A1\"\nsize = \"s\"\n").unwrap_err();
         assert!(matches!(err, ConfigError::Invalid { key: "cabinet", .. }), "{err}");
+    }
+
+    #[test]
+    fn an_infinite_timing_is_refused_at_start_not_at_first_use() {
+        // Found by the fuzz target `config_cabinet`: `inf` loaded as u64::MAX seconds, and
+        // the first update's health deadline (`Instant::now() + that`) panicked.
+        let base = "cabinet = \"c1\"\n[[compartments]]\nid = \"A1\"\nsize = \"s\"\n";
+        for (key, extra) in [
+            ("ota.health_deadline_s", "[ota]\nhealth_deadline_s = inf\n"),
+            ("heartbeat_s", "heartbeat_s = 1e30\n"),
+            ("mqtt.keep_alive_s", "[mqtt]\nkeep_alive_s = 0\n"),
+        ] {
+            let text = if extra.starts_with('[') { format!("{base}{extra}") } else { format!("{extra}{base}") };
+            match AgentConfig::from_toml_str(&text) {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key),
+                other => panic!("{key}: expected a refusal naming it, got {other:?}"),
+            }
+        }
     }
 }

@@ -441,6 +441,21 @@ impl Config {
         if self.presence.stale_after_s == 0 {
             return Err(invalid("presence.stale_after_s", "must be at least 1"));
         }
+        // Each period becomes a timer deadline (`now + period`); an unbounded one (`inf` in
+        // TOML loads as the largest integer) would overflow the clock when the timer is set.
+        for (key, value, hi) in [
+            ("presence.flush_interval_ms", self.presence.flush_interval_ms, 3_600_000),
+            ("presence.stale_after_s", self.presence.stale_after_s, 86_400),
+            ("parcels.expiry_sweep_s", self.parcels.expiry_sweep_s, 86_400),
+            ("ingest.max_wait_ms", self.ingest.max_wait_ms, 60_000),
+            ("mqtt.keep_alive_s", m.keep_alive_s, 65_535),
+            ("mqtt.probe_interval_s", m.probe_interval_s, 86_400),
+            ("mqtt.next_connection_delay_ms", m.next_connection_delay_ms, 60_000),
+        ] {
+            if value > hi {
+                return Err(invalid(key, format!("must be at most {hi}")));
+            }
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| invalid("log.level", e.to_string()))?;
         Ok(())
     }
@@ -513,6 +528,9 @@ mod tests {
             ("database.url", Box::new(|c| c.database.url = "mysql://x".into())),
             ("log.level", Box::new(|c| c.log.level = "info,=[".into())),
             ("mqtt.max_connections", Box::new(|c| c.mqtt.max_connections = 10)),
+            // `inf` in a TOML file loads as u64::MAX; as a timer period it overflows the clock.
+            ("presence.stale_after_s", Box::new(|c| c.presence.stale_after_s = u64::MAX)),
+            ("mqtt.keep_alive_s", Box::new(|c| c.mqtt.keep_alive_s = u64::MAX)),
         ];
         for (key, mutate) in cases {
             let mut c = Config::default();
@@ -551,6 +569,8 @@ mod tests {
         assert!(err.contains("listen_adress"), "{err}");
         let err = Config::from_toml_str("[mqtt]\nnamespace = \"a/b\"\n").unwrap_err();
         assert!(matches!(err, ConfigError::Invalid { key: "mqtt.namespace", .. }), "{err}");
+        let err = Config::from_toml_str("[parcels]\nexpiry_sweep_s = inf\n").unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { key: "parcels.expiry_sweep_s", .. }), "{err}");
     }
 
     #[test]
