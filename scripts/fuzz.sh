@@ -3,7 +3,7 @@
 # seed corpus (fuzz/corpus/<target>/). See docs/fuzzing.md.
 #
 #   scripts/fuzz.sh                  CI-safe: each target for FUZZ_RUNS executions (default
-#                                    200000), capped at FUZZ_MAX_TIME seconds (default 60)
+#                                    500000), capped at FUZZ_MAX_TIME seconds (default 60)
 #   scripts/fuzz.sh --long SECONDS   each target for SECONDS, however many executions
 #   scripts/fuzz.sh ... TARGET...    only these targets
 #
@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-runs="${FUZZ_RUNS:-200000}"
+runs="${FUZZ_RUNS:-500000}"
 max_time="${FUZZ_MAX_TIME:-60}"
 mode="ci"
 targets=()
@@ -62,11 +62,16 @@ for t in "${targets[@]}"; do
   [ -x "$bin_dir/$t" ] || { echo "scripts/fuzz.sh: no fuzz target $t (cargo fuzz list)" >&2; exit 2; }
   mkdir -p "$work/$t/corpus" "$work/$t/crashes"
   if [ -d "fuzz/corpus/$t" ]; then cp -R "fuzz/corpus/$t/." "$work/$t/corpus/"; fi
+  case "$t" in
+    config_*) dict=(-dict=fuzz/dict/toml.dict) ;;
+    topic|courier_pass) dict=() ;;
+    *) dict=(-dict=fuzz/dict/json.dict) ;;
+  esac
   log="$work/$t/log"
   started=$SECONDS
   set +e
   "$bin_dir/$t" -runs="$runs" -max_total_time="$max_time" -timeout=10 -rss_limit_mb=2048 \
-    -print_final_stats=1 -artifact_prefix="$work/$t/crashes/" "$work/$t/corpus" >"$log" 2>&1
+    -print_final_stats=1 "${dict[@]}" -artifact_prefix="$work/$t/crashes/" "$work/$t/corpus" >"$log" 2>&1
   status=$?
   set -e
   execs=$(awk '/stat::number_of_executed_units:/ { n = $2 } END { print n + 0 }' "$log")
@@ -77,7 +82,8 @@ for t in "${targets[@]}"; do
     crashes=$((crashes + $(printf '%s\n' "$found" | grep -c . || true)))
     [ -n "$found" ] || crashes=$((crashes + 1))
     echo "fuzz: $t FAILED (exit $status) after $execs executions; its log:"
-    grep -v '^#[0-9]' "$log" | tail -40
+    grep -A6 'panicked at' "$log" | head -30 || true
+    grep -v '^#[0-9]' "$log" | grep -v '^ \+\(at \|[0-9]\+:\)' | tail -12
     for f in $found; do
       echo "fuzz: crash input of $t: $f (base64 below; replay: $bin_dir/$t $f)"
       head -c 4096 "$f" | base64 -w 0; echo
