@@ -63,15 +63,17 @@ for t in "${targets[@]}"; do
   mkdir -p "$work/$t/corpus" "$work/$t/crashes"
   if [ -d "fuzz/corpus/$t" ]; then cp -R "fuzz/corpus/$t/." "$work/$t/corpus/"; fi
   case "$t" in
-    config_*) dict=(-dict=fuzz/dict/toml.dict) ;;
-    topic|courier_pass) dict=() ;;
-    *) dict=(-dict=fuzz/dict/json.dict) ;;
+    config_*) extra=(-dict=fuzz/dict/toml.dict) ;;
+    topic) extra=() ;;
+    # Longer than the 4096 bytes a pass may have, to exercise that refusal.
+    courier_pass) extra=(-max_len=8192) ;;
+    *) extra=(-dict=fuzz/dict/json.dict) ;;
   esac
   log="$work/$t/log"
   started=$SECONDS
   set +e
   "$bin_dir/$t" -runs="$runs" -max_total_time="$max_time" -timeout=10 -rss_limit_mb=2048 \
-    -print_final_stats=1 "${dict[@]}" -artifact_prefix="$work/$t/crashes/" "$work/$t/corpus" >"$log" 2>&1
+    -print_final_stats=1 "${extra[@]}" -artifact_prefix="$work/$t/crashes/" "$work/$t/corpus" >"$log" 2>&1
   status=$?
   set -e
   execs=$(awk '/stat::number_of_executed_units:/ { n = $2 } END { print n + 0 }' "$log")

@@ -13,6 +13,17 @@ pub enum ConfigError {
     Load(#[from] config::ConfigError),
     #[error("configuration key `{key}` is invalid: {reason}")]
     Invalid { key: &'static str, reason: String },
+    #[error("configuration key `{0}` is not a key of ours: key names hold no `[` or `]`")]
+    BracketedKey(String),
+}
+
+/// Refuses a key the `config` crate would read as an array index (see
+/// [`lockerfleet_shared::config_text`]).
+fn check_text(text: &str) -> Result<(), ConfigError> {
+    match lockerfleet_shared::config_text::bracketed_key(text) {
+        Some(key) => Err(ConfigError::BracketedKey(key)),
+        None => Ok(()),
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -119,6 +130,10 @@ fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
 
 impl AgentConfig {
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        // An unreadable file is left to the `config` crate, which names it in its error.
+        if let Some(text) = file.and_then(|f| std::fs::read_to_string(f).ok()) {
+            check_text(&text)?;
+        }
         let mut b = config::Config::builder();
         if let Some(f) = file {
             b = b.add_source(config::File::from(f).required(true));
@@ -132,6 +147,7 @@ impl AgentConfig {
     /// environment: the same parsing and validation as [`AgentConfig::load`] (the fuzz
     /// target `config_cabinet` feeds it arbitrary text).
     pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        check_text(text)?;
         Self::from_builder(config::Config::builder().add_source(config::File::from_str(text, config::FileFormat::Toml)))
     }
 
@@ -227,6 +243,18 @@ mod tests {
         let err =
             AgentConfig::from_toml_str("cabinet = \"a/b\"\n[[compartments]]\nid = \"A1\"\nsize = \"s\"\n").unwrap_err();
         assert!(matches!(err, ConfigError::Invalid { key: "cabinet", .. }), "{err}");
+    }
+
+    #[test]
+    fn a_key_the_config_crate_reads_as_an_index_is_refused_not_a_panic() {
+        // Found by the fuzz target `config_cabinet`: a capacity-overflow panic in `config`.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cabinet.toml");
+        std::fs::write(&path, "'c[-9223372036854775808]' = ''\n").unwrap();
+        let err = AgentConfig::load(Some(&path)).unwrap_err();
+        assert!(matches!(err, ConfigError::BracketedKey(ref k) if k == "c[-9223372036854775808]"), "{err}");
+        let err = AgentConfig::from_toml_str("[ota]\n'trusted_keys[99999999999]' = 'x'\n").unwrap_err();
+        assert!(matches!(err, ConfigError::BracketedKey(_)), "{err}");
     }
 
     #[test]

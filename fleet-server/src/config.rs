@@ -22,6 +22,17 @@ pub enum ConfigError {
     Load(#[from] config::ConfigError),
     #[error("configuration key `{key}` is invalid: {reason}")]
     Invalid { key: &'static str, reason: String },
+    #[error("configuration key `{0}` is not a key of ours: key names hold no `[` or `]`")]
+    BracketedKey(String),
+}
+
+/// Refuses a key the `config` crate would read as an array index (see
+/// [`lockerfleet_shared::config_text`]).
+fn check_text(text: &str) -> Result<(), ConfigError> {
+    match lockerfleet_shared::config_text::bracketed_key(text) {
+        Some(key) => Err(ConfigError::BracketedKey(key)),
+        None => Ok(()),
+    }
 }
 
 fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
@@ -314,6 +325,10 @@ pub struct BrokerAddr {
 impl Config {
     /// Loads defaults → `file` (if given; else `fleet-server.toml` if present) → `FLEET_*`.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        // An unreadable file is left to the `config` crate, which names it in its error.
+        if let Ok(text) = std::fs::read_to_string(file.unwrap_or(Path::new("fleet-server.toml"))) {
+            check_text(&text)?;
+        }
         let mut builder = config::Config::builder();
         match file {
             Some(path) => builder = builder.add_source(config::File::from(path).required(true)),
@@ -328,6 +343,7 @@ impl Config {
     /// same parsing and validation as [`Config::load`] (the fuzz target `config_server`
     /// feeds it arbitrary text).
     pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        check_text(text)?;
         Self::from_builder(config::Config::builder().add_source(config::File::from_str(text, config::FileFormat::Toml)))
     }
 
@@ -569,6 +585,9 @@ mod tests {
         assert!(err.contains("listen_adress"), "{err}");
         let err = Config::from_toml_str("[mqtt]\nnamespace = \"a/b\"\n").unwrap_err();
         assert!(matches!(err, ConfigError::Invalid { key: "mqtt.namespace", .. }), "{err}");
+        // Found by `config_cabinet` (the same loader): the `config` crate panicked on it.
+        let err = Config::from_toml_str("'c[-9223372036854775808]' = ''\n").unwrap_err();
+        assert!(matches!(err, ConfigError::BracketedKey(ref k) if k == "c[-9223372036854775808]"), "{err}");
         let err = Config::from_toml_str("[parcels]\nexpiry_sweep_s = inf\n").unwrap_err();
         assert!(matches!(err, ConfigError::Invalid { key: "parcels.expiry_sweep_s", .. }), "{err}");
     }
