@@ -44,6 +44,8 @@ cargo test --workspace --locked "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 bash scripts/console-e2e.sh 2>&1 | tee -a "$log"; [ "${PIPESTATUS[0]}" = 0 ] || status=1  # the operator console in Chromium
 set -e
+# The fuzz targets, each for a bounded number of executions (docs/fuzzing.md).
+bash scripts/fuzz.sh || status=$((status ? status : 1))
 # One closing line for the whole workspace (cargo prints one per test binary).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;/) p += $i; if ($(i+1) ~ /^failed;/) f += $i; if ($(i+1) ~ /^ignored;/) g += $i } }
      END { printf "\nworkspace: %d passed, %d failed, %d skipped\n", p, f, g }' "$log"

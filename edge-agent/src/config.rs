@@ -13,6 +13,17 @@ pub enum ConfigError {
     Load(#[from] config::ConfigError),
     #[error("configuration key `{key}` is invalid: {reason}")]
     Invalid { key: &'static str, reason: String },
+    #[error("configuration key `{0}` is not a key of ours: key names hold no `[` or `]`")]
+    BracketedKey(String),
+}
+
+/// Refuses a key the `config` crate would read as an array index (see
+/// [`lockerfleet_shared::config_text`]).
+fn check_text(text: &str) -> Result<(), ConfigError> {
+    match lockerfleet_shared::config_text::bracketed_key(text) {
+        Some(key) => Err(ConfigError::BracketedKey(key)),
+        None => Ok(()),
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -139,16 +150,30 @@ fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
 
 impl AgentConfig {
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        // An unreadable file is left to the `config` crate, which names it in its error.
+        if let Some(text) = file.and_then(|f| std::fs::read_to_string(f).ok()) {
+            check_text(&text)?;
+        }
         let mut b = config::Config::builder();
         if let Some(f) = file {
             b = b.add_source(config::File::from(f).required(true));
         }
-        let cfg: Self = b
-            .add_source(
-                config::Environment::with_prefix("EDGE").prefix_separator("_").separator("__").try_parsing(true),
-            )
-            .build()?
-            .try_deserialize()?;
+        Self::from_builder(b.add_source(
+            config::Environment::with_prefix("EDGE").prefix_separator("_").separator("__").try_parsing(true),
+        ))
+    }
+
+    /// Loads defaults → the TOML `text` of a `cabinet.toml`, without the file system or the
+    /// environment: the same parsing and validation as [`AgentConfig::load`] (the fuzz
+    /// target `config_cabinet` feeds it arbitrary text).
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        check_text(text)?;
+        Self::from_builder(config::Config::builder().add_source(config::File::from_str(text, config::FileFormat::Toml)))
+    }
+
+    /// Deserialises the layered sources and validates the result.
+    fn from_builder(builder: config::ConfigBuilder<config::builder::DefaultState>) -> Result<Self, ConfigError> {
+        let cfg: Self = builder.build()?.try_deserialize()?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -166,17 +191,25 @@ impl AgentConfig {
         if self.unlock_window_s == 0 || self.door_left_open_s == 0 {
             return Err(invalid("door_left_open_s", "door timings must be at least 1 s"));
         }
+        // Each timing becomes a deadline (`now + timing`); an unbounded one (`inf` in TOML
+        // loads as the largest integer) would overflow the clock at its first use.
+        for (key, value, lo, hi) in [
+            ("unlock_window_s", self.unlock_window_s, 1, 3_600),
+            ("door_left_open_s", self.door_left_open_s, 1, 86_400),
+            ("heartbeat_s", self.heartbeat_s, 1, 86_400),
+            ("resend_s", self.resend_s, 1, 86_400),
+            ("mqtt.keep_alive_s", self.mqtt.keep_alive_s, 5, 65_535),
+            ("ota.health_deadline_s", self.ota.health_deadline_s, 1, 86_400),
+        ] {
+            if !(lo..=hi).contains(&value) {
+                return Err(invalid(key, format!("must be between {lo} and {hi} seconds")));
+            }
+        }
         if self.log_format != "text" && self.log_format != "json" {
             return Err(invalid("log_format", "is `text` or `json`"));
         }
         if self.camera != "synthetic" && self.camera != "none" && !self.camera.starts_with("dir:") {
             return Err(invalid("camera", "is `synthetic`, `none` or `dir:/path/to/frames`"));
-        }
-        if self.resend_s == 0 {
-            return Err(invalid("resend_s", "must be at least 1"));
-        }
-        if self.heartbeat_s == 0 {
-            return Err(invalid("heartbeat_s", "must be at least 1"));
         }
         if self.face.enabled {
             if self.face.models.is_none() {
@@ -209,5 +242,57 @@ impl AgentConfig {
 
     pub fn key_path(&self) -> PathBuf {
         self.data_dir.join("cabinet.key")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cabinet_toml_loads_from_text_and_a_bad_key_is_named() {
+        let cfg = AgentConfig::from_toml_str(
+            "cabinet = \"cab-0017\"\n[mqtt]\nport = 1885\n[[compartments]]\nid = \"A1\"\nsize = \"s\"\nlow = true\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.cabinet_id().as_str(), "cab-0017");
+        assert_eq!(cfg.mqtt.port, 1885);
+        assert_eq!(cfg.heartbeat_s, AgentConfig::default().heartbeat_s, "unset keys keep their defaults");
+
+        let err = AgentConfig::from_toml_str("cabinet = \"c1\"\nheartbeat = 5\n").unwrap_err().to_string();
+        assert!(err.contains("heartbeat"), "{err}");
+        let err =
+            AgentConfig::from_toml_str("cabinet = \"a/b\"\n[[compartments]]\nid = \"A1\"\nsize = \"s\"\n").unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { key: "cabinet", .. }), "{err}");
+    }
+
+    #[test]
+    fn a_key_the_config_crate_reads_as_an_index_is_refused_not_a_panic() {
+        // Found by the fuzz target `config_cabinet`: a capacity-overflow panic in `config`.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cabinet.toml");
+        std::fs::write(&path, "'c[-9223372036854775808]' = ''\n").unwrap();
+        let err = AgentConfig::load(Some(&path)).unwrap_err();
+        assert!(matches!(err, ConfigError::BracketedKey(ref k) if k == "c[-9223372036854775808]"), "{err}");
+        let err = AgentConfig::from_toml_str("[ota]\n'trusted_keys[99999999999]' = 'x'\n").unwrap_err();
+        assert!(matches!(err, ConfigError::BracketedKey(_)), "{err}");
+    }
+
+    #[test]
+    fn an_infinite_timing_is_refused_at_start_not_at_first_use() {
+        // Found by the fuzz target `config_cabinet`: `inf` loaded as u64::MAX seconds, and
+        // the first update's health deadline (`Instant::now() + that`) panicked.
+        let base = "cabinet = \"c1\"\n[[compartments]]\nid = \"A1\"\nsize = \"s\"\n";
+        for (key, extra) in [
+            ("ota.health_deadline_s", "[ota]\nhealth_deadline_s = inf\n"),
+            ("heartbeat_s", "heartbeat_s = 1e30\n"),
+            ("mqtt.keep_alive_s", "[mqtt]\nkeep_alive_s = 0\n"),
+        ] {
+            let text = if extra.starts_with('[') { format!("{base}{extra}") } else { format!("{extra}{base}") };
+            match AgentConfig::from_toml_str(&text) {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key),
+                other => panic!("{key}: expected a refusal naming it, got {other:?}"),
+            }
+        }
     }
 }

@@ -23,6 +23,17 @@ pub enum ConfigError {
     Load(#[from] config::ConfigError),
     #[error("configuration key `{key}` is invalid: {reason}")]
     Invalid { key: &'static str, reason: String },
+    #[error("configuration key `{0}` is not a key of ours: key names hold no `[` or `]`")]
+    BracketedKey(String),
+}
+
+/// Refuses a key the `config` crate would read as an array index (see
+/// [`lockerfleet_shared::config_text`]).
+fn check_text(text: &str) -> Result<(), ConfigError> {
+    match lockerfleet_shared::config_text::bracketed_key(text) {
+        Some(key) => Err(ConfigError::BracketedKey(key)),
+        None => Ok(()),
+    }
 }
 
 fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
@@ -387,6 +398,10 @@ pub struct BrokerAddr {
 impl Config {
     /// Loads defaults → `file` (if given; else `fleet-server.toml` if present) → `FLEET_*`.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        // An unreadable file is left to the `config` crate, which names it in its error.
+        if let Ok(text) = std::fs::read_to_string(file.unwrap_or(Path::new("fleet-server.toml"))) {
+            check_text(&text)?;
+        }
         let mut builder = config::Config::builder();
         match file {
             Some(path) => builder = builder.add_source(config::File::from(path).required(true)),
@@ -398,16 +413,28 @@ impl Config {
         let keys: config::Map<String, String> = std::env::vars()
             .filter(|(k, _)| k.strip_prefix("FLEET_").is_some_and(|rest| rest.contains("__")))
             .collect();
-        let cfg: Config = builder
-            .add_source(
+        Self::from_builder(
+            builder.add_source(
                 config::Environment::with_prefix("FLEET")
                     .prefix_separator("_")
                     .separator("__")
                     .try_parsing(true)
                     .source(Some(keys)),
-            )
-            .build()?
-            .try_deserialize()?;
+            ),
+        )
+    }
+
+    /// Loads defaults → the TOML `text`, without the file system or the environment: the
+    /// same parsing and validation as [`Config::load`] (the fuzz target `config_server`
+    /// feeds it arbitrary text).
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        check_text(text)?;
+        Self::from_builder(config::Config::builder().add_source(config::File::from_str(text, config::FileFormat::Toml)))
+    }
+
+    /// Deserialises the layered sources and validates the result.
+    fn from_builder(builder: config::ConfigBuilder<config::builder::DefaultState>) -> Result<Self, ConfigError> {
+        let cfg: Config = builder.build()?.try_deserialize()?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -570,6 +597,21 @@ impl Config {
         if self.presence.stale_after_s == 0 {
             return Err(invalid("presence.stale_after_s", "must be at least 1"));
         }
+        // Each period becomes a timer deadline (`now + period`); an unbounded one (`inf` in
+        // TOML loads as the largest integer) would overflow the clock when the timer is set.
+        for (key, value, hi) in [
+            ("presence.flush_interval_ms", self.presence.flush_interval_ms, 3_600_000),
+            ("presence.stale_after_s", self.presence.stale_after_s, 86_400),
+            ("parcels.expiry_sweep_s", self.parcels.expiry_sweep_s, 86_400),
+            ("ingest.max_wait_ms", self.ingest.max_wait_ms, 60_000),
+            ("mqtt.keep_alive_s", m.keep_alive_s, 65_535),
+            ("mqtt.probe_interval_s", m.probe_interval_s, 86_400),
+            ("mqtt.next_connection_delay_ms", m.next_connection_delay_ms, 60_000),
+        ] {
+            if value > hi {
+                return Err(invalid(key, format!("must be at most {hi}")));
+            }
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| invalid("log.level", e.to_string()))?;
         Ok(())
     }
@@ -704,6 +746,9 @@ mod tests {
                 }),
             ),
             ("outbox.claim_lease_s", Box::new(|c| c.outbox.claim_lease_s = 2)),
+            // `inf` in a TOML file loads as u64::MAX; as a timer period it overflows the clock.
+            ("presence.stale_after_s", Box::new(|c| c.presence.stale_after_s = u64::MAX)),
+            ("mqtt.keep_alive_s", Box::new(|c| c.mqtt.keep_alive_s = u64::MAX)),
         ];
         for (key, mutate) in cases {
             let mut c = Config::default();
@@ -742,6 +787,22 @@ mod tests {
         std::fs::write(&path, "[http]\nlisten = \"not an address\"\n").unwrap();
         let err = Config::load(Some(&path)).unwrap_err().to_string();
         assert!(err.contains("listen"), "{err}");
+    }
+
+    #[test]
+    fn toml_text_loads_like_a_file() {
+        let cfg = Config::from_toml_str("[mqtt]\nmode = \"external\"\nurl = \"mqtt://b:1883\"\n").unwrap();
+        assert_eq!(cfg.mqtt.mode, BrokerMode::External);
+        assert_eq!(cfg.http.max_body_bytes, HttpConfig::default().max_body_bytes, "unset keys keep their defaults");
+        let err = Config::from_toml_str("[mqtt]\nlisten_adress = \"127.0.0.1:1\"\n").unwrap_err().to_string();
+        assert!(err.contains("listen_adress"), "{err}");
+        let err = Config::from_toml_str("[mqtt]\nnamespace = \"a/b\"\n").unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { key: "mqtt.namespace", .. }), "{err}");
+        // Found by `config_cabinet` (the same loader): the `config` crate panicked on it.
+        let err = Config::from_toml_str("'c[-9223372036854775808]' = ''\n").unwrap_err();
+        assert!(matches!(err, ConfigError::BracketedKey(ref k) if k == "c[-9223372036854775808]"), "{err}");
+        let err = Config::from_toml_str("[parcels]\nexpiry_sweep_s = inf\n").unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { key: "parcels.expiry_sweep_s", .. }), "{err}");
     }
 
     #[test]

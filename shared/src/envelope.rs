@@ -153,11 +153,20 @@ pub struct Heartbeat {
     pub open_doors: Vec<CompartmentId>,
     /// Compartments holding a parcel.
     pub occupied: Vec<CompartmentId>,
-    #[serde(default)]
+    /// A finite number: JSON has no infinity, and a value beyond f32 (`1e39`) would
+    /// otherwise decode as one and re-encode as `null`.
+    #[serde(default, deserialize_with = "finite_f32")]
     pub temperature_c: Option<f32>,
     /// Events in the durable journal not yet acked by the server.
     pub journal_depth: u32,
     pub uptime_s: u64,
+}
+
+fn finite_f32<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f32>, D::Error> {
+    match Option::<f32>::deserialize(d)? {
+        Some(v) if !v.is_finite() => Err(serde::de::Error::custom("a number beyond f32: use a finite value")),
+        v => Ok(v),
+    }
 }
 
 /// A batch of journal events; each is acked individually.
@@ -650,6 +659,18 @@ mod tests {
         let mut v = good.clone();
         v["cabinet"] = "a/b".into();
         assert!(matches!(dec(&v), Err(DecodeError::Malformed(m)) if m.contains("cabinet id")));
+    }
+
+    #[test]
+    fn a_temperature_beyond_f32_is_refused_not_made_infinite() {
+        // 1e39 overflows f32: it decoded as +inf, which JSON cannot carry, so the decoded
+        // heartbeat re-encoded as `"temperature_c": null` (found by `envelope_up`).
+        let mut v = serde_json::to_value(Envelope::new(cab(), 1, heartbeat())).unwrap();
+        v["body"]["data"]["temperature_c"] = serde_json::from_str("1e39").unwrap();
+        let err = decode::<UpBody>(&serde_json::to_vec(&v).unwrap(), DEFAULT_MAX_PAYLOAD_BYTES).unwrap_err();
+        assert!(matches!(err, DecodeError::Malformed(ref m) if m.contains("finite")), "{err}");
+        v["body"]["data"]["temperature_c"] = serde_json::from_str("-3.4e38").unwrap();
+        assert!(decode::<UpBody>(&serde_json::to_vec(&v).unwrap(), DEFAULT_MAX_PAYLOAD_BYTES).is_ok());
     }
 
     #[test]

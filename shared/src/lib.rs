@@ -40,6 +40,7 @@
 
 pub mod artifact;
 pub mod codes;
+pub mod config_text;
 pub mod envelope;
 pub mod ids;
 pub mod pass;

@@ -6,8 +6,9 @@ use actix_web::http::StatusCode;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
+use ed25519_dalek::VerifyingKey;
 use futures_util::StreamExt;
-use lockerfleet_shared::artifact::{DigestCheck, SignedManifest, Version};
+use lockerfleet_shared::artifact::{ArtifactManifest, DigestCheck, SignedManifest, Version};
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set};
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
@@ -86,6 +87,35 @@ fn require_release_manager(caller: &Caller) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// What registering a release checks before anything is stored: the signature under one
+/// of the server's `trusted` keys, then each manifest field (the error names it). Pure,
+/// so the fuzz target `api_bodies` runs it on every manifest it decodes.
+pub fn check_release<'a>(
+    signed: &'a SignedManifest,
+    trusted: &[VerifyingKey],
+    max_bytes: u64,
+) -> Result<&'a ArtifactManifest, ApiError> {
+    let man = signed.verify(trusted).map_err(|e| ApiError::field("signature", e.to_string()))?;
+    man.version.parse::<Version>().map_err(|e| ApiError::field("manifest.version", e.to_string()))?;
+    man.security_floor.parse::<Version>().map_err(|e| ApiError::field("manifest.security_floor", e.to_string()))?;
+    if man.name.trim().is_empty() || man.name.len() > 100 {
+        return Err(ApiError::field("manifest.name", "must be 1-100 characters"));
+    }
+    if man.hardware.is_empty() {
+        return Err(ApiError::field("manifest.hardware", "names at least one hardware model"));
+    }
+    if man.sha256.len() != 64 || !man.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::field("manifest.sha256", "is 64 hex digits"));
+    }
+    if man.size == 0 || man.size > max_bytes {
+        return Err(ApiError::field(
+            "manifest.size",
+            format!("must be between 1 and {max_bytes} bytes (artifacts.max_bytes)"),
+        ));
+    }
+    Ok(man)
+}
+
 #[utoipa::path(post, path = "/api/v1/artifacts", tag = "ota", request_body(content = Object, description = "A signed manifest (`fleet-server artifact sign`)"),
     responses((status = 201, body = ArtifactView), (status = 409, body = super::error::ErrorEnvelope), (status = 422, body = super::error::ErrorEnvelope)),
     security(("bearer" = [])))]
@@ -105,24 +135,7 @@ pub async fn register(
             "the server trusts no release key yet: add the release public key to artifacts.trusted_keys",
         ));
     }
-    let man = signed.verify(&keys).map_err(|e| ApiError::field("signature", e.to_string()))?.clone();
-    man.version.parse::<Version>().map_err(|e| ApiError::field("manifest.version", e.to_string()))?;
-    man.security_floor.parse::<Version>().map_err(|e| ApiError::field("manifest.security_floor", e.to_string()))?;
-    if man.name.trim().is_empty() || man.name.len() > 100 {
-        return Err(ApiError::field("manifest.name", "must be 1-100 characters"));
-    }
-    if man.hardware.is_empty() {
-        return Err(ApiError::field("manifest.hardware", "names at least one hardware model"));
-    }
-    if man.sha256.len() != 64 || !man.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(ApiError::field("manifest.sha256", "is 64 hex digits"));
-    }
-    if man.size == 0 || man.size > state.config.artifacts.max_bytes {
-        return Err(ApiError::field(
-            "manifest.size",
-            format!("must be between 1 and {} bytes (artifacts.max_bytes)", state.config.artifacts.max_bytes),
-        ));
-    }
+    let man = check_release(&signed, &keys, state.config.artifacts.max_bytes)?.clone();
     let sha = man.sha256.to_ascii_lowercase();
     let conn = state.store.connection();
     if artifact::Entity::find().filter(artifact::Column::Sha256.eq(&sha)).one(conn).await.map_err(db)?.is_some() {

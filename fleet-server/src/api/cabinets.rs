@@ -183,7 +183,7 @@ fn check_name<'a>(field: &'static str, name: &'a str) -> Result<&'a str, ApiErro
 }
 
 /// Tags, checked and without duplicates; the error names the bad one.
-fn check_tags(tags: &[String]) -> Result<Vec<String>, ApiError> {
+pub fn check_tags(tags: &[String]) -> Result<Vec<String>, ApiError> {
     if tags.len() > 20 {
         return Err(ApiError::field("tags", "at most 20"));
     }
@@ -208,8 +208,9 @@ fn check_timezone(tz: &str) -> Result<(), ApiError> {
     if ok { Ok(()) } else { Err(ApiError::field("timezone", "must be an IANA zone name such as Europe/Berlin")) }
 }
 
-/// Turns a request into rows, or names the first bad field.
-fn validate(body: &NewCabinet) -> Result<(cabinet::Model, Vec<compartment::Model>), ApiError> {
+/// Turns a request into rows, or names the first bad field. Pure (no database), so the
+/// fuzz target `api_bodies` runs it on every `NewCabinet` it decodes.
+pub fn validate(body: &NewCabinet) -> Result<(cabinet::Model, Vec<compartment::Model>), ApiError> {
     let id = CabinetId::new(body.id.clone()).map_err(|e| ApiError::field("id", e.to_string()))?;
     let tenant = TenantId::new(body.tenant.clone()).map_err(|e| ApiError::field("tenant", e.to_string()))?;
     let name = match &body.name {

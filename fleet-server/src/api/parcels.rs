@@ -624,6 +624,23 @@ pub struct Enrolment {
     pub consent: Consent,
 }
 
+impl Enrolment {
+    /// What an enrolment must satisfy before it is sealed and stored; the error names the
+    /// field. Pure, so the fuzz target `api_bodies` runs it on every enrolment it decodes.
+    pub fn check(&self, now: DateTime<Utc>) -> Result<(), ApiError> {
+        if self.consent.text_version.trim().is_empty() {
+            return Err(ApiError::field("consent.text_version", "names the consent text the recipient agreed to"));
+        }
+        if self.consent.given_at > now + chrono::Duration::minutes(5) {
+            return Err(ApiError::field("consent.given_at", "lies in the future"));
+        }
+        if self.template.iter().any(|v| !v.is_finite()) {
+            return Err(ApiError::field("template", "holds a value that is not a finite number"));
+        }
+        Ok(())
+    }
+}
+
 /// Operator-held custody: stores the enrolment template encrypted, with the consent.
 #[utoipa::path(put, path = "/api/v1/recipients/{id}/template", tag = "templates", params(("id" = Uuid, Path)), request_body = Enrolment, responses((status = 204), (status = 422, body = super::error::ErrorEnvelope), (status = 503, description = "templates.kek is not configured", body = super::error::ErrorEnvelope)), security(("bearer" = [])))]
 pub async fn enrol_template(
@@ -634,16 +651,8 @@ pub async fn enrol_template(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Action::ManageRecipients)?;
     let id = path.into_inner();
+    body.check(now())?;
     let Enrolment { template, model, consent } = body.into_inner();
-    if consent.text_version.trim().is_empty() {
-        return Err(ApiError::field("consent.text_version", "names the consent text the recipient agreed to"));
-    }
-    if consent.given_at > now() + chrono::Duration::minutes(5) {
-        return Err(ApiError::field("consent.given_at", "lies in the future"));
-    }
-    if template.iter().any(|v| !v.is_finite()) {
-        return Err(ApiError::field("template", "holds a value that is not a finite number"));
-    }
     let t = lockerfleet_shared::seal::FaceTemplate::new(template);
     templates::enrol(&state.service(), caller.tenant.as_deref(), id, &t, &model, consent.given_at).await?;
     state.metrics.templates.with_label_values(&["enrolled"]).inc();

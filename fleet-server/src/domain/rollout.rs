@@ -109,6 +109,10 @@ pub struct Rate {
     pub max_per_minute: f64,
 }
 
+/// The longest duration a plan may name: beyond it a deadline (`now + timeout`) could leave
+/// the calendar, and no rollout waits that long on purpose.
+pub const MAX_PLAN_DURATION: Duration = Duration::days(366);
+
 /// Durations travel as whole seconds.
 mod secs {
     use chrono::Duration;
@@ -214,6 +218,17 @@ impl Plan {
             || self.thresholds.values().any(|t| !(0.0..=1.0).contains(&t.share))
         {
             return Err("success_share and threshold shares lie between 0 and 1".into());
+        }
+        for (name, d) in [
+            ("soak_s", self.soak),
+            ("progress_timeout_s", self.progress_timeout),
+            ("retry_base_s", self.retry_base),
+            ("silence_after_s", self.silence_after),
+            ("health_watch_s", self.health_watch),
+        ] {
+            if d > MAX_PLAN_DURATION {
+                return Err(format!("{name} is at most {} s (366 days)", MAX_PLAN_DURATION.num_seconds()));
+            }
         }
         if self.health_watch < Duration::zero() {
             return Err("health_watch_s must not be negative".into());
@@ -432,7 +447,7 @@ fn wave_sizes(plan: &[WaveSize], n: usize) -> Vec<usize> {
     for (i, w) in plan.iter().enumerate() {
         let until = match *w {
             WaveSize::Percent(p) => ((p / 100.0) * n as f64).ceil() as usize,
-            WaveSize::Count(c) => placed + c,
+            WaveSize::Count(c) => placed.saturating_add(c),
         };
         let until = if i + 1 == plan.len() { n } else { until.min(n).max(placed + usize::from(placed < n)) };
         sizes.push(until - placed);
@@ -621,7 +636,9 @@ impl Conductor {
             let Some(c) = self.cabs.get(id) else { return };
             if kind.retriable() && c.attempt < self.plan.max_retries {
                 let base = self.plan.retry_base.num_milliseconds() as f64 * 2f64.powi(c.attempt as i32);
-                Some(now + Duration::milliseconds((base * self.jitter()) as i64))
+                // The doubling is capped, so many retries never push the date off the calendar.
+                let delay = (base * self.jitter()).min(MAX_PLAN_DURATION.num_milliseconds() as f64);
+                Some(now + Duration::milliseconds(delay as i64))
             } else {
                 None
             }
@@ -1307,6 +1324,46 @@ mod tests {
         assert_eq!(c.state_of("a"), Some(CabinetState::WaitingWindow));
         // Silent past the window's opening plus the timeout: timed out (and retried).
         c.tick(noon + Duration::hours(10) + Duration::minutes(31));
+        assert!(matches!(c.state_of("a"), Some(CabinetState::RetryAt { .. })));
+    }
+
+    #[test]
+    fn a_counted_wave_near_the_largest_number_takes_the_rest_of_the_fleet() {
+        // `placed + count` overflowed (a panic with overflow checks, a wrap without).
+        let plan = Plan {
+            waves: vec![WaveSize::Count(1), WaveSize::Count(usize::MAX), WaveSize::Percent(100.0)],
+            ..Plan::default()
+        };
+        assert_eq!(plan.check(), Ok(()));
+        assert_eq!(wave_sizes(&plan.waves, 5), vec![1, 4, 0]);
+        let c = Conductor::new(plan, (0..5).map(|i| (format!("c{i}"), 0)).collect(), 1, t0());
+        assert_eq!(c.summary().waves.iter().map(|w| w.size).sum::<usize>(), 5);
+    }
+
+    #[test]
+    fn durations_beyond_any_calendar_are_refused_by_the_plan_check() {
+        // A timeout of 9e12 s passed the check and made `now + progress_timeout` overflow
+        // the calendar in the conductor's first tick.
+        let huge = Duration::try_seconds(9_000_000_000_000).unwrap();
+        for (name, plan) in [
+            ("progress_timeout_s", Plan { progress_timeout: huge, ..Plan::default() }),
+            ("silence_after_s", Plan { silence_after: huge, ..Plan::default() }),
+            ("retry_base_s", Plan { retry_base: huge, ..Plan::default() }),
+            ("soak_s", Plan { soak: huge, ..Plan::default() }),
+            ("health_watch_s", Plan { health_watch: huge, ..Plan::default() }),
+        ] {
+            let err = plan.check().unwrap_err();
+            assert!(err.contains(name), "{name}: {err}");
+        }
+        let year = Plan { progress_timeout: MAX_PLAN_DURATION, retry_base: MAX_PLAN_DURATION, ..fast_plan() };
+        assert_eq!(year.check(), Ok(()));
+        let mut c = Conductor::new(year, vec![("a".into(), 0)], 1, t0());
+        c.tick(t0());
+        c.handle(
+            Input::Report { cabinet: "a".into(), report: Report::Downloading { percent: 10 }, detail: None },
+            t0(),
+        );
+        c.tick(t0() + MAX_PLAN_DURATION + Duration::days(1));
         assert!(matches!(c.state_of("a"), Some(CabinetState::RetryAt { .. })));
     }
 
