@@ -69,11 +69,17 @@ TOML
   pids+=($server)
   for _ in $(seq 200); do curl -sf "http://127.0.0.1:$http/readyz" >/dev/null && break; sleep 0.1; done
   echo "== $broker: $cabinets cabinets in $shards simulator process(es), scenario $scenario (server pid $server, logs in $dir)"
+  # The scenario's admission rate is for the whole fleet: each shard gets its part.
+  python3 - "$scenario" "$shards" > "$dir/scenario.toml" <<'PY'
+import re, sys
+text, shards = open(sys.argv[1]).read(), int(sys.argv[2])
+print(re.sub(r"(?m)^connect_per_s\s*=\s*([0-9.]+)", lambda m: f"connect_per_s = {float(m.group(1)) / shards}", text))
+PY
   sims=()
   for k in $(seq 0 $((shards - 1))); do
     n=$(( cabinets / shards + (k < cabinets % shards ? 1 : 0) ))
     "$target/release/simulator" run --server "http://127.0.0.1:$http" --token "$token" \
-      --mqtt-port "$mqtt" --cabinets "$n" --scenario "$scenario" --prefix "bench$k" \
+      --mqtt-port "$mqtt" --cabinets "$n" --scenario "$dir/scenario.toml" --prefix "bench$k" \
       --data "$dir/cabinets" --server-pid "$server" --timeout-s 1800 \
       --report "$out/$broker-$k.json" --plot "$out/$broker-$k.html" > /dev/null 2> "$dir/simulator-$k.log" &
     sims+=($!)
