@@ -57,6 +57,12 @@ pub fn hash(code: &str) -> String {
     format!("$argon2id$v=19$m={M_COST},t={T_COST},p={P_COST}${}${output}", salt.as_str())
 }
 
+/// Largest costs a hash with other parameters than ours may ask for (64 MiB, 8 passes,
+/// 4 lanes); anything beyond is refused unchecked.
+const MAX_FOREIGN_M_COST: u32 = 64 * 1024;
+const MAX_FOREIGN_T_COST: u32 = 8;
+const MAX_FOREIGN_P_COST: u32 = 4;
+
 /// Whether `code` matches a PHC hash. Hashes with our parameters are checked with the
 /// pooled memory; others (older parameters) the usual way.
 pub fn verify(code: &str, phc: &str) -> bool {
@@ -69,6 +75,12 @@ pub fn verify(code: &str, phc: &str) -> bool {
         && parsed.params.get_decimal("p") == Some(P_COST);
     let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else { return false };
     if !ours || expected.len() != OUTPUT_LEN {
+        // A hash arrives in the desired state: whoever could write one must not be able to
+        // make the cabinet spend gigabytes or minutes on it.
+        let within = |k: &str, max: u32| parsed.params.get_decimal(k).is_some_and(|v| v <= max);
+        if !(within("m", MAX_FOREIGN_M_COST) && within("t", MAX_FOREIGN_T_COST) && within("p", MAX_FOREIGN_P_COST)) {
+            return false;
+        }
         return Argon2::default().verify_password(code.as_bytes(), &parsed).is_ok();
     }
     let mut buf = [0u8; 64];
@@ -81,6 +93,23 @@ pub fn verify(code: &str, phc: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hash_asking_for_more_than_the_bounds_is_refused_even_when_it_matches() {
+        let with = |m: u32, t: u32| {
+            let params = Params::new(m, t, 1, None).unwrap();
+            let a = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+            argon2::PasswordHasher::hash_password(&a, b"12345678", &SaltString::generate(&mut rand::rngs::OsRng))
+                .unwrap()
+                .to_string()
+        };
+        // Genuine hashes of the right code: at the bounds they verify, past them they are
+        // refused unchecked (a desired state could otherwise ask for gigabytes).
+        assert!(verify("12345678", &with(MAX_FOREIGN_M_COST, 1)));
+        assert!(!verify("12345678", &with(MAX_FOREIGN_M_COST + 8, 1)));
+        assert!(!verify("12345678", &with(8 * 1024, MAX_FOREIGN_T_COST + 1)));
+        assert!(!verify("12345678", &hash("12345678").replace("m=19456", "m=4194304")));
+    }
 
     #[test]
     fn a_code_verifies_only_against_its_own_hash_and_standard_hashes_still_verify() {
