@@ -8,15 +8,20 @@ use std::net::SocketAddr;
 
 const TOKEN: &str = "lf_simulator-test-admin-token-000000";
 
-#[actix_rt::test]
-async fn a_simulated_fleet_connects_and_every_parcel_goes_in_and_out() {
-    let dir = tempfile::tempdir().unwrap();
+/// A fleet-server on its embedded default (rumqttd, SQLite in `dir`) on free ports.
+async fn embedded_server(dir: &std::path::Path) -> fleet_server::RunningServer {
     let mut c = fleet_server::config::Config::default();
     c.http.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     c.mqtt.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    c.database.url = format!("sqlite://{}?mode=rwc", dir.path().join("fleet.db").display());
+    c.database.url = format!("sqlite://{}?mode=rwc", dir.join("fleet.db").display());
     c.auth.bootstrap_token = Some(TOKEN.into());
-    let server = fleet_server::start(c).await.unwrap();
+    fleet_server::start(c).await.unwrap()
+}
+
+#[actix_rt::test]
+async fn a_simulated_fleet_connects_and_every_parcel_goes_in_and_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = embedded_server(dir.path()).await;
     let args = simulator::fleet::FleetArgs {
         server: format!("http://{}", server.http_addr),
         token: TOKEN.into(),
@@ -61,12 +66,7 @@ async fn a_simulated_fleet_connects_and_every_parcel_goes_in_and_out() {
 #[actix_rt::test]
 async fn a_partitioned_cabinets_journal_drains_after_the_partition_heals() {
     let dir = tempfile::tempdir().unwrap();
-    let mut c = fleet_server::config::Config::default();
-    c.http.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    c.mqtt.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    c.database.url = format!("sqlite://{}?mode=rwc", dir.path().join("fleet.db").display());
-    c.auth.bootstrap_token = Some(TOKEN.into());
-    let server = fleet_server::start(c).await.unwrap();
+    let server = embedded_server(dir.path()).await;
     let scenario = dir.path().join("partition.toml");
     std::fs::write(
         &scenario,

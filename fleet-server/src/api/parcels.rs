@@ -682,6 +682,23 @@ pub async fn erase_recipient(
 /// How often an idle stream sends a comment line, so proxies keep it open.
 const SSE_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(15);
 
+/// The courier a courier-feed request names, if the caller may reach it: a courier token
+/// only its own (`refusal` otherwise), other roles any courier of a tenant they see.
+async fn own_courier(state: &AppState, caller: &Caller, raw: String, refusal: &str) -> Result<CourierId, ApiError> {
+    caller.require(Action::ReadCourierFeed)?;
+    let id = CourierId::new(raw.clone()).map_err(|e| ApiError::field("id", e.to_string()))?;
+    if caller.role == super::auth::Role::Courier && caller.courier.as_deref() != Some(id.as_str()) {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", refusal));
+    }
+    courier::Entity::find_by_id(id.to_string())
+        .one(state.store.connection())
+        .await
+        .map_err(db)?
+        .filter(|c| caller.sees(&c.tenant_id))
+        .ok_or_else(|| ApiError::not_found("courier", &raw))?;
+    Ok(id)
+}
+
 /// `GET /api/v1/couriers/{id}/assignments/stream`: the courier's assignment, collection
 /// and withdrawal notifications as server-sent events (`event: assignment`, `data:` the
 /// envelope JSON, `id:` the envelope id). A stream starts with the courier's open tasks,
@@ -692,18 +709,7 @@ pub async fn courier_stream(
     caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(Action::ReadCourierFeed)?;
-    let raw = path.into_inner();
-    let id = CourierId::new(raw.clone()).map_err(|e| ApiError::field("id", e.to_string()))?;
-    if caller.role == super::auth::Role::Courier && caller.courier.as_deref() != Some(id.as_str()) {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "a courier sees only its own assignments"));
-    }
-    courier::Entity::find_by_id(id.to_string())
-        .one(state.store.connection())
-        .await
-        .map_err(db)?
-        .filter(|c| caller.sees(&c.tenant_id))
-        .ok_or_else(|| ApiError::not_found("courier", &raw))?;
+    let id = own_courier(&state, &caller, path.into_inner(), "a courier sees only its own assignments").await?;
     // Subscribe first, then read the open tasks: a notification relayed in between shows
     // up twice (the app deduplicates by parcel), never not at all.
     let rx = state.courier_feed.subscribe();
@@ -915,18 +921,7 @@ pub async fn courier_mqtt_credentials(
     caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(Action::ReadCourierFeed)?;
-    let raw = path.into_inner();
-    let id = CourierId::new(raw.clone()).map_err(|e| ApiError::field("id", e.to_string()))?;
-    if caller.role == super::auth::Role::Courier && caller.courier.as_deref() != Some(id.as_str()) {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "a courier gets only its own MQTT login"));
-    }
-    courier::Entity::find_by_id(id.to_string())
-        .one(state.store.connection())
-        .await
-        .map_err(db)?
-        .filter(|c| caller.sees(&c.tenant_id))
-        .ok_or_else(|| ApiError::not_found("courier", &raw))?;
+    let id = own_courier(&state, &caller, path.into_inner(), "a courier gets only its own MQTT login").await?;
     let issued =
         state.mqtt_credentials.issue(&state.store, &crate::gateway::credentials::Principal::Courier(id)).await?;
     Ok(HttpResponse::Ok().json(issued))
