@@ -62,6 +62,8 @@ pub enum AgentError {
     Face { reason: String },
     #[error(transparent)]
     Config(#[from] config::ConfigError),
+    #[error("the agent's actors were still running {waited_ms} ms after being powered off")]
+    StillRunning { waited_ms: u128 },
 }
 
 /// Whether a typed code matches a pickup-code hash from the server (argon2id PHC).
@@ -107,6 +109,32 @@ pub struct Agent {
     pub cabinet: Addr<Cabinet>,
     pub link: Addr<Link>,
     pub updater: Addr<ota::Updater>,
+}
+
+impl Agent {
+    /// Powers the agent off inside this process, as a power cut would end the process:
+    /// link first (no more traffic reaches the cabinet), then the updater, then the
+    /// cabinet. Returns once every actor is gone — its journal and files closed, its MQTT
+    /// connection dropped — so that [`start_parts`] can start the cabinet again from its
+    /// data dir; an error if they are not gone within `within`. A real cabinet never does
+    /// this: its process exits ([`exit_restart`]).
+    pub async fn power_off(self, within: Duration) -> Result<(), AgentError> {
+        let gone = (self.link.downgrade(), self.updater.downgrade(), self.cabinet.downgrade());
+        let _ = self.link.send(actors::PowerOff).await;
+        let _ = self.updater.send(actors::PowerOff).await;
+        let _ = self.cabinet.send(actors::PowerOff).await;
+        drop(self);
+        let asked = std::time::Instant::now();
+        // Actix tells nobody when an actor is dropped; a weak address that no longer
+        // upgrades is the sign that its mailbox (and the actor with it) is gone.
+        while gone.0.upgrade().is_some() || gone.1.upgrade().is_some() || gone.2.upgrade().is_some() {
+            if asked.elapsed() > within {
+                return Err(AgentError::StillRunning { waited_ms: asked.elapsed().as_millis() });
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
 }
 
 /// Starts the agent with the camera from the configuration and face pickup disabled

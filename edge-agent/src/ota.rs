@@ -391,6 +391,16 @@ impl Actor for Updater {
     }
 }
 
+/// Powered off: the updater stops (it is not supervised); a download under way ends
+/// with it and resumes from its `.part` file after the next start.
+impl Handler<crate::actors::PowerOff> for Updater {
+    type Result = ();
+
+    fn handle(&mut self, _: crate::actors::PowerOff, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
 impl Handler<ToUpdater> for Updater {
     type Result = ();
 

@@ -114,6 +114,9 @@ pub struct Metrics {
     /// OTA artifacts: `registered`, `uploaded`, `refused` (content not matching its
     /// manifest), `served`, `served_range`.
     pub artifacts: IntCounterVec,
+    /// Artifact bytes sent to cabinets from `/ota/{sha256}` (what a rollout costs the
+    /// server's uplink; a resumed download counts only the part sent again).
+    pub ota_bytes_served: IntCounter,
     /// Cabinets of the rollouts this replica conducts, by rollout, wave and state.
     pub rollout_cabinets: IntGaugeVec,
     /// Failures of those rollouts, by rollout and kind.
@@ -298,6 +301,10 @@ impl Metrics {
                 &["op"],
             ),
             acks_sent: counter("lockerfleet_acks_sent_total", "Ack messages published to cabinets"),
+            ota_bytes_served: counter(
+                "lockerfleet_ota_bytes_served_total",
+                "OTA artifact bytes sent to cabinets from /ota/{sha256}",
+            ),
             ingest_refused_transitions: counter_vec(
                 "lockerfleet_ingest_refused_transitions_total",
                 "Cabinet events whose parcel transition the lifecycle refused, by event kind",

@@ -61,7 +61,8 @@ fn read(path: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
-fn load_key(path: &Path) -> Result<SigningKey, String> {
+/// Reads a release key written by `keygen` (base64 of the 32-byte Ed25519 secret).
+pub fn load_key(path: &Path) -> Result<SigningKey, String> {
     let raw = zeroize::Zeroizing::new(read(path)?);
     let text = std::str::from_utf8(&raw).map_err(|_| format!("{} is not a release key", path.display()))?;
     let bytes = zeroize::Zeroizing::new(

@@ -22,15 +22,16 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use edge_agent::actors::cabinet::{CourierDeposit, DoorSensed, EnterCode, GetDesired, GetStatus};
-use edge_agent::actors::link::GetLinkState;
+use edge_agent::actors::cabinet::{CourierDeposit, EnterCode, GetDesired, GetStatus};
 use edge_agent::config::{AgentConfig, CompartmentConfig, MqttSettings};
 use edge_agent::domain::keypad::CodeOutcome;
 use lockerfleet_shared::envelope::{CompartmentSize, ParcelStage};
 use lockerfleet_shared::{CompartmentId, ParcelId};
 use serde::Serialize;
 
+use crate::cabinets::{SimCabinet, SimFleet};
 use crate::proxy::CutProxy;
+use crate::rollout::RolloutReport;
 use crate::scenario::Scenario;
 use serde_json::{Value, json};
 
@@ -127,6 +128,8 @@ pub struct FleetReport {
     /// Door closed after the deposit → the pickup code's hash is at the cabinet.
     pub code_to_cabinet: Latency,
     pub partition: Option<PartitionReport>,
+    /// The OTA rollout the scenario ran during the traffic (`[rollout]`).
+    pub rollout: Option<RolloutReport>,
     /// Errors grouped by their kind (the text before the first colon).
     pub errors_by_kind: BTreeMap<String, usize>,
     pub errors: Vec<String>,
@@ -179,14 +182,14 @@ pub fn rss_mib(pid: u32) -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-struct Api {
-    http: awc::Client,
-    base: String,
-    token: String,
+pub(crate) struct Api {
+    pub(crate) http: awc::Client,
+    pub(crate) base: String,
+    pub(crate) token: String,
 }
 
 impl Api {
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<(u16, Value)> {
+    pub(crate) async fn call(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<(u16, Value)> {
         let url = format!("{}{path}", self.base);
         let req = match method {
             "GET" => self.http.get(url),
@@ -299,6 +302,9 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
         None
     };
 
+    // The release a `[rollout]` rolls out: every cabinet trusts its key.
+    let release = scenario.rollout.as_ref().map(crate::rollout::Release::prepare).transpose()?;
+
     // Register every cabinet, then start them, paced when the scenario says so.
     let bar = indicatif::ProgressBar::new(cabinets as u64);
     bar.set_message("registering");
@@ -309,6 +315,9 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
             _ => args.mqtt_port,
         };
         let mut config = agent_config(args, i, port, &scenario);
+        if let Some(r) = &release {
+            r.trust(&mut config);
+        }
         config.validate().context("cabinet configuration")?;
         let mut registration = edge_agent::provision(&config)?;
         registration["tenant"] = json!(tenant);
@@ -323,15 +332,14 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
     bar.set_message("starting and connecting");
     let rss_before = args.server_pid.and_then(rss_mib);
     let connect_started = Instant::now();
+    let fleet = SimFleet::new();
     let mut agents = Vec::with_capacity(cabinets);
     for (i, config) in configs.iter().enumerate() {
         if scenario.connect_per_s > 0.0 {
             let due = connect_started + Duration::from_secs_f64(i as f64 / scenario.connect_per_s);
             tokio::time::sleep_until(due.into()).await;
         }
-        let restart: edge_agent::ota::Restart =
-            Box::new(|| tracing::warn!("a simulated cabinet cannot restart into another slot yet"));
-        agents.push(edge_agent::start_parts(config, Box::new(edge_agent::hw::SimLock::default()), None, restart)?);
+        agents.push(fleet.start(config.clone())?);
         bar.inc(1);
     }
 
@@ -340,7 +348,7 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
     let assigned_now: Rc<std::cell::RefCell<Vec<f64>>> = Rc::default();
     let timeline: Rc<std::cell::RefCell<Vec<Sample>>> = Rc::default();
     let sampler = {
-        let handles: Vec<_> = agents.iter().map(|a| (a.cabinet.clone(), a.link.clone())).collect();
+        let handles = agents.clone();
         let (picked, assigned_now, timeline) = (picked.clone(), assigned_now.clone(), timeline.clone());
         let health = format!("{}/healthz", api.base);
         let probe = awc::Client::builder().timeout(Duration::from_secs(1)).finish();
@@ -355,8 +363,8 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
                     _ => None,
                 };
                 let (mut connected, mut depth) = (0, 0u64);
-                for (cabinet, link) in &handles {
-                    connected += usize::from(link.send(GetLinkState).await.is_ok_and(|s| s.connected));
+                for cabinet in &handles {
+                    connected += usize::from(cabinet.connected().await);
                     depth += cabinet.send(GetStatus).await.map_or(0, |s| u64::from(s.journal_depth));
                 }
                 timeline.borrow_mut().push(Sample {
@@ -390,6 +398,13 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
         sampler.abort();
         bail!("only {connected} of {} cabinets connected before the timeout", agents.len());
     }
+
+    // The rollout starts now and runs through the traffic.
+    let rollout = match &release {
+        Some(r) => Some(crate::rollout::start(&api, r, &agents, args.server_pid).await?),
+        None => None,
+    };
+    let traffic_from = Instant::now();
 
     // Stock: every cabinet takes its parcels in, all at once.
     let (_, pass) = api.call("POST", &format!("/api/v1/couriers/{courier}/pass"), None).await?;
@@ -442,7 +457,7 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
             for (n, s) in stocked.into_iter().enumerate() {
                 let wrong = Scenario::picks(scenario.wrong_code_share, i, n);
                 let door = Scenario::picks(scenario.door_left_open_share, i, n);
-                match pick_up(agent, &s, wrong, door.then_some(scenario.door_left_open_s)).await {
+                match pick_up(agent, &s, wrong, door.then_some(scenario.door_left_open_s), deadline).await {
                     Ok(()) => {
                         flow.events += 1 + usize::from(door);
                         flow.door_alarms += usize::from(door);
@@ -461,6 +476,7 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
     });
     futures_util::future::join_all(pickups).await;
     bar.finish_and_clear();
+    let traffic = Some((traffic_from, Instant::now()));
 
     let partition = match &proxy {
         Some(p) => {
@@ -482,6 +498,11 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
                 seconds_to_drain: healed.elapsed().as_secs_f64(),
             })
         }
+        None => None,
+    };
+
+    let rollout = match rollout {
+        Some(r) => Some(r.finish(&api, &agents, traffic, deadline).await),
         None => None,
     };
 
@@ -511,6 +532,7 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
     if !acked {
         errors.push("some journals were not empty before the timeout".into());
     }
+    errors.extend(rollout.iter().flat_map(RolloutReport::errors));
     let mut errors_by_kind = BTreeMap::new();
     for e in &errors {
         let after_cabinet = e.split_once(": ").map_or(e.as_str(), |(_, rest)| rest);
@@ -548,6 +570,7 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
         assignment_to_cabinet: Latency::of(flows.iter().flat_map(|f| f.assigned.iter().copied()).collect()),
         code_to_cabinet: Latency::of(flows.iter().flat_map(|f| f.coded.iter().copied()).collect()),
         partition,
+        rollout,
         errors_by_kind,
         errors,
         healthz_failures,
@@ -560,19 +583,19 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
     })
 }
 
-async fn connected_count(agents: &[edge_agent::Agent]) -> usize {
+async fn connected_count(agents: &[SimCabinet]) -> usize {
     let mut n = 0;
     for a in agents {
-        n += usize::from(a.link.send(GetLinkState).await.is_ok_and(|s| s.connected));
+        n += usize::from(a.connected().await);
     }
     n
 }
 
-async fn journal_depth(agents: &[edge_agent::Agent]) -> u64 {
+async fn journal_depth(agents: &[SimCabinet]) -> u64 {
     let mut depth = 0;
     for a in agents {
         // An agent that does not answer counts as not drained.
-        depth += a.cabinet.send(GetStatus).await.map_or(1, |s| u64::from(s.journal_depth));
+        depth += a.send(GetStatus).await.map_or(1, |s| u64::from(s.journal_depth));
     }
     depth
 }
@@ -604,7 +627,7 @@ struct Stocked {
 #[allow(clippy::too_many_arguments)]
 async fn stock(
     api: &Api,
-    agent: &edge_agent::Agent,
+    agent: &SimCabinet,
     cabinet: &str,
     tenant: &str,
     courier: &str,
@@ -622,7 +645,7 @@ async fn stock(
     let parcel = ParcelId(created["id"].as_str().context("parcel id")?.parse()?);
     let code = created["pickup_code"].as_str().context("pickup code")?.to_owned();
     let has = |stage: Option<ParcelStage>| {
-        let cab = agent.cabinet.clone();
+        let cab = agent.clone();
         async move {
             cab.send(GetDesired).await.ok().and_then(|d| d.parcels).is_some_and(|s| {
                 s.parcels
@@ -635,13 +658,17 @@ async fn stock(
         bail!("parcel {parcel} never reached the cabinet");
     }
     let assigned_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    // A cabinet that is updating tells the courier to try again in a moment.
     let compartment = agent
-        .cabinet
-        .send(CourierDeposit { pass: pass.to_owned(), parcel })
+        .send_patiently(
+            || CourierDeposit { pass: pass.to_owned(), parcel },
+            |r| r.as_ref().is_err_and(|e| e.contains("updating")),
+            deadline,
+        )
         .await?
         .map_err(|e| anyhow::anyhow!("deposit refused: {e}"))?;
     for open in [true, false] {
-        agent.cabinet.send(DoorSensed { compartment: compartment.clone(), open }).await?;
+        agent.door(&compartment, open).await?;
     }
     let t1 = Instant::now();
     if !until(deadline, || has(Some(ParcelStage::Ready))).await {
@@ -654,28 +681,31 @@ async fn stock(
 /// The recipient at the keypad: maybe a wrong code first, then the right one; the door
 /// opens, and is closed at once or after `left_open_s` plus a margin (the alarm's delay).
 async fn pick_up(
-    agent: &edge_agent::Agent,
+    agent: &SimCabinet,
     s: &Stocked,
     wrong_first: bool,
     left_open_s: Option<u64>,
+    deadline: Instant,
 ) -> anyhow::Result<()> {
+    // A keypad held by an update is unavailable for a moment: the recipient types again.
+    let unavailable = |o: &CodeOutcome| matches!(o, CodeOutcome::Unavailable);
     if wrong_first {
         let wrong: String = s.code.chars().map(|c| if c == '9' { '0' } else { char::from(c as u8 + 1) }).collect();
-        match agent.cabinet.send(EnterCode(wrong)).await? {
+        match agent.send_patiently(|| EnterCode(wrong.clone()), unavailable, deadline).await? {
             CodeOutcome::Rejected { .. } => {}
             other => bail!("wrong code not refused: {other:?}"),
         }
     }
-    match agent.cabinet.send(EnterCode(s.code.clone())).await? {
+    match agent.send_patiently(|| EnterCode(s.code.clone()), unavailable, deadline).await? {
         CodeOutcome::Accepted(p) if p.parcel == s.parcel => {}
         other => bail!("pickup refused: {other:?}"),
     }
-    agent.cabinet.send(DoorSensed { compartment: s.compartment.clone(), open: true }).await?;
+    agent.door(&s.compartment, true).await?;
     if let Some(after) = left_open_s {
         // The tick that raises the alarm runs every second.
         tokio::time::sleep(Duration::from_secs(after) + Duration::from_millis(1500)).await;
     }
-    agent.cabinet.send(DoorSensed { compartment: s.compartment.clone(), open: false }).await?;
+    agent.door(&s.compartment, false).await?;
     Ok(())
 }
 

@@ -1,8 +1,11 @@
 //! The simulator as a library: `fleet` runs virtual cabinets (the edge agent itself, with
-//! simulated hardware) against a real fleet-server. The `simulator` binary wraps it and
-//! the benchmarks.
+//! simulated hardware) against a real fleet-server; `cabinets` keeps them as handles that
+//! survive a restart into the other slot; `rollout` runs an OTA rollout through them. The
+//! `simulator` binary wraps it and the benchmarks.
 
+pub mod cabinets;
 pub mod fleet;
 pub mod plot;
 pub mod proxy;
+pub mod rollout;
 pub mod scenario;

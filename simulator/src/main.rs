@@ -75,6 +75,9 @@ fn main() -> anyhow::Result<()> {
                 {
                     println!("{text}");
                 }
+                if let Some(r) = &report.rollout {
+                    eprint!("{}", r.summary());
+                }
                 if report.events_lost > 0 || report.events_duplicated > 0 || !report.errors.is_empty() {
                     bail!("the run lost or duplicated events, or had errors (see the report)");
                 }

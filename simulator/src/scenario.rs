@@ -12,6 +12,11 @@
 //! [partition]
 //! share = 0.25                    # cabinets cut off from the broker after their parcels are ready
 //! seconds = 20                    # how long the cut lasts; they collect offline meanwhile
+//! [rollout]                       # an OTA rollout to every cabinet, during the traffic
+//! release_key = "release.key"     # `fleet-server artifact keygen`; the server must trust it
+//! artifact_kib = 256
+//! waves = [1, 10, 100]            # cumulative percent of the cabinets
+//! per_minute = 60000              # offers per minute
 //! ```
 //!
 //! Every value is checked when the file is read, and an error names the key.
@@ -42,6 +47,9 @@ pub struct Scenario {
     pub connect_per_s: f64,
     /// A network partition between some cabinets and the broker.
     pub partition: Option<Partition>,
+    /// An OTA rollout to every cabinet, started once all are connected (see
+    /// [`crate::rollout`]).
+    pub rollout: Option<crate::rollout::RolloutPlan>,
 }
 
 /// Cabinets cut off from the broker after their parcels are ready: they hand parcels out
@@ -66,6 +74,7 @@ impl Default for Scenario {
             door_left_open_s: 120,
             connect_per_s: 0.0,
             partition: None,
+            rollout: None,
         }
     }
 }
@@ -126,6 +135,9 @@ impl Scenario {
                 return Err(ScenarioError::Invalid { key: "partition.seconds", reason: "must be more than 0".into() });
             }
         }
+        if let Some(r) = &self.rollout {
+            r.validate()?;
+        }
         Ok(())
     }
 
@@ -168,6 +180,10 @@ mod tests {
             ("[partition]\nshare = 0.5\nseconds = 0", "partition.seconds"),
             ("[partition]\nshare = -1\nseconds = 3", "partition.share"),
             ("cabinets = 0", "cabinets"),
+            ("[rollout]\nwaves = [10, 50]", "rollout.waves"),
+            ("[rollout]\nwaves = [50, 10, 100]", "rollout.waves"),
+            ("[rollout]\nartifact_kib = 0", "rollout.artifact_kib"),
+            ("[rollout]\nversion = \"two\"", "rollout.version"),
         ] {
             let err = Scenario::parse(text).unwrap_err().to_string();
             assert!(err.contains(key), "{text}: {err}");

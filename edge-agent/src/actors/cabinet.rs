@@ -331,6 +331,8 @@ pub struct Cabinet {
     clock: ServerClock,
     /// A large clock skew was logged (once per process).
     skew_reported: bool,
+    /// Powered off ([`super::PowerOff`]): the actor only waits to be dropped.
+    off: bool,
 }
 
 impl std::fmt::Debug for Cabinet {
@@ -369,6 +371,7 @@ impl Cabinet {
             restarts: 0,
             clock: ServerClock::default(),
             skew_reported: false,
+            off: false,
         };
         cabinet.apply_settings();
         cabinet.load_flows();
@@ -591,6 +594,12 @@ impl Actor for Cabinet {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        if self.off {
+            // Restarted while something still held its address: stop again shortly,
+            // until the last holder is gone and the supervisor lets it end.
+            ctx.run_later(Duration::from_millis(100), |_, ctx| ctx.stop());
+            return;
+        }
         ctx.run_interval(Duration::from_secs(1), |act, ctx| {
             if act.broken {
                 ctx.stop();
@@ -616,6 +625,9 @@ impl Actor for Cabinet {
 /// lockout.
 impl Supervised for Cabinet {
     fn restarting(&mut self, _ctx: &mut Self::Context) {
+        if self.off {
+            return;
+        }
         self.restarts += 1;
         self.broken = false;
         let journal_path = self.journal.path().to_owned();
@@ -630,6 +642,19 @@ impl Supervised for Cabinet {
         self.apply_settings();
         self.load_flows();
         tracing::warn!(restarts = self.restarts, "cabinet actor restarted from disk");
+    }
+}
+
+impl Handler<super::PowerOff> for Cabinet {
+    type Result = ();
+
+    fn handle(&mut self, _: super::PowerOff, ctx: &mut Self::Context) {
+        self.off = true;
+        // A message that still reaches it (sent before the power-off) starts no flow.
+        self.updating = true;
+        self.link = None;
+        self.face = None;
+        ctx.stop();
     }
 }
 

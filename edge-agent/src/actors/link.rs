@@ -81,6 +81,8 @@ pub struct Link {
     restarts: u32,
     /// Where offers and cancellations of updates go.
     updater: Option<Recipient<crate::ota::ToUpdater>>,
+    /// Powered off ([`super::PowerOff`]): no connection, only waiting to be dropped.
+    off: bool,
 }
 
 impl std::fmt::Debug for Link {
@@ -111,6 +113,7 @@ impl Link {
             eventloop: Some(eventloop),
             restarts: 0,
             updater: None,
+            off: false,
         }
     }
 
@@ -165,6 +168,12 @@ impl Actor for Link {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        if self.off {
+            // Restarted while something still held its address: stop again shortly,
+            // until the last holder is gone and the supervisor lets it end.
+            ctx.run_later(Duration::from_millis(100), |_, ctx| ctx.stop());
+            return;
+        }
         let Some(mut eventloop) = self.eventloop.take() else {
             tracing::error!("link started without an event loop");
             ctx.stop();
@@ -276,6 +285,21 @@ impl Handler<crate::ota::Report> for Link {
     }
 }
 
+/// Powered off: the MQTT connection ends with the event loop (dropped with the actor's
+/// futures when it stops; no DISCONNECT, so the broker publishes the last will, as after
+/// a power cut).
+impl Handler<super::PowerOff> for Link {
+    type Result = ();
+
+    fn handle(&mut self, _: super::PowerOff, ctx: &mut Self::Context) {
+        self.off = true;
+        self.connected = false;
+        self.updater = None;
+        self.eventloop = None;
+        ctx.stop();
+    }
+}
+
 /// The connection cannot recover: the link stops and its supervisor restarts it.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
@@ -295,6 +319,9 @@ impl Handler<Broken> for Link {
 impl Supervised for Link {
     fn restarting(&mut self, _ctx: &mut Self::Context) {
         self.connected = false;
+        if self.off {
+            return;
+        }
         self.session = Uuid::now_v7();
         let (client, eventloop) = Self::client(&self.id, &self.topics, &self.settings, self.session);
         self.client = client;

@@ -322,18 +322,23 @@ pub async fn download(state: web::Data<AppState>, req: HttpRequest, path: web::P
         return HttpResponse::InternalServerError().finish();
     }
     let length = if size == 0 { 0 } else { end - start + 1 };
-    let stream = futures_util::stream::unfold((file, length), |(mut file, left)| async move {
-        if left == 0 {
-            return None;
-        }
-        let mut buf = vec![0u8; left.min(64 * 1024) as usize];
-        match file.read(&mut buf).await {
-            Ok(0) => None,
-            Ok(n) => {
-                buf.truncate(n);
-                Some((Ok::<_, std::io::Error>(web::Bytes::from(buf)), (file, left - n as u64)))
+    let served = state.metrics.ota_bytes_served.clone();
+    let stream = futures_util::stream::unfold((file, length), move |(mut file, left)| {
+        let served = served.clone();
+        async move {
+            if left == 0 {
+                return None;
             }
-            Err(e) => Some((Err(e), (file, 0))),
+            let mut buf = vec![0u8; left.min(64 * 1024) as usize];
+            match file.read(&mut buf).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    served.inc_by(n as u64);
+                    Some((Ok::<_, std::io::Error>(web::Bytes::from(buf)), (file, left - n as u64)))
+                }
+                Err(e) => Some((Err(e), (file, 0))),
+            }
         }
     });
     state

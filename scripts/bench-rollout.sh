@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# The rollout benchmark: N real edge agents (the simulator) against a release
+# fleet-server process on this machine (embedded rumqttd, SQLite): a 256 KiB release is
+# signed, uploaded and rolled out in three waves to every cabinet; each downloads it,
+# installs it into its other slot, restarts in the simulator's process and confirms.
+#
+#   scripts/bench-rollout.sh [CABINETS] [SCENARIO]   defaults: 2000, simulator/scenarios/rollout.toml
+#
+# SHARDS=n splits the cabinets over n simulator processes (default: one per 4,000; a
+# process may hold 20,000 open files here, two per cabinet); each process rolls out to its
+# own cabinets, so n rollouts run side by side on the one server. BROKERS="embedded
+# mosquitto" also runs it against a private Mosquitto. BENCH_BUILD=0 skips the build.
+#
+# Writes target/bench-rollout/<broker>-<shard>.json and prints the rows BENCHMARKS.md carries.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cabinets="${1:-2000}"
+scenario="${2:-simulator/scenarios/rollout.toml}"
+target="${CARGO_TARGET_DIR:-target}"
+out="target/bench-rollout"
+mkdir -p "$out"
+export PATH="$PATH:/usr/sbin"
+
+[ "${BENCH_BUILD:-1}" = 0 ] || cargo build --release --locked -p fleet-server -p simulator
+ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+shards="${SHARDS:-$(( (cabinets + 3999) / 4000 ))}"
+token="lf_bench-rollout-admin-token-0000000"
+free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+for broker in ${BROKERS:-embedded}; do
+  dir=$(mktemp -d)
+  http=$(free_port)
+  mqtt=$(free_port)
+  public=$("$target/release/fleet-server" artifact keygen --out "$dir/release.key" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["public_key"])')
+  if [ "$broker" = mosquitto ]; then
+    command -v mosquitto >/dev/null || { echo "bench-rollout: mosquitto is needed (apt-get install mosquitto)" >&2; exit 1; }
+    printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\nmax_inflight_messages 0\n' \
+      "$mqtt" > "$dir/mosquitto.conf"
+    mosquitto -c "$dir/mosquitto.conf" > "$dir/mosquitto.log" 2>&1 &
+    pids+=($!)
+    broker_cfg="mode = \"external\"
+url = \"mqtt://127.0.0.1:$mqtt\""
+  else
+    broker_cfg="mode = \"embedded\"
+listen = \"127.0.0.1:$mqtt\""
+  fi
+  cat > "$dir/fleet-server.toml" <<TOML
+[http]
+listen = "127.0.0.1:$http"
+[mqtt]
+$broker_cfg
+[database]
+url = "${DATABASE:-sqlite://$dir/fleet.db?mode=rwc}"
+[auth]
+bootstrap_token = "$token"
+token_file = "$dir/admin.token"
+[artifacts]
+dir = "$dir/artifacts"
+trusted_keys = ["$public"]
+[log]
+level = "warn"
+TOML
+  "$target/release/fleet-server" --config "$dir/fleet-server.toml" > "$dir/server.log" 2>&1 &
+  server=$!
+  pids+=($server)
+  for _ in $(seq 200); do curl -sf "http://127.0.0.1:$http/readyz" >/dev/null && break; sleep 0.1; done
+  echo "== $broker: $cabinets cabinets in $shards simulator process(es), scenario $scenario (server pid $server, logs in $dir)"
+  # The scenario's admission rate is for the whole fleet: each shard gets its part.
+  python3 - "$scenario" "$shards" > "$dir/scenario.toml" <<'PY'
+import re, sys
+text, shards = open(sys.argv[1]).read(), int(sys.argv[2])
+print(re.sub(r"(?m)^connect_per_s\s*=\s*([0-9.]+)", lambda m: f"connect_per_s = {float(m.group(1)) / shards}", text))
+PY
+  sims=()
+  for k in $(seq 0 $((shards - 1))); do
+    n=$(( cabinets / shards + (k < cabinets % shards ? 1 : 0) ))
+    LOCKERFLEET_RELEASE_KEY="$dir/release.key" "$target/release/simulator" run --server "http://127.0.0.1:$http" \
+      --token "$token" --mqtt-port "$mqtt" --cabinets "$n" --scenario "$dir/scenario.toml" --prefix "roll$k" \
+      --data "$dir/cabinets" --server-pid "$server" --timeout-s 3600 \
+      --report "$out/$broker-$k.json" > /dev/null 2> "$dir/simulator-$k.log" &
+    sims+=($!)
+  done
+  for p in "${sims[@]}"; do wait "$p" || echo "bench-rollout: a simulator process failed (see $dir/simulator-*.log)" >&2; done
+  kill "$server" 2>/dev/null || true
+  wait "$server" 2>/dev/null || true
+done
+
+python3 - "$out" "$shards" ${BROKERS:-embedded} <<'PY'
+import json, sys
+out, shards, brokers = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+f = lambda v, unit="s": "-" if v is None else f"{v:.1f} {unit}"
+print("| broker | shard | cabinets | wave 1 / 2 / 3: cabinets, start → end | all updated | updated / failed / stuck / lost | restarts (busy) | served | server CPU (cores) | server RSS max | events lost / dup |")
+print("|---|---:|---:|---|---:|---|---|---:|---:|---:|---|")
+for broker in brokers:
+    for k in range(shards):
+        p = json.load(open(f"{out}/{broker}-{k}.json"))
+        r = p["rollout"]
+        waves = " · ".join(f"{w['cabinets']}: {f(w['started_s'])} → {f(w['ended_s'])}" for w in r["waves"])
+        served = "-" if r["bytes_served"] is None else f"{r['bytes_served'] / 2**20:.0f} MiB"
+        cpu = "-" if r["server_cpu_s"] is None else f"{r['server_cpu_s']:.0f} s ({r['server_cpu_cores']:.2f})"
+        print(f"| {broker} | {k} | {r['cabinets']} | {waves} | {f(r['seconds_to_all_updated'])} | "
+              f"{r['updated']} / {r['failed']} / {r['stuck']} / {r['lost']} | "
+              f"{r['restarts']} ({r['restarts_while_busy'] + r['restarts_while_door_open']}) | {served} | {cpu} | "
+              f"{f(r['server_rss_mib_max'], 'MiB')} | {p['events_lost']} / {p['events_duplicated']} |")
+PY
