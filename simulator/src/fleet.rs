@@ -76,6 +76,17 @@ pub struct FleetArgs {
     /// sampled with the timeline (`/proc/<pid>/status`).
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// Most API requests in flight at once while stocking. More only queue inside the
+    /// server (behind its code hashing) until the client's timeout ends them.
+    #[arg(long, default_value_t = 16)]
+    pub api_concurrency: usize,
+    /// Several simulator processes running one fleet: each registers its cabinets, writes
+    /// a file named after its `--prefix` into this folder, and starts its cabinets once
+    /// `--barrier-of` files are there, so the whole fleet connects in the same window.
+    #[arg(long, requires = "barrier_of")]
+    pub barrier: Option<PathBuf>,
+    #[arg(long, requires = "barrier")]
+    pub barrier_of: Option<usize>,
 }
 
 /// Latencies of one kind, milliseconds.
@@ -106,6 +117,9 @@ pub struct FleetReport {
     pub connected: usize,
     /// From the first cabinet started to the last one connected.
     pub seconds_to_all_connected: f64,
+    /// The same two moments as Unix time (ms), to merge the reports of several processes.
+    pub connect_started_unix_ms: i64,
+    pub all_connected_unix_ms: i64,
     pub parcels_picked_up: usize,
     pub pickups_refused: usize,
     /// Pickups by how they went: `code` (first try), `code_after_wrong_code`.
@@ -168,6 +182,9 @@ pub struct Sample {
     pub assignment_ms: Vec<f64>,
     /// `/healthz` round trip (ms); `None` when it failed or took over a second.
     pub healthz_ms: Option<f64>,
+    /// Why it failed, when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub healthz_error: Option<String>,
     pub server_rss_mib: Option<f64>,
 }
 
@@ -319,8 +336,18 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
         configs.push(config);
         bar.inc(1);
     }
+    if let (Some(dir), Some(of)) = (&args.barrier, args.barrier_of) {
+        bar.set_message("waiting for the other simulator processes");
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::write(dir.join(&args.prefix), b"registered").with_context(|| format!("writing into {}", dir.display()))?;
+        let arrived = || std::fs::read_dir(dir).map_or(0, |d| d.count());
+        if !until(deadline, || async { arrived() >= of }).await {
+            bail!("only {} of {of} simulator processes reached the barrier in {}", arrived(), dir.display());
+        }
+    }
     bar.set_position(0);
     bar.set_message("starting and connecting");
+    let connect_started_unix_ms = chrono::Utc::now().timestamp_millis();
     let rss_before = args.server_pid.and_then(rss_mib);
     let connect_started = Instant::now();
     let mut agents = Vec::with_capacity(cabinets);
@@ -343,16 +370,22 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
         let handles: Vec<_> = agents.iter().map(|a| (a.cabinet.clone(), a.link.clone())).collect();
         let (picked, assigned_now, timeline) = (picked.clone(), assigned_now.clone(), timeline.clone());
         let health = format!("{}/healthz", api.base);
-        let probe = awc::Client::builder().timeout(Duration::from_secs(1)).finish();
+        // A fresh connection for every probe (as a load balancer's health check): a
+        // pooled one could be the one the server is just closing, a failure of the probe's.
+        let probe = awc::Client::builder()
+            .timeout(Duration::from_secs(1))
+            .connector(awc::Connector::new().conn_keep_alive(Duration::from_millis(500)))
+            .finish();
         let pid = args.server_pid;
         actix_rt::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
                 let asked = Instant::now();
-                let healthz_ms = match probe.get(&health).send().await {
-                    Ok(r) if r.status().is_success() => Some(asked.elapsed().as_secs_f64() * 1000.0),
-                    _ => None,
+                let (healthz_ms, healthz_error) = match probe.get(&health).send().await {
+                    Ok(r) if r.status().is_success() => (Some(asked.elapsed().as_secs_f64() * 1000.0), None),
+                    Ok(r) => (None, Some(format!("status {}", r.status()))),
+                    Err(e) => (None, Some(e.to_string())),
                 };
                 let (mut connected, mut depth) = (0, 0u64);
                 for (cabinet, link) in &handles {
@@ -366,6 +399,7 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
                     picked_up: picked.get(),
                     assignment_ms: std::mem::take(&mut *assigned_now.borrow_mut()),
                     healthz_ms,
+                    healthz_error,
                     server_rss_mib: pid.and_then(rss_mib),
                 });
             }
@@ -384,6 +418,7 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
     .await;
     let connected = connected.get();
     let seconds_to_all_connected = connect_started.elapsed().as_secs_f64();
+    let all_connected_unix_ms = chrono::Utc::now().timestamp_millis();
     let rss_connected = args.server_pid.and_then(rss_mib);
     if !all {
         bar.finish_and_clear();
@@ -397,13 +432,18 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
     bar.set_position(0);
     bar.set_length((agents.len() * parcels) as u64);
     bar.set_message("deposits");
-    let stocking = agents.iter().zip(&configs).map(|(agent, config)| {
-        let (api, pass, tenant, courier, bar, assigned_now) =
-            (&api, pass.clone(), tenant.clone(), courier.clone(), &bar, assigned_now.clone());
+    // Parcels are created in order (parcel n of every cabinet before parcel n + 1 of
+    // any), at the scenario's rate, with a bounded number of requests in flight.
+    let gate = Gate::new(args.api_concurrency, scenario.parcels_per_s);
+    let stocking = agents.iter().zip(&configs).enumerate().map(|(i, (agent, config))| {
+        let (api, pass, tenant, courier, bar, assigned_now, gate) =
+            (&api, pass.clone(), tenant.clone(), courier.clone(), &bar, assigned_now.clone(), &gate);
+        let fleet = agents.len();
         async move {
             let mut out = Flow::default();
             for n in 0..parcels {
-                match stock(api, agent, &config.cabinet, &tenant, &courier, &pass, n, deadline).await {
+                let create = gate.turn(n * fleet + i);
+                match stock(api, agent, &config.cabinet, &tenant, &courier, &pass, n, create, deadline).await {
                     Ok(s) => {
                         out.assigned.push(s.assigned_ms);
                         assigned_now.borrow_mut().push(s.assigned_ms);
@@ -535,6 +575,8 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
         cabinets: agents.len(),
         connected,
         seconds_to_all_connected,
+        connect_started_unix_ms,
+        all_connected_unix_ms,
         parcels_picked_up: picked.get(),
         pickups_refused: errors.iter().filter(|e| e.contains("pickup refused")).count(),
         pickups,
@@ -610,12 +652,16 @@ async fn stock(
     courier: &str,
     pass: &str,
     n: usize,
+    create: impl Future<Output = tokio::sync::SemaphorePermit<'_>>,
     deadline: Instant,
 ) -> anyhow::Result<Stocked> {
-    let t0 = Instant::now();
     let reference = format!("{cabinet}-{n}-{}", uuid::Uuid::new_v4().simple());
     let body = json!({"tenant": tenant, "reference": reference, "courier": courier, "size": "s", "cabinet": cabinet});
-    let (status, created) = api.call("POST", "/api/v1/parcels", Some(body)).await?;
+    let permit = create.await;
+    let t0 = Instant::now();
+    let answer = api.call("POST", "/api/v1/parcels", Some(body)).await;
+    drop(permit);
+    let (status, created) = answer?;
     if status != 201 {
         bail!("creating a parcel: {status} {created}");
     }
@@ -677,6 +723,28 @@ async fn pick_up(
     }
     agent.cabinet.send(DoorSensed { compartment: s.compartment.clone(), open: false }).await?;
     Ok(())
+}
+
+/// Paces the API calls of a run: at most `concurrency` in flight, and call `k` (fleet-wide
+/// order) not before `k / rate` seconds after the gate was made.
+struct Gate {
+    slots: tokio::sync::Semaphore,
+    rate: f64,
+    started: Instant,
+}
+
+impl Gate {
+    fn new(concurrency: usize, rate: f64) -> Self {
+        Self { slots: tokio::sync::Semaphore::new(concurrency.max(1)), rate, started: Instant::now() }
+    }
+
+    /// Waits for call `k`'s time, then for a free slot; the permit frees it.
+    async fn turn(&self, k: usize) -> tokio::sync::SemaphorePermit<'_> {
+        if self.rate > 0.0 {
+            tokio::time::sleep_until((self.started + Duration::from_secs_f64(k as f64 / self.rate)).into()).await;
+        }
+        self.slots.acquire().await.expect("the gate's semaphore stays open")
+    }
 }
 
 /// How many events a failed flow had made before it failed.

@@ -9,6 +9,7 @@
 //! door_left_open_share = 0.05     # pickups where the door stays open past the alarm
 //! door_left_open_s = 2
 //! connect_per_s = 400             # cabinets started per second (admission pacing)
+//! parcels_per_s = 50              # parcels created per second, fleet-wide (0: as fast as the API answers)
 //! [partition]
 //! share = 0.25                    # cabinets cut off from the broker after their parcels are ready
 //! seconds = 20                    # how long the cut lasts; they collect offline meanwhile
@@ -40,6 +41,10 @@ pub struct Scenario {
     /// Cabinets started per second (0: all at once). rumqttd refuses bursts past its
     /// listen backlog (MEASURED.md); real fleets come back at a bounded rate too.
     pub connect_per_s: f64,
+    /// Parcels created per second across the fleet (0: as fast as the API answers, with
+    /// at most `--api-concurrency` requests in flight). Each creation hashes a pickup
+    /// code with argon2id, which bounds the server's creation rate (BENCHMARKS.md).
+    pub parcels_per_s: f64,
     /// A network partition between some cabinets and the broker.
     pub partition: Option<Partition>,
 }
@@ -65,6 +70,7 @@ impl Default for Scenario {
             door_left_open_share: 0.0,
             door_left_open_s: 120,
             connect_per_s: 0.0,
+            parcels_per_s: 0.0,
             partition: None,
         }
     }
@@ -117,6 +123,9 @@ impl Scenario {
         if !(self.connect_per_s >= 0.0 && self.connect_per_s.is_finite()) {
             return Err(ScenarioError::Invalid { key: "connect_per_s", reason: "must be 0 or more".into() });
         }
+        if !(self.parcels_per_s >= 0.0 && self.parcels_per_s.is_finite()) {
+            return Err(ScenarioError::Invalid { key: "parcels_per_s", reason: "must be 0 or more".into() });
+        }
         if self.cabinets == Some(0) {
             return Err(ScenarioError::Invalid { key: "cabinets", reason: "must be at least 1".into() });
         }
@@ -168,6 +177,7 @@ mod tests {
             ("[partition]\nshare = 0.5\nseconds = 0", "partition.seconds"),
             ("[partition]\nshare = -1\nseconds = 3", "partition.share"),
             ("cabinets = 0", "cabinets"),
+            ("parcels_per_s = -2", "parcels_per_s"),
         ] {
             let err = Scenario::parse(text).unwrap_err().to_string();
             assert!(err.contains(key), "{text}: {err}");
