@@ -116,11 +116,14 @@ pub struct ParcelsConfig {
     pub max_alternative_km: f64,
     /// How often parcels past their deadline are expired (and lapsed reservations freed), in s.
     pub expiry_sweep_s: u64,
+    /// Replaces every tenant's pickup window (whole hours) by this many seconds, for the
+    /// simulator and tests that need parcels to expire within a run. Unset in production.
+    pub pickup_window_s: Option<u64>,
 }
 
 impl Default for ParcelsConfig {
     fn default() -> Self {
-        Self { max_alternative_km: 5.0, expiry_sweep_s: 30 }
+        Self { max_alternative_km: 5.0, expiry_sweep_s: 30, pickup_window_s: None }
     }
 }
 
@@ -609,6 +612,11 @@ impl Config {
         }
         if self.parcels.expiry_sweep_s == 0 {
             return Err(invalid("parcels.expiry_sweep_s", "must be at least 1"));
+        }
+        if let Some(w) = self.parcels.pickup_window_s
+            && !(1..=30 * 86_400).contains(&w)
+        {
+            return Err(invalid("parcels.pickup_window_s", "must be 1-2592000 seconds (30 days)"));
         }
         if !(1..=10_000).contains(&self.ingest.max_batch) {
             return Err(invalid("ingest.max_batch", "must be 1-10000"));

@@ -195,6 +195,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         store: store.clone(),
         topics: config.topics(),
         max_alternative_km: config.parcels.max_alternative_km,
+        pickup_window_s: config.parcels.pickup_window_s,
         kek: config.kek(),
         metrics: metrics.clone(),
         passes,

@@ -9,8 +9,11 @@
 //!   scenario ─► register + start agents (paced) ─► all connected?
 //!            ─► stock: parcel created → at the cabinet → courier deposit → code ready
 //!            ─► [partition: cut a share of the cabinets off the broker]
-//!            ─► pickups by code (some mistyped first, some doors left open → alarm)
+//!            ─► pickups by code (some mistyped first, some doors left open → alarm), by
+//!               face (impostors and spoofs first), at faulty doors; [power losses];
+//!               no-show codes typed after expiry            (see `face`, `faults`)
 //!            ─► [heal: the cut cabinets' journals must drain]
+//!            ─► [no-shows: the courier collects what expired]
 //!            ─► every journal empty; the server stored each event once
 //!   a sampler records connected cabinets, journal depth and pickups every second
 //! ```
@@ -30,8 +33,9 @@ use lockerfleet_shared::envelope::{CompartmentSize, ParcelStage};
 use lockerfleet_shared::{CompartmentId, ParcelId};
 use serde::Serialize;
 
+use crate::faults::{SimCabinet, Tally};
 use crate::proxy::CutProxy;
-use crate::scenario::Scenario;
+use crate::scenario::{Role, Scenario};
 use serde_json::{Value, json};
 
 /// What a fleet run does.
@@ -99,7 +103,7 @@ pub struct Latency {
 }
 
 impl Latency {
-    fn of(mut ms: Vec<f64>) -> Self {
+    pub fn of(mut ms: Vec<f64>) -> Self {
         if ms.is_empty() {
             return Self::default();
         }
@@ -122,7 +126,8 @@ pub struct FleetReport {
     pub all_connected_unix_ms: i64,
     pub parcels_picked_up: usize,
     pub pickups_refused: usize,
-    /// Pickups by how they went: `code` (first try), `code_after_wrong_code`.
+    /// Pickups by how they went: `code` (first try), `code_after_wrong_code`, `face`,
+    /// `code_after_face_failed`, `code_after_door_fault`.
     pub pickups: BTreeMap<String, usize>,
     /// Wrong codes typed and refused by the keypad.
     pub wrong_codes_refused: usize,
@@ -140,7 +145,16 @@ pub struct FleetReport {
     pub assignment_to_cabinet: Latency,
     /// Door closed after the deposit → the pickup code's hash is at the cabinet.
     pub code_to_cabinet: Latency,
+    /// Door closed after the deposit → the recipient's sealed template is at the cabinet
+    /// (face parcels; DESIGN.md's budget: p99 < 100 ms at 10,000 cabinets). Polled every
+    /// 25 ms, like `code_to_cabinet`.
+    pub template_to_cabinet: Latency,
     pub partition: Option<PartitionReport>,
+    pub face: Option<crate::faults::FaceReport>,
+    pub no_show: Option<crate::faults::NoShowReport>,
+    pub door_faults: Option<crate::faults::DoorFaultReport>,
+    pub power_loss: Option<crate::faults::PowerLossReport>,
+    pub clock_drift: Option<crate::faults::ClockDriftReport>,
     /// Errors grouped by their kind (the text before the first colon).
     pub errors_by_kind: BTreeMap<String, usize>,
     pub errors: Vec<String>,
@@ -196,17 +210,25 @@ pub fn rss_mib(pid: u32) -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-struct Api {
+pub struct Api {
     http: awc::Client,
     base: String,
     token: String,
 }
 
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api").field("base", &self.base).finish_non_exhaustive()
+    }
+}
+
 impl Api {
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<(u16, Value)> {
+    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<(u16, Value)> {
         let url = format!("{}{path}", self.base);
         let req = match method {
             "GET" => self.http.get(url),
+            "PUT" => self.http.put(url),
+            "PATCH" => self.http.patch(url),
             _ => self.http.post(url),
         }
         .bearer_auth(&self.token);
@@ -253,6 +275,7 @@ fn agent_config(args: &FleetArgs, i: usize, port: u16, scenario: &Scenario) -> A
         camera: "none".into(),
         resend_s: 5,
         door_left_open_s: scenario.door_left_open_s,
+        sim_clock_offset_s: scenario.clock_offset_s(i),
         compartments: ["s", "m", "l", "xl"]
             .iter()
             .enumerate()
@@ -271,7 +294,7 @@ fn agent_config(args: &FleetArgs, i: usize, port: u16, scenario: &Scenario) -> A
     }
 }
 
-async fn until<F, Fut>(deadline: Instant, mut check: F) -> bool
+pub(crate) async fn until<F, Fut>(deadline: Instant, mut check: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
@@ -350,7 +373,7 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
     let connect_started_unix_ms = chrono::Utc::now().timestamp_millis();
     let rss_before = args.server_pid.and_then(rss_mib);
     let connect_started = Instant::now();
-    let mut agents = Vec::with_capacity(cabinets);
+    let mut sims: Vec<SimCabinet> = Vec::with_capacity(cabinets);
     for (i, config) in configs.iter().enumerate() {
         if scenario.connect_per_s > 0.0 {
             let due = connect_started + Duration::from_secs_f64(i as f64 / scenario.connect_per_s);
@@ -358,16 +381,21 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
         }
         let restart: edge_agent::ota::Restart =
             Box::new(|| tracing::warn!("a simulated cabinet cannot restart into another slot yet"));
-        agents.push(edge_agent::start_parts(config, Box::new(edge_agent::hw::SimLock::default()), None, restart)?);
+        let with_camera = (0..parcels).any(|n| scenario.role(i, n) == Role::Face);
+        sims.push(SimCabinet::start(config, with_camera, scenario.loses_power(i), restart).await?);
         bar.inc(1);
     }
+    let mut agents: Vec<edge_agent::Agent> = sims.iter().map(|s| s.agent.clone()).collect();
 
     // One sample a second, until the run ends.
     let picked = Rc::new(Cell::new(0usize));
     let assigned_now: Rc<std::cell::RefCell<Vec<f64>>> = Rc::default();
     let timeline: Rc<std::cell::RefCell<Vec<Sample>>> = Rc::default();
+    // The sampler's view of the cabinets; a cabinet that lost power is put back after it restarts.
+    let handles: Rc<std::cell::RefCell<Vec<_>>> =
+        Rc::new(agents.iter().map(|a| (a.cabinet.clone(), a.link.clone())).collect::<Vec<_>>().into());
     let sampler = {
-        let handles: Vec<_> = agents.iter().map(|a| (a.cabinet.clone(), a.link.clone())).collect();
+        let handles = handles.clone();
         let (picked, assigned_now, timeline) = (picked.clone(), assigned_now.clone(), timeline.clone());
         let health = format!("{}/healthz", api.base);
         // A fresh connection for every probe (as a load balancer's health check): a
@@ -388,7 +416,8 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
                     Err(e) => (None, Some(e.to_string())),
                 };
                 let (mut connected, mut depth) = (0, 0u64);
-                for (cabinet, link) in &handles {
+                let now_handles = handles.borrow().clone();
+                for (cabinet, link) in &now_handles {
                     connected += usize::from(link.send(GetLinkState).await.is_ok_and(|s| s.connected));
                     depth += cabinet.send(GetStatus).await.map_or(0, |s| u64::from(s.journal_depth));
                 }
@@ -426,6 +455,16 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
         bail!("only {connected} of {} cabinets connected before the timeout", agents.len());
     }
 
+    // Face parcels' recipients enrol first: the server seals their template for the
+    // parcel's cabinet when the parcel becomes ready.
+    let face_parcels: Vec<(usize, usize, String)> = (0..agents.len())
+        .flat_map(|i| (0..parcels).map(move |n| (i, n)))
+        .filter(|(i, n)| scenario.role(*i, *n) == Role::Face)
+        .map(|(i, n)| (i, n, configs[i].cabinet.clone()))
+        .collect();
+    bar.set_message("enrolling faces");
+    let recipients = crate::face::enrol_recipients(&api, &tenant, &face_parcels).await?;
+
     // Stock: every cabinet takes its parcels in, all at once.
     let (_, pass) = api.call("POST", &format!("/api/v1/couriers/{courier}/pass"), None).await?;
     let pass = pass["pass"].as_str().context("no courier pass")?.to_owned();
@@ -436,18 +475,20 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
     // any), at the scenario's rate, with a bounded number of requests in flight.
     let gate = Gate::new(args.api_concurrency, scenario.parcels_per_s);
     let stocking = agents.iter().zip(&configs).enumerate().map(|(i, (agent, config))| {
-        let (api, pass, tenant, courier, bar, assigned_now, gate) =
-            (&api, pass.clone(), tenant.clone(), courier.clone(), &bar, assigned_now.clone(), &gate);
+        let (api, pass, tenant, courier, bar, assigned_now, recipients, gate) =
+            (&api, pass.clone(), tenant.clone(), courier.clone(), &bar, assigned_now.clone(), &recipients, &gate);
         let fleet = agents.len();
         async move {
             let mut out = Flow::default();
             for n in 0..parcels {
+                let recipient = recipients.get(&(i, n)).copied();
                 let create = gate.turn(n * fleet + i);
-                match stock(api, agent, &config.cabinet, &tenant, &courier, &pass, n, create, deadline).await {
+                match stock(api, agent, &config.cabinet, &tenant, &courier, &pass, n, recipient, create, deadline).await {
                     Ok(s) => {
                         out.assigned.push(s.assigned_ms);
                         assigned_now.borrow_mut().push(s.assigned_ms);
                         out.coded.push(s.coded_ms);
+                        out.templated.extend(s.template_ms);
                         out.events += 1;
                         out.stocked.push(s);
                     }
@@ -475,32 +516,72 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
 
     bar.set_position(0);
     bar.set_message("pickups");
-    let pickups = agents.iter().zip(flows.iter_mut()).enumerate().map(|(i, (agent, flow))| {
+    let pickups = sims.iter_mut().zip(flows.iter_mut()).enumerate().map(|(i, (sim, flow))| {
         let (bar, picked, scenario) = (&bar, picked.clone(), &scenario);
         async move {
             let stocked = std::mem::take(&mut flow.stocked);
             for (n, s) in stocked.into_iter().enumerate() {
-                let wrong = Scenario::picks(scenario.wrong_code_share, i, n);
-                let door = Scenario::picks(scenario.door_left_open_share, i, n);
-                match pick_up(agent, &s, wrong, door.then_some(scenario.door_left_open_s)).await {
-                    Ok(()) => {
-                        flow.events += 1 + usize::from(door);
-                        flow.door_alarms += usize::from(door);
-                        flow.wrong_refused += usize::from(wrong);
-                        *flow
-                            .pickups
-                            .entry(if wrong { "code_after_wrong_code" } else { "code" }.into())
-                            .or_default() += 1;
+                let outcome = match scenario.role(i, n) {
+                    Role::NoShow => {
+                        flow.faults.no_shows.push(s);
+                        bar.inc(1);
+                        continue;
+                    }
+                    Role::Face => {
+                        crate::face::pick_up(sim, &s, scenario, (i, n), &mut flow.faults).await.map(|m| (m, 0))
+                    }
+                    Role::DoorFault(k) => {
+                        let kind = scenario.door_fault_kinds.get(k).map_or("jammed", String::as_str);
+                        crate::faults::pick_up_at_faulty_door(
+                            sim,
+                            &s,
+                            kind,
+                            scenario.door_fault_repair_s,
+                            &mut flow.faults,
+                        )
+                        .await
+                    }
+                    Role::Code => {
+                        let wrong = Scenario::picks(scenario.wrong_code_share, i, n);
+                        let door = Scenario::picks(scenario.door_left_open_share, i, n);
+                        pick_up(&sim.agent, &s, wrong, door.then_some(scenario.door_left_open_s)).await.map(|()| {
+                            flow.door_alarms += usize::from(door);
+                            flow.wrong_refused += usize::from(wrong);
+                            (if wrong { "code_after_wrong_code" } else { "code" }, usize::from(door))
+                        })
+                    }
+                };
+                match outcome {
+                    Ok((method, alarms)) => {
+                        flow.events += 1 + alarms;
+                        *flow.pickups.entry(method.into()).or_default() += 1;
                         picked.set(picked.get() + 1);
                     }
                     Err(e) => flow.errors.push(format!("{}: {e:#}", s.cabinet)),
                 }
                 bar.inc(1);
             }
+            // The recipients who never came turn up after their window, code in hand.
+            if let Err(e) = crate::faults::codes_after_expiry(sim, &mut flow.faults, deadline).await {
+                flow.errors.push(format!("{}: no-show: {e:#}", sim.config.cabinet));
+            }
+            if scenario.loses_power(i) {
+                match crate::faults::power_loss(sim, scenario.power_loss_s, &mut flow.faults, deadline).await {
+                    Ok(()) => flow.restarted = true,
+                    Err(e) => flow.errors.push(format!("{}: power loss: {e:#}", sim.config.cabinet)),
+                }
+            }
         }
     });
     futures_util::future::join_all(pickups).await;
     bar.finish_and_clear();
+    // Cabinets that lost power came back as new actors.
+    for (i, (sim, flow)) in sims.iter().zip(&flows).enumerate() {
+        if flow.restarted {
+            agents[i] = sim.agent.clone();
+            handles.borrow_mut()[i] = (sim.agent.cabinet.clone(), sim.agent.link.clone());
+        }
+    }
 
     let partition = match &proxy {
         Some(p) => {
@@ -525,27 +606,66 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
         None => None,
     };
 
+    // The no-shows: the courier collects what expired, once the server says so.
+    let collecting = sims.iter().zip(flows.iter_mut()).map(|(sim, flow)| {
+        let pass = &pass;
+        async move {
+            let before = flow.faults.collected;
+            let done = crate::faults::collect_no_shows(sim, pass, &mut flow.faults, deadline).await;
+            flow.events += flow.faults.collected - before;
+            if let Err(e) = done {
+                flow.errors.push(format!("{}: no-show: {e:#}", sim.config.cabinet));
+            }
+        }
+    });
+    futures_util::future::join_all(collecting).await;
+    let collected: Vec<ParcelId> = flows.iter().flat_map(|f| f.faults.no_shows_done.iter().copied()).collect();
+    let returned_on_server = crate::faults::returned_on_server(&api, &collected, deadline).await;
+
     // Every event acked (journals empty) and stored exactly once.
     let acked = until(deadline, || async { journal_depth(&agents).await == 0 }).await;
     let (mut stored, mut duplicated, mut alarms_stored) = (0, 0, 0);
-    for c in &configs {
+    let (mut per_cabinet, mut fault_alarms_stored, mut clock_error_s) = (Vec::new(), BTreeMap::new(), 0.0f64);
+    for (i, c) in configs.iter().enumerate() {
         let (_, events) = api.call("GET", &format!("/api/v1/cabinets/{}/events?limit=500", c.cabinet), None).await?;
         let events = events.as_array().cloned().unwrap_or_default();
         let mut ids = HashSet::new();
+        // A drifting cabinet's timestamps are judged where nothing else delays its events.
+        let judge_clock = c.sim_clock_offset_s != 0 && i >= cut_n && !flows[i].restarted;
+        let mut here = crate::faults::Stored { made: flows[i].events, ..Default::default() };
         for e in &events {
             let kind = e["kind"].as_str().unwrap_or_default();
-            let door_alarm = kind == "alarm" && e.to_string().contains("door_left_open");
-            if matches!(kind, "deposit" | "pickup") || door_alarm {
+            let alarm = crate::faults::counted_alarm(e);
+            if matches!(kind, "deposit" | "pickup" | "collected") || alarm.is_some() {
                 if ids.insert(e["id"].as_str().unwrap_or_default().to_owned()) {
-                    stored += 1;
-                    alarms_stored += usize::from(door_alarm);
+                    here.stored += 1;
+                    match alarm {
+                        Some("door_left_open") => alarms_stored += 1,
+                        Some(code) => *fault_alarms_stored.entry(code.to_owned()).or_insert(0) += 1,
+                        None => {}
+                    }
                 } else {
-                    duplicated += 1;
+                    here.duplicated += 1;
+                }
+                if judge_clock && let Some(err) = crate::faults::event_clock_error_s(e) {
+                    clock_error_s = clock_error_s.max(err);
                 }
             }
         }
+        stored += here.stored;
+        duplicated += here.duplicated;
+        per_cabinet.push(here);
     }
     sampler.abort();
+    let sections = crate::faults::Sections::build(&crate::faults::Observed {
+        tallies: flows.iter().map(|f| &f.faults).collect(),
+        stored: per_cabinet,
+        fault_alarms_stored,
+        returned_on_server,
+        offsets: configs.iter().map(|c| c.sim_clock_offset_s).collect(),
+        pickups: flows.iter().map(|f| f.pickups.values().sum()).collect(),
+        max_event_clock_error_s: clock_error_s,
+    });
     let made: usize = flows.iter().map(|f| f.events).sum();
     let mut errors: Vec<String> = flows.iter().flat_map(|f| f.errors.iter().cloned()).collect();
     if !acked {
@@ -589,7 +709,13 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
         door_alarms_stored: alarms_stored,
         assignment_to_cabinet: Latency::of(flows.iter().flat_map(|f| f.assigned.iter().copied()).collect()),
         code_to_cabinet: Latency::of(flows.iter().flat_map(|f| f.coded.iter().copied()).collect()),
+        template_to_cabinet: Latency::of(flows.iter().flat_map(|f| f.templated.iter().copied()).collect()),
         partition,
+        face: sections.face,
+        no_show: sections.no_show,
+        door_faults: sections.door_faults,
+        power_loss: sections.power_loss,
+        clock_drift: sections.clock_drift,
         errors_by_kind,
         errors,
         healthz_failures,
@@ -623,23 +749,30 @@ async fn journal_depth(agents: &[edge_agent::Agent]) -> u64 {
 struct Flow {
     assigned: Vec<f64>,
     coded: Vec<f64>,
+    templated: Vec<f64>,
     stocked: Vec<Stocked>,
     pickups: BTreeMap<String, usize>,
     wrong_refused: usize,
     door_alarms: usize,
     events: usize,
     errors: Vec<String>,
+    /// Face, door-fault, no-show and power-loss flows.
+    faults: Tally,
+    /// The cabinet lost power and runs as new actors.
+    restarted: bool,
 }
 
 /// A parcel in its compartment, its code at the cabinet.
 #[derive(Debug)]
-struct Stocked {
-    cabinet: String,
-    parcel: ParcelId,
-    code: String,
-    compartment: CompartmentId,
+pub struct Stocked {
+    pub cabinet: String,
+    pub parcel: ParcelId,
+    pub code: String,
+    pub compartment: CompartmentId,
     assigned_ms: f64,
     coded_ms: f64,
+    /// Face parcels: door closed → sealed template at the cabinet.
+    template_ms: Option<f64>,
 }
 
 /// One parcel into one cabinet: created, at the cabinet, deposited, its code ready.
@@ -652,11 +785,16 @@ async fn stock(
     courier: &str,
     pass: &str,
     n: usize,
+    recipient: Option<uuid::Uuid>,
     create: impl Future<Output = tokio::sync::SemaphorePermit<'_>>,
     deadline: Instant,
 ) -> anyhow::Result<Stocked> {
     let reference = format!("{cabinet}-{n}-{}", uuid::Uuid::new_v4().simple());
-    let body = json!({"tenant": tenant, "reference": reference, "courier": courier, "size": "s", "cabinet": cabinet});
+    let mut body =
+        json!({"tenant": tenant, "reference": reference, "courier": courier, "size": "s", "cabinet": cabinet});
+    if let Some(r) = recipient {
+        body["recipient"] = json!(r);
+    }
     let permit = create.await;
     let t0 = Instant::now();
     let answer = api.call("POST", "/api/v1/parcels", Some(body)).await;
@@ -690,11 +828,35 @@ async fn stock(
         agent.cabinet.send(DoorSensed { compartment: compartment.clone(), open }).await?;
     }
     let t1 = Instant::now();
-    if !until(deadline, || has(Some(ParcelStage::Ready))).await {
+    // The code and (for a face parcel) the sealed template travel separately: both watched.
+    let coded = async {
+        let ok = until(deadline, || has(Some(ParcelStage::Ready))).await;
+        (ok, t1.elapsed().as_secs_f64() * 1000.0)
+    };
+    let templated = async {
+        if recipient.is_none() {
+            return (true, None);
+        }
+        let ok = until(deadline, || async {
+            agent
+                .cabinet
+                .send(GetDesired)
+                .await
+                .ok()
+                .and_then(|d| d.templates)
+                .is_some_and(|t| t.add.iter().any(|s| s.binding.parcel == parcel))
+        })
+        .await;
+        (ok, Some(t1.elapsed().as_secs_f64() * 1000.0))
+    };
+    let ((code_ok, coded_ms), (template_ok, template_ms)) = futures_util::future::join(coded, templated).await;
+    if !code_ok {
         return Err(anyhow::Error::new(Made(1)).context(format!("the code for {parcel} never reached the cabinet")));
     }
-    let coded_ms = t1.elapsed().as_secs_f64() * 1000.0;
-    Ok(Stocked { cabinet: cabinet.to_owned(), parcel, code, compartment, assigned_ms, coded_ms })
+    if !template_ok {
+        return Err(anyhow::Error::new(Made(1)).context(format!("the template for {parcel} never reached the cabinet")));
+    }
+    Ok(Stocked { cabinet: cabinet.to_owned(), parcel, code, compartment, assigned_ms, coded_ms, template_ms })
 }
 
 /// The recipient at the keypad: maybe a wrong code first, then the right one; the door

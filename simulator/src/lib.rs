@@ -2,6 +2,8 @@
 //! simulated hardware) against a real fleet-server. The `simulator` binary wraps it and
 //! the benchmarks.
 
+pub mod face;
+pub mod faults;
 pub mod fleet;
 pub mod plot;
 pub mod proxy;
