@@ -130,7 +130,10 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             // Validated: loopback only. rumqttd serves mqtt.listen itself.
             tracing::warn!(listen = %config.mqtt.listen, "embedded broker without its front door: no logins, no per-topic checks (mqtt.front_door = false)");
             let b = broker::start_embedded(&config.mqtt)?;
-            (broker::BrokerLink { host: b.addr.ip().to_string(), port: b.addr.port(), credentials: None, tls: None }, None)
+            (
+                broker::BrokerLink { host: b.addr.ip().to_string(), port: b.addr.port(), credentials: None, tls: None },
+                None,
+            )
         }
         BrokerMode::External => {
             let url = config.mqtt.url.as_deref().expect("validated: external mode has a url");

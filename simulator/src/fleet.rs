@@ -362,7 +362,8 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
     if let (Some(dir), Some(of)) = (&args.barrier, args.barrier_of) {
         bar.set_message("waiting for the other simulator processes");
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        std::fs::write(dir.join(&args.prefix), b"registered").with_context(|| format!("writing into {}", dir.display()))?;
+        std::fs::write(dir.join(&args.prefix), b"registered")
+            .with_context(|| format!("writing into {}", dir.display()))?;
         let arrived = || std::fs::read_dir(dir).map_or(0, |d| d.count());
         if !until(deadline, || async { arrived() >= of }).await {
             bail!("only {} of {of} simulator processes reached the barrier in {}", arrived(), dir.display());
@@ -483,7 +484,8 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
             for n in 0..parcels {
                 let recipient = recipients.get(&(i, n)).copied();
                 let create = gate.turn(n * fleet + i);
-                match stock(api, agent, &config.cabinet, &tenant, &courier, &pass, n, recipient, create, deadline).await {
+                match stock(api, agent, &config.cabinet, &tenant, &courier, &pass, n, recipient, create, deadline).await
+                {
                     Ok(s) => {
                         out.assigned.push(s.assigned_ms);
                         assigned_now.borrow_mut().push(s.assigned_ms);

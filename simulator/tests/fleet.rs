@@ -50,6 +50,9 @@ async fn run_scenario(
         scenario: Some(path),
         plot: None,
         server_pid: None,
+        api_concurrency: 16,
+        barrier: None,
+        barrier_of: None,
     };
     simulator::fleet::run(&args).await.unwrap()
 }
@@ -83,6 +86,9 @@ async fn a_simulated_fleet_connects_and_every_parcel_goes_in_and_out() {
         scenario: None,
         plot: None,
         server_pid: Some(std::process::id()),
+        api_concurrency: 16,
+        barrier: None,
+        barrier_of: None,
     };
     let report = simulator::fleet::run(&args).await.unwrap();
     assert!(report.errors.is_empty(), "{:?}", report.errors);
@@ -135,6 +141,9 @@ async fn a_partitioned_cabinets_journal_drains_after_the_partition_heals() {
         scenario: Some(scenario),
         plot: None,
         server_pid: Some(std::process::id()),
+        api_concurrency: 16,
+        barrier: None,
+        barrier_of: None,
     };
     let report = simulator::fleet::run(&args).await.unwrap();
     assert!(report.errors.is_empty(), "{:?}", report.errors);
