@@ -30,6 +30,9 @@ export PATH="$PATH:/usr/sbin"
 # a warm run only checks them).
 echo "== face assets"
 scripts/face-assets.sh
+# The MobileFaceNet-sized embedding model (random weights, ~1 s); its test requires it.
+scripts/gen-mobilefacenet.sh target/generated
+export LOCKERFLEET_GENERATED="$PWD/target/generated"
 
 # Deployment and monitoring files: compose, Kubernetes, EMQX, systemd units, container
 # build, dashboards and alert rules, each checked by the tool that reads it.

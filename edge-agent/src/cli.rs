@@ -11,7 +11,7 @@ use lockerfleet_shared::{CabinetId, ParcelId};
 
 use crate::vision::calibrate::{self, Calibration};
 use crate::vision::imageops::RgbView;
-use crate::vision::models::{Assets, ModelSet};
+use crate::vision::models::{Assets, ModelFile, ModelSet, sha256_file};
 use crate::vision::pipeline::{FacePipeline, QualityPolicy, cosine};
 
 #[derive(Debug, clap::Args)]
@@ -375,6 +375,12 @@ pub struct BenchDecisionArgs {
     pub templates: usize,
     #[arg(long, default_value_t = 200)]
     pub runs: usize,
+    /// Another embedding model in place of the configured one (e.g. the MobileFaceNet-sized
+    /// model of `scripts/gen-mobilefacenet.py`), checked against the embedding contract and
+    /// taken at the sha256 it has. The other models stay. A model with random weights gives
+    /// meaningless scores: then only the latency means something.
+    #[arg(long)]
+    pub embedding: Option<PathBuf>,
 }
 
 /// Frame in → decision, as the cabinet's matcher does it: quality gate, attack gate with
@@ -384,9 +390,17 @@ pub fn bench_decision(config: Option<&Path>, args: &BenchDecisionArgs) -> Result
     use lockerfleet_shared::envelope::{ExpectedParcel, ParcelStage};
     use lockerfleet_shared::seal::{CabinetKeyPair, TemplateBinding};
     let read = |p: &Path| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
-    let models = models(config)?;
-    let mut pipeline = load_pipeline(config)?;
+    let mut models = models(config)?;
+    if let Some(path) = &args.embedding {
+        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        models.embedding = ModelFile { path: path.clone(), sha256: sha256_file(path).map_err(|e| e.to_string())? };
+        models.embedding_id = format!("bench-{stem}");
+    }
+    let mut pipeline = FacePipeline::load(&models, QualityPolicy::default()).map_err(|e| e.to_string())?;
     let template = crate::vision::enrol(&mut pipeline, &read(&args.enrol)?)?;
+    // The gallery's other templates have the length this model gives (read from the
+    // model, not assumed).
+    let dim = template.values().len();
     let probe = crate::vision::decode_photo(&read(&args.probe)?)?;
     let view = RgbView::new(probe.width, probe.height, &probe.rgb).ok_or("empty probe")?;
     let a = pipeline.analyse(view).map_err(|e| e.to_string())?;
@@ -395,7 +409,7 @@ pub fn bench_decision(config: Option<&Path>, args: &BenchDecisionArgs) -> Result
     let cabinet = CabinetId::new("bench").map_err(|e| e.to_string())?;
     let other_template = |i: usize| {
         // Other recipients: fixed pseudo-random unit vectors (impostors to the probe).
-        let v: Vec<f32> = (0..512).map(|j| (((i * 7919 + j * 104_729) % 1000) as f32 / 500.0) - 1.0).collect();
+        let v: Vec<f32> = (0..dim).map(|j| (((i * 7919 + j * 104_729) % 1000) as f32 / 500.0) - 1.0).collect();
         lockerfleet_shared::seal::FaceTemplate::new(crate::vision::pipeline::normalise(&v).to_vec())
     };
     let mut candidates = Vec::with_capacity(args.templates);
@@ -442,12 +456,17 @@ pub fn bench_decision(config: Option<&Path>, args: &BenchDecisionArgs) -> Result
         }
     }
     let (p50, p99, max) = (percentile(&mut times, 0.5), percentile(&mut times, 0.99), percentile(&mut times, 1.0));
+    let outcome = if args.embedding.is_some() {
+        format!("matched {matched}/{} (swapped-in embedding model: the match outcome is not meaningful)", times.len())
+    } else {
+        format!("matched {matched}/{}", times.len())
+    };
     Ok(format!(
-        "frame {}x{} → decision with {} open templates, {} runs: p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms; matched {matched}/{}",
+        "frame {}x{} → decision with {} open templates, embedding {} ({dim}-d), {} runs: p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms; {outcome}",
         probe.width,
         probe.height,
         candidates.len(),
+        models.embedding_id,
         times.len(),
-        times.len()
     ))
 }

@@ -106,6 +106,10 @@ pub struct AgentConfig {
     pub face: FaceConfig,
     /// Updates: trusted release keys, health deadline, download retries.
     pub ota: crate::ota::OtaConfig,
+    /// Simulation only: how far this cabinet's own clock is off the true time, in s
+    /// (positive: ahead), as a dead RTC battery leaves it. Expiry still follows the
+    /// server's clock once the server has spoken; the simulator's drift scenarios check it.
+    pub sim_clock_offset_s: i64,
 }
 
 /// The `[face]` section.
@@ -140,9 +144,13 @@ impl Default for AgentConfig {
             log_format: "text".into(),
             face: FaceConfig::default(),
             ota: crate::ota::OtaConfig::default(),
+            sim_clock_offset_s: 0,
         }
     }
 }
+
+/// The largest simulated clock error: ten years.
+const MAX_CLOCK_OFFSET_S: u64 = 10 * 365 * 86_400;
 
 fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { key, reason: reason.into() }
@@ -225,6 +233,12 @@ impl AgentConfig {
             .map_err(|e| invalid("ota.factory_floor", e.to_string()))?;
         if self.ota.restart != "exit" {
             return Err(invalid("ota.restart", "is `exit` (the service manager starts the agent again)"));
+        }
+        if self.sim_clock_offset_s.unsigned_abs() > MAX_CLOCK_OFFSET_S {
+            return Err(invalid(
+                "sim_clock_offset_s",
+                format!("must be within ±{MAX_CLOCK_OFFSET_S} seconds (10 years)"),
+            ));
         }
         if self.journal_max_bytes < 64 * 1024 {
             return Err(invalid("journal_max_bytes", "must be at least 65536"));

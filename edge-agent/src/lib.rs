@@ -94,7 +94,8 @@ pub fn provision(config: &AgentConfig) -> Result<serde_json::Value, AgentError> 
     }))
 }
 
-fn load_key(path: &Path) -> Result<CabinetKeyPair, AgentError> {
+/// Reads the cabinet's key pair from its file (mode 0600, written by [`provision`]).
+pub fn load_key(path: &Path) -> Result<CabinetKeyPair, AgentError> {
     let bytes = zeroize::Zeroizing::new(std::fs::read(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => AgentError::NoKey { path: path.display().to_string() },
         _ => AgentError::BadKey { path: path.display().to_string(), reason: e.to_string() },
@@ -219,7 +220,10 @@ pub fn start_parts(
     };
     let done = config.data_dir.join("done.json");
     let for_cabinet = compartments.clone();
-    let cabinet = actix::Supervisor::start(move |_| Cabinet::new(journal, desired, &for_cabinet, lock, done, timings));
+    let offset = chrono::Duration::seconds(config.sim_clock_offset_s);
+    let cabinet = actix::Supervisor::start(move |_| {
+        Cabinet::new(journal, desired, &for_cabinet, lock, done, timings).with_clock_offset(offset)
+    });
     let identity = Identity {
         cabinet: config.cabinet_id(),
         firmware,

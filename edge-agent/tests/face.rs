@@ -13,7 +13,7 @@ use edge_agent::camera::Frame;
 use edge_agent::face::{Candidate, FaceDecision, FaceMatcher};
 use edge_agent::vision::imageops::RgbView;
 use edge_agent::vision::matching::MatchPolicy;
-use edge_agent::vision::models::Assets;
+use edge_agent::vision::models::{Assets, ModelError, ModelFile, REFERENCE_DIGESTS, sha256_file};
 use edge_agent::vision::pad::{self, Channels, PadPolicy};
 use edge_agent::vision::pipeline::{AnalysisError, FacePipeline, QualityPolicy, QualityRefusal, cosine};
 use edge_agent::vision::synth::{self, Placement};
@@ -235,6 +235,98 @@ fn a_model_file_that_does_not_match_its_digest_is_refused() {
     models.embedding.sha256 = "ab".repeat(32);
     let err = FacePipeline::load(&models, QualityPolicy::default()).unwrap_err().to_string();
     assert!(err.contains("fr_feature.onnx") && err.contains("sha256"), "{err}");
+}
+
+/// An embedding model is checked against the contract when it loads: the detector, put
+/// in its place, is refused with its input's shape named, not failed at the first face.
+#[test]
+fn an_embedding_model_of_another_shape_is_refused_at_load() {
+    let a = assets();
+    let mut models = a.models();
+    models.embedding = ModelFile { path: models.detector.path.clone(), sha256: REFERENCE_DIGESTS[0].into() };
+    let err = FacePipeline::load(&models, QualityPolicy::default()).unwrap_err();
+    assert!(matches!(err, ModelError::Contract { role: "embedding", .. }), "{err:?}");
+    let err = err.to_string();
+    assert!(err.contains("fr_detect.onnx") && err.contains("[1, 3, 240, 320]"), "{err}");
+    // The reference embedding model declares its size.
+    assert_eq!(pipeline().embedding_dim(), Some(512));
+}
+
+/// The MobileFaceNet-sized model that `scripts/gen-mobilefacenet.sh` writes (random
+/// weights), with the figures it counted. The README's test command generates it and names
+/// its folder in `LOCKERFLEET_GENERATED`, which makes it required; a plain `cargo test`
+/// looks in `target/generated` and goes without it if it is not there.
+fn generated_model() -> Option<(std::path::PathBuf, serde_json::Value)> {
+    let required = std::env::var_os("LOCKERFLEET_GENERATED").map(std::path::PathBuf::from);
+    let dir = required
+        .clone()
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/generated"));
+    let model = dir.join("mobilefacenet-sized.onnx");
+    if !model.exists() {
+        assert!(required.is_none(), "LOCKERFLEET_GENERATED is set but {} is absent", model.display());
+        return None;
+    }
+    let stats = std::fs::read(dir.join("mobilefacenet-sized.json")).unwrap();
+    Some((model, serde_json::from_slice(&stats).unwrap()))
+}
+
+/// The generated MobileFaceNet-sized model runs in the cabinet's own matcher in place of
+/// the reference embedding model: its size is read from the model, every embedding has
+/// that size, templates made with it open and are compared, templates of the reference
+/// model are refused. (Its weights are random, so whether it matches means nothing.)
+#[test]
+fn a_generated_mobilefacenet_sized_model_embeds_through_the_cabinet_path() {
+    let Some((path, stats)) = generated_model() else {
+        eprintln!(
+            "SKIPPED: target/generated/mobilefacenet-sized.onnx is absent; scripts/gen-mobilefacenet.sh writes it \
+             (scripts/test.sh runs it first; LOCKERFLEET_GENERATED names another folder)"
+        );
+        return;
+    };
+    let declared = usize::try_from(stats["embedding_dim"].as_u64().unwrap()).unwrap();
+    assert_ne!(declared, 512, "a size of its own, so nothing passes on the reference model's 512");
+    assert_eq!(stats["sha256"].as_str().unwrap(), sha256_file(&path).unwrap(), "the figures are of this file");
+    let a = assets();
+    let mut models = a.models();
+    models.embedding = ModelFile { path: path.clone(), sha256: sha256_file(&path).unwrap() };
+    models.embedding_id = "mobilefacenet-sized".into();
+    let mut p = FacePipeline::load(&models, QualityPolicy::default()).unwrap();
+    assert_eq!(p.embedding_dim(), Some(declared), "the size is read from the model");
+
+    let (obama, biden) = (photo("obama.jpg"), photo("biden.jpg"));
+    let e_obama = p.analyse(view(&obama)).unwrap().embedding;
+    let e_biden = p.analyse(view(&biden)).unwrap().embedding;
+    for e in [&e_obama, &e_biden] {
+        assert_eq!(e.len(), declared);
+        assert!((e.iter().map(|v| v * v).sum::<f32>() - 1.0).abs() < 1e-4, "L2-normalised");
+    }
+    assert!(e_obama.iter().zip(e_biden.iter()).any(|(x, y)| (x - y).abs() > 1e-6), "the output depends on the face");
+
+    let template =
+        edge_agent::vision::enrol(&mut p, &std::fs::read(a.photo("face_recognition", "obama.jpg")).unwrap()).unwrap();
+    assert_eq!(template.values().len(), declared);
+    let keys = CabinetKeyPair::generate();
+    let own = candidate(&keys, "cab-m", &models.embedding_ref(), &template);
+    let reference = candidate(&keys, "cab-m", &a.models().embedding_ref(), &FaceTemplate::new(embedding("obama.jpg")));
+    let mut matcher = OnnxMatcher::new(
+        p,
+        CabinetKeyPair::from_secret_bytes(&keys.secret_bytes()).unwrap(),
+        CabinetId::new("cab-m").unwrap(),
+        PadPolicy::default(),
+        MatchPolicy::default(),
+    )
+    .unwrap();
+    let probe = photo("obama2.jpg");
+    let live = synth::live(&probe, &placement(&probe));
+    // Past the quality and attack gates, the template opened and compared: a match or a
+    // score below the threshold, whichever the random weights give.
+    match matcher.decide(std::slice::from_ref(&live), std::slice::from_ref(&own)) {
+        FaceDecision::Match { parcel, .. } => assert_eq!(parcel, own.parcel.parcel),
+        FaceDecision::NoMatch { reason } => assert!(reason.contains("best score"), "{reason}"),
+        other => panic!("the decision stopped before the match: {other:?}"),
+    }
+    let decision = matcher.decide(std::slice::from_ref(&live), std::slice::from_ref(&reference));
+    assert_eq!(decision, FaceDecision::NoMatch { reason: "no candidates".into() }, "made with another model");
 }
 
 /// The agent refuses to start face pickup with a runtime that is not there, and says which.

@@ -116,11 +116,14 @@ pub struct ParcelsConfig {
     pub max_alternative_km: f64,
     /// How often parcels past their deadline are expired (and lapsed reservations freed), in s.
     pub expiry_sweep_s: u64,
+    /// Replaces every tenant's pickup window (whole hours) by this many seconds, for the
+    /// simulator and tests that need parcels to expire within a run. Unset in production.
+    pub pickup_window_s: Option<u64>,
 }
 
 impl Default for ParcelsConfig {
     fn default() -> Self {
-        Self { max_alternative_km: 5.0, expiry_sweep_s: 30 }
+        Self { max_alternative_km: 5.0, expiry_sweep_s: 30, pickup_window_s: None }
     }
 }
 
@@ -216,6 +219,12 @@ pub struct MqttConfig {
     /// Embedded mode: refuse connections without a login. Default: true unless `listen`
     /// is a loopback address; false is refused for any other address.
     pub require_auth: Option<bool>,
+    /// Embedded mode: put the front door (logins, per-topic ACL, TLS) in front of
+    /// rumqttd. `false` lets rumqttd itself listen on `mqtt.listen`, with no login and no
+    /// per-topic checks, and is refused unless `listen` is a loopback address. It exists
+    /// for measuring the broker alone (BENCHMARKS.md): the front door holds two more
+    /// descriptors per connection (its socket to rumqttd and rumqttd's end).
+    pub front_door: bool,
     /// HMAC key (32 bytes, base64) that issued MQTT secrets are hashed under. Unset: one
     /// is made on first start and kept in the database.
     #[serde(skip_serializing)]
@@ -344,6 +353,7 @@ impl Default for MqttConfig {
             tls_cert: None,
             tls_key: None,
             require_auth: None,
+            front_door: true,
             credential_key: None,
             url: None,
             ca_file: None,
@@ -485,6 +495,7 @@ impl Config {
                     ("mqtt.tls_cert", m.tls_cert.is_some()),
                     ("mqtt.tls_key", m.tls_key.is_some()),
                     ("mqtt.require_auth", m.require_auth.is_some()),
+                    ("mqtt.front_door", !m.front_door),
                 ] {
                     if set {
                         return Err(invalid(
@@ -508,6 +519,23 @@ impl Config {
                             m.listen
                         ),
                     ));
+                }
+                if !m.front_door {
+                    if !m.listen.ip().is_loopback() {
+                        return Err(invalid(
+                            "mqtt.front_door",
+                            format!(
+                                "may be false only on a loopback mqtt.listen (not {}): without it anyone who reaches the port could publish as any cabinet",
+                                m.listen
+                            ),
+                        ));
+                    }
+                    if m.tls_cert.is_some() || m.require_auth == Some(true) {
+                        return Err(invalid(
+                            "mqtt.front_door",
+                            "is false, but TLS and logins (mqtt.tls_cert, mqtt.require_auth) are the front door's",
+                        ));
+                    }
                 }
                 if m.ca_file.is_some() {
                     return Err(invalid("mqtt.ca_file", "is for an external mqtts:// broker"));
@@ -584,6 +612,11 @@ impl Config {
         }
         if self.parcels.expiry_sweep_s == 0 {
             return Err(invalid("parcels.expiry_sweep_s", "must be at least 1"));
+        }
+        if let Some(w) = self.parcels.pickup_window_s
+            && !(1..=30 * 86_400).contains(&w)
+        {
+            return Err(invalid("parcels.pickup_window_s", "must be 1-2592000 seconds (30 days)"));
         }
         if !(1..=10_000).contains(&self.ingest.max_batch) {
             return Err(invalid("ingest.max_batch", "must be 1-10000"));
@@ -735,6 +768,20 @@ mod tests {
                 Box::new(|c| {
                     c.mqtt.listen = SocketAddr::from(([0, 0, 0, 0], 1884));
                     c.mqtt.require_auth = Some(false);
+                }),
+            ),
+            (
+                "mqtt.front_door",
+                Box::new(|c| {
+                    c.mqtt.listen = SocketAddr::from(([0, 0, 0, 0], 1884));
+                    c.mqtt.front_door = false;
+                }),
+            ),
+            (
+                "mqtt.front_door",
+                Box::new(|c| {
+                    c.mqtt.front_door = false;
+                    c.mqtt.require_auth = Some(true);
                 }),
             ),
             ("mqtt.credential_key", Box::new(|c| c.mqtt.credential_key = Some("c2hvcnQ=".into()))),

@@ -120,11 +120,20 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let metrics = Metrics::new();
 
     let (broker_link, front_door) = match config.mqtt.mode {
-        BrokerMode::Embedded => {
+        BrokerMode::Embedded if config.mqtt.front_door => {
             let (b, public) = broker::start_behind_front_door(&config.mqtt)?;
             let internal =
                 broker::BrokerLink { host: b.addr.ip().to_string(), port: b.addr.port(), credentials: None, tls: None };
             (internal, Some((public, b.addr)))
+        }
+        BrokerMode::Embedded => {
+            // Validated: loopback only. rumqttd serves mqtt.listen itself.
+            tracing::warn!(listen = %config.mqtt.listen, "embedded broker without its front door: no logins, no per-topic checks (mqtt.front_door = false)");
+            let b = broker::start_embedded(&config.mqtt)?;
+            (
+                broker::BrokerLink { host: b.addr.ip().to_string(), port: b.addr.port(), credentials: None, tls: None },
+                None,
+            )
         }
         BrokerMode::External => {
             let url = config.mqtt.url.as_deref().expect("validated: external mode has a url");
@@ -189,6 +198,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         store: store.clone(),
         topics: config.topics(),
         max_alternative_km: config.parcels.max_alternative_km,
+        pickup_window_s: config.parcels.pickup_window_s,
         kek: config.kek(),
         metrics: metrics.clone(),
         passes,

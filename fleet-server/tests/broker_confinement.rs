@@ -43,6 +43,7 @@ embedded_tests!(
     a_courier_listens_only_to_its_own_assignments,
     a_real_edge_agent_works_over_tls_with_its_issued_login,
     a_clean_disconnect_publishes_no_will_and_a_dropped_connection_does,
+    without_the_front_door_rumqttd_serves_the_listen_address_itself,
 );
 
 /// A server whose front door speaks only TLS and wants a login (as on a public address).
@@ -469,6 +470,27 @@ async fn a_clean_disconnect_publishes_no_will_and_a_dropped_connection_does(back
     ts.wait_until("B is offline by its will", || async { ts.cabinet_view("cab-b").await["online"] == false }).await;
     assert_eq!(ts.metric("lockerfleet_cabinets_went_offline_total{cause=\"will\"}").await, 1.0);
     assert_eq!(ts.cabinet_view("cab-a").await["online"], true, "a clean disconnect published the will");
+    ts.server.stop().await;
+    fx.cleanup().await;
+}
+
+/// `mqtt.front_door = false` (loopback only, for measuring the broker alone): rumqttd
+/// answers on `mqtt.listen` itself, so a cabinet works without passing the front door,
+/// which counts no connection.
+async fn without_the_front_door_rumqttd_serves_the_listen_address_itself(backend: Backend) {
+    let fx = Fixture::new(backend).await;
+    let mut config = fx.config();
+    config.mqtt.front_door = false;
+    let ts = fx.start(config).await;
+    ts.create_tenant("acme").await;
+    ts.register_cabinet("acme", "cab-1").await;
+
+    let mut cab = ts.connect_cabinet("cab-1").await;
+    cab.hello("2.0.0").await;
+    ts.wait_until("cab-1 online through rumqttd alone", || async { ts.cabinet_view("cab-1").await["online"] == true })
+        .await;
+    assert_eq!(ts.metric("lockerfleet_mqtt_front_door_connections").await, 0.0, "the front door saw nothing");
+
     ts.server.stop().await;
     fx.cleanup().await;
 }

@@ -320,6 +320,7 @@ async fn expiry_revokes_the_template_and_sends_a_courier_to_collect(backend: Bac
         store: ts.server.store.clone(),
         topics: ts.topics.clone(),
         max_alternative_km: 5.0,
+        pickup_window_s: None,
         kek: None,
         metrics: ts.server.metrics.clone(),
         passes: std::sync::Arc::new(fleet_server::service::passes::PassSigner::generate()),

@@ -1,16 +1,22 @@
 //! `simulator run`: N virtual cabinets in one process against a real fleet-server. Each
 //! is the edge agent itself (`edge_agent::start_parts`: the same journal, door, keypad,
-//! courier and link code as on a cabinet) with simulated hardware and no camera, its own
-//! MQTT connection, identity and keys. The simulator registers them (or reuses those it
+//! courier and link code as on a cabinet) with simulated hardware (a simulated camera
+//! where it has face parcels), its own MQTT connection, identity and keys, held as a
+//! [`SimCabinet`] that survives restarts (`cabinets`). The simulator registers them (or reuses those it
 //! registered before), connects them, drives parcels through them — assignment, courier
 //! deposit, code pickup — and reports what arrived where, and how fast.
 //!
 //! ```text
 //!   scenario ─► register + start agents (paced) ─► all connected?
+//!            ─► [rollout: starts now, runs through the traffic (see `rollout`)]
 //!            ─► stock: parcel created → at the cabinet → courier deposit → code ready
 //!            ─► [partition: cut a share of the cabinets off the broker]
-//!            ─► pickups by code (some mistyped first, some doors left open → alarm)
+//!            ─► pickups by code (some mistyped first, some doors left open → alarm), by
+//!               face (impostors and spoofs first), at faulty doors; [power losses];
+//!               no-show codes typed after expiry            (see `face`, `faults`)
 //!            ─► [heal: the cut cabinets' journals must drain]
+//!            ─► [no-shows: the courier collects what expired]
+//!            ─► [rollout: every cabinet updated, or failed, stuck or lost]
 //!            ─► every journal empty; the server stored each event once
 //!   a sampler records connected cabinets, journal depth and pickups every second
 //! ```
@@ -30,9 +36,10 @@ use lockerfleet_shared::{CompartmentId, ParcelId};
 use serde::Serialize;
 
 use crate::cabinets::{SimCabinet, SimFleet};
+use crate::faults::Tally;
 use crate::proxy::CutProxy;
 use crate::rollout::RolloutReport;
-use crate::scenario::Scenario;
+use crate::scenario::{Role, Scenario};
 use serde_json::{Value, json};
 
 /// What a fleet run does.
@@ -77,6 +84,17 @@ pub struct FleetArgs {
     /// sampled with the timeline (`/proc/<pid>/status`).
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// Most API requests in flight at once while stocking. More only queue inside the
+    /// server (behind its code hashing) until the client's timeout ends them.
+    #[arg(long, default_value_t = 16)]
+    pub api_concurrency: usize,
+    /// Several simulator processes running one fleet: each registers its cabinets, writes
+    /// a file named after its `--prefix` into this folder, and starts its cabinets once
+    /// `--barrier-of` files are there, so the whole fleet connects in the same window.
+    #[arg(long, requires = "barrier_of")]
+    pub barrier: Option<PathBuf>,
+    #[arg(long, requires = "barrier")]
+    pub barrier_of: Option<usize>,
 }
 
 /// Latencies of one kind, milliseconds.
@@ -89,7 +107,7 @@ pub struct Latency {
 }
 
 impl Latency {
-    fn of(mut ms: Vec<f64>) -> Self {
+    pub fn of(mut ms: Vec<f64>) -> Self {
         if ms.is_empty() {
             return Self::default();
         }
@@ -107,9 +125,13 @@ pub struct FleetReport {
     pub connected: usize,
     /// From the first cabinet started to the last one connected.
     pub seconds_to_all_connected: f64,
+    /// The same two moments as Unix time (ms), to merge the reports of several processes.
+    pub connect_started_unix_ms: i64,
+    pub all_connected_unix_ms: i64,
     pub parcels_picked_up: usize,
     pub pickups_refused: usize,
-    /// Pickups by how they went: `code` (first try), `code_after_wrong_code`.
+    /// Pickups by how they went: `code` (first try), `code_after_wrong_code`, `face`,
+    /// `code_after_face_failed`, `code_after_door_fault`.
     pub pickups: BTreeMap<String, usize>,
     /// Wrong codes typed and refused by the keypad.
     pub wrong_codes_refused: usize,
@@ -127,9 +149,18 @@ pub struct FleetReport {
     pub assignment_to_cabinet: Latency,
     /// Door closed after the deposit → the pickup code's hash is at the cabinet.
     pub code_to_cabinet: Latency,
+    /// Door closed after the deposit → the recipient's sealed template is at the cabinet
+    /// (face parcels; DESIGN.md's budget: p99 < 100 ms at 10,000 cabinets). Polled every
+    /// 25 ms, like `code_to_cabinet`.
+    pub template_to_cabinet: Latency,
     pub partition: Option<PartitionReport>,
     /// The OTA rollout the scenario ran during the traffic (`[rollout]`).
     pub rollout: Option<RolloutReport>,
+    pub face: Option<crate::faults::FaceReport>,
+    pub no_show: Option<crate::faults::NoShowReport>,
+    pub door_faults: Option<crate::faults::DoorFaultReport>,
+    pub power_loss: Option<crate::faults::PowerLossReport>,
+    pub clock_drift: Option<crate::faults::ClockDriftReport>,
     /// Errors grouped by their kind (the text before the first colon).
     pub errors_by_kind: BTreeMap<String, usize>,
     pub errors: Vec<String>,
@@ -171,6 +202,9 @@ pub struct Sample {
     pub assignment_ms: Vec<f64>,
     /// `/healthz` round trip (ms); `None` when it failed or took over a second.
     pub healthz_ms: Option<f64>,
+    /// Why it failed, when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub healthz_error: Option<String>,
     pub server_rss_mib: Option<f64>,
 }
 
@@ -182,17 +216,25 @@ pub fn rss_mib(pid: u32) -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-pub(crate) struct Api {
+pub struct Api {
     pub(crate) http: awc::Client,
     pub(crate) base: String,
     pub(crate) token: String,
 }
 
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api").field("base", &self.base).finish_non_exhaustive()
+    }
+}
+
 impl Api {
-    pub(crate) async fn call(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<(u16, Value)> {
+    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<(u16, Value)> {
         let url = format!("{}{path}", self.base);
         let req = match method {
             "GET" => self.http.get(url),
+            "PUT" => self.http.put(url),
+            "PATCH" => self.http.patch(url),
             _ => self.http.post(url),
         }
         .bearer_auth(&self.token);
@@ -239,6 +281,7 @@ fn agent_config(args: &FleetArgs, i: usize, port: u16, scenario: &Scenario) -> A
         camera: "none".into(),
         resend_s: 5,
         door_left_open_s: scenario.door_left_open_s,
+        sim_clock_offset_s: scenario.clock_offset_s(i),
         compartments: ["s", "m", "l", "xl"]
             .iter()
             .enumerate()
@@ -257,7 +300,7 @@ fn agent_config(args: &FleetArgs, i: usize, port: u16, scenario: &Scenario) -> A
     }
 }
 
-async fn until<F, Fut>(deadline: Instant, mut check: F) -> bool
+pub(crate) async fn until<F, Fut>(deadline: Instant, mut check: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
@@ -328,18 +371,30 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
         configs.push(config);
         bar.inc(1);
     }
+    if let (Some(dir), Some(of)) = (&args.barrier, args.barrier_of) {
+        bar.set_message("waiting for the other simulator processes");
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::write(dir.join(&args.prefix), b"registered")
+            .with_context(|| format!("writing into {}", dir.display()))?;
+        let arrived = || std::fs::read_dir(dir).map_or(0, |d| d.count());
+        if !until(deadline, || async { arrived() >= of }).await {
+            bail!("only {} of {of} simulator processes reached the barrier in {}", arrived(), dir.display());
+        }
+    }
     bar.set_position(0);
     bar.set_message("starting and connecting");
+    let connect_started_unix_ms = chrono::Utc::now().timestamp_millis();
     let rss_before = args.server_pid.and_then(rss_mib);
     let connect_started = Instant::now();
     let fleet = SimFleet::new();
-    let mut agents = Vec::with_capacity(cabinets);
+    let mut agents: Vec<SimCabinet> = Vec::with_capacity(cabinets);
     for (i, config) in configs.iter().enumerate() {
         if scenario.connect_per_s > 0.0 {
             let due = connect_started + Duration::from_secs_f64(i as f64 / scenario.connect_per_s);
             tokio::time::sleep_until(due.into()).await;
         }
-        agents.push(fleet.start(config.clone())?);
+        let with_camera = (0..parcels).any(|n| scenario.role(i, n) == Role::Face);
+        agents.push(fleet.start(config.clone(), with_camera, scenario.loses_power(i)).await?);
         bar.inc(1);
     }
 
@@ -351,16 +406,22 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
         let handles = agents.clone();
         let (picked, assigned_now, timeline) = (picked.clone(), assigned_now.clone(), timeline.clone());
         let health = format!("{}/healthz", api.base);
-        let probe = awc::Client::builder().timeout(Duration::from_secs(1)).finish();
+        // A fresh connection for every probe (as a load balancer's health check): a
+        // pooled one could be the one the server is just closing, a failure of the probe's.
+        let probe = awc::Client::builder()
+            .timeout(Duration::from_secs(1))
+            .connector(awc::Connector::new().conn_keep_alive(Duration::from_millis(500)))
+            .finish();
         let pid = args.server_pid;
         actix_rt::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
                 let asked = Instant::now();
-                let healthz_ms = match probe.get(&health).send().await {
-                    Ok(r) if r.status().is_success() => Some(asked.elapsed().as_secs_f64() * 1000.0),
-                    _ => None,
+                let (healthz_ms, healthz_error) = match probe.get(&health).send().await {
+                    Ok(r) if r.status().is_success() => (Some(asked.elapsed().as_secs_f64() * 1000.0), None),
+                    Ok(r) => (None, Some(format!("status {}", r.status()))),
+                    Err(e) => (None, Some(e.to_string())),
                 };
                 let (mut connected, mut depth) = (0, 0u64);
                 for cabinet in &handles {
@@ -374,6 +435,7 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
                     picked_up: picked.get(),
                     assignment_ms: std::mem::take(&mut *assigned_now.borrow_mut()),
                     healthz_ms,
+                    healthz_error,
                     server_rss_mib: pid.and_then(rss_mib),
                 });
             }
@@ -392,12 +454,23 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
     .await;
     let connected = connected.get();
     let seconds_to_all_connected = connect_started.elapsed().as_secs_f64();
+    let all_connected_unix_ms = chrono::Utc::now().timestamp_millis();
     let rss_connected = args.server_pid.and_then(rss_mib);
     if !all {
         bar.finish_and_clear();
         sampler.abort();
         bail!("only {connected} of {} cabinets connected before the timeout", agents.len());
     }
+
+    // Face parcels' recipients enrol first: the server seals their template for the
+    // parcel's cabinet when the parcel becomes ready.
+    let face_parcels: Vec<(usize, usize, String)> = (0..agents.len())
+        .flat_map(|i| (0..parcels).map(move |n| (i, n)))
+        .filter(|(i, n)| scenario.role(*i, *n) == Role::Face)
+        .map(|(i, n)| (i, n, configs[i].cabinet.clone()))
+        .collect();
+    bar.set_message("enrolling faces");
+    let recipients = crate::face::enrol_recipients(&api, &tenant, &face_parcels).await?;
 
     // The rollout starts now and runs through the traffic.
     let rollout = match &release {
@@ -412,17 +485,25 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
     bar.set_position(0);
     bar.set_length((agents.len() * parcels) as u64);
     bar.set_message("deposits");
-    let stocking = agents.iter().zip(&configs).map(|(agent, config)| {
-        let (api, pass, tenant, courier, bar, assigned_now) =
-            (&api, pass.clone(), tenant.clone(), courier.clone(), &bar, assigned_now.clone());
+    // Parcels are created in order (parcel n of every cabinet before parcel n + 1 of
+    // any), at the scenario's rate, with a bounded number of requests in flight.
+    let gate = Gate::new(args.api_concurrency, scenario.parcels_per_s);
+    let stocking = agents.iter().zip(&configs).enumerate().map(|(i, (agent, config))| {
+        let (api, pass, tenant, courier, bar, assigned_now, recipients, gate) =
+            (&api, pass.clone(), tenant.clone(), courier.clone(), &bar, assigned_now.clone(), &recipients, &gate);
+        let fleet = agents.len();
         async move {
             let mut out = Flow::default();
             for n in 0..parcels {
-                match stock(api, agent, &config.cabinet, &tenant, &courier, &pass, n, deadline).await {
+                let recipient = recipients.get(&(i, n)).copied();
+                let create = gate.turn(n * fleet + i);
+                match stock(api, agent, &config.cabinet, &tenant, &courier, &pass, n, recipient, create, deadline).await
+                {
                     Ok(s) => {
                         out.assigned.push(s.assigned_ms);
                         assigned_now.borrow_mut().push(s.assigned_ms);
                         out.coded.push(s.coded_ms);
+                        out.templated.extend(s.template_ms);
                         out.events += 1;
                         out.stocked.push(s);
                     }
@@ -450,27 +531,60 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
 
     bar.set_position(0);
     bar.set_message("pickups");
-    let pickups = agents.iter().zip(flows.iter_mut()).enumerate().map(|(i, (agent, flow))| {
+    let pickups = agents.iter().zip(flows.iter_mut()).enumerate().map(|(i, (sim, flow))| {
         let (bar, picked, scenario) = (&bar, picked.clone(), &scenario);
         async move {
             let stocked = std::mem::take(&mut flow.stocked);
             for (n, s) in stocked.into_iter().enumerate() {
-                let wrong = Scenario::picks(scenario.wrong_code_share, i, n);
-                let door = Scenario::picks(scenario.door_left_open_share, i, n);
-                match pick_up(agent, &s, wrong, door.then_some(scenario.door_left_open_s), deadline).await {
-                    Ok(()) => {
-                        flow.events += 1 + usize::from(door);
-                        flow.door_alarms += usize::from(door);
-                        flow.wrong_refused += usize::from(wrong);
-                        *flow
-                            .pickups
-                            .entry(if wrong { "code_after_wrong_code" } else { "code" }.into())
-                            .or_default() += 1;
+                let outcome = match scenario.role(i, n) {
+                    Role::NoShow => {
+                        flow.faults.no_shows.push(s);
+                        bar.inc(1);
+                        continue;
+                    }
+                    Role::Face => {
+                        crate::face::pick_up(sim, &s, scenario, (i, n), &mut flow.faults).await.map(|m| (m, 0))
+                    }
+                    Role::DoorFault(k) => {
+                        let kind = scenario.door_fault_kinds.get(k).map_or("jammed", String::as_str);
+                        crate::faults::pick_up_at_faulty_door(
+                            sim,
+                            &s,
+                            kind,
+                            scenario.door_fault_repair_s,
+                            &mut flow.faults,
+                        )
+                        .await
+                    }
+                    Role::Code => {
+                        let wrong = Scenario::picks(scenario.wrong_code_share, i, n);
+                        let door = Scenario::picks(scenario.door_left_open_share, i, n);
+                        pick_up(sim, &s, wrong, door.then_some(scenario.door_left_open_s), deadline).await.map(|()| {
+                            flow.door_alarms += usize::from(door);
+                            flow.wrong_refused += usize::from(wrong);
+                            (if wrong { "code_after_wrong_code" } else { "code" }, usize::from(door))
+                        })
+                    }
+                };
+                match outcome {
+                    Ok((method, alarms)) => {
+                        flow.events += 1 + alarms;
+                        *flow.pickups.entry(method.into()).or_default() += 1;
                         picked.set(picked.get() + 1);
                     }
                     Err(e) => flow.errors.push(format!("{}: {e:#}", s.cabinet)),
                 }
                 bar.inc(1);
+            }
+            // The recipients who never came turn up after their window, code in hand.
+            if let Err(e) = crate::faults::codes_after_expiry(sim, &mut flow.faults, deadline).await {
+                flow.errors.push(format!("{}: no-show: {e:#}", sim.id()));
+            }
+            if scenario.loses_power(i) {
+                match crate::faults::power_loss(sim, scenario.power_loss_s, &mut flow.faults, deadline).await {
+                    Ok(()) => flow.restarted = true,
+                    Err(e) => flow.errors.push(format!("{}: power loss: {e:#}", sim.id())),
+                }
             }
         }
     });
@@ -501,6 +615,22 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
         None => None,
     };
 
+    // The no-shows: the courier collects what expired, once the server says so.
+    let collecting = agents.iter().zip(flows.iter_mut()).map(|(sim, flow)| {
+        let pass = &pass;
+        async move {
+            let before = flow.faults.collected;
+            let done = crate::faults::collect_no_shows(sim, pass, &mut flow.faults, deadline).await;
+            flow.events += flow.faults.collected - before;
+            if let Err(e) = done {
+                flow.errors.push(format!("{}: no-show: {e:#}", sim.id()));
+            }
+        }
+    });
+    futures_util::future::join_all(collecting).await;
+    let collected: Vec<ParcelId> = flows.iter().flat_map(|f| f.faults.no_shows_done.iter().copied()).collect();
+    let returned_on_server = crate::faults::returned_on_server(&api, &collected, deadline).await;
+
     let rollout = match rollout {
         Some(r) => Some(r.finish(&api, &agents, traffic, deadline).await),
         None => None,
@@ -509,24 +639,47 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
     // Every event acked (journals empty) and stored exactly once.
     let acked = until(deadline, || async { journal_depth(&agents).await == 0 }).await;
     let (mut stored, mut duplicated, mut alarms_stored) = (0, 0, 0);
-    for c in &configs {
+    let (mut per_cabinet, mut fault_alarms_stored, mut clock_error_s) = (Vec::new(), BTreeMap::new(), 0.0f64);
+    for (i, c) in configs.iter().enumerate() {
         let (_, events) = api.call("GET", &format!("/api/v1/cabinets/{}/events?limit=500", c.cabinet), None).await?;
         let events = events.as_array().cloned().unwrap_or_default();
         let mut ids = HashSet::new();
+        // A drifting cabinet's timestamps are judged where nothing else delays its events.
+        let judge_clock = c.sim_clock_offset_s != 0 && i >= cut_n && !flows[i].restarted;
+        let mut here = crate::faults::Stored { made: flows[i].events, ..Default::default() };
         for e in &events {
             let kind = e["kind"].as_str().unwrap_or_default();
-            let door_alarm = kind == "alarm" && e.to_string().contains("door_left_open");
-            if matches!(kind, "deposit" | "pickup") || door_alarm {
+            let alarm = crate::faults::counted_alarm(e);
+            if matches!(kind, "deposit" | "pickup" | "collected") || alarm.is_some() {
                 if ids.insert(e["id"].as_str().unwrap_or_default().to_owned()) {
-                    stored += 1;
-                    alarms_stored += usize::from(door_alarm);
+                    here.stored += 1;
+                    match alarm {
+                        Some("door_left_open") => alarms_stored += 1,
+                        Some(code) => *fault_alarms_stored.entry(code.to_owned()).or_insert(0) += 1,
+                        None => {}
+                    }
                 } else {
-                    duplicated += 1;
+                    here.duplicated += 1;
+                }
+                if judge_clock && let Some(err) = crate::faults::event_clock_error_s(e) {
+                    clock_error_s = clock_error_s.max(err);
                 }
             }
         }
+        stored += here.stored;
+        duplicated += here.duplicated;
+        per_cabinet.push(here);
     }
     sampler.abort();
+    let sections = crate::faults::Sections::build(&crate::faults::Observed {
+        tallies: flows.iter().map(|f| &f.faults).collect(),
+        stored: per_cabinet,
+        fault_alarms_stored,
+        returned_on_server,
+        offsets: configs.iter().map(|c| c.sim_clock_offset_s).collect(),
+        pickups: flows.iter().map(|f| f.pickups.values().sum()).collect(),
+        max_event_clock_error_s: clock_error_s,
+    });
     let made: usize = flows.iter().map(|f| f.events).sum();
     let mut errors: Vec<String> = flows.iter().flat_map(|f| f.errors.iter().cloned()).collect();
     if !acked {
@@ -557,6 +710,8 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
         cabinets: agents.len(),
         connected,
         seconds_to_all_connected,
+        connect_started_unix_ms,
+        all_connected_unix_ms,
         parcels_picked_up: picked.get(),
         pickups_refused: errors.iter().filter(|e| e.contains("pickup refused")).count(),
         pickups,
@@ -569,8 +724,14 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
         door_alarms_stored: alarms_stored,
         assignment_to_cabinet: Latency::of(flows.iter().flat_map(|f| f.assigned.iter().copied()).collect()),
         code_to_cabinet: Latency::of(flows.iter().flat_map(|f| f.coded.iter().copied()).collect()),
+        template_to_cabinet: Latency::of(flows.iter().flat_map(|f| f.templated.iter().copied()).collect()),
         partition,
         rollout,
+        face: sections.face,
+        no_show: sections.no_show,
+        door_faults: sections.door_faults,
+        power_loss: sections.power_loss,
+        clock_drift: sections.clock_drift,
         errors_by_kind,
         errors,
         healthz_failures,
@@ -604,23 +765,30 @@ async fn journal_depth(agents: &[SimCabinet]) -> u64 {
 struct Flow {
     assigned: Vec<f64>,
     coded: Vec<f64>,
+    templated: Vec<f64>,
     stocked: Vec<Stocked>,
     pickups: BTreeMap<String, usize>,
     wrong_refused: usize,
     door_alarms: usize,
     events: usize,
     errors: Vec<String>,
+    /// Face, door-fault, no-show and power-loss flows.
+    faults: Tally,
+    /// The cabinet lost power and runs as new actors.
+    restarted: bool,
 }
 
 /// A parcel in its compartment, its code at the cabinet.
 #[derive(Debug)]
-struct Stocked {
-    cabinet: String,
-    parcel: ParcelId,
-    code: String,
-    compartment: CompartmentId,
+pub struct Stocked {
+    pub cabinet: String,
+    pub parcel: ParcelId,
+    pub code: String,
+    pub compartment: CompartmentId,
     assigned_ms: f64,
     coded_ms: f64,
+    /// Face parcels: door closed → sealed template at the cabinet.
+    template_ms: Option<f64>,
 }
 
 /// One parcel into one cabinet: created, at the cabinet, deposited, its code ready.
@@ -633,12 +801,21 @@ async fn stock(
     courier: &str,
     pass: &str,
     n: usize,
+    recipient: Option<uuid::Uuid>,
+    create: impl Future<Output = tokio::sync::SemaphorePermit<'_>>,
     deadline: Instant,
 ) -> anyhow::Result<Stocked> {
-    let t0 = Instant::now();
     let reference = format!("{cabinet}-{n}-{}", uuid::Uuid::new_v4().simple());
-    let body = json!({"tenant": tenant, "reference": reference, "courier": courier, "size": "s", "cabinet": cabinet});
-    let (status, created) = api.call("POST", "/api/v1/parcels", Some(body)).await?;
+    let mut body =
+        json!({"tenant": tenant, "reference": reference, "courier": courier, "size": "s", "cabinet": cabinet});
+    if let Some(r) = recipient {
+        body["recipient"] = json!(r);
+    }
+    let permit = create.await;
+    let t0 = Instant::now();
+    let answer = api.call("POST", "/api/v1/parcels", Some(body)).await;
+    drop(permit);
+    let (status, created) = answer?;
     if status != 201 {
         bail!("creating a parcel: {status} {created}");
     }
@@ -671,11 +848,34 @@ async fn stock(
         agent.door(&compartment, open).await?;
     }
     let t1 = Instant::now();
-    if !until(deadline, || has(Some(ParcelStage::Ready))).await {
+    // The code and (for a face parcel) the sealed template travel separately: both watched.
+    let coded = async {
+        let ok = until(deadline, || has(Some(ParcelStage::Ready))).await;
+        (ok, t1.elapsed().as_secs_f64() * 1000.0)
+    };
+    let templated = async {
+        if recipient.is_none() {
+            return (true, None);
+        }
+        let ok = until(deadline, || async {
+            agent
+                .send(GetDesired)
+                .await
+                .ok()
+                .and_then(|d| d.templates)
+                .is_some_and(|t| t.add.iter().any(|s| s.binding.parcel == parcel))
+        })
+        .await;
+        (ok, Some(t1.elapsed().as_secs_f64() * 1000.0))
+    };
+    let ((code_ok, coded_ms), (template_ok, template_ms)) = futures_util::future::join(coded, templated).await;
+    if !code_ok {
         return Err(anyhow::Error::new(Made(1)).context(format!("the code for {parcel} never reached the cabinet")));
     }
-    let coded_ms = t1.elapsed().as_secs_f64() * 1000.0;
-    Ok(Stocked { cabinet: cabinet.to_owned(), parcel, code, compartment, assigned_ms, coded_ms })
+    if !template_ok {
+        return Err(anyhow::Error::new(Made(1)).context(format!("the template for {parcel} never reached the cabinet")));
+    }
+    Ok(Stocked { cabinet: cabinet.to_owned(), parcel, code, compartment, assigned_ms, coded_ms, template_ms })
 }
 
 /// The recipient at the keypad: maybe a wrong code first, then the right one; the door
@@ -707,6 +907,28 @@ async fn pick_up(
     }
     agent.door(&s.compartment, false).await?;
     Ok(())
+}
+
+/// Paces the API calls of a run: at most `concurrency` in flight, and call `k` (fleet-wide
+/// order) not before `k / rate` seconds after the gate was made.
+struct Gate {
+    slots: tokio::sync::Semaphore,
+    rate: f64,
+    started: Instant,
+}
+
+impl Gate {
+    fn new(concurrency: usize, rate: f64) -> Self {
+        Self { slots: tokio::sync::Semaphore::new(concurrency.max(1)), rate, started: Instant::now() }
+    }
+
+    /// Waits for call `k`'s time, then for a free slot; the permit frees it.
+    async fn turn(&self, k: usize) -> tokio::sync::SemaphorePermit<'_> {
+        if self.rate > 0.0 {
+            tokio::time::sleep_until((self.started + Duration::from_secs_f64(k as f64 / self.rate)).into()).await;
+        }
+        self.slots.acquire().await.expect("the gate's semaphore stays open")
+    }
 }
 
 /// How many events a failed flow had made before it failed.

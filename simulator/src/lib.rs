@@ -4,6 +4,8 @@
 //! `simulator` binary wraps it and the benchmarks.
 
 pub mod cabinets;
+pub mod face;
+pub mod faults;
 pub mod fleet;
 pub mod plot;
 pub mod proxy;

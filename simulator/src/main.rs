@@ -29,7 +29,7 @@ struct Cli {
 enum Command {
     /// Run N virtual cabinets against a fleet-server: register, connect, drive parcels
     /// through them (assignment, courier deposit, code pickup) and report.
-    Run(simulator::fleet::FleetArgs),
+    Run(Box<simulator::fleet::FleetArgs>),
     /// Durable ingest: events/s from publish to ack, through an in-process fleet-server.
     BenchIngest {
         /// `sqlite` (a fresh file) or a `postgres://` URL (a fresh database is made in it).

@@ -9,6 +9,7 @@
 //! door_left_open_share = 0.05     # pickups where the door stays open past the alarm
 //! door_left_open_s = 2
 //! connect_per_s = 400             # cabinets started per second (admission pacing)
+//! parcels_per_s = 50              # parcels created per second, fleet-wide (0: as fast as the API answers)
 //! [partition]
 //! share = 0.25                    # cabinets cut off from the broker after their parcels are ready
 //! seconds = 20                    # how long the cut lasts; they collect offline meanwhile
@@ -17,6 +18,25 @@
 //! artifact_kib = 256
 //! waves = [1, 10, 100]            # cumulative percent of the cabinets
 //! per_minute = 60000              # offers per minute
+//! ```
+//!
+//! Field faults and pickup mixes (see `simulator/scenarios/field.toml`; each parcel plays
+//! one role, in this order: no-show, door fault, face, code):
+//!
+//! ```toml
+//! face_share = 0.5                # recipients enrolled with a face (operator-held template)
+//! face_unrecognised_share = 0.1   # of those, faces the matcher does not recognise → code
+//! impostor_share = 0.2            # face parcels an impostor tries to open first
+//! spoof_share = 0.2               # face parcels a spoof of the recipient is tried at first
+//! spoof_kinds = ["print", "screen", "mask"]
+//! no_show_share = 0.1             # recipients who never come: expiry, courier collection
+//! door_fault_share = 0.1          # pickups at a faulty door
+//! door_fault_kinds = ["jammed", "sensor"]
+//! door_fault_repair_s = 1         # a jammed lock is freed this long after its alarm
+//! power_loss_share = 0.1          # cabinets that lose power once, mid-traffic
+//! power_loss_s = 2                # and come back after this long, from their data dir
+//! clock_drift_share = 0.2         # cabinets whose own clock is off,
+//! clock_drift_s = 3600            # by this much (half of them ahead, half behind)
 //! ```
 //!
 //! Every value is checked when the file is read, and an error names the key.
@@ -45,11 +65,62 @@ pub struct Scenario {
     /// Cabinets started per second (0: all at once). rumqttd refuses bursts past its
     /// listen backlog (MEASURED.md); real fleets come back at a bounded rate too.
     pub connect_per_s: f64,
+    /// Parcels created per second across the fleet (0: as fast as the API answers, with
+    /// at most `--api-concurrency` requests in flight). Each creation hashes a pickup
+    /// code with argon2id, which bounds the server's creation rate (BENCHMARKS.md).
+    pub parcels_per_s: f64,
     /// A network partition between some cabinets and the broker.
     pub partition: Option<Partition>,
     /// An OTA rollout to every cabinet, started once all are connected (see
     /// [`crate::rollout`]).
     pub rollout: Option<crate::rollout::RolloutPlan>,
+    /// Share of parcels whose recipient enrolled a face template; they pick up by face.
+    pub face_share: f64,
+    /// Share of face pickups where the matcher does not recognise the recipient (a scarf,
+    /// an odd angle): the recipient falls back to the code.
+    pub face_unrecognised_share: f64,
+    /// Share of face parcels an impostor (another person's face) tries to open first.
+    pub impostor_share: f64,
+    /// Share of face parcels where a spoof of the recipient's own face is tried first.
+    pub spoof_share: f64,
+    /// Which presentation attacks the spoofs are, in turn: `print`, `screen`, `mask`.
+    pub spoof_kinds: Vec<String>,
+    /// Share of parcels whose recipient never comes: they expire on the server (its
+    /// pickup window; `parcels.pickup_window_s` makes it short) and the courier collects.
+    pub no_show_share: f64,
+    /// Share of pickups at a faulty door.
+    pub door_fault_share: f64,
+    /// Which faults, in turn: `jammed` (the lock does not release), `sensor` (a locked
+    /// door's sensor reads open for a moment).
+    pub door_fault_kinds: Vec<String>,
+    /// A jammed lock is freed this long after its alarm, and the recipient tries again (s).
+    pub door_fault_repair_s: f64,
+    /// Share of cabinets that lose power once, right after a pickup.
+    pub power_loss_share: f64,
+    /// How long they stay off before starting again from their data dir (s).
+    pub power_loss_s: f64,
+    /// Share of cabinets whose own clock is off by `clock_drift_s`.
+    pub clock_drift_share: f64,
+    /// How far off, in s; half of the drifting cabinets are ahead, half behind.
+    pub clock_drift_s: i64,
+}
+
+/// Presentation attacks a simulated spoof can be.
+pub const SPOOF_KINDS: [&str; 3] = ["print", "screen", "mask"];
+/// Door faults the simulated hardware can have.
+pub const DOOR_FAULT_KINDS: [&str; 2] = ["jammed", "sensor"];
+
+/// What a parcel is for in a run (each parcel plays one role).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Picked up by code (maybe mistyped first, maybe the door left open).
+    Code,
+    /// Its recipient enrolled a face.
+    Face,
+    /// Its door has a fault at pickup: index into `door_fault_kinds`.
+    DoorFault(usize),
+    /// Nobody comes: it expires and the courier collects it.
+    NoShow,
 }
 
 /// Cabinets cut off from the broker after their parcels are ready: they hand parcels out
@@ -73,8 +144,22 @@ impl Default for Scenario {
             door_left_open_share: 0.0,
             door_left_open_s: 120,
             connect_per_s: 0.0,
+            parcels_per_s: 0.0,
             partition: None,
             rollout: None,
+            face_share: 0.0,
+            face_unrecognised_share: 0.0,
+            impostor_share: 0.0,
+            spoof_share: 0.0,
+            spoof_kinds: SPOOF_KINDS.iter().map(|k| (*k).to_owned()).collect(),
+            no_show_share: 0.0,
+            door_fault_share: 0.0,
+            door_fault_kinds: DOOR_FAULT_KINDS.iter().map(|k| (*k).to_owned()).collect(),
+            door_fault_repair_s: 1.0,
+            power_loss_share: 0.0,
+            power_loss_s: 2.0,
+            clock_drift_share: 0.0,
+            clock_drift_s: 0,
         }
     }
 }
@@ -95,6 +180,16 @@ fn share(key: &'static str, v: f64) -> Result<(), ScenarioError> {
         Ok(())
     } else {
         Err(ScenarioError::Invalid { key, reason: format!("{v} is not a share between 0 and 1") })
+    }
+}
+
+fn kinds(key: &'static str, given: &[String], known: &[&str], used: bool) -> Result<(), ScenarioError> {
+    if used && given.is_empty() {
+        return Err(ScenarioError::Invalid { key, reason: "names at least one kind".into() });
+    }
+    match given.iter().find(|k| !known.contains(&k.as_str())) {
+        Some(k) => Err(ScenarioError::Invalid { key, reason: format!("{k:?} is not one of {}", known.join(", ")) }),
+        None => Ok(()),
     }
 }
 
@@ -126,6 +221,9 @@ impl Scenario {
         if !(self.connect_per_s >= 0.0 && self.connect_per_s.is_finite()) {
             return Err(ScenarioError::Invalid { key: "connect_per_s", reason: "must be 0 or more".into() });
         }
+        if !(self.parcels_per_s >= 0.0 && self.parcels_per_s.is_finite()) {
+            return Err(ScenarioError::Invalid { key: "parcels_per_s", reason: "must be 0 or more".into() });
+        }
         if self.cabinets == Some(0) {
             return Err(ScenarioError::Invalid { key: "cabinets", reason: "must be at least 1".into() });
         }
@@ -138,7 +236,84 @@ impl Scenario {
         if let Some(r) = &self.rollout {
             r.validate()?;
         }
+        for (key, v) in [
+            ("face_share", self.face_share),
+            ("face_unrecognised_share", self.face_unrecognised_share),
+            ("impostor_share", self.impostor_share),
+            ("spoof_share", self.spoof_share),
+            ("no_show_share", self.no_show_share),
+            ("door_fault_share", self.door_fault_share),
+            ("power_loss_share", self.power_loss_share),
+            ("clock_drift_share", self.clock_drift_share),
+        ] {
+            share(key, v)?;
+        }
+        if self.no_show_share + self.door_fault_share > 1.0 {
+            return Err(ScenarioError::Invalid {
+                key: "no_show_share",
+                reason: "no_show_share and door_fault_share together exceed 1".into(),
+            });
+        }
+        kinds("spoof_kinds", &self.spoof_kinds, &SPOOF_KINDS, self.spoof_share > 0.0)?;
+        kinds("door_fault_kinds", &self.door_fault_kinds, &DOOR_FAULT_KINDS, self.door_fault_share > 0.0)?;
+        if !(0.0..=3600.0).contains(&self.door_fault_repair_s) {
+            return Err(ScenarioError::Invalid { key: "door_fault_repair_s", reason: "must be 0-3600 s".into() });
+        }
+        if !(self.power_loss_s > 0.0 && self.power_loss_s <= 3600.0) {
+            return Err(ScenarioError::Invalid {
+                key: "power_loss_s",
+                reason: "must be more than 0 and at most 3600 s".into(),
+            });
+        }
+        if self.clock_drift_s.unsigned_abs() > 10 * 365 * 86_400 {
+            return Err(ScenarioError::Invalid { key: "clock_drift_s", reason: "must be within ±10 years".into() });
+        }
+        if self.clock_drift_share > 0.0 && self.clock_drift_s == 0 {
+            return Err(ScenarioError::Invalid {
+                key: "clock_drift_s",
+                reason: "clock_drift_share is set but the drift is 0 s".into(),
+            });
+        }
         Ok(())
+    }
+
+    /// The role of parcel `n` of cabinet `i`: reproducible, and each share drawn from its
+    /// own part of the sequence.
+    pub fn role(&self, i: usize, n: usize) -> Role {
+        if Self::picks_salted(self.no_show_share, i, n, 1) {
+            return Role::NoShow;
+        }
+        // The door-fault draw is shifted past the no-show one, so the two never overlap.
+        let u = Self::draw(i, n, 1);
+        if u >= self.no_show_share && u < self.no_show_share + self.door_fault_share {
+            let k = (i + n) % self.door_fault_kinds.len().max(1);
+            return Role::DoorFault(k);
+        }
+        if Self::picks_salted(self.face_share, i, n, 3) { Role::Face } else { Role::Code }
+    }
+
+    /// A draw in 0..1 for parcel `n` of cabinet `i` under `salt`.
+    pub fn draw(i: usize, n: usize, salt: usize) -> f64 {
+        let k = (i.wrapping_mul(7919) ^ salt.wrapping_mul(0x9e37_79b9)).wrapping_add(n.wrapping_mul(104_729)) as f64;
+        (k * 0.618_033_988_75 + salt as f64 * 0.414_213_562_37).fract()
+    }
+
+    /// Like [`Scenario::picks`], from the part of the sequence `salt` names.
+    pub fn picks_salted(share: f64, i: usize, n: usize, salt: usize) -> bool {
+        Self::draw(i, n, salt) < share
+    }
+
+    /// Whether cabinet `i` loses power once.
+    pub fn loses_power(&self, i: usize) -> bool {
+        Self::picks_salted(self.power_loss_share, i, 0, 11)
+    }
+
+    /// Cabinet `i`'s own clock error in s (0 for most).
+    pub fn clock_offset_s(&self, i: usize) -> i64 {
+        if !Self::picks_salted(self.clock_drift_share, i, 0, 13) {
+            return 0;
+        }
+        if i.is_multiple_of(2) { self.clock_drift_s } else { -self.clock_drift_s }
     }
 
     /// Whether pickup `n` of cabinet `i` gets a wrong code first, or a door left open:
@@ -169,7 +344,21 @@ mod tests {
             Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
             n += 1;
         }
-        assert!(n >= 3, "the examples are there");
+        assert!(n >= 4, "the examples are there");
+        // The field example exercises every fault and pickup-mix key.
+        let field = Scenario::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/field.toml")).unwrap();
+        for (key, v) in [
+            ("face_share", field.face_share),
+            ("impostor_share", field.impostor_share),
+            ("spoof_share", field.spoof_share),
+            ("no_show_share", field.no_show_share),
+            ("door_fault_share", field.door_fault_share),
+            ("power_loss_share", field.power_loss_share),
+            ("clock_drift_share", field.clock_drift_share),
+        ] {
+            assert!(v > 0.0, "field.toml sets {key}");
+        }
+        assert_ne!(field.clock_drift_s, 0);
     }
 
     #[test]
@@ -184,12 +373,43 @@ mod tests {
             ("[rollout]\nwaves = [50, 10, 100]", "rollout.waves"),
             ("[rollout]\nartifact_kib = 0", "rollout.artifact_kib"),
             ("[rollout]\nversion = \"two\"", "rollout.version"),
+            ("parcels_per_s = -2", "parcels_per_s"),
+            ("face_share = 2", "face_share"),
+            ("impostor_share = -0.1", "impostor_share"),
+            ("spoof_share = 0.1\nspoof_kinds = [\"photo\"]", "spoof_kinds"),
+            ("spoof_share = 0.1\nspoof_kinds = []", "spoof_kinds"),
+            ("no_show_share = 1.1", "no_show_share"),
+            ("no_show_share = 0.6\ndoor_fault_share = 0.6", "no_show_share"),
+            ("door_fault_share = 0.1\ndoor_fault_kinds = [\"stuck\"]", "door_fault_kinds"),
+            ("door_fault_repair_s = -1", "door_fault_repair_s"),
+            ("power_loss_share = 0.1\npower_loss_s = 0", "power_loss_s"),
+            ("clock_drift_share = 0.5", "clock_drift_s"),
+            ("clock_drift_s = 999999999999", "clock_drift_s"),
         ] {
             let err = Scenario::parse(text).unwrap_err().to_string();
             assert!(err.contains(key), "{text}: {err}");
         }
         let err = Scenario::parse("wrong_code = 0.1").unwrap_err().to_string();
         assert!(err.contains("wrong_code"), "unknown keys are refused: {err}");
+    }
+
+    #[test]
+    fn roles_follow_their_shares_and_never_overlap() {
+        let s = Scenario::parse("no_show_share = 0.1\ndoor_fault_share = 0.2\nface_share = 0.5").unwrap();
+        let roles: Vec<Role> = (0..2000).map(|i| s.role(i, i % 3)).collect();
+        let count = |f: fn(&Role) -> bool| roles.iter().filter(|r| f(r)).count();
+        let no_show = count(|r| *r == Role::NoShow);
+        let fault = count(|r| matches!(r, Role::DoorFault(_)));
+        let face = count(|r| *r == Role::Face);
+        assert!((150..=250).contains(&no_show), "{no_show} no-shows of 2000");
+        assert!((300..=500).contains(&fault), "{fault} door faults of 2000");
+        // Face draws among the rest (about 70 % of parcels), half of them.
+        assert!((550..=850).contains(&face), "{face} face parcels of 2000");
+        assert!(roles.contains(&Role::DoorFault(0)) && roles.contains(&Role::DoorFault(1)));
+        let none = Scenario::default();
+        assert!((0..500).all(|i| none.role(i, 0) == Role::Code));
+        let drift = Scenario::parse("clock_drift_share = 1\nclock_drift_s = 60").unwrap();
+        assert_eq!((drift.clock_offset_s(0), drift.clock_offset_s(1)), (60, -60), "half ahead, half behind");
     }
 
     #[test]

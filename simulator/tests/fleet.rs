@@ -16,16 +16,57 @@ async fn embedded_server(dir: &std::path::Path) -> fleet_server::RunningServer {
 /// The same, with some configuration changed first.
 async fn embedded_server_with(
     dir: &std::path::Path,
-    change: impl FnOnce(&mut fleet_server::config::Config),
+    tweak: impl FnOnce(&mut fleet_server::config::Config),
 ) -> fleet_server::RunningServer {
     let mut c = fleet_server::config::Config::default();
     c.http.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     c.mqtt.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     c.database.url = format!("sqlite://{}?mode=rwc", dir.join("fleet.db").display());
     c.auth.bootstrap_token = Some(TOKEN.into());
-    change(&mut c);
+    tweak(&mut c);
     fleet_server::start(c).await.unwrap()
 }
+
+/// A scenario run against `server`: the file's `cabinets` and `parcels_per_cabinet` win.
+async fn run_scenario(
+    server: &fleet_server::RunningServer,
+    dir: &std::path::Path,
+    prefix: &str,
+    scenario: &str,
+) -> simulator::fleet::FleetReport {
+    let path = dir.join(format!("{prefix}.toml"));
+    std::fs::write(&path, scenario).unwrap();
+    let args = simulator::fleet::FleetArgs {
+        server: format!("http://{}", server.http_addr),
+        token: TOKEN.into(),
+        mqtt_host: server.mqtt_host.clone(),
+        mqtt_port: server.mqtt_port,
+        cabinets: 1,
+        prefix: prefix.into(),
+        parcels: 1,
+        data: dir.join(format!("{prefix}-cabinets")),
+        report: None,
+        timeout_s: 120,
+        scenario: Some(path),
+        plot: None,
+        server_pid: None,
+        api_concurrency: 16,
+        barrier: None,
+        barrier_of: None,
+    };
+    simulator::fleet::run(&args).await.unwrap()
+}
+
+/// Every event made arrived once, and nothing went wrong on the way.
+fn assert_clean(report: &simulator::fleet::FleetReport) {
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(report.connected, report.cabinets);
+    assert_eq!(report.events_acked, report.events_made);
+    assert_eq!((report.events_lost, report.events_duplicated), (0, 0), "lost, duplicated");
+}
+
+/// A 32-byte key-encryption key for operator-held templates.
+const KEK: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
 #[actix_rt::test]
 async fn a_simulated_fleet_connects_and_every_parcel_goes_in_and_out() {
@@ -45,6 +86,9 @@ async fn a_simulated_fleet_connects_and_every_parcel_goes_in_and_out() {
         scenario: None,
         plot: None,
         server_pid: Some(std::process::id()),
+        api_concurrency: 16,
+        barrier: None,
+        barrier_of: None,
     };
     let report = simulator::fleet::run(&args).await.unwrap();
     assert!(report.errors.is_empty(), "{:?}", report.errors);
@@ -97,6 +141,9 @@ async fn a_partitioned_cabinets_journal_drains_after_the_partition_heals() {
         scenario: Some(scenario),
         plot: None,
         server_pid: Some(std::process::id()),
+        api_concurrency: 16,
+        barrier: None,
+        barrier_of: None,
     };
     let report = simulator::fleet::run(&args).await.unwrap();
     assert!(report.errors.is_empty(), "{:?}", report.errors);
@@ -169,6 +216,9 @@ async fn a_rollout_during_traffic_updates_every_cabinet_and_loses_no_event() {
         scenario: Some(scenario),
         plot: None,
         server_pid: Some(std::process::id()),
+        api_concurrency: 16,
+        barrier: None,
+        barrier_of: None,
     };
     let report = simulator::fleet::run(&args).await.unwrap();
     assert!(report.errors.is_empty(), "{:?}", report.errors);
@@ -203,5 +253,119 @@ async fn a_rollout_during_traffic_updates_every_cabinet_and_loses_no_event() {
         let cab: serde_json::Value = res.json().await.unwrap();
         assert_eq!(cab["firmware"], "3.1.4", "{cab}");
     }
+    server.stop().await;
+}
+
+/// Face pickups through the agent's real flow with synthetic faces: every recipient is
+/// enrolled, the server seals each template for its parcel's cabinet, impostors and every
+/// kind of spoof try first and never open a door, unrecognised faces fall back to the code.
+#[actix_rt::test]
+async fn impostors_and_spoofs_never_open_a_door_and_recipients_pick_up_by_face() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = embedded_server_with(dir.path(), |c| c.templates.kek = Some(KEK.into())).await;
+    let report = run_scenario(
+        &server,
+        dir.path(),
+        "simf",
+        "name = \"faces\"\ncabinets = 20\nparcels_per_cabinet = 2\nface_share = 1\nface_unrecognised_share = 0.2\n\
+         impostor_share = 0.5\nspoof_share = 0.6\nspoof_kinds = [\"print\", \"screen\", \"mask\"]\n",
+    )
+    .await;
+    assert_clean(&report);
+    assert_eq!(report.parcels_picked_up, 40);
+    let face = report.face.as_ref().expect("a face report");
+    assert_eq!(face.parcels, 40);
+    assert_eq!(face.doors_opened_by_attacks, 0, "no impostor or spoof opened a door: {face:?}");
+    assert!(face.impostors >= 10 && face.impostors_refused == face.impostors, "{face:?}");
+    for kind in ["print", "screen", "mask"] {
+        let tried = face.spoofs.get(kind).copied().unwrap_or(0);
+        assert!(tried > 0, "{kind} spoofs were tried: {face:?}");
+        assert_eq!(face.spoofs_refused.get(kind).copied(), Some(tried), "every {kind} spoof refused");
+    }
+    // Genuine faces open their own parcel; the unrecognised ones take the code.
+    let by_face = report.pickups.get("face").copied().unwrap_or(0);
+    let after_face = report.pickups.get("code_after_face_failed").copied().unwrap_or(0);
+    assert_eq!(by_face + after_face, 40, "{:?}", report.pickups);
+    assert_eq!(by_face, face.genuine_accepted);
+    assert!(by_face >= 20 && after_face >= 1, "{:?}", report.pickups);
+    assert!(face.decision.count >= 40 + face.impostors);
+    // Every sealed template reached its cabinet after the deposit, and was timed.
+    assert_eq!(report.template_to_cabinet.count, 40);
+    assert!(report.template_to_cabinet.max_ms >= report.template_to_cabinet.p50_ms);
+    server.stop().await;
+}
+
+/// Recipients who never come: their parcels expire on the server (a short pickup window),
+/// the code no longer opens them — also at cabinets whose own clock is an hour off either
+/// way — and the courier collects them, which the server records as returned.
+#[actix_rt::test]
+async fn expired_parcels_are_refused_by_code_and_collected_even_with_a_drifting_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = embedded_server_with(dir.path(), |c| {
+        c.parcels.pickup_window_s = Some(18);
+        c.parcels.expiry_sweep_s = 3;
+    })
+    .await;
+    let report = run_scenario(
+        &server,
+        dir.path(),
+        "simn",
+        "name = \"no-shows\"\ncabinets = 20\nparcels_per_cabinet = 2\nno_show_share = 0.3\n\
+         clock_drift_share = 0.5\nclock_drift_s = 3600\n",
+    )
+    .await;
+    assert_clean(&report);
+    let ns = report.no_show.as_ref().expect("a no-show report");
+    assert!(ns.parcels >= 6, "{ns:?}");
+    assert_eq!(report.parcels_picked_up + ns.parcels, 40);
+    assert_eq!(ns.codes_opened_after_expiry, 0, "{ns:?}");
+    assert_eq!(ns.codes_refused_after_expiry, ns.parcels);
+    assert!(ns.refused_by_clock > 0, "some codes were refused before the server's collection task came: {ns:?}");
+    assert_eq!(ns.collected, ns.parcels, "the courier collected every expired parcel");
+    assert_eq!(ns.returned_on_server, ns.parcels, "and the server saw them returned");
+    assert_eq!(ns.expiry_to_collect_task.count, ns.parcels);
+    let drift = report.clock_drift.as_ref().expect("a clock-drift report");
+    assert!(drift.cabinets >= 6 && drift.offset_s == 3600, "{drift:?}");
+    assert!(drift.pickups > 0, "drifting cabinets handed parcels out: {drift:?}");
+    assert_eq!(drift.codes_opened_after_expiry, 0);
+    assert!(drift.max_event_clock_error_s < 30.0, "event timestamps follow the server's clock: {drift:?}");
+    server.stop().await;
+}
+
+/// Jammed locks and misreading door sensors raise their alarms, which the server stores;
+/// a jammed lock never releases, and once freed the recipient takes the parcel.
+/// Cabinets that lose power right after a pickup come back from their data dir, and
+/// what their journals held arrives once.
+#[actix_rt::test]
+async fn door_faults_raise_stored_alarms_and_power_lost_cabinets_deliver_their_events_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = embedded_server(dir.path()).await;
+    let report = run_scenario(
+        &server,
+        dir.path(),
+        "simd",
+        "name = \"faults\"\ncabinets = 30\nparcels_per_cabinet = 2\ndoor_fault_share = 0.4\n\
+         door_fault_kinds = [\"jammed\", \"sensor\"]\ndoor_fault_repair_s = 0.5\n\
+         power_loss_share = 0.2\npower_loss_s = 1\n",
+    )
+    .await;
+    assert_clean(&report);
+    assert_eq!(report.parcels_picked_up, 60);
+    let d = report.door_faults.as_ref().expect("a door-fault report");
+    assert!(
+        d.pickups.get("jammed").is_some_and(|n| *n > 0) && d.pickups.get("sensor").is_some_and(|n| *n > 0),
+        "{d:?}"
+    );
+    assert_eq!(d.jammed_doors_released, 0);
+    assert_eq!(d.alarms_made, d.alarms_stored, "every fault alarm was stored");
+    assert_eq!(d.alarms_made.get("lock_jammed"), d.pickups.get("jammed"));
+    assert_eq!(d.alarms_made.get("door_forced"), d.pickups.get("sensor"));
+    assert_eq!(report.pickups.get("code_after_door_fault"), d.pickups.get("jammed"));
+    let p = report.power_loss.as_ref().expect("a power-loss report");
+    assert!(p.cabinets >= 3, "{p:?}");
+    assert!(p.journal_depth_at_loss > 0, "events were waiting when the power went: {p:?}");
+    assert_eq!(p.events_stored, p.events_made, "{p:?}");
+    assert_eq!(p.events_duplicated, 0);
+    assert!(p.seconds_off_max >= 1.0);
     server.stop().await;
 }

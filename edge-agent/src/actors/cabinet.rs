@@ -99,7 +99,7 @@ impl Handler<ServerTime> for Cabinet {
 
     fn handle(&mut self, msg: ServerTime, _ctx: &mut Self::Context) {
         self.clock.observe(msg.0);
-        if let Some(skew) = self.clock.skew(Utc::now())
+        if let Some(skew) = self.clock.skew(self.local_now())
             && skew.num_minutes().abs() >= 5
             && !self.skew_reported
         {
@@ -333,6 +333,8 @@ pub struct Cabinet {
     skew_reported: bool,
     /// Powered off ([`super::PowerOff`]): the actor only waits to be dropped.
     off: bool,
+    /// How far the cabinet's own clock is off (simulated RTC error; zero on hardware).
+    local_offset: chrono::Duration,
 }
 
 impl std::fmt::Debug for Cabinet {
@@ -372,6 +374,7 @@ impl Cabinet {
             clock: ServerClock::default(),
             skew_reported: false,
             off: false,
+            local_offset: chrono::Duration::zero(),
         };
         cabinet.apply_settings();
         cabinet.load_flows();
@@ -433,9 +436,21 @@ impl Cabinet {
         }
     }
 
+    /// A cabinet whose own clock is `offset` off the true time (the simulator's clock
+    /// drift; `sim_clock_offset_s`).
+    pub fn with_clock_offset(mut self, offset: chrono::Duration) -> Self {
+        self.local_offset = offset;
+        self
+    }
+
+    /// The cabinet's own clock.
+    fn local_now(&self) -> chrono::DateTime<Utc> {
+        Utc::now() + self.local_offset
+    }
+
     /// The time to judge by: the server's clock once it has spoken, else our own.
     fn now(&self) -> chrono::DateTime<Utc> {
-        self.clock.now(Utc::now())
+        self.clock.now(self.local_now())
     }
 
     /// Starts a flow at a door: the purpose is on disk before the lock releases.

@@ -104,19 +104,48 @@ impl OnnxMatcher {
                 Err(e) => return FaceDecision::LowQuality { reason: format!("liveness model failed: {e}") },
             }
         }
-        if let Err(reason) = pad::judge(&self.pad, &evidence) {
+        let model = self.pipeline.models.embedding_ref();
+        let judge =
+            Judge { keys: &self.keys, cabinet: &self.cabinet, model: &model, pad: &self.pad, matching: &self.matching };
+        judge.decide(&evidence, &analysis.embedding, candidates, Utc::now())
+    }
+}
+
+/// The end of the face path, after the pipeline has measured a probe: the
+/// presentation-attack gate on the evidence, then the candidates' templates opened with
+/// this cabinet's key (bound to it, its model and their expiry), then the 1:N match with
+/// its margin. The real matcher ends here, and so does the simulator's synthetic one.
+#[derive(Debug, Clone, Copy)]
+pub struct Judge<'a> {
+    pub keys: &'a CabinetKeyPair,
+    pub cabinet: &'a CabinetId,
+    /// The embedding model that made the probe: templates of another are refused.
+    pub model: &'a lockerfleet_shared::seal::ModelRef,
+    pub pad: &'a PadPolicy,
+    pub matching: &'a MatchPolicy,
+}
+
+impl Judge<'_> {
+    /// Decides on one probe; `now` judges the templates' expiry.
+    pub fn decide(
+        &self,
+        evidence: &pad::PadEvidence,
+        embedding: &[f32],
+        candidates: &[Candidate],
+        now: chrono::DateTime<Utc>,
+    ) -> FaceDecision {
+        if let Err(reason) = pad::judge(self.pad, evidence) {
             return FaceDecision::Spoof { reason };
         }
-        let model = self.pipeline.models.embedding_ref();
-        let policy = OpenPolicy { cabinet: &self.cabinet, model: &model, now: Utc::now() };
+        let policy = OpenPolicy { cabinet: self.cabinet, model: self.model, now };
         let mut opened: Vec<(usize, Zeroizing<Vec<f32>>)> = Vec::with_capacity(candidates.len());
         for (i, c) in candidates.iter().enumerate() {
-            match lockerfleet_shared::seal::open(&self.keys, &c.template, &policy) {
+            match lockerfleet_shared::seal::open(self.keys, &c.template, &policy) {
                 Ok(t) => opened.push((i, Zeroizing::new(t.values().to_vec()))),
                 Err(e) => tracing::warn!(parcel = %c.parcel.parcel, error = %e, "template refused"),
             }
         }
-        match matching::match_one(&self.matching, &analysis.embedding, opened.iter().map(|(_, v)| v.as_slice())) {
+        match matching::match_one(self.matching, embedding, opened.iter().map(|(_, v)| v.as_slice())) {
             MatchOutcome::Match { index, score } => {
                 FaceDecision::Match { parcel: candidates[opened[index].0].parcel.parcel, score }
             }

@@ -24,6 +24,8 @@ pub enum ModelError {
     Load { path: String, reason: String },
     #[error("model {model} failed: {reason}")]
     Inference { model: &'static str, reason: String },
+    #[error("model {path} does not meet the {role} model's contract: {reason} (see docs/models.md)")]
+    Contract { path: String, role: &'static str, reason: String },
     #[error("model {model} gave an output of {found} values, {expected} expected")]
     Shape { model: &'static str, expected: usize, found: usize },
 }
@@ -165,6 +167,17 @@ impl Model {
     /// Output names, in order (for the detector: which output is which).
     pub fn output_names(&self) -> Vec<String> {
         self.session.outputs().iter().map(|o| o.name().to_owned()).collect()
+    }
+
+    /// The input's dimensions as the model declares them (`-1` where a dimension is left
+    /// free); `None` if the input is not a tensor.
+    pub fn input_dims(&self) -> Option<Vec<i64>> {
+        self.session.inputs().first().and_then(|i| i.dtype().tensor_shape()).map(|s| s.to_vec())
+    }
+
+    /// Each output's dimensions as the model declares them, in output order.
+    pub fn output_dims(&self) -> Vec<Option<Vec<i64>>> {
+        self.session.outputs().iter().map(|o| o.dtype().tensor_shape().map(|s| s.to_vec())).collect()
     }
 }
 

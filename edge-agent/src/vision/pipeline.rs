@@ -160,6 +160,9 @@ pub struct FacePipeline {
     liveness: Model,
     /// Which detector output holds the scores (the other holds the boxes).
     scores_output: usize,
+    /// The embedding's length as the model declares it (`None`: left free in the model,
+    /// known only from its output).
+    embedding_dim: Option<usize>,
     pub policy: QualityPolicy,
     pub models: ModelSet,
 }
@@ -182,15 +185,24 @@ impl FacePipeline {
         let lib = &models.ort_lib;
         let detector = Model::load("detector", lib, &models.detector)?;
         let scores_output = detector.output_names().iter().position(|n| n == "scores").unwrap_or(0);
+        let embedder = Model::load("embedding", lib, &models.embedding)?;
+        let embedding_dim = embedding_contract(&embedder, &models.embedding.path)?;
         Ok(Self {
             detector,
             landmarks: Model::load("landmarks", lib, &models.landmarks)?,
-            embedder: Model::load("embedding", lib, &models.embedding)?,
+            embedder,
             liveness: Model::load("liveness", lib, &models.liveness)?,
             scores_output,
+            embedding_dim,
             policy,
             models: models.clone(),
         })
+    }
+
+    /// The embedding's length as the embedding model declares it (512 for the reference
+    /// model); `None` if the model leaves it free.
+    pub fn embedding_dim(&self) -> Option<usize> {
+        self.embedding_dim
     }
 
     /// Faces in the frame, most confident first, overlapping boxes merged.
@@ -258,10 +270,11 @@ impl FacePipeline {
     pub fn embed_raw(&mut self, input: &[f32]) -> Result<Embedding, ModelError> {
         let out = self.embedder.run([1, 3, ALIGNED_SIDE, ALIGNED_SIDE], input.to_vec())?;
         let v = Zeroizing::new(out.into_iter().next().unwrap_or_default());
-        if v.is_empty() {
-            return Err(ModelError::Shape { model: "embedding", expected: 512, found: 0 });
+        match self.embedding_dim {
+            Some(d) if v.len() != d => Err(ModelError::Shape { model: "embedding", expected: d, found: v.len() }),
+            None if v.is_empty() => Err(ModelError::Shape { model: "embedding", expected: 1, found: 0 }),
+            _ => Ok(v),
         }
-        Ok(v)
     }
 
     /// The L2-normalised embedding of an aligned face.
@@ -355,6 +368,25 @@ impl FacePipeline {
             embedding,
             times,
         })
+    }
+}
+
+/// Checks what the embedding model declares against the contract (`docs/models.md`): its
+/// one input is `[1,3,112,112]` float (a dimension the model leaves free is accepted), its
+/// first output `[1,D]`. Returns D when the model fixes it. Names and D are read from the
+/// model, so any embedding model of this contract can be configured.
+fn embedding_contract(model: &Model, path: &std::path::Path) -> Result<Option<usize>, ModelError> {
+    let broken = |reason: String| ModelError::Contract { path: path.display().to_string(), role: "embedding", reason };
+    let want = [1, 3, ALIGNED_SIDE as i64, ALIGNED_SIDE as i64];
+    let input = model.input_dims().ok_or_else(|| broken("its input is not a tensor".into()))?;
+    if input.len() != want.len() || input.iter().zip(want).any(|(&d, w)| d != w && d >= 0) {
+        return Err(broken(format!("its input is {input:?}, [1, 3, 112, 112] expected")));
+    }
+    let output = model.output_dims().into_iter().next().flatten();
+    let output = output.ok_or_else(|| broken("it has no tensor output".into()))?;
+    match output.as_slice() {
+        [batch, d] if *batch == 1 || *batch < 0 => Ok(usize::try_from(*d).ok().filter(|&d| d > 0)),
+        other => Err(broken(format!("its output is {other:?}, [1, D] expected"))),
     }
 }
 

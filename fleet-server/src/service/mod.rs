@@ -30,6 +30,9 @@ pub struct Ctx {
     pub topics: TopicSpace,
     /// How far away an alternative cabinet may be when the chosen one is full, in km.
     pub max_alternative_km: f64,
+    /// `parcels.pickup_window_s`: a pickup window in seconds that replaces the tenants'
+    /// hours (simulations and tests).
+    pub pickup_window_s: Option<u64>,
     /// Key-encryption key for operator-held templates, when configured.
     pub kek: Option<std::sync::Arc<templates::Kek>>,
     /// Where use cases count what they did (templates sealed and revoked).

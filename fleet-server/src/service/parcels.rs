@@ -118,9 +118,13 @@ fn size_of(s: &str) -> Option<CompartmentSize> {
     }
 }
 
-fn policy_of(t: &tenant::Model) -> PickupPolicy {
+fn policy_of(t: &tenant::Model, ctx: &Ctx) -> PickupPolicy {
+    let window = match ctx.pickup_window_s {
+        Some(s) => Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX)),
+        None => Duration::hours(i64::from(t.pickup_window_hours)),
+    };
     PickupPolicy {
-        window: Duration::hours(i64::from(t.pickup_window_hours)),
+        window,
         extension: Duration::hours(i64::from(t.extension_hours)),
         reservation: Duration::hours(i64::from(t.reservation_hours)),
     }
@@ -377,7 +381,7 @@ pub async fn create_and_assign(ctx: &Ctx, req: NewParcel) -> Result<Created, Ser
     }
 
     let id = Uuid::now_v7();
-    let policy = policy_of(&t);
+    let policy = policy_of(&t, ctx);
     let mut lifecycle = Parcel::new();
     let effects = lifecycle.apply(&Transition::Assign, at, &policy)?;
     let until = effects
@@ -500,7 +504,7 @@ pub async fn transition_in<C: ConnectionTrait>(
         .one(db)
         .await?
         .ok_or_else(|| ServiceError::NotFound { what: "tenant", id: p.tenant_id.clone() })?;
-    let policy = policy_of(&ten);
+    let policy = policy_of(&ten, ctx);
     let mut lifecycle = domain_of(&p);
     let from = lifecycle.state;
     let mut effects = lifecycle.apply(t, at, &policy)?;

@@ -666,6 +666,7 @@ pub fn service_ctx(store: fleet_server::store::Store, config: &Config) -> fleet_
         store,
         topics: config.topics(),
         max_alternative_km: 5.0,
+        pickup_window_s: None,
         kek: None,
         metrics: fleet_server::metrics::Metrics::new(),
         passes: std::sync::Arc::new(fleet_server::service::passes::PassSigner::generate()),
