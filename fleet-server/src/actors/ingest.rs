@@ -28,7 +28,6 @@ use crate::domain::parcel::Transition;
 use crate::metrics::Metrics;
 use crate::service::Ctx;
 use crate::service::parcels::{ServiceError, Source, transition_in};
-use crate::service::rollouts::RolloutError;
 use crate::store::entities::{cabinet_desired, cabinet_event, parcel};
 use crate::store::now;
 use sea_orm::sea_query::Expr;
@@ -77,48 +76,13 @@ impl Handler<OtaProgress> for Ingest {
     type Result = ();
 
     fn handle(&mut self, msg: OtaProgress, ctx: &mut Self::Context) {
-        self.ota_queue.push_back(msg);
-        self.drain_ota(ctx);
-    }
-}
-
-/// Attempts at recording one OTA report before it is given up (about a minute in all).
-const OTA_REPORT_ATTEMPTS: u32 = 12;
-
-impl Ingest {
-    /// Records queued OTA reports one at a time, in the order they arrived, retrying one
-    /// that fails. A wave of a thousand cabinets reporting at once used to take a pool
-    /// connection each, and the ones that timed out waiting were dropped: their rollout
-    /// never heard of them again (BENCHMARKS.md, rollout).
-    fn drain_ota(&mut self, ctx: &mut Context<Self>) {
-        if self.ota_draining {
-            return;
-        }
-        let Some(msg) = self.ota_queue.pop_front() else { return };
-        self.ota_draining = true;
         let service = self.ctx.clone();
         async move {
-            let mut wait = Duration::from_millis(100);
-            for attempt in 1..=OTA_REPORT_ATTEMPTS {
-                match crate::service::rollouts::report(&service, &msg.cabinet, &msg.report).await {
-                    Ok(()) => return,
-                    // Only the database's failures pass; a report it refuses stays refused.
-                    Err(e) if attempt == OTA_REPORT_ATTEMPTS || !matches!(e, RolloutError::Store(_)) => {
-                        tracing::error!(cabinet = %msg.cabinet, error = %e, attempts = attempt, "could not record an OTA report; it is dropped");
-                    }
-                    Err(e) => {
-                        tracing::warn!(cabinet = %msg.cabinet, error = %e, attempt, "could not record an OTA report; trying again");
-                        tokio::time::sleep(wait).await;
-                        wait = (wait * 2).min(Duration::from_secs(10));
-                    }
-                }
+            if let Err(e) = crate::service::rollouts::report(&service, &msg.cabinet, &msg.report).await {
+                tracing::error!(cabinet = %msg.cabinet, error = %e, "could not record an OTA report");
             }
         }
         .into_actor(self)
-        .map(|(), act, ctx| {
-            act.ota_draining = false;
-            act.drain_ota(ctx);
-        })
         .spawn(ctx);
     }
 }
@@ -134,9 +98,6 @@ pub struct Ingest {
     flush_scheduled: bool,
     writing: bool,
     outbox: Option<Recipient<super::outbox::Kick>>,
-    /// OTA reports waiting to be recorded, oldest first, and whether one is being written.
-    ota_queue: std::collections::VecDeque<OtaProgress>,
-    ota_draining: bool,
 }
 
 impl std::fmt::Debug for Ingest {
@@ -165,8 +126,6 @@ impl Ingest {
             flush_scheduled: false,
             writing: false,
             outbox,
-            ota_queue: std::collections::VecDeque::new(),
-            ota_draining: false,
         }
     }
 
