@@ -117,6 +117,9 @@ pub struct Metrics {
     /// Artifact bytes sent to cabinets from `/ota/{sha256}` (what a rollout costs the
     /// server's uplink; a resumed download counts only the part sent again).
     pub ota_bytes_served: IntCounter,
+    /// Cabinets' OTA progress reports: `queued` for their conductor, `unknown_rollout`,
+    /// `retried` (a database failure, tried again), `dropped` (given up after retries).
+    pub ota_reports: IntCounterVec,
     /// Cabinets of the rollouts this replica conducts, by rollout, wave and state.
     pub rollout_cabinets: IntGaugeVec,
     /// Failures of those rollouts, by rollout and kind.
@@ -304,6 +307,11 @@ impl Metrics {
             ota_bytes_served: counter(
                 "lockerfleet_ota_bytes_served_total",
                 "OTA artifact bytes sent to cabinets from /ota/{sha256}",
+            ),
+            ota_reports: counter_vec(
+                "lockerfleet_ota_reports_total",
+                "Cabinets' OTA progress reports queued for their rollout, for unknown rollouts, retried or dropped",
+                &["outcome"],
             ),
             ingest_refused_transitions: counter_vec(
                 "lockerfleet_ingest_refused_transitions_total",

@@ -16,7 +16,8 @@ use serde_json::{Value, json};
 
 backend_tests!(
     cabinets_update_wave_by_wave_and_a_bad_release_stops_after_the_canaries,
-    operator_commands_and_bad_requests
+    operator_commands_and_bad_requests,
+    a_wave_that_reports_while_the_database_is_locked_loses_no_report
 );
 
 /// Uploads a release signed by `key` and returns its artifact id.
@@ -245,6 +246,104 @@ async fn cabinets_update_wave_by_wave_and_a_bad_release_stops_after_the_canaries
     let why = paused["progress"]["reasons"]["regressed"].as_object().unwrap();
     assert!(why.keys().any(|k| k.contains("reconnects")), "{paused}");
     assert_eq!(paused["progress"]["waves"][1]["states"]["pending"], 197, "the later wave waits: {paused}");
+    ts.server.stop().await;
+    fx.cleanup().await;
+}
+
+/// A whole wave reports while the table its reports go to is locked for longer than the
+/// pool's 10 s acquire timeout: the reports wait (or are retried) and every one arrives,
+/// so the rollout completes. When each report took a pool connection of its own, those
+/// that waited past the timeout were dropped and their cabinets stayed "installing".
+async fn a_wave_that_reports_while_the_database_is_locked_loses_no_report(backend: Backend) {
+    use base64::Engine;
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+    let fx = Fixture::new(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let release_key = key();
+    let mut config = fx.config();
+    config.artifacts.dir = dir.path().to_owned();
+    config.artifacts.trusted_keys =
+        vec![base64::engine::general_purpose::STANDARD.encode(release_key.verifying_key().as_bytes())];
+    config.artifacts.conduct_interval_ms = 100;
+    config.database.max_connections = 2;
+    let ts = fx.start(config).await;
+    ts.create_tenant("acme").await;
+    let release = upload(&ts, &release_key, "1.1.0").await;
+
+    // Cabinets that answer an offer only when the gate opens, with five reports each.
+    let n = 40;
+    let (gate, gate_rx) = tokio::sync::watch::channel(false);
+    let offered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for i in 0..n {
+        let id = format!("cab-{i:03}");
+        ts.register_cabinet("acme", &id).await;
+        let mut cab = ts.connect_cabinet(&id).await;
+        cab.hello("1.0.0").await;
+        let mut gate = gate_rx.clone();
+        let offered = offered.clone();
+        actix_rt::spawn(async move {
+            while let Some(env) = cab.down.recv().await {
+                let DownBody::Ota(offer) = env.body else { continue };
+                offered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                gate.wait_for(|open| *open).await.unwrap();
+                for status in [
+                    OtaStatus::Downloading,
+                    OtaStatus::Downloaded,
+                    OtaStatus::Installing,
+                    OtaStatus::Rebooting,
+                    OtaStatus::Succeeded,
+                ] {
+                    let percent = (status == OtaStatus::Downloading).then_some(50);
+                    cab.send(UpBody::Ota(OtaReport { rollout: offer.rollout, status, detail: None, percent })).await;
+                }
+                cab.heartbeat().await;
+            }
+        });
+    }
+    let plan = json!({
+        "waves": [{"percent": 100.0}],
+        "rate": {"per_minute": 6000.0, "growth": 1.0, "max_per_minute": 6000.0},
+        "soak_s": 0, "silence_after_s": 600,
+    });
+    let body = json!({"name": "1.1.0", "artifact": release, "target": {"tenant": "acme"}, "plan": plan});
+    let (status, created) = ts.post("/api/v1/rollouts", &body).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    ts.wait_until("every cabinet was offered the release", || {
+        let offered = offered.clone();
+        async move { offered.load(std::sync::atomic::Ordering::SeqCst) == n }
+    })
+    .await;
+
+    // Another client locks the reports' way into the database.
+    let locker = sea_orm::Database::connect(fx.database_url.as_str()).await.unwrap();
+    let lock = locker.begin().await.unwrap();
+    let postgres = fx.database_url.starts_with("postgres");
+    if postgres {
+        lock.execute_unprepared("LOCK TABLE rollout_inputs IN EXCLUSIVE MODE").await.unwrap();
+    } else {
+        // Any write takes SQLite's one write lock until the transaction ends.
+        lock.execute_unprepared("CREATE TABLE report_blocker (x INTEGER)").await.unwrap();
+    }
+    gate.send(true).unwrap();
+    if postgres {
+        // A write waits on the lock without failing: the fault is the time it lasts,
+        // longer than the pool's acquire timeout.
+        tokio::time::sleep(std::time::Duration::from_secs(11)).await;
+    } else {
+        // SQLite gives up after its 10 s busy timeout: wait until the server saw that.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        while ts.metric(r#"lockerfleet_ota_reports_total{outcome="retried"}"#).await == 0.0 {
+            assert!(tokio::time::Instant::now() < deadline, "no report write failed while the database was locked");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+    lock.rollback().await.unwrap();
+
+    let done = until_phase(&ts, &id, "completed").await;
+    assert_eq!(done["progress"]["waves"][0]["states"]["confirmed"], n, "{done}");
+    assert_eq!(ts.metric(r#"lockerfleet_ota_reports_total{outcome="dropped"}"#).await, 0.0);
+    assert!(ts.metric(r#"lockerfleet_ota_reports_total{outcome="queued"}"#).await >= (5 * n) as f64);
     ts.server.stop().await;
     fx.cleanup().await;
 }

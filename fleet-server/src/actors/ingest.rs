@@ -76,13 +76,58 @@ impl Handler<OtaProgress> for Ingest {
     type Result = ();
 
     fn handle(&mut self, msg: OtaProgress, ctx: &mut Self::Context) {
+        self.ota_pending.push((msg.cabinet, msg.report));
+        self.write_ota(ctx);
+    }
+}
+
+/// OTA reports recorded in one write.
+const OTA_BATCH: usize = 2_000;
+/// Attempts at one batch of OTA reports before it is given up (about a minute in all).
+const OTA_ATTEMPTS: u32 = 10;
+
+impl Ingest {
+    /// Records the OTA reports that arrived, a batch at a time: reports that come while
+    /// one batch is written wait for the next, so a whole wave reporting at once costs a
+    /// few statements on one pool connection instead of a connection per report. A
+    /// database failure is retried with backoff; only after every attempt failed are the
+    /// reports dropped (logged and counted; a cabinet's next report still arrives).
+    fn write_ota(&mut self, ctx: &mut Context<Self>) {
+        if self.ota_writing || self.ota_pending.is_empty() {
+            return;
+        }
+        self.ota_writing = true;
+        let take = self.ota_pending.len().min(OTA_BATCH);
+        let batch: Vec<_> = self.ota_pending.drain(..take).collect();
         let service = self.ctx.clone();
+        let metrics = self.metrics.clone();
         async move {
-            if let Err(e) = crate::service::rollouts::report(&service, &msg.cabinet, &msg.report).await {
-                tracing::error!(cabinet = %msg.cabinet, error = %e, "could not record an OTA report");
+            let mut wait = Duration::from_millis(100);
+            for attempt in 1..=OTA_ATTEMPTS {
+                match crate::service::rollouts::report_many(&service, &batch).await {
+                    Ok(done) => {
+                        metrics.ota_reports.with_label_values(&["queued"]).inc_by(done.queued as u64);
+                        metrics.ota_reports.with_label_values(&["unknown_rollout"]).inc_by(done.unknown as u64);
+                        return;
+                    }
+                    Err(e) if attempt < OTA_ATTEMPTS => {
+                        metrics.ota_reports.with_label_values(&["retried"]).inc_by(batch.len() as u64);
+                        tracing::warn!(error = %e, reports = batch.len(), attempt, "could not record OTA reports; trying again");
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(Duration::from_secs(10));
+                    }
+                    Err(e) => {
+                        metrics.ota_reports.with_label_values(&["dropped"]).inc_by(batch.len() as u64);
+                        tracing::error!(error = %e, reports = batch.len(), attempts = attempt, "could not record OTA reports; they are dropped");
+                    }
+                }
             }
         }
         .into_actor(self)
+        .map(|(), act, ctx| {
+            act.ota_writing = false;
+            act.write_ota(ctx);
+        })
         .spawn(ctx);
     }
 }
@@ -98,7 +143,17 @@ pub struct Ingest {
     flush_scheduled: bool,
     writing: bool,
     outbox: Option<Recipient<super::outbox::Kick>>,
+    /// OTA reports waiting for the next write, oldest first, and whether one is running.
+    ota_pending: Vec<(CabinetId, lockerfleet_shared::envelope::OtaReport)>,
+    ota_writing: bool,
+    /// Hellos and applied versions run at most this many at a time: ten thousand
+    /// cabinets reconnecting at once would otherwise each take a pool connection, and
+    /// those that waited past the pool's timeout lost their work.
+    side_jobs: std::sync::Arc<tokio::sync::Semaphore>,
 }
+
+/// Hellos and applied-version updates written at once (the pool has 8 by default).
+const SIDE_JOBS: usize = 4;
 
 impl std::fmt::Debug for Ingest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -126,6 +181,9 @@ impl Ingest {
             flush_scheduled: false,
             writing: false,
             outbox,
+            ota_pending: Vec::new(),
+            ota_writing: false,
+            side_jobs: std::sync::Arc::new(tokio::sync::Semaphore::new(SIDE_JOBS)),
         }
     }
 
@@ -219,7 +277,9 @@ impl Handler<Hello> for Ingest {
     fn handle(&mut self, msg: Hello, ctx: &mut Self::Context) {
         let store = self.ctx.store.clone();
         let outbox = self.outbox.clone();
+        let slots = self.side_jobs.clone();
         async move {
+            let Ok(_slot) = slots.acquire_owned().await else { return };
             let Ok(Some(cab)) = crate::store::entities::cabinet::Entity::find_by_id(msg.cabinet.to_string())
                 .one(store.connection())
                 .await
@@ -254,7 +314,9 @@ impl Handler<AppliedVersions> for Ingest {
 
     fn handle(&mut self, msg: AppliedVersions, ctx: &mut Self::Context) {
         let store = self.ctx.store.clone();
+        let slots = self.side_jobs.clone();
         async move {
+            let Ok(_slot) = slots.acquire_owned().await else { return };
             // Versions only move forward: a late report never lowers what was confirmed.
             // A cabinet cannot confirm a version it was never sent.
             let columns = [

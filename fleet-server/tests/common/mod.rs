@@ -572,10 +572,11 @@ impl FakeCabinet {
         }
     }
 
-    /// Waits up to 10 s until what the cabinet has received satisfies `check`, in
-    /// whatever order the messages arrive.
+    /// Waits up to 30 s until what the cabinet has received satisfies `check`, in
+    /// whatever order the messages arrive. (Generous: after a restart under load the
+    /// outbox's first publish can fail and wait out its retry backoff, 2 s then 4 s.)
     pub async fn wait_view(&mut self, what: &str, check: impl Fn(&DownView) -> bool) -> DownView {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
             if check(&self.view) {
                 return self.view.clone();
@@ -586,7 +587,7 @@ impl FakeCabinet {
                     self.view.absorb(&env.body);
                 }
                 Ok(None) => panic!("{}: connection task ended while waiting for {what}", self.id),
-                Err(_) => panic!("{}: no {what} within 10 s; received so far: {:?}", self.id, self.view),
+                Err(_) => panic!("{}: no {what} within 30 s; received so far: {:?}", self.id, self.view),
             }
         }
     }
