@@ -42,6 +42,10 @@ pub struct MqttSettings {
     pub port: u16,
     pub namespace: Option<String>,
     pub keep_alive_s: u64,
+    /// How long one connection attempt may take, TCP to CONNACK, and how long a write to
+    /// the broker may block. A broker admitting thousands of cabinets at once answers
+    /// late; an attempt given up too early only adds a retry to its queue.
+    pub connect_timeout_s: u64,
     /// A file holding this cabinet's MQTT password (its username is the cabinet id): the
     /// one the fleet-server issued at registration (`mqtt_credentials.password`).
     pub password_file: Option<PathBuf>,
@@ -57,6 +61,7 @@ impl Default for MqttSettings {
             port: 1884,
             namespace: None,
             keep_alive_s: 30,
+            connect_timeout_s: 20,
             password_file: None,
             ca_file: None,
         }
@@ -207,6 +212,7 @@ impl AgentConfig {
             ("heartbeat_s", self.heartbeat_s, 1, 86_400),
             ("resend_s", self.resend_s, 1, 86_400),
             ("mqtt.keep_alive_s", self.mqtt.keep_alive_s, 5, 65_535),
+            ("mqtt.connect_timeout_s", self.mqtt.connect_timeout_s, 1, 600),
             ("ota.health_deadline_s", self.ota.health_deadline_s, 1, 86_400),
         ] {
             if !(lo..=hi).contains(&value) {

@@ -71,6 +71,30 @@ pub fn verify_code(code: &str, phc: &str) -> bool {
     lockerfleet_shared::codes::verify(code, phc)
 }
 
+/// Verifications running at once in this process: one per core. A cabinet has one
+/// keypad; a simulator runs thousands of agents in one process, and each verification
+/// works in 19 MiB.
+static VERIFYING: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+
+/// The first of `candidates` whose pickup-code hash `code` matches, checked on a worker
+/// thread so the actors' thread (MQTT keep-alives, doors) never waits on argon2.
+pub async fn find_code(
+    code: String,
+    candidates: Vec<lockerfleet_shared::envelope::ExpectedParcel>,
+) -> Option<lockerfleet_shared::envelope::ExpectedParcel> {
+    let slots = VERIFYING.get_or_init(|| {
+        tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get))
+    });
+    let _slot = slots.acquire().await.ok()?;
+    let code = zeroize::Zeroizing::new(code);
+    tokio::task::spawn_blocking(move || {
+        candidates.into_iter().find(|p| p.code_hash.as_deref().is_some_and(|h| verify_code(&code, h)))
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
 /// Creates the cabinet's key pair (private key file mode 0600) unless it exists, and
 /// returns the registration request for the fleet-server.
 pub fn provision(config: &AgentConfig) -> Result<serde_json::Value, AgentError> {
@@ -244,6 +268,7 @@ pub fn start_parts(
         host: config.mqtt.host.clone(),
         port: config.mqtt.port,
         keep_alive: Duration::from_secs(config.mqtt.keep_alive_s),
+        connect_timeout: Duration::from_secs(config.mqtt.connect_timeout_s),
         heartbeat: Duration::from_secs(config.heartbeat_s),
         resend: Duration::from_secs(config.resend_s),
         password: match &config.mqtt.password_file {

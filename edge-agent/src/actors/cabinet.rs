@@ -674,33 +674,49 @@ impl Handler<super::PowerOff> for Cabinet {
 }
 
 impl Handler<EnterCode> for Cabinet {
-    type Result = MessageResult<EnterCode>;
+    // Atomic: the cabinet takes no other message while a code is checked, so the parcel
+    // it matches cannot be taken out by another flow meanwhile; the check itself runs on
+    // a worker thread, so the agent's other actors (the MQTT link's keep-alives) go on.
+    type Result = AtomicResponse<Self, CodeOutcome>;
 
     fn handle(&mut self, msg: EnterCode, _ctx: &mut Self::Context) -> Self::Result {
+        let ready = |o: CodeOutcome| AtomicResponse::new(Box::pin(fut::ready(o)));
         if self.updating {
-            return MessageResult(CodeOutcome::Unavailable);
+            return ready(CodeOutcome::Unavailable);
         }
         let parcels: Vec<ExpectedParcel> = self
             .parcels()
             .into_iter()
             .filter(|p| !self.done.contains(&p.parcel) && !self.purposes.contains_key(&p.compartment))
             .collect();
-        // argon2 verification is slow on purpose; a cabinet handles one keypad at a time.
         let now = self.now();
-        let outcome = self.keypad.enter(&msg.0, &parcels, now, crate::verify_code);
-        match &outcome {
-            CodeOutcome::Accepted(p) => {
-                self.open_for(p.compartment.clone(), Purpose::Pickup { parcel: p.clone(), method: PickupMethod::Code });
+        let candidates = match self.keypad.candidates(&parcels, now) {
+            Ok(c) => c,
+            Err(locked) => return ready(locked),
+        };
+        let check = crate::find_code(msg.0, candidates).into_actor(self).map(move |hit, act, _| {
+            if act.updating || act.off {
+                return CodeOutcome::Unavailable;
             }
-            CodeOutcome::LockedOutNow { until } => {
-                self.record(EventKind::Alarm { code: "keypad_lockout".into(), detail: format!("until {until}") });
+            let outcome = act.keypad.settle(hit, now);
+            match &outcome {
+                CodeOutcome::Accepted(p) => {
+                    act.open_for(
+                        p.compartment.clone(),
+                        Purpose::Pickup { parcel: p.clone(), method: PickupMethod::Code },
+                    );
+                }
+                CodeOutcome::LockedOutNow { until } => {
+                    act.record(EventKind::Alarm { code: "keypad_lockout".into(), detail: format!("until {until}") });
+                }
+                CodeOutcome::Rejected { .. } => {
+                    act.record(EventKind::FailedMatch { reason: "wrong pickup code".into() });
+                }
+                CodeOutcome::LockedOut { .. } | CodeOutcome::Unavailable => {}
             }
-            CodeOutcome::Rejected { .. } => {
-                self.record(EventKind::FailedMatch { reason: "wrong pickup code".into() });
-            }
-            CodeOutcome::LockedOut { .. } | CodeOutcome::Unavailable => {}
-        }
-        MessageResult(outcome)
+            outcome
+        });
+        AtomicResponse::new(Box::pin(check))
     }
 }
 

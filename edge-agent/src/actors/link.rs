@@ -45,6 +45,8 @@ pub struct LinkSettings {
     pub host: String,
     pub port: u16,
     pub keep_alive: Duration,
+    /// One connection attempt, TCP to CONNACK (also a write's limit).
+    pub connect_timeout: Duration,
     pub heartbeat: Duration,
     pub resend: Duration,
     /// The MQTT password (the username is the cabinet id), when the broker wants one.
@@ -136,7 +138,11 @@ impl Link {
         if let Some(tls) = &settings.tls {
             opts.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(tls.clone())));
         }
-        AsyncClient::new(opts, 256)
+        let (client, mut eventloop) = AsyncClient::new(opts, 256);
+        let mut network = eventloop.network_options();
+        network.set_connection_timeout(settings.connect_timeout.as_secs().max(1));
+        eventloop.set_network_options(network);
+        (client, eventloop)
     }
 
     fn publish(&mut self, body: UpBody, qos: QoS) {

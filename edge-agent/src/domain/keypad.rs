@@ -130,16 +130,37 @@ impl Keypad {
         now: DateTime<Utc>,
         verify: impl Fn(&str, &str) -> bool,
     ) -> CodeOutcome {
+        let candidates = match self.candidates(parcels, now) {
+            Ok(c) => c,
+            Err(locked) => return locked,
+        };
+        let hit = candidates.into_iter().find(|p| p.code_hash.as_deref().is_some_and(|h| verify(code, h)));
+        self.settle(hit, now)
+    }
+
+    /// The first half of [`Keypad::enter`], for callers that verify elsewhere (argon2 is
+    /// slow on purpose; a cabinet verifies on a worker thread): the parcels a typed code
+    /// may open, or the lockout that refuses it.
+    pub fn candidates(
+        &mut self,
+        parcels: &[ExpectedParcel],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ExpectedParcel>, CodeOutcome> {
         if let Some(until) = self.lockout.locked(now) {
-            return CodeOutcome::LockedOut { until };
+            return Err(CodeOutcome::LockedOut { until });
         }
-        let hit = parcels
+        Ok(parcels
             .iter()
-            .filter(|p| p.stage == ParcelStage::Ready && p.expires_at > now)
-            .find(|p| p.code_hash.as_deref().is_some_and(|h| verify(code, h)));
+            .filter(|p| p.stage == ParcelStage::Ready && p.expires_at > now && p.code_hash.is_some())
+            .cloned()
+            .collect())
+    }
+
+    /// The second half: `hit` is the candidate the code matched, if any.
+    pub fn settle(&mut self, hit: Option<ExpectedParcel>, now: DateTime<Utc>) -> CodeOutcome {
         if let Some(p) = hit {
             self.lockout.succeed();
-            return CodeOutcome::Accepted(p.clone());
+            return CodeOutcome::Accepted(p);
         }
         match self.lockout.fail(now) {
             Some(until) => CodeOutcome::LockedOutNow { until },
