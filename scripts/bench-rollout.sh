@@ -27,56 +27,21 @@ ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 shards="${SHARDS:-$(( (cabinets + 3999) / 4000 ))}"
 token="lf_bench-rollout-admin-token-0000000"
-free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+# shellcheck source=lib/bench-server.sh
+. scripts/lib/bench-server.sh
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
 for broker in ${BROKERS:-embedded}; do
   dir=$(mktemp -d)
-  http=$(free_port)
-  mqtt=$(free_port)
   public=$("$target/release/fleet-server" artifact keygen --out "$dir/release.key" \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["public_key"])')
-  if [ "$broker" = mosquitto ]; then
-    command -v mosquitto >/dev/null || { echo "bench-rollout: mosquitto is needed (apt-get install mosquitto)" >&2; exit 1; }
-    printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\nmax_inflight_messages 0\n' \
-      "$mqtt" > "$dir/mosquitto.conf"
-    mosquitto -c "$dir/mosquitto.conf" > "$dir/mosquitto.log" 2>&1 &
-    pids+=($!)
-    broker_cfg="mode = \"external\"
-url = \"mqtt://127.0.0.1:$mqtt\""
-  else
-    broker_cfg="mode = \"embedded\"
-listen = \"127.0.0.1:$mqtt\""
-  fi
-  cat > "$dir/fleet-server.toml" <<TOML
-[http]
-listen = "127.0.0.1:$http"
-[mqtt]
-$broker_cfg
-[database]
-url = "${DATABASE:-sqlite://$dir/fleet.db?mode=rwc}"
-[auth]
-bootstrap_token = "$token"
-token_file = "$dir/admin.token"
-[artifacts]
-dir = "$dir/artifacts"
-trusted_keys = ["$public"]
-[log]
-level = "warn"
-TOML
-  "$target/release/fleet-server" --config "$dir/fleet-server.toml" > "$dir/server.log" 2>&1 &
-  server=$!
-  pids+=($server)
-  for _ in $(seq 200); do curl -sf "http://127.0.0.1:$http/readyz" >/dev/null && break; sleep 0.1; done
+  bench_start_server "$broker" "$dir" "[artifacts]
+dir = \"$dir/artifacts\"
+trusted_keys = [\"$public\"]"
   echo "== $broker: $cabinets cabinets in $shards simulator process(es), scenario $scenario (server pid $server, logs in $dir)"
-  # The scenario's admission rate is for the whole fleet: each shard gets its part.
-  python3 - "$scenario" "$shards" > "$dir/scenario.toml" <<'PY'
-import re, sys
-text, shards = open(sys.argv[1]).read(), int(sys.argv[2])
-print(re.sub(r"(?m)^connect_per_s\s*=\s*([0-9.]+)", lambda m: f"connect_per_s = {float(m.group(1)) / shards}", text))
-PY
+  bench_split_scenario "$scenario" "$shards" > "$dir/scenario.toml"
   sims=()
   for k in $(seq 0 $((shards - 1))); do
     n=$(( cabinets / shards + (k < cabinets % shards ? 1 : 0) ))
