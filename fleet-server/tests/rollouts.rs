@@ -17,7 +17,8 @@ use serde_json::{Value, json};
 backend_tests!(
     cabinets_update_wave_by_wave_and_a_bad_release_stops_after_the_canaries,
     operator_commands_and_bad_requests,
-    a_wave_that_reports_while_the_database_is_locked_loses_no_report
+    a_wave_that_reports_while_the_database_is_locked_loses_no_report,
+    an_offer_that_found_the_cabinet_away_reaches_it_when_it_comes_back
 );
 
 /// Uploads a release signed by `key` and returns its artifact id.
@@ -344,6 +345,71 @@ async fn a_wave_that_reports_while_the_database_is_locked_loses_no_report(backen
     assert_eq!(done["progress"]["waves"][0]["states"]["confirmed"], n, "{done}");
     assert_eq!(ts.metric(r#"lockerfleet_ota_reports_total{outcome="dropped"}"#).await, 0.0);
     assert!(ts.metric(r#"lockerfleet_ota_reports_total{outcome="queued"}"#).await >= (5 * n) as f64);
+    ts.server.stop().await;
+    fx.cleanup().await;
+}
+
+/// An offer is a message to a cabinet's down topic: a cabinet away at that moment (its
+/// clean session keeps nothing) never sees it. When it starts a new session, the
+/// conductor offers it again rather than leaving it "offered" until the progress timeout.
+async fn an_offer_that_found_the_cabinet_away_reaches_it_when_it_comes_back(backend: Backend) {
+    use base64::Engine;
+    let fx = Fixture::new(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let release_key = key();
+    let mut config = fx.config();
+    config.artifacts.dir = dir.path().to_owned();
+    config.artifacts.trusted_keys =
+        vec![base64::engine::general_purpose::STANDARD.encode(release_key.verifying_key().as_bytes())];
+    config.artifacts.conduct_interval_ms = 100;
+    let ts = fx.start(config).await;
+    ts.create_tenant("acme").await;
+    let release = upload(&ts, &release_key, "1.1.0").await;
+    ts.register_cabinet("acme", "cab-away").await;
+    let plan = json!({"waves": [{"percent": 100.0}], "soak_s": 0, "silence_after_s": 600});
+    let body = json!({"name": "1.1.0", "artifact": release, "target": {"cabinets": ["cab-away"]}, "plan": plan});
+    let (status, created) = ts.post("/api/v1/rollouts", &body).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    ts.wait_until("the cabinet was offered the release while away", || async {
+        rollout(&ts, &id).await["progress"]["waves"][0]["states"]["offered"] == 1
+    })
+    .await;
+
+    // It comes back: a new session (its presence says so), and the offer arrives.
+    let mut cab = ts.connect_cabinet("cab-away").await;
+    let session = lockerfleet_shared::envelope::Session { session: uuid::Uuid::now_v7() };
+    let online = lockerfleet_shared::Envelope::new(
+        cab.id.clone(),
+        0,
+        lockerfleet_shared::envelope::PresenceBody::Online(session),
+    )
+    .encode();
+    let topic = cab.topics.cabinet_presence(&cab.id);
+    cab.client.publish(topic, rumqttc::QoS::AtLeastOnce, true, online).await.unwrap();
+    cab.hello("1.0.0").await;
+    let offer = loop {
+        let env = tokio::time::timeout(std::time::Duration::from_secs(15), cab.down.recv())
+            .await
+            .expect("no offer within 15 s of coming back")
+            .expect("the connection stayed up");
+        if let DownBody::Ota(offer) = env.body {
+            break offer;
+        }
+    };
+    assert_eq!(offer.rollout.to_string(), id);
+    for status in [
+        OtaStatus::Downloading,
+        OtaStatus::Downloaded,
+        OtaStatus::Installing,
+        OtaStatus::Rebooting,
+        OtaStatus::Succeeded,
+    ] {
+        cab.send(UpBody::Ota(OtaReport { rollout: offer.rollout, status, detail: None, percent: None })).await;
+    }
+    cab.heartbeat().await;
+    let done = until_phase(&ts, &id, "completed").await;
+    assert_eq!(done["progress"]["waves"][0]["states"]["confirmed"], 1, "{done}");
     ts.server.stop().await;
     fx.cleanup().await;
 }

@@ -291,10 +291,26 @@ pub(crate) async fn start(
     server_pid: Option<u32>,
 ) -> anyhow::Result<RolloutRun> {
     let (status, created) = api.call("POST", "/api/v1/artifacts", Some(json!(release.signed))).await?;
-    if status != 201 {
-        bail!("registering the release: {status} {created}");
-    }
-    let artifact = created["id"].as_str().context("artifact id")?.to_owned();
+    let artifact = match status {
+        201 => created["id"].as_str().context("artifact id")?.to_owned(),
+        // Another simulator process of the same run (a shard) registered the same
+        // release first: roll that one out too (the upload below is idempotent).
+        409 => {
+            let sha = &release.signed.manifest.sha256;
+            let (status, all) = api.call("GET", "/api/v1/artifacts", None).await?;
+            if status != 200 {
+                bail!("listing the artifacts: {status} {all}");
+            }
+            all.as_array()
+                .and_then(|a| a.iter().find(|x| x["sha256"].as_str() == Some(sha.as_str())))
+                .and_then(|x| x["id"].as_str())
+                .with_context(|| {
+                    format!("registering the release: {status} {created}, and no artifact has its sha256")
+                })?
+                .to_owned()
+        }
+        _ => bail!("registering the release: {status} {created}"),
+    };
     let mut res = api
         .http
         .put(format!("{}/api/v1/artifacts/{artifact}/content", api.base))

@@ -331,6 +331,12 @@ pub enum Input {
     Heard {
         cabinet: String,
     },
+    /// An offered cabinet started a new MQTT session since its offer was sent. An offer
+    /// reaches only a cabinet connected at that moment (a clean session keeps nothing
+    /// for it), so the cabinet is offered again instead of waiting out the progress timeout.
+    Reconnected {
+        cabinet: String,
+    },
     /// The health watcher found this cabinet worse than its own baseline since updating.
     Regressed {
         cabinet: String,
@@ -531,6 +537,16 @@ impl Conductor {
             .collect()
     }
 
+    /// Offered cabinets with nothing heard of their update yet, and when the offer was
+    /// sent (the caller feeds `Reconnected` for those that started a new session since).
+    pub fn awaiting_offer(&self) -> Vec<(String, DateTime<Utc>)> {
+        self.cabs
+            .iter()
+            .filter(|(_, c)| c.state == CabinetState::Offered)
+            .map(|(id, c)| (id.clone(), c.since))
+            .collect()
+    }
+
     /// Confirmed cabinets whose watch after the update (`health_watch`) is over and whose
     /// health has not been judged: (id, confirmed at).
     pub fn due_for_health(&self, now: DateTime<Utc>) -> Vec<(String, DateTime<Utc>)> {
@@ -702,6 +718,17 @@ impl Conductor {
                 {
                     c.heard_after = true;
                     c.generation += 1;
+                }
+            }
+            Input::Reconnected { cabinet } => {
+                if let Some(c) = self.cabs.get_mut(&cabinet)
+                    && c.state == CabinetState::Offered
+                    && !matches!(self.phase, Phase::Aborted { .. })
+                {
+                    // The offer's time moves on, so the same session does not get it twice;
+                    // the progress timer keeps running from the first offer.
+                    c.since = now;
+                    actions.push(Action::Offer { cabinet: cabinet.clone(), attempt: c.attempt });
                 }
             }
             Input::Regressed { cabinet, reason } => {
@@ -1273,6 +1300,29 @@ mod tests {
         // Abort after completion changes nothing.
         assert!(sim.c.handle(Input::Abort, sim.now).is_empty());
         assert_eq!(sim.c.phase(), &Phase::Completed);
+    }
+
+    #[test]
+    fn an_offered_cabinet_that_reconnects_is_offered_again_once() {
+        let plan = Plan { waves: vec![WaveSize::Percent(100.0)], ..fast_plan() };
+        let mut c = Conductor::new(plan, vec![("cab-1".into(), 0)], 7, t0());
+        let first = c.tick(t0());
+        assert_eq!(first, vec![Action::Offer { cabinet: "cab-1".into(), attempt: 0 }]);
+        let offered = c.awaiting_offer();
+        assert_eq!(offered, vec![("cab-1".to_owned(), t0())]);
+        // A new session after the offer: offered again, with the same attempt.
+        let later = t0() + Duration::seconds(30);
+        let again = c.handle(Input::Reconnected { cabinet: "cab-1".into() }, later);
+        assert_eq!(again, vec![Action::Offer { cabinet: "cab-1".into(), attempt: 0 }]);
+        assert_eq!(c.awaiting_offer(), vec![("cab-1".to_owned(), later)], "the same session does not get it twice");
+        // Once the cabinet has started on it, a reconnect offers nothing.
+        c.handle(
+            Input::Report { cabinet: "cab-1".into(), report: Report::Downloading { percent: 10 }, detail: None },
+            later,
+        );
+        assert!(c.awaiting_offer().is_empty());
+        assert!(c.handle(Input::Reconnected { cabinet: "cab-1".into() }, later + Duration::seconds(5)).is_empty());
+        assert_eq!(c.state_of("cab-1"), Some(CabinetState::Downloading { percent: 10 }));
     }
 
     #[test]

@@ -450,6 +450,28 @@ async fn conduct_one(
             }
         }
     }
+    // Offered cabinets that started a new MQTT session since: the offer may have found
+    // them away (a clean session keeps nothing), so they get it again.
+    let offered = conductor.awaiting_offer();
+    for chunk in offered.chunks(500) {
+        let ids: Vec<&str> = chunk.iter().map(|(id, _)| id.as_str()).collect();
+        let Some(oldest) = chunk.iter().map(|(_, since)| *since).min() else { continue };
+        let mut latest: std::collections::HashMap<String, DateTime<Utc>> = std::collections::HashMap::new();
+        for s in cabinet_session::Entity::find()
+            .filter(cabinet_session::Column::CabinetId.is_in(ids))
+            .filter(cabinet_session::Column::StartedAt.gt(oldest))
+            .all(db)
+            .await?
+        {
+            let t = latest.entry(s.cabinet_id).or_insert(s.started_at);
+            *t = (*t).max(s.started_at);
+        }
+        for (id, since) in chunk {
+            if latest.get(id).is_some_and(|t| t > since) {
+                actions.extend(conductor.handle(Input::Reconnected { cabinet: id.clone() }, at));
+            }
+        }
+    }
     // Health after the update, against each cabinet's own week before it.
     for (id, confirmed_at) in conductor.due_for_health(at).into_iter().take(HEALTH_CHECKS_PER_PASS) {
         let (before, after) = health_counts(db, &id, confirmed_at).await?;
