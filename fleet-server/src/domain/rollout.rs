@@ -331,9 +331,10 @@ pub enum Input {
     Heard {
         cabinet: String,
     },
-    /// An offered cabinet started a new MQTT session since its offer was sent. An offer
-    /// reaches only a cabinet connected at that moment (a clean session keeps nothing
-    /// for it), so the cabinet is offered again instead of waiting out the progress timeout.
+    /// An offered cabinet started a new MQTT session since its offer was sent, or has
+    /// been heard from well after it without a word about the update. An offer reaches
+    /// only a cabinet subscribed at that moment (a clean session keeps nothing for it),
+    /// so the cabinet is offered again instead of waiting out the progress timeout.
     Reconnected {
         cabinet: String,
     },

@@ -289,6 +289,10 @@ pub async fn joined(ctx: &Ctx, c: &cabinet::Model) -> Result<(), RolloutError> {
     Ok(())
 }
 
+/// An offered cabinet heard from this long after its offer, without a word about the
+/// update, is offered again (a heartbeat comes every 30 s by default).
+const REOFFER_AFTER: Duration = Duration::seconds(45);
+
 /// Cabinets whose health one pass judges at most.
 const HEALTH_CHECKS_PER_PASS: usize = 200;
 
@@ -450,24 +454,35 @@ async fn conduct_one(
             }
         }
     }
-    // Offered cabinets that started a new MQTT session since: the offer may have found
-    // them away (a clean session keeps nothing), so they get it again.
+    // Offered cabinets that have said nothing of the update: an offer reaches only a
+    // cabinet subscribed at that moment (a clean session keeps nothing; one connecting
+    // may not have subscribed yet), so one that started a new session since, or that
+    // has been talking to us for a while since without a word about it, gets it again.
     let offered = conductor.awaiting_offer();
     for chunk in offered.chunks(500) {
         let ids: Vec<&str> = chunk.iter().map(|(id, _)| id.as_str()).collect();
         let Some(oldest) = chunk.iter().map(|(_, since)| *since).min() else { continue };
-        let mut latest: std::collections::HashMap<String, DateTime<Utc>> = std::collections::HashMap::new();
+        let mut session: std::collections::HashMap<String, DateTime<Utc>> = std::collections::HashMap::new();
         for s in cabinet_session::Entity::find()
-            .filter(cabinet_session::Column::CabinetId.is_in(ids))
+            .filter(cabinet_session::Column::CabinetId.is_in(ids.clone()))
             .filter(cabinet_session::Column::StartedAt.gt(oldest))
             .all(db)
             .await?
         {
-            let t = latest.entry(s.cabinet_id).or_insert(s.started_at);
+            let t = session.entry(s.cabinet_id).or_insert(s.started_at);
             *t = (*t).max(s.started_at);
         }
+        let seen: std::collections::HashMap<String, Option<DateTime<Utc>>> = cabinet::Entity::find()
+            .filter(cabinet::Column::Id.is_in(ids))
+            .all(db)
+            .await?
+            .into_iter()
+            .map(|c| (c.id, c.last_seen_at))
+            .collect();
         for (id, since) in chunk {
-            if latest.get(id).is_some_and(|t| t > since) {
+            let reconnected = session.get(id).is_some_and(|t| t > since);
+            let silent = seen.get(id).copied().flatten().is_some_and(|t| t > *since + REOFFER_AFTER);
+            if reconnected || silent {
                 actions.extend(conductor.handle(Input::Reconnected { cabinet: id.clone() }, at));
             }
         }
