@@ -44,7 +44,10 @@ trap cleanup EXIT
 brokers="${BROKERS:-embedded mosquitto}"
 for broker in $brokers; do
   dir=$(mktemp -d)
-  bench_start_server "$broker" "$dir"
+  # A fresh key-encryption key, so scenarios with face pickups (operator-held templates) run.
+  kek=$(python3 -c 'import base64,os; print(base64.b64encode(os.urandom(32)).decode())')
+  bench_start_server "$broker" "$dir" "[templates]
+kek = \"$kek\""
   echo "== $broker: $cabinets cabinets in $shards simulator process(es), scenario $scenario (server pid $server, logs in $dir)"
   bench_split_scenario "$scenario" "$shards" > "$dir/scenario.toml"
   sims=()
