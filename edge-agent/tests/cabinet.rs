@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use edge_agent::actors::cabinet::{CourierDeposit, CourierTasks, DoorSensed, EnterCode, GetDesired};
+use edge_agent::actors::cabinet::{CourierDeposit, CourierTasks, DoorSensed, EnterCode, GetDesired, WatchDesired};
 use edge_agent::config::{AgentConfig, CompartmentConfig};
 use edge_agent::domain::keypad::CodeOutcome;
 use edge_agent::hw::SimLock;
@@ -119,14 +119,18 @@ async fn wait_desired(
     what: &str,
     check: impl Fn(&edge_agent::domain::desired::DesiredState) -> bool,
 ) {
+    // Woken by the cabinet's own change notice (`WatchDesired`), never by a timer: a
+    // change the cabinet does not announce fails the test at the deadline.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
+        let mut changes = agent.cabinet.send(WatchDesired).await.unwrap();
         let d = agent.cabinet.send(GetDesired).await.unwrap();
         if check(&d) {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the cabinet never got {what}: {d:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let changed = tokio::time::timeout_at(deadline, changes.changed()).await;
+        assert!(changed.is_ok(), "the cabinet never got {what}: {d:?}");
+        changed.unwrap().expect("the cabinet actor is still there");
     }
 }
 

@@ -34,9 +34,10 @@ use std::time::{Duration, Instant};
 
 use actix::{Handler, MailboxError, Message};
 use anyhow::{Context, bail};
-use edge_agent::actors::cabinet::{Cabinet, DoorSensed, GetStatus};
+use edge_agent::actors::cabinet::{Cabinet, DoorSensed, GetDesired, GetStatus, WatchDesired};
 use edge_agent::actors::link::GetLinkState;
 use edge_agent::config::AgentConfig;
+use edge_agent::domain::desired::DesiredState;
 use edge_agent::hw::SimLock;
 use lockerfleet_shared::CompartmentId;
 use tokio::sync::mpsc;
@@ -47,6 +48,8 @@ use crate::face::{SimCamera, SimMatcher, Stage};
 const POWER_OFF_WITHIN: Duration = Duration::from_secs(10);
 /// How long a flow told "the cabinet is updating" waits before trying again.
 const RETRY_AFTER_UPDATE: Duration = Duration::from_millis(200);
+/// How often a cabinet that is down is asked again about its desired state.
+const DOWN_POLL: Duration = Duration::from_millis(100);
 /// How long a power loss waits for a restart under way to finish first.
 const RESTART_FINISHES_WITHIN: Duration = Duration::from_secs(30);
 
@@ -181,6 +184,40 @@ impl SimCabinet {
             }
             self.0.waited_for_update.set(self.0.waited_for_update.get() + 1);
             tokio::time::sleep(RETRY_AFTER_UPDATE).await;
+        }
+    }
+
+    /// Waits until the cabinet's desired state satisfies `holds`, or `deadline` passes
+    /// (false). The state is read once now and again after each change the cabinet
+    /// announces, so the moment it holds is seen at once and thousands of waiting
+    /// cabinets cost nothing between changes; while the cabinet is down it is asked
+    /// again every [`DOWN_POLL`].
+    pub async fn until_desired(&self, deadline: Instant, holds: impl Fn(&DesiredState) -> bool) -> bool {
+        loop {
+            // Subscribed before the read: a change landing between the two is not missed.
+            let watch = self.send(WatchDesired).await.ok();
+            if let Ok(state) = self.send(GetDesired).await
+                && holds(&state)
+            {
+                return true;
+            }
+            let now = Instant::now();
+            if now > deadline {
+                return false;
+            }
+            let changed = async {
+                match watch {
+                    // A closed channel: the cabinet was replaced (power cycle); ask the new one.
+                    Some(mut w) => {
+                        if w.changed().await.is_err() {
+                            tokio::time::sleep(DOWN_POLL).await;
+                        }
+                    }
+                    None => tokio::time::sleep(DOWN_POLL).await,
+                }
+            };
+            // At the deadline the state is read once more before giving up.
+            let _ = tokio::time::timeout_at(deadline.into(), changed).await;
         }
     }
 

@@ -193,14 +193,15 @@ pub async fn collect_no_shows(
 ) -> anyhow::Result<()> {
     for s in std::mem::take(&mut tally.no_shows) {
         let expired_at = std::cell::Cell::new(None);
-        let task = crate::fleet::until(deadline, || async {
-            let p = held(sim, s.parcel).await;
-            if let Some(p) = &p {
-                expired_at.set(Some(p.expires_at));
-            }
-            p.is_some_and(|p| p.stage == ParcelStage::Collect)
-        })
-        .await;
+        let task = sim
+            .until_desired(deadline, |d| {
+                let p = d.parcels.as_ref().and_then(|set| set.parcels.iter().find(|p| p.parcel == s.parcel));
+                if let Some(p) = p {
+                    expired_at.set(Some(p.expires_at));
+                }
+                p.is_some_and(|p| p.stage == ParcelStage::Collect)
+            })
+            .await;
         if !task {
             bail!("the collection task for {} never reached the cabinet", s.parcel);
         }

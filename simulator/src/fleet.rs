@@ -28,8 +28,9 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use edge_agent::actors::cabinet::{CourierDeposit, EnterCode, GetDesired, GetStatus};
+use edge_agent::actors::cabinet::{CourierDeposit, EnterCode, GetStatus};
 use edge_agent::config::{AgentConfig, CompartmentConfig, MqttSettings};
+use edge_agent::domain::desired::DesiredState;
 use edge_agent::domain::keypad::CodeOutcome;
 use lockerfleet_shared::envelope::{CompartmentSize, ParcelStage};
 use lockerfleet_shared::{CompartmentId, ParcelId};
@@ -300,7 +301,22 @@ fn agent_config(args: &FleetArgs, i: usize, port: u16, scenario: &Scenario) -> A
     }
 }
 
-pub(crate) async fn until<F, Fut>(deadline: Instant, mut check: F) -> bool
+pub(crate) async fn until<F, Fut>(deadline: Instant, check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    until_every(deadline, Duration::from_millis(25), check).await
+}
+
+/// How often a check that asks every cabinet of the process (connected? journals
+/// empty?) runs: one sweep asks thousands of actors, and sweeping every 25 ms would
+/// take the cores the cabinets' MQTT loops and the server need. It is the resolution
+/// of "all online" and "drained" in the report.
+const SWEEP_EVERY: Duration = Duration::from_millis(200);
+
+/// [`until`], checking every `period`.
+pub(crate) async fn until_every<F, Fut>(deadline: Instant, period: Duration, mut check: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
@@ -309,7 +325,7 @@ where
         if Instant::now() > deadline {
             return false;
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        tokio::time::sleep(period).await;
     }
     true
 }
@@ -445,7 +461,7 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
     bar.set_position(0);
     bar.set_message("connecting");
     let connected = Cell::new(0usize);
-    let all = until(deadline, || async {
+    let all = until_every(deadline, SWEEP_EVERY, || async {
         let n = connected_count(&agents).await;
         connected.set(n);
         bar.set_position(n as u64);
@@ -523,7 +539,8 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
     let cut_at = Instant::now();
     if let Some(p) = &proxy {
         p.cut();
-        let cut_off = until(deadline, || async { connected_count(&agents[..cut_n]).await == 0 }).await;
+        let cut_off =
+            until_every(deadline, SWEEP_EVERY, || async { connected_count(&agents[..cut_n]).await == 0 }).await;
         if !cut_off {
             flows[0].errors.push("partition: the cut cabinets still said they were connected".into());
         }
@@ -601,7 +618,7 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
             let seconds_cut = cut_at.elapsed().as_secs_f64();
             p.heal();
             let healed = Instant::now();
-            if !until(deadline, || async { journal_depth(&agents[..cut_n]).await == 0 }).await {
+            if !until_every(deadline, SWEEP_EVERY, || async { journal_depth(&agents[..cut_n]).await == 0 }).await {
                 flows[0].errors.push("partition: the cut cabinets' journals did not drain before the timeout".into());
             }
             Some(PartitionReport {
@@ -637,7 +654,7 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
     };
 
     // Every event acked (journals empty) and stored exactly once.
-    let acked = until(deadline, || async { journal_depth(&agents).await == 0 }).await;
+    let acked = until_every(deadline, SWEEP_EVERY, || async { journal_depth(&agents).await == 0 }).await;
     let (mut stored, mut duplicated, mut alarms_stored) = (0, 0, 0);
     let (mut per_cabinet, mut fault_alarms_stored, mut clock_error_s) = (Vec::new(), BTreeMap::new(), 0.0f64);
     for (i, c) in configs.iter().enumerate() {
@@ -822,16 +839,15 @@ async fn stock(
     let parcel = ParcelId(created["id"].as_str().context("parcel id")?.parse()?);
     let code = created["pickup_code"].as_str().context("pickup code")?.to_owned();
     let has = |stage: Option<ParcelStage>| {
-        let cab = agent.clone();
-        async move {
-            cab.send(GetDesired).await.ok().and_then(|d| d.parcels).is_some_and(|s| {
+        move |d: &DesiredState| {
+            d.parcels.as_ref().is_some_and(|s| {
                 s.parcels
                     .iter()
                     .any(|p| p.parcel == parcel && stage.is_none_or(|st| p.stage == st && p.code_hash.is_some()))
             })
         }
     };
-    if !until(deadline, || has(None)).await {
+    if !agent.until_desired(deadline, has(None)).await {
         bail!("parcel {parcel} never reached the cabinet");
     }
     let assigned_ms = t0.elapsed().as_secs_f64() * 1000.0;
@@ -850,22 +866,18 @@ async fn stock(
     let t1 = Instant::now();
     // The code and (for a face parcel) the sealed template travel separately: both watched.
     let coded = async {
-        let ok = until(deadline, || has(Some(ParcelStage::Ready))).await;
+        let ok = agent.until_desired(deadline, has(Some(ParcelStage::Ready))).await;
         (ok, t1.elapsed().as_secs_f64() * 1000.0)
     };
     let templated = async {
         if recipient.is_none() {
             return (true, None);
         }
-        let ok = until(deadline, || async {
-            agent
-                .send(GetDesired)
-                .await
-                .ok()
-                .and_then(|d| d.templates)
-                .is_some_and(|t| t.add.iter().any(|s| s.binding.parcel == parcel))
-        })
-        .await;
+        let ok = agent
+            .until_desired(deadline, |d| {
+                d.templates.as_ref().is_some_and(|t| t.add.iter().any(|s| s.binding.parcel == parcel))
+            })
+            .await;
         (ok, Some(t1.elapsed().as_secs_f64() * 1000.0))
     };
     let ((code_ok, coded_ms), (template_ok, template_ms)) = futures_util::future::join(coded, templated).await;

@@ -297,6 +297,23 @@ impl Handler<GetDesired> for Cabinet {
     }
 }
 
+/// A receiver that sees every later change to the desired state (a new parcel set or
+/// template set applied, expired templates pruned, the state re-read after a restart):
+/// a screen, or the simulator, waits on it instead of asking again and again. The
+/// value is a change counter; the state itself is read with [`GetDesired`]. It stays
+/// valid across supervisor restarts; it closes when the actor is dropped.
+#[derive(Debug, Message)]
+#[rtype(result = "tokio::sync::watch::Receiver<u64>")]
+pub struct WatchDesired;
+
+impl Handler<WatchDesired> for Cabinet {
+    type Result = MessageResult<WatchDesired>;
+
+    fn handle(&mut self, _: WatchDesired, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(self.changes.subscribe())
+    }
+}
+
 /// Tells the link there is something new to send.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
@@ -335,6 +352,8 @@ pub struct Cabinet {
     off: bool,
     /// How far the cabinet's own clock is off (simulated RTC error; zero on hardware).
     local_offset: chrono::Duration,
+    /// Counts changes to the desired state, for whoever waits on one ([`WatchDesired`]).
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Cabinet {
@@ -375,10 +394,16 @@ impl Cabinet {
             skew_reported: false,
             off: false,
             local_offset: chrono::Duration::zero(),
+            changes: tokio::sync::watch::Sender::new(0),
         };
         cabinet.apply_settings();
         cabinet.load_flows();
         cabinet
+    }
+
+    /// Tells whoever watches the desired state ([`WatchDesired`]) that it changed.
+    fn desired_changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Applies the operator's settings from the desired state over the configuration file.
@@ -627,7 +652,10 @@ impl Actor for Cabinet {
         });
         ctx.run_interval(Duration::from_secs(60), |act, _| match act.desired.prune_expired(act.now()) {
             Ok(0) => {}
-            Ok(n) => tracing::info!(removed = n, "expired sealed templates deleted"),
+            Ok(n) => {
+                tracing::info!(removed = n, "expired sealed templates deleted");
+                act.desired_changed();
+            }
             Err(e) => tracing::error!(error = %e, "could not delete expired templates"),
         });
     }
@@ -656,6 +684,7 @@ impl Supervised for Cabinet {
         self.desired = DesiredStore::open(self.desired.path());
         self.apply_settings();
         self.load_flows();
+        self.desired_changed();
         tracing::warn!(restarts = self.restarts, "cabinet actor restarted from disk");
     }
 }
@@ -800,6 +829,7 @@ impl Handler<FromServer> for Cabinet {
                     Ok(newer) => {
                         if newer {
                             self.apply_settings();
+                            self.desired_changed();
                         }
                         Some(lockerfleet_shared::envelope::Applied { templates: None, parcels: Some(version) })
                     }
@@ -812,7 +842,12 @@ impl Handler<FromServer> for Cabinet {
             DownBody::Templates(set) => {
                 let version = set.version;
                 match self.desired.apply_templates(set) {
-                    Ok(_) => Some(lockerfleet_shared::envelope::Applied { templates: Some(version), parcels: None }),
+                    Ok(newer) => {
+                        if newer {
+                            self.desired_changed();
+                        }
+                        Some(lockerfleet_shared::envelope::Applied { templates: Some(version), parcels: None })
+                    }
                     Err(e) => {
                         tracing::error!(error = %e, "could not save the templates");
                         None
