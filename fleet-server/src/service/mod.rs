@@ -11,6 +11,7 @@
 //!   rollouts.rs  OTA rollouts: creation, inputs for the conductor, the conductor's pass
 //! ```
 
+pub mod code_hashing;
 pub mod desired;
 pub mod outbox;
 pub mod parcels;

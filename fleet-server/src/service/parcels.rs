@@ -92,10 +92,6 @@ pub fn generate_code() -> String {
     (0..CODE_DIGITS).map(|_| char::from(b'0' + rng.gen_range(0..10u8))).collect()
 }
 
-/// Pickup codes hashed at once, at most (each hash works in 19 MiB).
-const CONCURRENT_HASHES: usize = 4;
-static HASHING: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
-
 /// The PHC string of a code's argon2id hash.
 pub fn hash_code(code: &str) -> String {
     lockerfleet_shared::codes::hash(code)
@@ -341,20 +337,11 @@ async fn notify_recipient_ready<C: ConnectionTrait>(
 /// with room), all in one transaction; the courier's notification is in the outbox.
 pub async fn create_and_assign(ctx: &Ctx, req: NewParcel) -> Result<Created, ServiceError> {
     let code = generate_code();
-    // The slow hash runs before the transaction so it never holds a lock; a few at a
-    // time, since each takes 19 MiB (a burst of parcels must not take the memory).
-    let permit = HASHING
-        .get_or_init(|| tokio::sync::Semaphore::new(CONCURRENT_HASHES))
-        .acquire()
+    // The slow hash runs before the transaction so it never holds a lock, on the
+    // low-priority hashing threads (see `code_hashing`).
+    let code_hash = super::code_hashing::hash(code.clone())
         .await
-        .map_err(|e| StoreError::Db(DbErr::Custom(format!("hashing closed: {e}"))))?;
-    let code_hash = tokio::task::spawn_blocking({
-        let code = code.clone();
-        move || hash_code(&code)
-    })
-    .await
-    .map_err(|e| StoreError::Db(DbErr::Custom(format!("hashing task failed: {e}"))))?;
-    drop(permit);
+        .map_err(|e| StoreError::Db(DbErr::Custom(format!("hashing the pickup code: {e}"))))?;
 
     let txn = ctx.store.begin_write().await?;
     let at = now();
