@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use chrono::Utc;
+use futures_util::StreamExt;
 use hmac::{Hmac, Mac};
 use lockerfleet_shared::envelope::DownBody;
 use lockerfleet_shared::{CabinetId, Envelope, TopicSpace};
@@ -202,6 +203,9 @@ impl Handler<Kick> for OutboxRelay {
     }
 }
 
+/// Desired states built at once in a pass (each holds one pool connection while it runs).
+const CONCURRENT_BUILDS: usize = 4;
+
 /// Backoff after `attempts` failures: 2^n seconds capped at an hour, with ±20% jitter.
 fn retry_delay(attempts: i32) -> chrono::Duration {
     let base = 2f64.powi(attempts.clamp(0, 12)).min(3600.0);
@@ -250,9 +254,16 @@ async fn deliver(
         }
     }
     let mut kinds = Vec::new();
-    for (cabinet, ids) in &cabinets {
+    // Each state takes a few queries; a few are built at once (in order), so a pass of
+    // 200 cabinets waits on the database's latency a few times over instead of 200 times.
+    let built: Vec<_> = futures_util::stream::iter(&cabinets)
+        .map(|(cabinet, ids)| async move { (cabinet, ids, desired::build(store, cabinet, pass_keys).await) })
+        .buffered(CONCURRENT_BUILDS)
+        .collect()
+        .await;
+    for (cabinet, ids, state) in built {
         let Ok(cab) = CabinetId::new(cabinet.clone()) else { continue };
-        let state = match desired::build(store, cabinet, pass_keys).await {
+        let state = match state {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, %cabinet, "cannot build desired state");
