@@ -143,16 +143,33 @@ fn key() -> ed25519_dalek::SigningKey {
     ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng)
 }
 
+/// What every test here starts from: a fixture, a folder for artifacts, a release key
+/// the server's configuration trusts, and a conductor that ticks every 100 ms.
+struct Releasing {
+    fx: Fixture,
+    /// Holds the artifacts folder for the test's length.
+    _dir: tempfile::TempDir,
+    release_key: ed25519_dalek::SigningKey,
+    config: fleet_server::config::Config,
+}
+
+impl Releasing {
+    async fn new(backend: Backend) -> Self {
+        use base64::Engine;
+        let fx = Fixture::new(backend).await;
+        let dir = tempfile::tempdir().unwrap();
+        let release_key = key();
+        let mut config = fx.config();
+        config.artifacts.dir = dir.path().to_owned();
+        config.artifacts.trusted_keys =
+            vec![base64::engine::general_purpose::STANDARD.encode(release_key.verifying_key().as_bytes())];
+        config.artifacts.conduct_interval_ms = 100;
+        Self { fx, _dir: dir, release_key, config }
+    }
+}
+
 async fn cabinets_update_wave_by_wave_and_a_bad_release_stops_after_the_canaries(backend: Backend) {
-    use base64::Engine;
-    let fx = Fixture::new(backend).await;
-    let dir = tempfile::tempdir().unwrap();
-    let release_key = key();
-    let mut config = fx.config();
-    config.artifacts.dir = dir.path().to_owned();
-    config.artifacts.trusted_keys =
-        vec![base64::engine::general_purpose::STANDARD.encode(release_key.verifying_key().as_bytes())];
-    config.artifacts.conduct_interval_ms = 100;
+    let Releasing { fx, _dir, release_key, config } = Releasing::new(backend).await;
     let ts = fx.start(config).await;
     ts.create_tenant("acme").await;
     // Cabinets 0-19; in the second release, a third of the canaries fail their health check.
@@ -256,16 +273,8 @@ async fn cabinets_update_wave_by_wave_and_a_bad_release_stops_after_the_canaries
 /// so the rollout completes. When each report took a pool connection of its own, those
 /// that waited past the timeout were dropped and their cabinets stayed "installing".
 async fn a_wave_that_reports_while_the_database_is_locked_loses_no_report(backend: Backend) {
-    use base64::Engine;
     use sea_orm::{ConnectionTrait, TransactionTrait};
-    let fx = Fixture::new(backend).await;
-    let dir = tempfile::tempdir().unwrap();
-    let release_key = key();
-    let mut config = fx.config();
-    config.artifacts.dir = dir.path().to_owned();
-    config.artifacts.trusted_keys =
-        vec![base64::engine::general_purpose::STANDARD.encode(release_key.verifying_key().as_bytes())];
-    config.artifacts.conduct_interval_ms = 100;
+    let Releasing { fx, _dir, release_key, mut config } = Releasing::new(backend).await;
     config.database.max_connections = 2;
     let ts = fx.start(config).await;
     ts.create_tenant("acme").await;
@@ -353,15 +362,7 @@ async fn a_wave_that_reports_while_the_database_is_locked_loses_no_report(backen
 /// clean session keeps nothing) never sees it. When it starts a new session, the
 /// conductor offers it again rather than leaving it "offered" until the progress timeout.
 async fn an_offer_that_found_the_cabinet_away_reaches_it_when_it_comes_back(backend: Backend) {
-    use base64::Engine;
-    let fx = Fixture::new(backend).await;
-    let dir = tempfile::tempdir().unwrap();
-    let release_key = key();
-    let mut config = fx.config();
-    config.artifacts.dir = dir.path().to_owned();
-    config.artifacts.trusted_keys =
-        vec![base64::engine::general_purpose::STANDARD.encode(release_key.verifying_key().as_bytes())];
-    config.artifacts.conduct_interval_ms = 100;
+    let Releasing { fx, _dir, release_key, config } = Releasing::new(backend).await;
     let ts = fx.start(config).await;
     ts.create_tenant("acme").await;
     let release = upload(&ts, &release_key, "1.1.0").await;
@@ -415,15 +416,7 @@ async fn an_offer_that_found_the_cabinet_away_reaches_it_when_it_comes_back(back
 }
 
 async fn operator_commands_and_bad_requests(backend: Backend) {
-    use base64::Engine;
-    let fx = Fixture::new(backend).await;
-    let dir = tempfile::tempdir().unwrap();
-    let release_key = key();
-    let mut config = fx.config();
-    config.artifacts.dir = dir.path().to_owned();
-    config.artifacts.trusted_keys =
-        vec![base64::engine::general_purpose::STANDARD.encode(release_key.verifying_key().as_bytes())];
-    config.artifacts.conduct_interval_ms = 100;
+    let Releasing { fx, _dir, release_key, config } = Releasing::new(backend).await;
     let ts = fx.start(config.clone()).await;
     ts.create_tenant("acme").await;
     let art = upload(&ts, &release_key, "1.1.0").await;

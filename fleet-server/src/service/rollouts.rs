@@ -441,13 +441,7 @@ async fn conduct_one(
     let awaiting = conductor.awaiting_word();
     for chunk in awaiting.chunks(500) {
         let ids: Vec<&str> = chunk.iter().map(|(id, _)| id.as_str()).collect();
-        let seen: std::collections::HashMap<String, Option<DateTime<Utc>>> = cabinet::Entity::find()
-            .filter(cabinet::Column::Id.is_in(ids))
-            .all(db)
-            .await?
-            .into_iter()
-            .map(|c| (c.id, c.last_seen_at))
-            .collect();
+        let seen = last_seen(db, ids).await?;
         for (id, since) in chunk {
             if seen.get(id).copied().flatten().is_some_and(|t| t > *since) {
                 actions.extend(conductor.handle(Input::Heard { cabinet: id.clone() }, at));
@@ -472,13 +466,7 @@ async fn conduct_one(
             let t = session.entry(s.cabinet_id).or_insert(s.started_at);
             *t = (*t).max(s.started_at);
         }
-        let seen: std::collections::HashMap<String, Option<DateTime<Utc>>> = cabinet::Entity::find()
-            .filter(cabinet::Column::Id.is_in(ids))
-            .all(db)
-            .await?
-            .into_iter()
-            .map(|c| (c.id, c.last_seen_at))
-            .collect();
+        let seen = last_seen(db, ids).await?;
         for (id, since) in chunk {
             let reconnected = session.get(id).is_some_and(|t| t > since);
             let silent = seen.get(id).copied().flatten().is_some_and(|t| t > *since + REOFFER_AFTER);
@@ -585,4 +573,18 @@ async fn conduct_one(
         tracing::info!(rollout = %row.id, from = %row.phase, to = phase, "rollout phase changed");
     }
     Ok((offers, inputs.len()))
+}
+
+/// When each of these cabinets was last heard from (absent: unknown cabinet).
+async fn last_seen<C: ConnectionTrait>(
+    db: &C,
+    ids: Vec<&str>,
+) -> Result<std::collections::HashMap<String, Option<DateTime<Utc>>>, sea_orm::DbErr> {
+    Ok(cabinet::Entity::find()
+        .filter(cabinet::Column::Id.is_in(ids))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|c| (c.id, c.last_seen_at))
+        .collect())
 }
