@@ -78,23 +78,28 @@ for broker in sys.argv[3].split():
                                      - min(p["connect_started_unix_ms"] for p in parts)) / 1000
     r["seconds"] = max(p["seconds"] for p in parts)
     r["healthz_max_ms"] = max(p["healthz_max_ms"] for p in parts)
-    for lat in ["assignment_to_cabinet", "code_to_cabinet"]:
+    for lat in ["assignment_to_cabinet", "code_to_cabinet", "template_to_cabinet"]:
         r[lat] = {q: max(p[lat][q] for p in parts) for q in ["p50_ms", "p99_ms", "max_ms"]}
+        r[lat]["count"] = sum(p[lat]["count"] for p in parts)
     before = min((p["server_rss_mib_before"] for p in parts if p.get("server_rss_mib_before")), default=None)
     after = max((p["server_rss_mib_connected"] for p in parts if p.get("server_rss_mib_connected")), default=None)
     r["server_rss_mib_connected"] = after
     r["server_kib_per_cabinet"] = (after - before) * 1024 / r["connected"] if before and after and r["connected"] else None
     json.dump(r, open(f"{out}/{broker}.json", "w"), indent=2)
     rows.append((broker, r))
-print("| broker | cabinets | all connected | made / acked / lost / dup | assignment p50 / p99 | code p50 / p99 | server RSS connected | per cabinet | /healthz fails, max | wall |")
-print("|---|---:|---:|---|---|---|---:|---:|---|---:|")
+# Sealed-template latencies only when the scenario has face parcels.
+faces = any(r["template_to_cabinet"]["count"] for _, r in rows)
+print("| broker | cabinets | all connected | made / acked / lost / dup | assignment p50 / p99 | code p50 / p99 | "
+      + ("template p50 / p99 / max | " if faces else "") + "server RSS connected | per cabinet | /healthz fails, max | wall |")
+print("|---|---:|---:|---|---|---|" + ("---|" if faces else "") + "---:|---:|---|---:|")
 for broker, r in rows:
-    a, c = r["assignment_to_cabinet"], r["code_to_cabinet"]
+    a, c, t = r["assignment_to_cabinet"], r["code_to_cabinet"], r["template_to_cabinet"]
+    templates = f"{t['p50_ms']:.0f} / {t['p99_ms']:.0f} / {t['max_ms']:.0f} ms | " if faces else ""
     kib = r.get("server_kib_per_cabinet")
     rss = r.get("server_rss_mib_connected")
     print(f"| {broker} | {r['connected']}/{r['cabinets']} | {r['seconds_to_all_connected']:.1f} s | "
           f"{r['events_made']} / {r['events_acked']} / {r['events_lost']} / {r['events_duplicated']} | "
-          f"{a['p50_ms']:.0f} / {a['p99_ms']:.0f} ms | {c['p50_ms']:.0f} / {c['p99_ms']:.0f} ms | "
+          f"{a['p50_ms']:.0f} / {a['p99_ms']:.0f} ms | {c['p50_ms']:.0f} / {c['p99_ms']:.0f} ms | {templates}"
           f"{'-' if rss is None else f'{rss:.0f} MiB'} | {'-' if kib is None else f'{kib:.1f} KiB'} | "
           f"{r['healthz_failures']}, {r['healthz_max_ms']:.0f} ms | {r['seconds']:.0f} s |")
 PY
