@@ -49,8 +49,11 @@ async fn cabinet_goes_online_with_hello_and_offline_on_its_last_will(backend: Ba
     assert_eq!(ts.metric("lockerfleet_cabinets_went_offline_total{cause=\"will\"}").await, 1.0);
     assert_eq!(ts.metric("lockerfleet_cabinets_online").await, 0.0);
     // The database holds it too, not only the actor (written by the next flush).
-    ts.wait_until("the database has cab-1 offline", || async {
-        !ts.server.store.cabinet("cab-1").await.unwrap().unwrap().cabinet.online
+    // Offline and with its firmware: a row still as registered (never written online) is
+    // offline too, and must not pass for the will's write.
+    ts.wait_until("the database has cab-1 offline after its hello", || async {
+        let row = ts.server.store.cabinet("cab-1").await.unwrap().unwrap().cabinet;
+        !row.online && row.firmware.is_some()
     })
     .await;
     let row = ts.server.store.cabinet("cab-1").await.unwrap().unwrap().cabinet;

@@ -656,7 +656,10 @@ impl Actor for Cabinet {
                 tracing::info!(removed = n, "expired sealed templates deleted");
                 act.desired_changed();
             }
-            Err(e) => tracing::error!(error = %e, "could not delete expired templates"),
+            Err(e) => {
+                act.desired_changed();
+                tracing::error!(error = %e, "could not delete expired templates");
+            }
         });
     }
 }
@@ -834,6 +837,8 @@ impl Handler<FromServer> for Cabinet {
                         Some(lockerfleet_shared::envelope::Applied { templates: None, parcels: Some(version) })
                     }
                     Err(e) => {
+                        // Applied in memory all the same: whoever watches sees it.
+                        self.desired_changed();
                         tracing::error!(error = %e, "could not save the parcels");
                         None
                     }
@@ -849,6 +854,7 @@ impl Handler<FromServer> for Cabinet {
                         Some(lockerfleet_shared::envelope::Applied { templates: Some(version), parcels: None })
                     }
                     Err(e) => {
+                        self.desired_changed();
                         tracing::error!(error = %e, "could not save the templates");
                         None
                     }

@@ -48,10 +48,14 @@ fn queue() -> &'static Mutex<mpsc::Sender<Job>> {
     QUEUE.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
+        let (ready_tx, ready) = mpsc::channel::<()>();
+        let mut started = 0;
         for i in 0..threads() {
             let rx = rx.clone();
+            let ready_tx = ready_tx.clone();
             let spawned = std::thread::Builder::new().name(format!("lf-code-hash-{i}")).spawn(move || {
                 lower_priority();
+                let _ = ready_tx.send(());
                 loop {
                     // One thread waits on the queue while the others hash or wait for the lock.
                     let job = match rx.lock() {
@@ -59,11 +63,24 @@ fn queue() -> &'static Mutex<mpsc::Sender<Job>> {
                         Err(_) => return,
                     };
                     let Ok((code, reply)) = job else { return };
+                    // The caller gave up (its request was dropped): skip the 60 ms.
+                    if reply.is_closed() {
+                        continue;
+                    }
                     let _ = reply.send(lockerfleet_shared::codes::hash(&code));
                 }
             });
-            if let Err(e) = spawned {
-                tracing::error!(error = %e, "could not start a pickup-code hashing thread");
+            match spawned {
+                Ok(_) => started += 1,
+                Err(e) => tracing::error!(error = %e, "could not start a pickup-code hashing thread"),
+            }
+        }
+        // Every thread is running at its lower priority before the first job is queued
+        // (once per process, a few milliseconds).
+        for _ in 0..started {
+            if ready.recv_timeout(std::time::Duration::from_secs(5)).is_err() {
+                tracing::warn!("a pickup-code hashing thread was slow to start");
+                break;
             }
         }
         Mutex::new(tx)
