@@ -98,7 +98,10 @@ impl RunningServer {
         tracing::info!("shutting down");
         // Long-lived streams end first, so the graceful HTTP stop does not wait on them.
         let _ = self.closing_tx.send(true);
-        self.http.stop(true).await;
+        // No new requests; the HTTP workers themselves stop last. Database connections a
+        // request opened live on its worker's runtime and die with it, so the actors'
+        // final writes below must run while the workers still do.
+        self.http.pause().await;
         self.sweeper.do_send(actors::Shutdown);
         self.conductor.do_send(actors::Shutdown);
         // Buffered events are written and acked before the link goes.
@@ -108,6 +111,7 @@ impl RunningServer {
         let _ = self.presence.send(FlushNow).await;
         self.presence.do_send(actors::Shutdown);
         self.link.disconnect().await;
+        self.http.stop(true).await;
         let _ = self.stop_tx.send(true);
         tracing::info!("stopped");
     }

@@ -224,26 +224,51 @@ async fn deliver(
     lease: chrono::Duration,
     publisher: &mut Publisher,
 ) -> Result<(bool, Vec<outbox::Model>), sea_orm::DbErr> {
-    let db = store.connection();
-    let at = now();
-    let rows = claim(store, at, include_webhooks, lease).await?;
-    let pending = outbox::Entity::find().filter(outbox::Column::DeliveredAt.is_null()).count(db).await?;
-    metrics.outbox_pending.set(i64::try_from(pending).unwrap_or(i64::MAX));
+    let rows = claim(store, now(), include_webhooks, lease).await?;
     if rows.is_empty() {
+        let pending = outbox::Entity::find().filter(outbox::Column::DeliveredAt.is_null()).count(store.connection());
+        metrics.outbox_pending.set(i64::try_from(pending.await?).unwrap_or(i64::MAX));
         return Ok((false, Vec::new()));
     }
     let full = rows.len() == MAX_BATCH;
+    match relay_claimed(store, metrics, topics, pass_keys, publisher, &rows).await {
+        Ok(webhooks) => Ok((full, webhooks)),
+        Err(e) => {
+            // Rows this pass claimed and did not settle would otherwise wait out the claim
+            // lease (30 s) before anyone tried them again; give them back now.
+            let unsettled: Vec<i64> = rows.iter().filter(|r| r.channel != CHANNEL_WEBHOOK).map(|r| r.id).collect();
+            if let Err(again) = release(store, &unsettled).await {
+                tracing::warn!(error = %again, rows = unsettled.len(), "could not release claimed outbox rows; they retry after their lease");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Delivers the MQTT messages and cabinet pushes among `rows` (claimed by this pass) and
+/// returns the webhook rows, which the caller posts.
+async fn relay_claimed(
+    store: &Store,
+    metrics: &Metrics,
+    topics: &TopicSpace,
+    pass_keys: &[String],
+    publisher: &mut Publisher,
+    rows: &[outbox::Model],
+) -> Result<Vec<outbox::Model>, sea_orm::DbErr> {
+    let db = store.connection();
+    let pending = outbox::Entity::find().filter(outbox::Column::DeliveredAt.is_null()).count(db).await?;
+    metrics.outbox_pending.set(i64::try_from(pending).unwrap_or(i64::MAX));
 
     // MQTT messages and cabinet pushes go out through one confirmed batch.
     let mut messages: Vec<(String, Vec<u8>)> = Vec::new();
-    let mut owners: Vec<Vec<i64>> = Vec::new();
+    let mut sent: Vec<Sent> = Vec::new();
     let mut cabinets: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     let mut webhooks = Vec::new();
-    for row in &rows {
+    for row in rows {
         match row.channel.as_str() {
             CHANNEL_MQTT => {
                 messages.push((row.target.clone(), row.payload.clone().into_bytes()));
-                owners.push(vec![row.id]);
+                sent.push(Sent::Message(row.id));
             }
             CHANNEL_CABINET => cabinets.entry(row.target.clone()).or_default().push(row.id),
             CHANNEL_WEBHOOK => webhooks.push(row.clone()),
@@ -253,7 +278,6 @@ async fn deliver(
             }
         }
     }
-    let mut kinds = Vec::new();
     // Each state takes a few queries; a few are built at once (in order), so a pass of
     // 200 cabinets waits on the database's latency a few times over instead of 200 times.
     let built: Vec<_> = futures_util::stream::iter(&cabinets)
@@ -262,11 +286,19 @@ async fn deliver(
         .collect()
         .await;
     for (cabinet, ids, state) in built {
-        let Ok(cab) = CabinetId::new(cabinet.clone()) else { continue };
-        let state = match state {
-            Ok(s) => s,
-            Err(e) => {
+        let (cab, state) = match (CabinetId::new(cabinet.clone()), state) {
+            (Ok(cab), Ok(state)) => (cab, state),
+            (Err(e), _) => {
+                for row in rows.iter().filter(|r| ids.contains(&r.id)) {
+                    mark_failed(store, row, &format!("not a cabinet id: {e}")).await?;
+                }
+                continue;
+            }
+            (_, Err(e)) => {
                 tracing::warn!(error = %e, %cabinet, "cannot build desired state");
+                for row in rows.iter().filter(|r| ids.contains(&r.id)) {
+                    mark_failed(store, row, &format!("cannot build the desired state: {e}")).await?;
+                }
                 continue;
             }
         };
@@ -274,29 +306,31 @@ async fn deliver(
         // Sequence numbers for server → cabinet messages: the versions order them.
         let seq = state.parcels.version;
         messages.push((topic.clone(), Envelope::new(cab.clone(), seq, DownBody::Parcels(state.parcels)).encode()));
-        owners.push(Vec::new());
-        kinds.push("parcels");
+        sent.push(Sent::Parcels);
         messages.push((topic, Envelope::new(cab, seq, DownBody::Templates(state.templates)).encode()));
-        owners.push(ids.clone());
-        kinds.push("templates");
+        sent.push(Sent::Templates(ids.clone()));
     }
     let acked = publisher.publish_all(&messages, Duration::from_secs(5)).await;
     let mut delivered = Vec::new();
-    let mut kind_iter = kinds.into_iter();
-    for ((i, ok), ids) in acked.iter().enumerate().zip(&owners) {
-        let is_cabinet = messages[i].0.ends_with("/down");
-        if is_cabinet
-            && let Some(kind) = kind_iter.next()
-            && *ok
-        {
-            metrics.desired_pushes.with_label_values(&[kind]).inc();
-        }
-        let channel = if is_cabinet { CHANNEL_CABINET } else { CHANNEL_MQTT };
-        if ids.is_empty() {
-            continue;
-        }
-        // A cabinet's rows count as delivered only when both halves were accepted.
-        let ok = *ok && (!is_cabinet || i == 0 || acked[i - 1]);
+    for (i, (what, ok)) in sent.iter().zip(&acked).enumerate() {
+        let (channel, ids) = match what {
+            Sent::Message(id) => (CHANNEL_MQTT, std::slice::from_ref(id)),
+            Sent::Parcels => {
+                if *ok {
+                    metrics.desired_pushes.with_label_values(&["parcels"]).inc();
+                }
+                continue;
+            }
+            Sent::Templates(ids) => {
+                if *ok {
+                    metrics.desired_pushes.with_label_values(&["templates"]).inc();
+                }
+                (CHANNEL_CABINET, ids.as_slice())
+            }
+        };
+        // A cabinet's rows count as delivered only when both halves were accepted (the
+        // parcel set is the message just before its template set).
+        let ok = *ok && (channel != CHANNEL_CABINET || (i > 0 && acked[i - 1]));
         metrics.notifications.with_label_values(&[channel, if ok { "delivered" } else { "failed" }]).inc();
         if ok {
             delivered.extend(ids.iter().copied());
@@ -304,10 +338,8 @@ async fn deliver(
                 observe_delivery(metrics, channel, row);
             }
         } else {
-            for id in ids {
-                if let Some(row) = rows.iter().find(|r| r.id == *id) {
-                    mark_failed(store, row, "the broker did not acknowledge the message").await?;
-                }
+            for row in rows.iter().filter(|r| ids.contains(&r.id)) {
+                mark_failed(store, row, "the broker did not acknowledge the message").await?;
             }
         }
     }
@@ -320,7 +352,31 @@ async fn deliver(
             .await?;
     }
 
-    Ok((full, webhooks))
+    Ok(webhooks)
+}
+
+/// What one published message of a pass stands for.
+enum Sent {
+    /// A row's own MQTT message (a courier notice, an OTA offer).
+    Message(i64),
+    /// The parcel half of a cabinet's desired state.
+    Parcels,
+    /// The template half, which settles the cabinet's rows.
+    Templates(Vec<i64>),
+}
+
+/// Gives claimed rows back: due again now, as if never claimed (their attempts unchanged).
+pub(crate) async fn release(store: &Store, ids: &[i64]) -> Result<(), sea_orm::DbErr> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    outbox::Entity::update_many()
+        .col_expr(outbox::Column::NextAttemptAt, Expr::value(now()))
+        .filter(outbox::Column::Id.is_in(ids.iter().copied()))
+        .filter(outbox::Column::DeliveredAt.is_null())
+        .exec(store.connection())
+        .await?;
+    Ok(())
 }
 
 /// Posts a batch of webhook rows concurrently, each bounded by the client's timeout, and
@@ -461,6 +517,8 @@ impl Handler<super::Shutdown> for OutboxRelay {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
     use super::*;
 
     #[test]
@@ -470,6 +528,34 @@ mod tests {
         assert_ne!(a, webhook_signature("s3cret-s3cret-s3cret", 1_800_000_001, "{}"));
         assert_ne!(a, webhook_signature("s3cret-s3cret-s3cret", 1_800_000_000, "{ }"));
         assert_ne!(a, webhook_signature("another-secret-value", 1_800_000_000, "{}"));
+    }
+
+    #[actix_rt::test]
+    async fn rows_a_failed_pass_claimed_are_due_again_at_once_once_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("fleet.db").display());
+        let store = Store::connect(&url, 2).await.unwrap();
+        let at = now();
+        for target in ["cab-1", "cab-2"] {
+            crate::service::outbox::enqueue(store.connection(), "t", CHANNEL_CABINET, target, String::new(), at)
+                .await
+                .unwrap();
+        }
+        let lease = chrono::Duration::seconds(30);
+        let claimed = claim(&store, now(), true, lease).await.unwrap();
+        assert_eq!(claimed.len(), 2);
+        assert!(claim(&store, now(), true, lease).await.unwrap().is_empty(), "claimed rows are this pass's");
+        // One row was delivered meanwhile: releasing must not make it due again.
+        outbox::Entity::update_many()
+            .col_expr(outbox::Column::DeliveredAt, Expr::value(Some(now())))
+            .filter(outbox::Column::Id.eq(claimed[0].id))
+            .exec(store.connection())
+            .await
+            .unwrap();
+        release(&store, &claimed.iter().map(|r| r.id).collect::<Vec<_>>()).await.unwrap();
+        let again = claim(&store, now(), true, lease).await.unwrap();
+        assert_eq!(again.iter().map(|r| r.id).collect::<Vec<_>>(), [claimed[1].id], "only the unsettled row");
+        assert_eq!(again[0].attempts, 0, "a release is not a failed attempt");
     }
 
     #[test]

@@ -573,8 +573,9 @@ impl FakeCabinet {
     }
 
     /// Waits up to 30 s until what the cabinet has received satisfies `check`, in
-    /// whatever order the messages arrive. (Generous: after a restart under load the
-    /// outbox's first publish can fail and wait out its retry backoff, 2 s then 4 s.)
+    /// whatever order the messages arrive. (Generous for a loaded machine. A push that
+    /// needed about 30 s was a bug: rows claimed by a relay pass that failed waited out
+    /// their claim lease.)
     pub async fn wait_view(&mut self, what: &str, check: impl Fn(&DownView) -> bool) -> DownView {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
