@@ -449,7 +449,7 @@ pub fn bench_decision(config: Option<&Path>, args: &BenchDecisionArgs) -> Result
     let mut matched = 0;
     for _ in 0..args.runs.max(1) {
         let t = std::time::Instant::now();
-        let d = matcher.decide(std::slice::from_ref(&live), &candidates);
+        let d = matcher.decide(std::slice::from_ref(&live), &candidates, Utc::now());
         times.push(ms(t.elapsed()));
         if matches!(d, FaceDecision::Match { .. }) {
             matched += 1;

@@ -12,6 +12,7 @@
 //! cabinet runs [`Disabled`], which refuses every attempt and leaves the code path to do
 //! the work.
 
+use chrono::{DateTime, Utc};
 use lockerfleet_shared::envelope::ExpectedParcel;
 use lockerfleet_shared::seal::SealedTemplate;
 
@@ -51,7 +52,10 @@ impl FaceDecision {
 
 /// The face pipeline, as the cabinet sees it.
 pub trait FaceMatcher: Send + 'static {
-    fn decide(&mut self, frames: &[Frame], candidates: &[Candidate]) -> FaceDecision;
+    /// Decides on `frames` among `candidates`. `now` is the time their templates' expiry
+    /// is judged by: the cabinet's estimate of the server's clock, never its own (a
+    /// cabinet clock an hour ahead would otherwise refuse valid templates).
+    fn decide(&mut self, frames: &[Frame], candidates: &[Candidate], now: DateTime<Utc>) -> FaceDecision;
 }
 
 /// The matcher of a cabinet without face pickup.
@@ -59,7 +63,7 @@ pub trait FaceMatcher: Send + 'static {
 pub struct Disabled;
 
 impl FaceMatcher for Disabled {
-    fn decide(&mut self, _frames: &[Frame], _candidates: &[Candidate]) -> FaceDecision {
+    fn decide(&mut self, _frames: &[Frame], _candidates: &[Candidate], _now: DateTime<Utc>) -> FaceDecision {
         FaceDecision::NoMatch { reason: "face pickup is not enabled on this cabinet".into() }
     }
 }

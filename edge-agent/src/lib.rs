@@ -281,6 +281,7 @@ pub fn start_parts(
             None => None,
         },
         tls: config.mqtt.tls()?,
+        clock_offset: offset,
     };
     let topics = config.topics();
     let for_link = cabinet.clone();

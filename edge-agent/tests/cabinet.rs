@@ -177,6 +177,11 @@ struct Running {
 /// a server on a fresh SQLite file, and cabinet `cab-e1` provisioned, registered and
 /// online.
 async fn running() -> Running {
+    running_with_clock_offset(0).await
+}
+
+/// [`running`], with the cabinet's own clock `offset_s` off (ahead when positive).
+async fn running_with_clock_offset(offset_s: i64) -> Running {
     let broker_cfg =
         fleet_server::config::MqttConfig { listen: SocketAddr::from(([127, 0, 0, 1], 0)), ..Default::default() };
     let broker = fleet_server::broker::start_embedded(&broker_cfg).unwrap();
@@ -184,7 +189,7 @@ async fn running() -> Running {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}?mode=rwc", dir.path().join("fleet.db").display());
     let server = Server::start(&db, port).await;
-    let config = agent_config(&dir.path().join("cabinet"), port);
+    let config = AgentConfig { sim_clock_offset_s: offset_s, ..agent_config(&dir.path().join("cabinet"), port) };
     register(&server, &config).await;
     let lock = SimLock::default();
     let agent = edge_agent::start(&config, Box::new(lock.clone())).unwrap();
@@ -459,16 +464,22 @@ async fn a_code_pickup_works_while_the_network_is_down_and_arrives_after() {
     server.server.stop().await;
 }
 
-/// A face pipeline that answers from a script: what the real matcher will decide.
-struct Scripted(std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<&'static str>>>);
+/// A face pipeline that answers from a script: what the real matcher will decide. It
+/// keeps the times it was told to judge expiry by.
+struct Scripted(
+    std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<&'static str>>>,
+    std::sync::Arc<std::sync::Mutex<Vec<chrono::DateTime<chrono::Utc>>>>,
+);
 
 impl edge_agent::face::FaceMatcher for Scripted {
     fn decide(
         &mut self,
         frames: &[edge_agent::camera::Frame],
         candidates: &[edge_agent::face::Candidate],
+        now: chrono::DateTime<chrono::Utc>,
     ) -> edge_agent::face::FaceDecision {
         use edge_agent::face::FaceDecision;
+        self.1.lock().unwrap().push(now);
         assert!(!frames.is_empty() && frames[0].ir.is_some(), "frames with an IR channel reach the matcher");
         match self.0.lock().unwrap().pop_front() {
             Some("match") => match candidates.first() {
@@ -490,16 +501,19 @@ async fn a_face_opens_only_after_the_pipeline_matches_and_spoofs_are_recorded() 
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}?mode=rwc", dir.path().join("fleet.db").display());
     let server = Server::start(&db, broker.addr.port()).await;
-    let config = agent_config(&dir.path().join("cabinet"), broker.addr.port());
+    let mut config = agent_config(&dir.path().join("cabinet"), broker.addr.port());
+    // This cabinet's own clock is two hours ahead; templates are judged by the server's.
+    config.sim_clock_offset_s = 7200;
     register(&server, &config).await;
     let (_, r) = server.call("POST", "/api/v1/recipients", Some(json!({"tenant": "acme", "reference": "p-1"}))).await;
     let script = std::sync::Arc::new(std::sync::Mutex::new(std::collections::VecDeque::from(["spoof", "match"])));
+    let judged_at = std::sync::Arc::<std::sync::Mutex<Vec<chrono::DateTime<chrono::Utc>>>>::default();
     let lock = SimLock::default();
     let agent = edge_agent::start_with(
         &config,
         Box::new(lock.clone()),
         Box::new(edge_agent::camera::SyntheticSource::new(64, 48, true, true)),
-        Box::new(Scripted(script.clone())),
+        Box::new(Scripted(script.clone(), judged_at.clone())),
     )
     .unwrap();
 
@@ -551,6 +565,13 @@ async fn a_face_opens_only_after_the_pipeline_matches_and_spoofs_are_recorded() 
     let ok = agent.cabinet.send(FacePickup).await.unwrap();
     assert!(matches!(&ok, FaceOutcome::Accepted(p) if p.parcel == parcel), "{ok:?}");
     assert_eq!(lock.releases().last().unwrap(), &comp);
+    // The matcher judged by the server's clock (this machine's), not the cabinet's.
+    let judged = judged_at.lock().unwrap().clone();
+    assert_eq!(judged.len(), 2);
+    for at in judged {
+        let off = (at - chrono::Utc::now()).num_seconds().abs();
+        assert!(off < 60, "the matcher judged expiry {off} s away from the server's clock");
+    }
     agent.cabinet.send(DoorSensed { compartment: comp.clone(), open: true }).await.unwrap();
     agent.cabinet.send(DoorSensed { compartment: comp.clone(), open: false }).await.unwrap();
     server.until("picked up", || async { server.parcel_state(parcel).await == "picked_up" }).await;
@@ -826,6 +847,20 @@ async fn the_operator_opens_a_compartment_remotely_and_a_stale_open_is_ignored()
     server.until("the fresh open arrives", || async { lock.releases().len() == 2 }).await;
     assert_eq!(lock.releases(), vec![CompartmentId::new("A1").unwrap(), CompartmentId::new("A1").unwrap()]);
     pump.abort();
+    server.server.stop().await;
+}
+
+/// A cabinet whose own clock runs an hour ahead still obeys a fresh remote open: the link
+/// judges a command's age by the server's clock, carried from its `down` messages.
+#[actix_rt::test]
+async fn a_cabinet_clock_an_hour_ahead_still_obeys_a_fresh_remote_open() {
+    let Running { broker: _broker, dir: _dir, db: _, port: _, server, config: _config, lock, agent } =
+        running_with_clock_offset(3600).await;
+    // The server has spoken: the desired state it sends after every hello.
+    wait_desired(&agent, "the first desired state", |d| d.parcels.is_some()).await;
+    let (status, body) = server.call("POST", "/api/v1/cabinets/cab-e1/compartments/A1/open", None).await;
+    assert_eq!(status, 202, "{body}");
+    server.until("A1 is released", || async { lock.releases() == vec![CompartmentId::new("A1").unwrap()] }).await;
     server.server.stop().await;
 }
 

@@ -172,7 +172,7 @@ fn the_matcher_opens_for_the_enrolled_face_only_and_refuses_foreign_templates() 
     let probe = photo("obama2.jpg");
     let live = synth::live(&probe, &placement(&probe));
     let right = candidate(&keys_a, "cab-a", &models.embedding_ref(), &template);
-    let decision = matcher.decide(std::slice::from_ref(&live), std::slice::from_ref(&right));
+    let decision = matcher.decide(std::slice::from_ref(&live), std::slice::from_ref(&right), Utc::now());
     assert!(matches!(decision, FaceDecision::Match { parcel, .. } if parcel == right.parcel.parcel), "{decision:?}");
 
     // The same face, but the template was made by another embedding model, or sealed for
@@ -182,14 +182,15 @@ fn the_matcher_opens_for_the_enrolled_face_only_and_refuses_foreign_templates() 
         candidate(&keys_a, "cab-a", &other_model, &template),
         candidate(&keys_b, "cab-b", &models.embedding_ref(), &template),
     ];
-    let decision = matcher.decide(std::slice::from_ref(&live), &foreign);
+    let decision = matcher.decide(std::slice::from_ref(&live), &foreign, Utc::now());
     assert_eq!(decision, FaceDecision::NoMatch { reason: "no candidates".into() });
 
     // Someone else is no match; a print of the right face is an attack.
     let biden = photo("biden.jpg");
-    let decision = matcher.decide(&[synth::live(&biden, &placement(&biden))], std::slice::from_ref(&right));
+    let decision = matcher.decide(&[synth::live(&biden, &placement(&biden))], std::slice::from_ref(&right), Utc::now());
     assert!(matches!(&decision, FaceDecision::NoMatch { reason } if reason.contains("below")), "{decision:?}");
-    let decision = matcher.decide(&[synth::print(&probe, &placement(&probe))], std::slice::from_ref(&right));
+    let decision =
+        matcher.decide(&[synth::print(&probe, &placement(&probe))], std::slice::from_ref(&right), Utc::now());
     assert!(matches!(&decision, FaceDecision::Spoof { .. }), "{decision:?}");
 }
 
@@ -320,12 +321,12 @@ fn a_generated_mobilefacenet_sized_model_embeds_through_the_cabinet_path() {
     let live = synth::live(&probe, &placement(&probe));
     // Past the quality and attack gates, the template opened and compared: a match or a
     // score below the threshold, whichever the random weights give.
-    match matcher.decide(std::slice::from_ref(&live), std::slice::from_ref(&own)) {
+    match matcher.decide(std::slice::from_ref(&live), std::slice::from_ref(&own), Utc::now()) {
         FaceDecision::Match { parcel, .. } => assert_eq!(parcel, own.parcel.parcel),
         FaceDecision::NoMatch { reason } => assert!(reason.contains("best score"), "{reason}"),
         other => panic!("the decision stopped before the match: {other:?}"),
     }
-    let decision = matcher.decide(std::slice::from_ref(&live), std::slice::from_ref(&reference));
+    let decision = matcher.decide(std::slice::from_ref(&live), std::slice::from_ref(&reference), Utc::now());
     assert_eq!(decision, FaceDecision::NoMatch { reason: "no candidates".into() }, "made with another model");
 }
 

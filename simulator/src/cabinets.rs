@@ -403,10 +403,7 @@ type FaceParts = Option<(Box<dyn edge_agent::camera::FrameSource>, Box<dyn edge_
 fn face_parts(config: &AgentConfig, stage: &Stage) -> anyhow::Result<FaceParts> {
     let keys = edge_agent::load_key(&config.key_path())?;
     let seed = config.cabinet.bytes().fold(0xcafe_u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
-    Ok(Some((
-        Box::new(SimCamera::new(stage.clone(), seed)),
-        Box::new(SimMatcher::new(keys, config.cabinet_id(), config.sim_clock_offset_s)),
-    )))
+    Ok(Some((Box::new(SimCamera::new(stage.clone(), seed)), Box::new(SimMatcher::new(keys, config.cabinet_id())))))
 }
 
 /// Starts a cabinet's agent from its data dir, with its hardware; on a thread of its own

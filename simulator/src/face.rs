@@ -256,8 +256,6 @@ pub struct SimMatcher {
     pad: PadPolicy,
     matching: MatchPolicy,
     model: ModelRef,
-    /// The cabinet's own clock error: a matcher judges template expiry by the local clock.
-    clock_offset: chrono::Duration,
 }
 
 impl std::fmt::Debug for SimMatcher {
@@ -267,20 +265,13 @@ impl std::fmt::Debug for SimMatcher {
 }
 
 impl SimMatcher {
-    pub fn new(keys: CabinetKeyPair, cabinet: CabinetId, clock_offset_s: i64) -> Self {
-        Self {
-            keys,
-            cabinet,
-            pad: PadPolicy::default(),
-            matching: MatchPolicy::default(),
-            model: model(),
-            clock_offset: chrono::Duration::seconds(clock_offset_s),
-        }
+    pub fn new(keys: CabinetKeyPair, cabinet: CabinetId) -> Self {
+        Self { keys, cabinet, pad: PadPolicy::default(), matching: MatchPolicy::default(), model: model() }
     }
 }
 
 impl FaceMatcher for SimMatcher {
-    fn decide(&mut self, frames: &[Frame], candidates: &[Candidate]) -> FaceDecision {
+    fn decide(&mut self, frames: &[Frame], candidates: &[Candidate], now: chrono::DateTime<Utc>) -> FaceDecision {
         let judge = Judge {
             keys: &self.keys,
             cabinet: &self.cabinet,
@@ -291,7 +282,7 @@ impl FaceMatcher for SimMatcher {
         let mut last = FaceDecision::LowQuality { reason: "no frames".into() };
         for frame in frames {
             last = match decode(frame) {
-                Some((probe, cues)) => judge.decide(&cues, &probe, candidates, Utc::now() + self.clock_offset),
+                Some((probe, cues)) => judge.decide(&cues, &probe, candidates, now),
                 None => FaceDecision::LowQuality { reason: "no face in the frame".into() },
             };
             if !matches!(last, FaceDecision::LowQuality { .. }) {

@@ -240,7 +240,7 @@ impl Handler<FacePickup> for Cabinet {
         Box::pin(
             async move {
                 let frames = camera.send(super::face::Capture { count: 3 }).await.map_err(|e| e.to_string())??;
-                face.send(super::face::Decide { frames, candidates }).await.map_err(|e| e.to_string())
+                face.send(super::face::Decide { frames, candidates, now }).await.map_err(|e| e.to_string())
             }
             .into_actor(self)
             .map(move |decision: Result<crate::face::FaceDecision, String>, act, _| {

@@ -47,6 +47,8 @@ impl Handler<Capture> for Camera {
 pub struct Decide {
     pub frames: Vec<Frame>,
     pub candidates: Vec<Candidate>,
+    /// The time to judge template expiry by (the cabinet's estimate of the server's).
+    pub now: chrono::DateTime<chrono::Utc>,
 }
 
 pub struct Face {
@@ -73,6 +75,6 @@ impl Handler<Decide> for Face {
     type Result = MessageResult<Decide>;
 
     fn handle(&mut self, msg: Decide, _ctx: &mut Self::Context) -> Self::Result {
-        MessageResult(self.matcher.decide(&msg.frames, &msg.candidates))
+        MessageResult(self.matcher.decide(&msg.frames, &msg.candidates, msg.now))
     }
 }

@@ -53,6 +53,9 @@ pub struct LinkSettings {
     pub password: Option<String>,
     /// Present: TLS, trusting the configured CA.
     pub tls: Option<std::sync::Arc<lockerfleet_shared::tls::rustls::ClientConfig>>,
+    /// How far the simulator sets this cabinet's own clock off (`sim_clock_offset_s`);
+    /// zero on a real cabinet.
+    pub clock_offset: chrono::Duration,
 }
 
 /// What the link needs to say hello.
@@ -85,6 +88,10 @@ pub struct Link {
     updater: Option<Recipient<crate::ota::ToUpdater>>,
     /// Powered off ([`super::PowerOff`]): no connection, only waiting to be dropped.
     off: bool,
+    /// The server's clock, carried forward from the stamps of `down` messages: a remote
+    /// open's age is judged by it, so a cabinet whose own clock runs ahead does not take
+    /// every fresh command for a stale one.
+    clock: crate::domain::clock::ServerClock,
 }
 
 impl std::fmt::Debug for Link {
@@ -116,6 +123,7 @@ impl Link {
             restarts: 0,
             updater: None,
             off: false,
+            clock: crate::domain::clock::ServerClock::default(),
         }
     }
 
@@ -397,6 +405,10 @@ impl Handler<Incoming> for Link {
             tracing::warn!(named = %env.cabinet, "down message for another cabinet refused");
             return;
         }
+        // Judged before this message's own stamp counts: a stale command that arrives first
+        // after a restart must not vouch for itself.
+        let server_now = self.clock.now(chrono::Utc::now() + self.settings.clock_offset);
+        self.clock.observe(env.ts);
         // Updates are the updater's business.
         match &env.body {
             DownBody::Ota(offer) => {
@@ -417,7 +429,7 @@ impl Handler<Incoming> for Link {
             DownBody::Cmd(lockerfleet_shared::envelope::Command {
                 id,
                 action: lockerfleet_shared::envelope::CommandAction::OpenCompartment { .. },
-            }) if chrono::Utc::now() - env.ts > MAX_OPEN_COMMAND_AGE => {
+            }) if server_now - env.ts > MAX_OPEN_COMMAND_AGE => {
                 // Queued while the cabinet was away: opening a door now, when nobody
                 // stands in front of it, would be worse than not opening it.
                 tracing::warn!(command = %id, sent = %env.ts, "stale remote open ignored");

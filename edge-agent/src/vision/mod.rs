@@ -75,7 +75,7 @@ impl OnnxMatcher {
     }
 
     /// Decides on one frame.
-    fn decide_frame(&mut self, frame: &Frame, candidates: &[Candidate]) -> FaceDecision {
+    fn decide_frame(&mut self, frame: &Frame, candidates: &[Candidate], now: chrono::DateTime<Utc>) -> FaceDecision {
         let Some(view) = RgbView::new(frame.width, frame.height, &frame.rgb) else {
             return FaceDecision::LowQuality { reason: "frame has no pixels".into() };
         };
@@ -107,7 +107,7 @@ impl OnnxMatcher {
         let model = self.pipeline.models.embedding_ref();
         let judge =
             Judge { keys: &self.keys, cabinet: &self.cabinet, model: &model, pad: &self.pad, matching: &self.matching };
-        judge.decide(&evidence, &analysis.embedding, candidates, Utc::now())
+        judge.decide(&evidence, &analysis.embedding, candidates, now)
     }
 }
 
@@ -163,10 +163,10 @@ impl Judge<'_> {
 impl FaceMatcher for OnnxMatcher {
     /// The first frame good enough to judge decides; low-quality frames give way to the
     /// next one.
-    fn decide(&mut self, frames: &[Frame], candidates: &[Candidate]) -> FaceDecision {
+    fn decide(&mut self, frames: &[Frame], candidates: &[Candidate], now: chrono::DateTime<Utc>) -> FaceDecision {
         let mut last = FaceDecision::LowQuality { reason: "no frames".into() };
         for frame in frames {
-            last = self.decide_frame(frame, candidates);
+            last = self.decide_frame(frame, candidates, now);
             if !matches!(last, FaceDecision::LowQuality { .. }) {
                 return last;
             }
