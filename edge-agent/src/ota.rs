@@ -362,8 +362,10 @@ impl Actor for Updater {
                                 Ok(r) => {
                                     tracing::error!(why, "rolling back to the previous slot");
                                     act.send(ctx, r);
-                                    // Give the report a moment to leave, then boot the old slot.
-                                    ctx.run_later(Duration::from_millis(500), |act, _| (act.restart)());
+                                    // The old slot boots next, but not while a door is
+                                    // open or a pickup is under way (the new version may
+                                    // well be handing out parcels offline).
+                                    act.restart_when_idle(ctx);
                                 }
                                 Err(e) => tracing::error!(error = %e, "could not roll back"),
                             }
@@ -463,6 +465,25 @@ impl Handler<ToUpdater> for Updater {
 }
 
 impl Updater {
+    /// Restarts once the cabinet grants the update lock (no door open, no flow under way),
+    /// asking again every 2 s; at once if the cabinet actor is gone.
+    fn restart_when_idle(&mut self, ctx: &mut Context<Self>) {
+        self.cabinet
+            .send(crate::actors::cabinet::BeginUpdate)
+            .into_actor(self)
+            .map(|granted, _act, ctx| match granted {
+                Ok(Err(why)) => {
+                    tracing::info!(why, "the restart into the previous slot waits for the cabinet to be idle");
+                    ctx.run_later(Duration::from_secs(2), |act, ctx| act.restart_when_idle(ctx));
+                }
+                // Give the report a moment to leave, then boot the old slot.
+                Ok(Ok(())) | Err(_) => {
+                    ctx.run_later(Duration::from_millis(500), |act, _| (act.restart)());
+                }
+            })
+            .spawn(ctx);
+    }
+
     /// Waits for the window and the update lock, then installs and restarts.
     fn install_when_allowed(&mut self, ctx: &mut Context<Self>, offer: OtaOffer, file: PathBuf) {
         let rollout = offer.rollout;
@@ -644,6 +665,8 @@ async fn download(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn manifest(version: &str, floor: &str) -> SignedManifest {
         let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
@@ -716,5 +739,100 @@ mod tests {
         assert_eq!(r.status, OtaStatus::RolledBack);
         assert_eq!(s.booted(), SlotId::A);
         assert!(DirSlots::open(&root, "1.0.0").unwrap().state().unreported.is_some(), "reported once connected");
+    }
+
+    /// A new version that fails its health check while a door stands open: the rollback is
+    /// recorded at once, the restart into the old slot waits until the door is shut.
+    #[actix_rt::test]
+    async fn a_rollback_restarts_only_once_the_doors_are_shut() {
+        use crate::actors::cabinet::{Cabinet, DoorSensed};
+        use lockerfleet_shared::CompartmentId;
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("img");
+        std::fs::write(&image, [b"version 2 ".as_slice(), SIM_FAIL_HEALTH].concat()).unwrap();
+        let root = dir.path().join("slots");
+        let mut slots = DirSlots::open(&root, "1.0.0").unwrap();
+        slots.install(&image, &manifest("2.0.0", "1.0.0")).unwrap();
+        slots.try_next(Uuid::now_v7(), "1.0.0").unwrap();
+        let slots = DirSlots::open(&root, "1.0.0").unwrap(); // booted into the trial
+
+        let a1 = CompartmentId::new("A1").unwrap();
+        let journal = crate::domain::journal::Journal::open(&dir.path().join("journal.log"), 1 << 20).unwrap();
+        let desired = crate::domain::desired::DesiredStore::open(&dir.path().join("desired.json"));
+        let cabinet = Cabinet::new(
+            journal,
+            desired,
+            std::slice::from_ref(&a1),
+            Box::new(crate::hw::SimLock::default()),
+            dir.path().join("done.json"),
+            crate::domain::door::DoorTimings::default(),
+        )
+        .start();
+        // A door forced open: the cabinet is not idle.
+        cabinet.send(DoorSensed { compartment: a1.clone(), open: true }).await.unwrap();
+        // A link to a broker that is not there: never connected.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let identity = crate::actors::link::Identity {
+            cabinet: lockerfleet_shared::CabinetId::new("cab-ota").unwrap(),
+            firmware: "2.0.0".into(),
+            hardware: "lf-cab-sim".into(),
+            compartments: Vec::new(),
+            key_fingerprint: "00".repeat(16),
+            model: None,
+        };
+        let settings = crate::actors::link::LinkSettings {
+            host: "127.0.0.1".into(),
+            port,
+            keep_alive: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(1),
+            heartbeat: Duration::from_secs(30),
+            resend: Duration::from_secs(5),
+            password: None,
+            tls: None,
+            clock_offset: chrono::Duration::zero(),
+        };
+        let link = crate::actors::link::Link::new(
+            identity,
+            lockerfleet_shared::TopicSpace::new(None).unwrap(),
+            &settings,
+            cabinet.clone(),
+        )
+        .start();
+        let restarts = Arc::new(AtomicUsize::new(0));
+        let counted = restarts.clone();
+        let config = OtaConfig { health_deadline_s: 1, ..OtaConfig::default() };
+        let restart: Restart = Box::new(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+        });
+        let _updater = Updater::new(
+            Box::new(slots),
+            config,
+            "lf-cab-sim".into(),
+            dir.path().join("ota"),
+            cabinet.clone(),
+            link,
+            restart,
+        )
+        .start();
+
+        let until = |what: &'static str, check: Box<dyn Fn() -> bool>| async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while !check() {
+                assert!(std::time::Instant::now() < deadline, "{what} within 20 s");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        let state_root = root.clone();
+        until(
+            "the rollback on disk",
+            Box::new(move || DirSlots::open(&state_root, "1.0.0").unwrap().state().pending.is_none()),
+        )
+        .await;
+        // The old code restarted 500 ms after the rollback; give it several times that.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(restarts.load(Ordering::SeqCst), 0, "restarted with a door open");
+        cabinet.send(DoorSensed { compartment: a1, open: false }).await.unwrap();
+        let seen = restarts.clone();
+        until("the restart once the door is shut", Box::new(move || seen.load(Ordering::SeqCst) == 1)).await;
     }
 }
