@@ -163,6 +163,17 @@ fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
 
 impl AgentConfig {
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with_env(file, std::env::vars())
+    }
+
+    /// [`AgentConfig::load`] with the environment given. Only `EDGE_*` variables that
+    /// name one of the configuration's own keys are read: others (the command line's
+    /// `EDGE_CONFIG`, a deployment's own) would be taken for unknown keys and stop the
+    /// cabinet.
+    pub fn load_with_env(
+        file: Option<&Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
         // An unreadable file is left to the `config` crate, which names it in its error.
         if let Some(text) = file.and_then(|f| std::fs::read_to_string(f).ok()) {
             check_text(&text)?;
@@ -171,9 +182,26 @@ impl AgentConfig {
         if let Some(f) = file {
             b = b.add_source(config::File::from(f).required(true));
         }
-        Self::from_builder(b.add_source(
-            config::Environment::with_prefix("EDGE").prefix_separator("_").separator("__").try_parsing(true),
-        ))
+        let known: std::collections::HashSet<String> = match serde_json::to_value(Self::default()) {
+            Ok(serde_json::Value::Object(keys)) => keys.into_iter().map(|(k, _)| k).collect(),
+            _ => std::collections::HashSet::new(),
+        };
+        let ours: config::Map<String, String> = vars
+            .into_iter()
+            .filter(|(k, _)| {
+                k.strip_prefix("EDGE_")
+                    .is_some_and(|rest| known.contains(&rest.split("__").next().unwrap_or(rest).to_ascii_lowercase()))
+            })
+            .collect();
+        Self::from_builder(
+            b.add_source(
+                config::Environment::with_prefix("EDGE")
+                    .prefix_separator("_")
+                    .separator("__")
+                    .try_parsing(true)
+                    .source(Some(ours)),
+            ),
+        )
     }
 
     /// Loads defaults → the TOML `text` of a `cabinet.toml`, without the file system or the
@@ -268,6 +296,35 @@ impl AgentConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn edge_variables_set_keys_and_others_are_left_alone() {
+        let vars = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cabinet.toml");
+        std::fs::write(&file, "cabinet = \"cab-file\"\n[[compartments]]\nid = \"A1\"\nsize = \"s\"\n").unwrap();
+        let cfg = AgentConfig::load_with_env(
+            Some(&file),
+            vars(&[
+                ("EDGE_CABINET", "cab-env"),
+                ("EDGE_MQTT__HOST", "broker.example"),
+                ("EDGE_HEARTBEAT_S", "7"),
+                // The command line's own variable, and someone else's.
+                ("EDGE_CONFIG", "/etc/lockerfleet/cabinet.toml"),
+                ("EDGE_ROUTER_MODEL", "x200"),
+                ("PATH", "/usr/bin"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(cfg.cabinet, "cab-env");
+        assert_eq!(cfg.mqtt.host, "broker.example");
+        assert_eq!(cfg.heartbeat_s, 7);
+        // A known key with a bad value is still refused, and named.
+        let err = AgentConfig::load_with_env(Some(&file), vars(&[("EDGE_HEARTBEAT_S", "often")])).unwrap_err();
+        assert!(err.to_string().contains("heartbeat_s"), "{err}");
+    }
 
     #[test]
     fn a_cabinet_toml_loads_from_text_and_a_bad_key_is_named() {
