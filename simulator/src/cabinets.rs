@@ -47,7 +47,10 @@ use crate::face::{SimCamera, SimMatcher, Stage};
 /// How long a powered-off agent may take to be gone.
 const POWER_OFF_WITHIN: Duration = Duration::from_secs(10);
 /// How long a flow told "the cabinet is updating" waits before trying again.
-const RETRY_AFTER_UPDATE: Duration = Duration::from_millis(200);
+pub(crate) const RETRY_AFTER_UPDATE: Duration = Duration::from_millis(200);
+/// How long a recipient at a cabinet that keeps saying "updating" goes on trying (an
+/// install and the restart after it take seconds; this is far beyond).
+pub(crate) const UPDATE_PATIENCE: Duration = Duration::from_secs(300);
 /// How often a cabinet that is down is asked again about its desired state.
 const DOWN_POLL: Duration = Duration::from_millis(100);
 /// How long a power loss waits for a restart under way to finish first.
@@ -182,7 +185,7 @@ impl SimCabinet {
             if !again || Instant::now() > deadline {
                 return answer;
             }
-            self.0.waited_for_update.set(self.0.waited_for_update.get() + 1);
+            self.note_update_wait();
             tokio::time::sleep(RETRY_AFTER_UPDATE).await;
         }
     }
@@ -242,6 +245,11 @@ impl SimCabinet {
 
     pub fn restart_error(&self) -> Option<String> {
         self.0.restart_error.borrow().clone()
+    }
+
+    /// Counts one flow that was told "updating" and tries again.
+    pub(crate) fn note_update_wait(&self) {
+        self.0.waited_for_update.set(self.0.waited_for_update.get() + 1);
     }
 
     pub fn waited_for_update(&self) -> usize {

@@ -360,12 +360,42 @@ async fn attempt(
     who: Presentation,
     tally: &mut crate::faults::Tally,
 ) -> anyhow::Result<edge_agent::actors::cabinet::FaceOutcome> {
+    use edge_agent::actors::cabinet::FaceOutcome;
+    let patience = std::time::Instant::now() + crate::cabinets::UPDATE_PATIENCE;
     stage.step_up(who);
-    let asked = std::time::Instant::now();
-    let outcome = sim.send(edge_agent::actors::cabinet::FacePickup).await;
-    tally.face_decision_ms.push(asked.elapsed().as_secs_f64() * 1000.0);
+    let outcome = loop {
+        let asked = std::time::Instant::now();
+        let outcome = sim.send(edge_agent::actors::cabinet::FacePickup).await;
+        // An update holds the cabinet: the recipient waits a moment and looks again (the
+        // wait is no part of the decision's latency).
+        if let Ok(FaceOutcome::Refused { reason }) = &outcome
+            && reason.contains("updating")
+            && std::time::Instant::now() < patience
+        {
+            sim.note_update_wait();
+            tokio::time::sleep(crate::cabinets::RETRY_AFTER_UPDATE).await;
+            continue;
+        }
+        tally.face_decision_ms.push(asked.elapsed().as_secs_f64() * 1000.0);
+        break outcome;
+    };
     stage.step_away();
     Ok(outcome?)
+}
+
+/// Types `code`, again while an update holds the keypad.
+pub(crate) async fn enter_code(
+    sim: &crate::cabinets::SimCabinet,
+    code: &str,
+) -> Result<edge_agent::domain::keypad::CodeOutcome, actix::MailboxError> {
+    use edge_agent::domain::keypad::CodeOutcome;
+    let patience = std::time::Instant::now() + crate::cabinets::UPDATE_PATIENCE;
+    sim.send_patiently(
+        || edge_agent::actors::cabinet::EnterCode(code.to_owned()),
+        |o| matches!(o, CodeOutcome::Unavailable),
+        patience,
+    )
+    .await
 }
 
 /// A face parcel's pickup: maybe an impostor and a spoof try first (neither may open a
@@ -380,7 +410,7 @@ pub async fn pick_up(
 ) -> anyhow::Result<&'static str> {
     use crate::scenario::Scenario;
     use anyhow::{Context, bail};
-    use edge_agent::actors::cabinet::{EnterCode, FaceOutcome};
+    use edge_agent::actors::cabinet::FaceOutcome;
     let stage = sim.stage().context("a face parcel in a cabinet without a camera")?;
     tally.face_parcels += 1;
     let face = person(recipient_seed(i, n));
@@ -431,7 +461,7 @@ pub async fn pick_up(
                 FaceOutcome::Accepted(_) => "another parcel".to_owned(),
             };
             *tally.genuine_refused.entry(why).or_default() += 1;
-            match sim.send(EnterCode(s.code.clone())).await? {
+            match enter_code(sim, &s.code).await? {
                 edge_agent::domain::keypad::CodeOutcome::Accepted(p) if p.parcel == s.parcel => {}
                 other => bail!("pickup refused after the face failed: {other:?}"),
             }

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use edge_agent::actors::cabinet::{CourierCollect, EnterCode, GetDesired, GetStatus};
+use edge_agent::actors::cabinet::{CourierCollect, GetDesired, GetStatus};
 use edge_agent::domain::keypad::CodeOutcome;
 use lockerfleet_shared::envelope::{ExpectedParcel, ParcelStage};
 use lockerfleet_shared::{CompartmentId, ParcelId};
@@ -110,7 +110,7 @@ pub async fn pick_up_at_faulty_door(
         "jammed" => {
             sim.lock().jammed.lock().map_err(|_| anyhow::anyhow!("lock state poisoned"))?.insert(s.compartment.clone());
             let released = sim.lock().releases().len();
-            match sim.send(EnterCode(s.code.clone())).await? {
+            match crate::face::enter_code(sim, &s.code).await? {
                 CodeOutcome::Accepted(p) if p.parcel == s.parcel => {}
                 other => bail!("the code at a jammed door was not taken: {other:?}"),
             }
@@ -121,7 +121,7 @@ pub async fn pick_up_at_faulty_door(
             // The technician frees it; the recipient tries again.
             tokio::time::sleep(Duration::from_secs_f64(repair_s)).await;
             sim.lock().jammed.lock().map_err(|_| anyhow::anyhow!("lock state poisoned"))?.remove(&s.compartment);
-            match sim.send(EnterCode(s.code.clone())).await? {
+            match crate::face::enter_code(sim, &s.code).await? {
                 CodeOutcome::Accepted(p) if p.parcel == s.parcel => {}
                 other => bail!("pickup refused after the jam was freed: {other:?}"),
             }
@@ -132,7 +132,7 @@ pub async fn pick_up_at_faulty_door(
             // A reed switch that reads open on a locked door for a moment.
             door_cycle(sim, &s.compartment).await?;
             *tally.alarms_made.entry("door_forced".into()).or_default() += 1;
-            match sim.send(EnterCode(s.code.clone())).await? {
+            match crate::face::enter_code(sim, &s.code).await? {
                 CodeOutcome::Accepted(p) if p.parcel == s.parcel => {}
                 other => bail!("pickup refused after a sensor fault: {other:?}"),
             }
@@ -166,7 +166,7 @@ pub async fn codes_after_expiry(sim: &SimCabinet, tally: &mut Tally, deadline: I
         }
         tokio::time::sleep(wait).await;
         let still_ready = held(sim, s.parcel).await.is_some_and(|p| p.stage == ParcelStage::Ready);
-        match sim.send(EnterCode(s.code.clone())).await? {
+        match crate::face::enter_code(sim, &s.code).await? {
             CodeOutcome::Accepted(_) => {
                 tally.codes_opened_after_expiry += 1;
                 sim.door(&s.compartment.clone(), true).await?;
