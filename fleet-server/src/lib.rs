@@ -155,6 +155,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let store =
         Store::connect(&config.database.url, config.database.max_connections).await.map_err(StartError::Database)?;
     tracing::info!(backend = store.backend(), "database ready, migrations applied");
+    service::code_hashing::start();
     api::auth::bootstrap(&store, config.auth.bootstrap_token.as_deref(), &config.auth.token_file)
         .await
         .map_err(StartError::Auth)?;
@@ -197,6 +198,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     )
     .allow_private_webhooks(config.webhooks.allow_private_targets)
     .claim_lease(Duration::from_secs(config.outbox.claim_lease_s))
+    .pool_size(config.database.max_connections)
     .start();
     let service = service::Ctx {
         store: store.clone(),

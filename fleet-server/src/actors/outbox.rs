@@ -52,6 +52,8 @@ pub struct OutboxRelay {
     allow_private_webhooks: bool,
     /// `outbox.claim_lease_s`: how long claimed rows stay this relay's.
     claim_lease: chrono::Duration,
+    /// Desired states a pass builds at once (each holds a pool connection meanwhile).
+    concurrent_builds: usize,
     publisher: Option<Publisher>,
     http: awc::Client,
     running: bool,
@@ -77,6 +79,14 @@ impl OutboxRelay {
         self
     }
 
+    /// Sizes the pass's concurrent desired-state builds to the database pool
+    /// (`database.max_connections`): half of it, 1 to [`MAX_CONCURRENT_BUILDS`] (4 with the
+    /// default pool of 8), so ingest and the API keep connections of their own.
+    pub fn pool_size(mut self, max_connections: u32) -> Self {
+        self.concurrent_builds = usize::try_from(max_connections / 2).unwrap_or(1).clamp(1, MAX_CONCURRENT_BUILDS);
+        self
+    }
+
     /// How long rows claimed by a pass stay this relay's (`outbox.claim_lease_s`).
     pub fn claim_lease(mut self, lease: Duration) -> Self {
         self.claim_lease = chrono::Duration::from_std(lease).unwrap_or(DEFAULT_CLAIM_LEASE);
@@ -97,6 +107,7 @@ impl OutboxRelay {
             pass_keys,
             allow_private_webhooks: false,
             claim_lease: DEFAULT_CLAIM_LEASE,
+            concurrent_builds: MAX_CONCURRENT_BUILDS,
             publisher: Some(Publisher::new(broker, "lf-outbox")),
             http: awc::Client::builder().timeout(Duration::from_secs(5)).finish(),
             running: false,
@@ -119,9 +130,11 @@ impl OutboxRelay {
         let pass_keys = self.pass_keys.clone();
         let include_webhooks = !self.webhooks_busy && self.stopping.is_empty();
         let lease = self.claim_lease;
+        let builds = self.concurrent_builds;
         let mut publisher = self.publisher.take().expect("the publisher is home whenever no pass runs");
         async move {
-            let result = deliver(&store, &metrics, &topics, &pass_keys, include_webhooks, lease, &mut publisher).await;
+            let pass = Pass { store: &store, metrics: &metrics, topics: &topics, pass_keys: &pass_keys, builds };
+            let result = deliver(&pass, include_webhooks, lease, &mut publisher).await;
             (publisher, result)
         }
         .into_actor(self)
@@ -203,8 +216,18 @@ impl Handler<Kick> for OutboxRelay {
     }
 }
 
-/// Desired states built at once in a pass (each holds one pool connection while it runs).
-const CONCURRENT_BUILDS: usize = 4;
+/// Desired states built at once in a pass at most (each holds one pool connection while it runs).
+const MAX_CONCURRENT_BUILDS: usize = 4;
+
+/// What a pass works with.
+struct Pass<'a> {
+    store: &'a Store,
+    metrics: &'a Metrics,
+    topics: &'a TopicSpace,
+    pass_keys: &'a [String],
+    /// Desired states built at once.
+    builds: usize,
+}
 
 /// Backoff after `attempts` failures: 2^n seconds capped at an hour, with ±20% jitter.
 fn retry_delay(attempts: i32) -> chrono::Duration {
@@ -216,14 +239,12 @@ fn retry_delay(attempts: i32) -> chrono::Duration {
 /// One pass: delivers up to one batch of MQTT messages and cabinet pushes; returns
 /// whether more may be waiting, and the webhook rows it claimed (posted by the caller).
 async fn deliver(
-    store: &Store,
-    metrics: &Metrics,
-    topics: &TopicSpace,
-    pass_keys: &[String],
+    pass: &Pass<'_>,
     include_webhooks: bool,
     lease: chrono::Duration,
     publisher: &mut Publisher,
 ) -> Result<(bool, Vec<outbox::Model>), sea_orm::DbErr> {
+    let (store, metrics) = (pass.store, pass.metrics);
     let rows = claim(store, now(), include_webhooks, lease).await?;
     if rows.is_empty() {
         let pending = outbox::Entity::find().filter(outbox::Column::DeliveredAt.is_null()).count(store.connection());
@@ -231,7 +252,7 @@ async fn deliver(
         return Ok((false, Vec::new()));
     }
     let full = rows.len() == MAX_BATCH;
-    match relay_claimed(store, metrics, topics, pass_keys, publisher, &rows).await {
+    match relay_claimed(pass, publisher, &rows).await {
         Ok(webhooks) => Ok((full, webhooks)),
         Err(e) => {
             // Rows this pass claimed and did not settle would otherwise wait out the claim
@@ -248,13 +269,11 @@ async fn deliver(
 /// Delivers the MQTT messages and cabinet pushes among `rows` (claimed by this pass) and
 /// returns the webhook rows, which the caller posts.
 async fn relay_claimed(
-    store: &Store,
-    metrics: &Metrics,
-    topics: &TopicSpace,
-    pass_keys: &[String],
+    pass: &Pass<'_>,
     publisher: &mut Publisher,
     rows: &[outbox::Model],
 ) -> Result<Vec<outbox::Model>, sea_orm::DbErr> {
+    let Pass { store, metrics, topics, pass_keys, builds } = *pass;
     let db = store.connection();
     let pending = outbox::Entity::find().filter(outbox::Column::DeliveredAt.is_null()).count(db).await?;
     metrics.outbox_pending.set(i64::try_from(pending).unwrap_or(i64::MAX));
@@ -282,7 +301,7 @@ async fn relay_claimed(
     // 200 cabinets waits on the database's latency a few times over instead of 200 times.
     let built: Vec<_> = futures_util::stream::iter(&cabinets)
         .map(|(cabinet, ids)| async move { (cabinet, ids, desired::build(store, cabinet, pass_keys).await) })
-        .buffered(CONCURRENT_BUILDS)
+        .buffered(builds)
         .collect()
         .await;
     for (cabinet, ids, state) in built {

@@ -39,6 +39,12 @@ pub async fn hash(code: String) -> Result<String, String> {
     answer.await.map_err(|_| "the hashing thread stopped before it answered".to_owned())
 }
 
+/// Starts the hashing threads now (the server does at start), so the first parcel
+/// created does not wait for them; [`hash`] starts them too if nobody did.
+pub fn start() {
+    let _ = queue();
+}
+
 /// How many hashing threads run: one per core, up to [`MAX_THREADS`].
 pub fn threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_THREADS)
