@@ -143,10 +143,15 @@ pub async fn pick_up_at_faulty_door(
     Ok((method, 1))
 }
 
+/// `parcel` in a cabinet's desired state, if it is there.
+fn parcel_in(d: &edge_agent::domain::desired::DesiredState, parcel: ParcelId) -> Option<&ExpectedParcel> {
+    d.parcels.as_ref()?.parcels.iter().find(|p| p.parcel == parcel)
+}
+
 /// The parcel as this cabinet holds it now.
 async fn held(sim: &SimCabinet, parcel: ParcelId) -> Option<ExpectedParcel> {
     let desired = sim.send(GetDesired).await.ok()?;
-    desired.parcels?.parcels.into_iter().find(|p| p.parcel == parcel)
+    parcel_in(&desired, parcel).cloned()
 }
 
 /// Once each no-show parcel's pickup window is over, its recipient turns up after all
@@ -195,7 +200,7 @@ pub async fn collect_no_shows(
         let expired_at = std::cell::Cell::new(None);
         let task = sim
             .until_desired(deadline, |d| {
-                let p = d.parcels.as_ref().and_then(|set| set.parcels.iter().find(|p| p.parcel == s.parcel));
+                let p = parcel_in(d, s.parcel);
                 if let Some(p) = p {
                     expired_at.set(Some(p.expires_at));
                 }
@@ -209,8 +214,13 @@ pub async fn collect_no_shows(
             let ms = (chrono::Utc::now() - at).num_milliseconds() as f64;
             tally.expiry_to_collect_task_ms.push(ms.max(0.0));
         }
+        // A cabinet that is updating tells the courier to try again in a moment.
         let compartment = sim
-            .send(CourierCollect { pass: pass.to_owned(), parcel: s.parcel })
+            .send_patiently(
+                || CourierCollect { pass: pass.to_owned(), parcel: s.parcel },
+                |r| r.as_ref().is_err_and(|e| e.contains("updating")),
+                deadline,
+            )
             .await?
             .map_err(|e| anyhow::anyhow!("collection refused: {e}"))?;
         door_cycle(sim, &compartment).await?;
