@@ -20,9 +20,15 @@
 //!            ─► every journal empty; the server stored each event once
 //!   a sampler records connected cabinets, journal depth and pickups every second
 //! ```
+//!
+//! A scenario with a `[day]` runs on simulated time instead of the stock and pickup
+//! phases: each cabinet plays its own schedule of arrivals (deposits) and recipients
+//! (pickups, by the same roles), each item when it is due at the day's speed, and the
+//! report's `day` section says whether the fleet kept up (see [`crate::day`]). The
+//! no-shows, the rollout and the accounting after it are the same.
 
-use std::cell::Cell;
-use std::collections::{BTreeMap, HashSet};
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -37,6 +43,7 @@ use lockerfleet_shared::{CompartmentId, ParcelId};
 use serde::Serialize;
 
 use crate::cabinets::{SimCabinet, SimFleet};
+use crate::day::{Day, DayObserved, DayReport, Schedule, Step};
 use crate::faults::Tally;
 use crate::proxy::CutProxy;
 use crate::rollout::RolloutReport;
@@ -71,7 +78,8 @@ pub struct FleetArgs {
     /// Write the JSON report here.
     #[arg(long)]
     pub report: Option<PathBuf>,
-    /// How long to wait for everything to arrive, seconds.
+    /// How long to wait for everything to arrive, seconds. A scenario's `[day]` adds
+    /// its own length in real time (its simulated hours at its speed).
     #[arg(long, default_value_t = 300)]
     pub timeout_s: u64,
     /// A scenario file (TOML; see `simulator/scenarios/`). Its `cabinets` and
@@ -155,6 +163,10 @@ pub struct FleetReport {
     /// 25 ms, like `code_to_cabinet`.
     pub template_to_cabinet: Latency,
     pub partition: Option<PartitionReport>,
+    /// The simulated day the scenario ran (`[day]`): arrivals, refusals for want of a
+    /// free compartment, lateness against the schedule, the server's pickup window in
+    /// simulated time.
+    pub day: Option<DayReport>,
     /// The OTA rollout the scenario ran during the traffic (`[rollout]`).
     pub rollout: Option<RolloutReport>,
     pub face: Option<crate::faults::FaceReport>,
@@ -285,6 +297,8 @@ fn agent_config(args: &FleetArgs, i: usize, port: u16, scenario: &Scenario) -> A
         sim_clock_offset_s: scenario.clock_offset_s(i),
         compartments: ["s", "m", "l", "xl"]
             .iter()
+            .cycle()
+            .take(scenario.day.as_ref().map_or(4, |d| d.compartments))
             .enumerate()
             .map(|(k, size)| CompartmentConfig {
                 id: format!("C{k}"),
@@ -338,8 +352,24 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
     };
     let cabinets = scenario.cabinets.unwrap_or(args.cabinets);
     let parcels = scenario.parcels_per_cabinet.unwrap_or(args.parcels);
+    // A timed day: every cabinet's schedule, planned before anything starts.
+    let schedules: Vec<Schedule> = match &scenario.day {
+        Some(day) => (0..cabinets).map(|i| day.schedule(i, |k| scenario.role(i, k) == Role::NoShow)).collect(),
+        None => Vec::new(),
+    };
+    // The parcels cabinet `i` takes in, by index.
+    let parcels_of = |i: usize| -> Vec<usize> {
+        match schedules.get(i) {
+            Some(s) => s.deposits().collect(),
+            None => (0..parcels).collect(),
+        }
+    };
+    let day_real_s = scenario
+        .day
+        .as_ref()
+        .map_or(0.0, |d| d.real_s(schedules.iter().map(Schedule::end_s).fold(0.0, f64::max) / 3600.0));
     let started = Instant::now();
-    let deadline = started + Duration::from_secs(args.timeout_s);
+    let deadline = started + Duration::from_secs(args.timeout_s) + Duration::from_secs_f64(day_real_s);
     let api = Api {
         http: awc::Client::builder().timeout(Duration::from_secs(30)).finish(),
         base: args.server.trim_end_matches('/').to_owned(),
@@ -409,15 +439,15 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
             let due = connect_started + Duration::from_secs_f64(i as f64 / scenario.connect_per_s);
             tokio::time::sleep_until(due.into()).await;
         }
-        let with_camera = (0..parcels).any(|n| scenario.role(i, n) == Role::Face);
+        let with_camera = parcels_of(i).into_iter().any(|n| scenario.role(i, n) == Role::Face);
         agents.push(fleet.start(config.clone(), with_camera, scenario.loses_power(i)).await?);
         bar.inc(1);
     }
 
     // One sample a second, until the run ends.
     let picked = Rc::new(Cell::new(0usize));
-    let assigned_now: Rc<std::cell::RefCell<Vec<f64>>> = Rc::default();
-    let timeline: Rc<std::cell::RefCell<Vec<Sample>>> = Rc::default();
+    let assigned_now: Rc<RefCell<Vec<f64>>> = Rc::default();
+    let timeline: Rc<RefCell<Vec<Sample>>> = Rc::default();
     let sampler = {
         let handles = agents.clone();
         let (picked, assigned_now, timeline) = (picked.clone(), assigned_now.clone(), timeline.clone());
@@ -481,7 +511,7 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
     // Face parcels' recipients enrol first: the server seals their template for the
     // parcel's cabinet when the parcel becomes ready.
     let face_parcels: Vec<(usize, usize, String)> = (0..agents.len())
-        .flat_map(|i| (0..parcels).map(move |n| (i, n)))
+        .flat_map(|i| parcels_of(i).into_iter().map(move |n| (i, n)))
         .filter(|(i, n)| scenario.role(*i, *n) == Role::Face)
         .map(|(i, n)| (i, n, configs[i].cabinet.clone()))
         .collect();
@@ -513,27 +543,42 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
             for n in 0..parcels {
                 let recipient = recipients.get(&(i, n)).copied();
                 let create = gate.turn(n * fleet + i);
-                match stock(api, agent, &config.cabinet, &tenant, &courier, &pass, n, recipient, create, deadline).await
-                {
-                    Ok(s) => {
-                        out.assigned.push(s.assigned_ms);
-                        assigned_now.borrow_mut().push(s.assigned_ms);
-                        out.coded.push(s.coded_ms);
-                        out.templated.extend(s.template_ms);
-                        out.events += 1;
-                        out.stocked.push(s);
-                    }
-                    Err(e) => {
-                        out.errors.push(format!("{}: {e:#}", config.cabinet));
-                        out.events += e.downcast_ref::<Made>().map_or(0, |m| m.0);
-                    }
+                let made =
+                    stock(api, agent, &config.cabinet, &tenant, &courier, &pass, n, recipient, create, deadline).await;
+                if let Some(s) = record_stock(&mut out, made, &config.cabinet, &assigned_now) {
+                    out.stocked.push(s);
                 }
                 bar.inc(1);
             }
             out
         }
     });
-    let mut flows: Vec<Flow> = futures_util::future::join_all(stocking).await;
+    // A timed day plays each cabinet's schedule instead; its flows come out with every
+    // pickup done, the no-shows left for after the day, as in the phase mode.
+    let mut day_seen = None;
+    let mut flows: Vec<Flow> = match &scenario.day {
+        Some(day) => {
+            let traffic = DayTraffic {
+                api: &api,
+                agents: &agents,
+                configs: &configs,
+                tenant: &tenant,
+                courier: &courier,
+                pass: &pass,
+                recipients: &recipients,
+                bar: &bar,
+                assigned_now: &assigned_now,
+                picked: &picked,
+                scenario: &scenario,
+                deadline,
+                api_concurrency: args.api_concurrency,
+            };
+            let (flows, seen) = day_traffic(&traffic, day, &schedules).await;
+            day_seen = Some(seen);
+            flows
+        }
+        None => futures_util::future::join_all(stocking).await,
+    };
 
     // The partition: cut, then the cut cabinets hand parcels out offline.
     let cut_at = Instant::now();
@@ -553,44 +598,7 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
         async move {
             let stocked = std::mem::take(&mut flow.stocked);
             for (n, s) in stocked.into_iter().enumerate() {
-                let outcome = match scenario.role(i, n) {
-                    Role::NoShow => {
-                        flow.faults.no_shows.push(s);
-                        bar.inc(1);
-                        continue;
-                    }
-                    Role::Face => {
-                        crate::face::pick_up(sim, &s, scenario, (i, n), &mut flow.faults).await.map(|m| (m, 0))
-                    }
-                    Role::DoorFault(k) => {
-                        let kind = scenario.door_fault_kinds.get(k).map_or("jammed", String::as_str);
-                        crate::faults::pick_up_at_faulty_door(
-                            sim,
-                            &s,
-                            kind,
-                            scenario.door_fault_repair_s,
-                            &mut flow.faults,
-                        )
-                        .await
-                    }
-                    Role::Code => {
-                        let wrong = Scenario::picks(scenario.wrong_code_share, i, n);
-                        let door = Scenario::picks(scenario.door_left_open_share, i, n);
-                        pick_up(sim, &s, wrong, door.then_some(scenario.door_left_open_s), deadline).await.map(|()| {
-                            flow.door_alarms += usize::from(door);
-                            flow.wrong_refused += usize::from(wrong);
-                            (if wrong { "code_after_wrong_code" } else { "code" }, usize::from(door))
-                        })
-                    }
-                };
-                match outcome {
-                    Ok((method, alarms)) => {
-                        flow.events += 1 + alarms;
-                        *flow.pickups.entry(method.into()).or_default() += 1;
-                        picked.set(picked.get() + 1);
-                    }
-                    Err(e) => flow.errors.push(format!("{}: {e:#}", s.cabinet)),
-                }
+                hand_out(sim, s, scenario, (i, n), flow, &picked, deadline).await;
                 bar.inc(1);
             }
             // The recipients who never came turn up after their window, code in hand.
@@ -743,6 +751,11 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
         code_to_cabinet: Latency::of(flows.iter().flat_map(|f| f.coded.iter().copied()).collect()),
         template_to_cabinet: Latency::of(flows.iter().flat_map(|f| f.templated.iter().copied()).collect()),
         partition,
+        day: scenario
+            .day
+            .as_ref()
+            .zip(day_seen.as_ref())
+            .map(|(d, seen)| DayReport::build(d, &schedules, seen, scenario.no_show_share)),
         rollout,
         face: sections.face,
         no_show: sections.no_show,
@@ -788,6 +801,12 @@ struct Flow {
     wrong_refused: usize,
     door_alarms: usize,
     events: usize,
+    /// Parcels deposited, their codes at the cabinet.
+    deposited: usize,
+    /// A timed day: how late each deposit and pickup started against its due time (real s).
+    late_s: Vec<f64>,
+    /// A timed day: arrivals refused because parcels not picked up filled the cabinet.
+    refused_full: usize,
     errors: Vec<String>,
     /// Face, door-fault, no-show and power-loss flows.
     faults: Tally,
@@ -919,6 +938,210 @@ async fn pick_up(
     }
     agent.door(&s.compartment, false).await?;
     Ok(())
+}
+
+/// Books one [`stock`] into `out`: its latencies and its event, or its error with the
+/// events it had made before it failed.
+fn record_stock(
+    out: &mut Flow,
+    made: anyhow::Result<Stocked>,
+    cabinet: &str,
+    assigned_now: &RefCell<Vec<f64>>,
+) -> Option<Stocked> {
+    match made {
+        Ok(s) => {
+            out.assigned.push(s.assigned_ms);
+            assigned_now.borrow_mut().push(s.assigned_ms);
+            out.coded.push(s.coded_ms);
+            out.templated.extend(s.template_ms);
+            out.events += 1;
+            out.deposited += 1;
+            Some(s)
+        }
+        Err(e) => {
+            out.errors.push(format!("{cabinet}: {e:#}"));
+            out.events += e.downcast_ref::<Made>().map_or(0, |m| m.0);
+            None
+        }
+    }
+}
+
+/// Parcel `n` of cabinet `i` meets its recipient as its role says: by code (maybe
+/// mistyped first, maybe the door left open), by face, at a faulty door; a no-show's
+/// parcel waits for the courier ([`crate::faults::codes_after_expiry`] and
+/// [`crate::faults::collect_no_shows`]). Whether the recipient took the parcel.
+async fn hand_out(
+    sim: &SimCabinet,
+    s: Stocked,
+    scenario: &Scenario,
+    (i, n): (usize, usize),
+    flow: &mut Flow,
+    picked: &Cell<usize>,
+    deadline: Instant,
+) -> bool {
+    let outcome = match scenario.role(i, n) {
+        Role::NoShow => {
+            flow.faults.no_shows.push(s);
+            return false;
+        }
+        Role::Face => crate::face::pick_up(sim, &s, scenario, (i, n), &mut flow.faults).await.map(|m| (m, 0)),
+        Role::DoorFault(k) => {
+            let kind = scenario.door_fault_kinds.get(k).map_or("jammed", String::as_str);
+            crate::faults::pick_up_at_faulty_door(sim, &s, kind, scenario.door_fault_repair_s, &mut flow.faults).await
+        }
+        Role::Code => {
+            let wrong = Scenario::picks(scenario.wrong_code_share, i, n);
+            let door = Scenario::picks(scenario.door_left_open_share, i, n);
+            pick_up(sim, &s, wrong, door.then_some(scenario.door_left_open_s), deadline).await.map(|()| {
+                flow.door_alarms += usize::from(door);
+                flow.wrong_refused += usize::from(wrong);
+                (if wrong { "code_after_wrong_code" } else { "code" }, usize::from(door))
+            })
+        }
+    };
+    match outcome {
+        Ok((method, alarms)) => {
+            flow.events += 1 + alarms;
+            *flow.pickups.entry(method.into()).or_default() += 1;
+            picked.set(picked.get() + 1);
+            true
+        }
+        Err(e) => {
+            flow.errors.push(format!("{}: {e:#}", s.cabinet));
+            false
+        }
+    }
+}
+
+/// What a timed day's cabinets share.
+struct DayTraffic<'a> {
+    api: &'a Api,
+    agents: &'a [SimCabinet],
+    configs: &'a [AgentConfig],
+    tenant: &'a str,
+    courier: &'a str,
+    pass: &'a str,
+    recipients: &'a HashMap<(usize, usize), uuid::Uuid>,
+    bar: &'a indicatif::ProgressBar,
+    assigned_now: &'a RefCell<Vec<f64>>,
+    picked: &'a Cell<usize>,
+    scenario: &'a Scenario,
+    deadline: Instant,
+    api_concurrency: usize,
+}
+
+/// A timed day: every cabinet plays its schedule in time order, one item at a time (one
+/// courier or recipient at its keypad), each not before it is due — the traffic's start
+/// plus its simulated time over the day's speed — and records how late it started.
+/// A deposit waits until the server shows a compartment free (the pickup that freed it
+/// stored), then goes as in the phase mode ([`stock`]); a pickup by its parcel's role
+/// ([`hand_out`]). A pickup that failed leaves its parcel in its compartment, which the
+/// schedule counted free: an arrival that finds the cabinet full for that reason — every
+/// compartment taken by a parcel not picked up — is refused then, and counted. The first
+/// parcel made ready tells the server's pickup window.
+async fn day_traffic(t: &DayTraffic<'_>, day: &Day, schedules: &[Schedule]) -> (Vec<Flow>, DayObserved) {
+    let gate = Gate::new(t.api_concurrency, 0.0);
+    let (window, probing) = (Cell::new(None), Cell::new(false));
+    t.bar.set_position(0);
+    t.bar.set_length(schedules.iter().map(|s| s.items.len()).sum::<usize>() as u64);
+    t.bar.set_message("simulated day");
+    let start = Instant::now();
+    let cabinets = t.agents.iter().zip(t.configs).zip(schedules).enumerate().map(|(i, ((agent, config), schedule))| {
+        let (gate, window, probing) = (&gate, &window, &probing);
+        async move {
+            let mut out = Flow::default();
+            let mut held: HashMap<usize, Stocked> = HashMap::new();
+            // Parcels picked up here: the server may not have stored their pickups yet.
+            let mut gone: HashSet<ParcelId> = HashSet::new();
+            let compartments = config.compartments.len();
+            for item in &schedule.items {
+                let due = start + Duration::from_secs_f64(item.at_s / day.speed);
+                tokio::time::sleep_until(due.into()).await;
+                let late_s = Instant::now().saturating_duration_since(due).as_secs_f64();
+                let n = item.parcel;
+                match item.step {
+                    Step::Deposit => {
+                        out.late_s.push(late_s);
+                        let full = Cell::new(false);
+                        let free = agent
+                            .until_desired(t.deadline, |d| {
+                                let taken = d.parcels.as_ref().map_or(&[][..], |p| &p.parcels[..]);
+                                full.set(taken.iter().filter(|p| !gone.contains(&p.parcel)).count() >= compartments);
+                                full.get() || taken.len() < compartments
+                            })
+                            .await;
+                        if full.get() {
+                            out.refused_full += 1;
+                        } else if !free {
+                            out.errors.push(format!(
+                                "{}: no compartment free on the server for parcel {n} before the timeout",
+                                config.cabinet
+                            ));
+                        } else {
+                            let recipient = t.recipients.get(&(i, n)).copied();
+                            let made = stock(
+                                t.api,
+                                agent,
+                                &config.cabinet,
+                                t.tenant,
+                                t.courier,
+                                t.pass,
+                                n,
+                                recipient,
+                                gate.turn(0),
+                                t.deadline,
+                            )
+                            .await;
+                            if let Some(s) = record_stock(&mut out, made, &config.cabinet, t.assigned_now) {
+                                if window.get().is_none() && !probing.replace(true) {
+                                    window.set(pickup_window_s(t.api, s.parcel).await);
+                                    probing.set(false);
+                                }
+                                if t.scenario.role(i, n) == Role::NoShow {
+                                    out.faults.no_shows.push(s);
+                                } else {
+                                    held.insert(n, s);
+                                }
+                            }
+                        }
+                    }
+                    // A parcel whose deposit failed has its error already.
+                    Step::Pickup => {
+                        if let Some(s) = held.remove(&n) {
+                            out.late_s.push(late_s);
+                            let parcel = s.parcel;
+                            if hand_out(agent, s, t.scenario, (i, n), &mut out, t.picked, t.deadline).await {
+                                gone.insert(parcel);
+                            }
+                        }
+                    }
+                }
+                t.bar.inc(1);
+            }
+            out
+        }
+    });
+    let flows: Vec<Flow> = futures_util::future::join_all(cabinets).await;
+    let seen = DayObserved {
+        deposited: flows.iter().map(|f| f.deposited).sum(),
+        refused_full: flows.iter().map(|f| f.refused_full).sum(),
+        picked_up: flows.iter().map(|f| f.pickups.values().sum::<usize>()).sum(),
+        lateness_s: flows.iter().flat_map(|f| f.late_s.iter().copied()).collect(),
+        real_seconds: start.elapsed().as_secs_f64(),
+        pickup_window_s: window.get(),
+    };
+    (flows, seen)
+}
+
+/// The server's pickup window, from a parcel it has just made ready: its deadline minus
+/// the moment it became ready, s.
+async fn pickup_window_s(api: &Api, parcel: ParcelId) -> Option<f64> {
+    let (status, p) = api.call("GET", &format!("/api/v1/parcels/{parcel}"), None).await.ok()?;
+    if status != 200 || p["state"] != "ready" {
+        return None;
+    }
+    let at = |key: &str| chrono::DateTime::parse_from_rfc3339(p[key].as_str()?).ok();
+    Some((at("deadline")? - at("updated_at")?).num_milliseconds() as f64 / 1000.0)
 }
 
 /// Paces the API calls of a run: at most `concurrency` in flight, and call `k` (fleet-wide

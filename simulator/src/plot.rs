@@ -1,6 +1,7 @@
 //! The run as a picture: one self-contained HTML page (inline SVG, no scripts, no
 //! external assets) with the fleet over time — cabinets connected, events waiting in
-//! journals, pickups per second, and each assignment's latency when it completed.
+//! journals, pickups per second, and each assignment's latency when it completed; for a
+//! timed `[day]`, how far the run kept up with simulated time.
 
 use std::fmt::Write as _;
 
@@ -72,6 +73,26 @@ pub fn html(report: &FleetReport) -> String {
         cmax = report.code_to_cabinet.max_ms,
         errs = report.errors.len(),
     );
+    if let Some(d) = &report.day {
+        let _ = write!(
+            out,
+            "<table><tr><th>simulated day</th><td>{h:.1} h at ×{speed} ({real:.0} s real, {planned:.0} s planned)</td></tr>\
+             <tr><th>parcels arrived / refused (cabinet full) / picked up / no-shows</th><td>{a} / {r} / {p} / {n}</td></tr>\
+             <tr><th>lateness p50 / p99 / max</th><td>{l50:.2} / {l99:.2} / {lmax:.2} s ({kept})</td></tr></table>",
+            h = d.simulated_hours,
+            speed = d.speed,
+            real = d.real_seconds,
+            planned = d.real_seconds_planned,
+            a = d.parcels_arrived,
+            r = d.parcels_refused_no_room,
+            p = d.parcels_picked_up,
+            n = d.no_shows,
+            l50 = d.lateness_p50_s,
+            l99 = d.lateness_p99_s,
+            lmax = d.lateness_max_s,
+            kept = if d.kept_up { "kept up" } else { "fell behind" },
+        );
+    }
     out.push('\n');
     let series = |f: &dyn Fn(&crate::fleet::Sample) -> f64| -> Vec<(f64, f64)> {
         report.timeline.iter().map(|s| (s.t_s, f(s))).collect()

@@ -39,6 +39,28 @@
 //! clock_drift_s = 3600            # by this much (half of them ahead, half behind)
 //! ```
 //!
+//! Simulated time (see `simulator/scenarios/day.toml` and [`crate::day`]): with a `[day]`
+//! each cabinet lives through a day of its own instead of the stock and pickup phases —
+//! parcels arrive at random, each recipient comes some hours later, in time order, one at
+//! a time at the cabinet, and simulated time runs `speed` times faster than real time.
+//! The pickup roles above apply to its parcels; `[partition]`, `parcels_per_cabinet` and
+//! `parcels_per_s` do not go with it (an error says so); the report gets a `day` section.
+//!
+//! ```toml
+//! [day]
+//! hours = 24                      # simulated hours during which parcels arrive
+//! arrivals_per_hour = 1.5         # per cabinet (Poisson); with a profile, the day's mean
+//! profile = [0.1, 0.1, …]         # optional: 24 relative weights, one per hour of the day
+//! pickup_after_h = [0.5, 10]      # the recipient comes this long after the deposit (uniform)
+//! speed = 600                     # simulated seconds per real second (1: real time)
+//! compartments = 24               # per cabinet (default 4): an arrival finding all taken is refused
+//! seed = 1                        # optional: another seed, another day at the same rates
+//! ```
+//!
+//! The server's timers run in real time: its pickup window (learnt from the first parcel,
+//! reported in simulated hours) is `window_s × speed` long in simulated time, so no-show
+//! scenarios want a short `parcels.pickup_window_s`.
+//!
 //! Every value is checked when the file is read, and an error names the key.
 
 use std::path::Path;
@@ -103,6 +125,10 @@ pub struct Scenario {
     pub clock_drift_share: f64,
     /// How far off, in s; half of the drifting cabinets are ahead, half behind.
     pub clock_drift_s: i64,
+    /// Simulated time: each cabinet lives through a day of parcels arriving at random and
+    /// recipients coming later, instead of the stock-then-pick-up phases (see
+    /// [`crate::day`]).
+    pub day: Option<crate::day::Day>,
 }
 
 /// Presentation attacks a simulated spoof can be.
@@ -160,6 +186,7 @@ impl Default for Scenario {
             power_loss_s: 2.0,
             clock_drift_share: 0.0,
             clock_drift_s: 0,
+            day: None,
         }
     }
 }
@@ -274,6 +301,31 @@ impl Scenario {
                 reason: "clock_drift_share is set but the drift is 0 s".into(),
             });
         }
+        if let Some(day) = &self.day {
+            day.validate()?;
+            // The partition's cut falls between the phase mode's stocking and pickups,
+            // which a day does not have.
+            let clash = [
+                (
+                    self.partition.is_some(),
+                    "partition",
+                    "a [partition] cannot be combined with a timed [day] (its cut comes between the stocking and pickup phases, which a day has not): drop one of the two tables",
+                ),
+                (
+                    self.parcels_per_cabinet.is_some(),
+                    "parcels_per_cabinet",
+                    "a timed [day] makes its parcels from day.arrivals_per_hour: drop parcels_per_cabinet",
+                ),
+                (
+                    self.parcels_per_s > 0.0,
+                    "parcels_per_s",
+                    "a timed [day] paces its parcels by day.arrivals_per_hour: drop parcels_per_s",
+                ),
+            ];
+            if let Some((_, key, reason)) = clash.into_iter().find(|(clashes, _, _)| *clashes) {
+                return Err(ScenarioError::Invalid { key, reason: reason.into() });
+            }
+        }
         Ok(())
     }
 
@@ -359,6 +411,10 @@ mod tests {
             assert!(v > 0.0, "field.toml sets {key}");
         }
         assert_ne!(field.clock_drift_s, 0);
+        // The day example runs on simulated time, with a profile.
+        let day = Scenario::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/day.toml")).unwrap();
+        let plan = day.day.as_ref().expect("day.toml has a [day]");
+        assert!(plan.profile.as_ref().is_some_and(|p| p.len() == 24) && plan.speed > 1.0, "{plan:?}");
     }
 
     #[test]

@@ -369,3 +369,130 @@ async fn door_faults_raise_stored_alarms_and_power_lost_cabinets_deliver_their_e
     assert!(p.seconds_off_max >= 1.0);
     server.stop().await;
 }
+
+/// A timed day (`[day]`): four cabinets live through two simulated hours at an hour a
+/// second, each playing its own schedule of arrivals and recipients in time order, some
+/// arrivals refused by a full cabinet, some recipients never coming. Every deposit and
+/// pickup the schedule asks for happens, none before it is due; a recipient holding a
+/// door open past its alarm holds up the items after it at that cabinet, which shows as
+/// lateness; the no-shows expire on the server's real-time window (longer than the
+/// simulated day, which the report says) and are collected after the day.
+#[actix_rt::test]
+async fn a_timed_day_plays_every_cabinets_schedule_on_simulated_time() {
+    use simulator::day::Step;
+    use simulator::scenario::{Role, Scenario};
+    let dir = tempfile::tempdir().unwrap();
+    let server = embedded_server_with(dir.path(), |c| {
+        // Longer than the whole day (2.2 s), so that a loaded machine's lateness does not
+        // let a recipient's parcel expire; still 15 simulated hours, past the day's end.
+        c.parcels.pickup_window_s = Some(15);
+        c.parcels.expiry_sweep_s = 1;
+    })
+    .await;
+    let text = "name = \"day-test\"\ncabinets = 4\nwrong_code_share = 0.25\nno_show_share = 0.2\n\
+                door_left_open_share = 0.2\ndoor_left_open_s = 1\n\
+                [day]\nhours = 2\narrivals_per_hour = 3\npickup_after_h = [0.1, 0.6]\nspeed = 3600\n\
+                compartments = 2\n";
+    // The schedule the run must follow, from the same file.
+    let scenario = Scenario::parse(text).unwrap();
+    let plan = scenario.day.clone().unwrap();
+    let schedules: Vec<_> = (0..4).map(|i| plan.schedule(i, |k| scenario.role(i, k) == Role::NoShow)).collect();
+    let arrived: usize = schedules.iter().map(|s| s.arrived).sum();
+    let refused: usize = schedules.iter().map(|s| s.refused).sum();
+    let no_shows: usize = schedules.iter().map(|s| s.no_shows).sum();
+    let deposits: usize = schedules.iter().map(|s| s.deposits().count()).sum();
+    let pickups: Vec<(usize, usize)> = (0..4)
+        .flat_map(|i| schedules[i].items.iter().filter(|it| it.step == Step::Pickup).map(move |it| (i, it.parcel)))
+        .collect();
+    let wrong_first = pickups.iter().filter(|(i, n)| Scenario::picks(0.25, *i, *n)).count();
+    // A door held open keeps its cabinet busy for 2.5 s (the 1 s alarm plus a margin): an
+    // item due less than 1.5 s (1.5 simulated hours) after it starts over a second late.
+    let held_up = (0..4).any(|i| {
+        schedules[i].items.windows(2).any(|w| {
+            w[0].step == Step::Pickup && Scenario::picks(0.2, i, w[0].parcel) && w[1].at_s - w[0].at_s < 1.4 * 3600.0
+        })
+    });
+    assert!(arrived >= 10 && refused > 0 && no_shows > 0 && wrong_first > 0 && held_up, "the day has all of it");
+
+    let report = run_scenario(&server, dir.path(), "simday", text).await;
+    assert_clean(&report);
+    let day = report.day.as_ref().expect("a day report");
+    assert_eq!((day.parcels_arrived, day.parcels_refused_no_room, day.no_shows), (arrived, refused, no_shows));
+    assert_eq!(day.parcels_deposited, deposits, "every arrival with room was deposited: {day:?}");
+    assert_eq!(day.parcels_refused_unplanned, 0, "{day:?}");
+    assert_eq!(day.parcels_picked_up, pickups.len(), "every recipient who came took the parcel: {day:?}");
+    assert_eq!(day.parcels_picked_up + day.no_shows, day.parcels_deposited);
+    assert_eq!(report.parcels_picked_up, day.parcels_picked_up);
+    assert_eq!(day.items, deposits + pickups.len(), "each deposit and pickup was timed");
+    assert_eq!(report.wrong_codes_refused, wrong_first, "the same roles as the phase mode");
+    // On the clock: nothing ran ahead of its due time, and the fleet kept up.
+    let end_s = schedules.iter().map(|s| s.end_s()).fold(0.0, f64::max);
+    assert!((day.simulated_hours * 3600.0 - end_s).abs() < 1e-6, "{day:?}");
+    assert!((day.real_seconds_planned - end_s / 3600.0).abs() < 1e-6, "an hour a second: {day:?}");
+    assert!(day.real_seconds >= day.real_seconds_planned, "the last item waited for its time: {day:?}");
+    // Whether the fleet kept up otherwise depends on the machine; the held door is sure.
+    assert!(day.lateness_max_s > 1.0 && day.items_late_over_1s >= 1, "the held door showed: {day:?}");
+    assert!(day.lateness_max_s >= day.lateness_p99_s && day.lateness_p99_s >= day.lateness_p50_s, "{day:?}");
+    assert_eq!(day.kept_up, day.lateness_p99_s < 1.0, "{day:?}");
+    assert_eq!(report.door_alarms_stored, report.door_alarms_made);
+    assert!(report.door_alarms_made >= 1);
+    // The server's window, learnt from the first parcel: 15 s real, 15 simulated hours.
+    assert!(day.pickup_window_s.is_some_and(|w| (w - 15.0).abs() < 0.01), "{day:?}");
+    assert!(day.pickup_window_simulated_h.is_some_and(|h| (h - 15.0).abs() < 0.01), "{day:?}");
+    assert!(day.notes.iter().any(|n| n.contains("longer than the simulated day")), "{:?}", day.notes);
+    let page = simulator::plot::html(&report);
+    assert!(page.contains("simulated day") && page.contains(&format!("{arrived} / {refused} / ")), "the plot shows it");
+    // The no-shows, after the day: refused by code, collected, returned on the server.
+    let ns = report.no_show.as_ref().expect("a no-show report");
+    assert_eq!((ns.parcels, ns.collected, ns.returned_on_server), (no_shows, no_shows, no_shows), "{ns:?}");
+    assert_eq!((ns.codes_refused_after_expiry, ns.codes_opened_after_expiry), (no_shows, 0), "{ns:?}");
+    // A deposit and a pickup per parcel picked up, a deposit and a collection per no-show.
+    assert_eq!(report.events_made, deposits + pickups.len() + report.door_alarms_made + no_shows);
+    // The server agrees.
+    for (state, n) in [("picked_up", pickups.len()), ("returned", no_shows)] {
+        let mut res = awc::Client::default()
+            .get(format!("http://{}/api/v1/parcels?tenant=simday&state={state}&limit=500", server.http_addr))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        let page = res.json::<serde_json::Value>().limit(1 << 22).await.unwrap();
+        assert_eq!(page["items"].as_array().unwrap().len(), n, "{state}: {page}");
+    }
+    server.stop().await;
+}
+
+/// A day the server's pickup window cannot hold: recipients come 2-3 s (real) after the
+/// deposit, the window is 1 s, so every pickup is refused and its parcel stays in its
+/// compartment, which the schedule counted free again. The report says why; arrivals that
+/// then find the cabinet full are refused and counted, and the run does not wait for
+/// compartments that will not free.
+#[actix_rt::test]
+async fn a_day_whose_recipients_come_after_the_window_refuses_arrivals_and_finishes() {
+    use simulator::day::Step;
+    let dir = tempfile::tempdir().unwrap();
+    let server = embedded_server_with(dir.path(), |c| {
+        c.parcels.pickup_window_s = Some(1);
+        c.parcels.expiry_sweep_s = 1;
+    })
+    .await;
+    let text = "name = \"late\"\ncabinets = 1\n[day]\nhours = 4\narrivals_per_hour = 2\npickup_after_h = [1, 1.5]\n\
+                speed = 1800\ncompartments = 2\n";
+    let plan = simulator::scenario::Scenario::parse(text).unwrap().day.unwrap();
+    let schedule = plan.schedule(0, |_| false);
+    // The schedule deposits more than two parcels: it counts a compartment free again
+    // once its recipient came.
+    let planned = schedule.deposits().count();
+    assert!(planned >= 3 && schedule.items.iter().any(|it| it.step == Step::Pickup), "{schedule:?}");
+    let report = run_scenario(&server, dir.path(), "simlate", text).await;
+    let day = report.day.as_ref().expect("a day report");
+    assert_eq!(day.parcels_deposited, 2, "two parcels filled the cabinet for the day: {day:?}");
+    assert_eq!(day.parcels_refused_unplanned, planned - 2, "the rest found it full: {day:?}");
+    assert_eq!(day.parcels_picked_up, 0, "{day:?}");
+    assert!(day.notes.iter().any(|n| n.contains("expire first")), "{:?}", day.notes);
+    let refused = report.errors.iter().filter(|e| e.contains("pickup refused")).count();
+    assert_eq!((refused, report.errors.len()), (2, 2), "{:?}", report.errors);
+    assert!(report.seconds < 60.0, "no wait for the timeout (120 s): {} s", report.seconds);
+    assert_eq!((report.events_lost, report.events_duplicated), (0, 0));
+    server.stop().await;
+}
