@@ -13,6 +13,8 @@
 # BENCHMARKS.md carries. The server runs on SQLite (DATABASE=postgres://… for PostgreSQL).
 #
 #   BROKERS="embedded mosquitto"   which halves to run (default both)
+#   SERVER_EXTRA='[parcels]…'      more server configuration (TOML), e.g. a short pickup
+#                                  window for a scenario's no-shows
 #   FRONT_DOOR=0                   embedded rumqttd serves the cabinets itself, without the
 #                                  front door (loopback only): one descriptor per cabinet
 #                                  in the server instead of three (see BENCHMARKS.md)
@@ -47,7 +49,8 @@ for broker in $brokers; do
   # A fresh key-encryption key, so scenarios with face pickups (operator-held templates) run.
   kek=$(python3 -c 'import base64,os; print(base64.b64encode(os.urandom(32)).decode())')
   bench_start_server "$broker" "$dir" "[templates]
-kek = \"$kek\""
+kek = \"$kek\"
+${SERVER_EXTRA:-}"
   echo "== $broker: $cabinets cabinets in $shards simulator process(es), scenario $scenario (server pid $server, logs in $dir)"
   bench_split_scenario "$scenario" "$shards" > "$dir/scenario.toml"
   sims=()
@@ -85,6 +88,17 @@ for broker in sys.argv[3].split():
     after = max((p["server_rss_mib_connected"] for p in parts if p.get("server_rss_mib_connected")), default=None)
     r["server_rss_mib_connected"] = after
     r["server_kib_per_cabinet"] = (after - before) * 1024 / r["connected"] if before and after and r["connected"] else None
+    days = [p["day"] for p in parts if p.get("day")]
+    if days:
+        d = {key: sum(x[key] for x in days) for key in
+             ["parcels_arrived", "parcels_deposited", "parcels_refused_no_room", "parcels_refused_unplanned",
+              "parcels_picked_up", "no_shows", "items", "items_late_over_1s"]}
+        for key in ["simulated_hours", "speed", "real_seconds_planned", "real_seconds",
+                    "lateness_p50_s", "lateness_p99_s", "lateness_max_s"]:
+            d[key] = max(x[key] for x in days)
+        d["kept_up"] = all(x["kept_up"] for x in days)
+        d["pickup_window_simulated_h"] = days[0].get("pickup_window_simulated_h")
+        r["day"] = d
     json.dump(r, open(f"{out}/{broker}.json", "w"), indent=2)
     rows.append((broker, r))
 # Sealed-template latencies only when the scenario has face parcels.
@@ -102,4 +116,22 @@ for broker, r in rows:
           f"{a['p50_ms']:.0f} / {a['p99_ms']:.0f} ms | {c['p50_ms']:.0f} / {c['p99_ms']:.0f} ms | {templates}"
           f"{'-' if rss is None else f'{rss:.0f} MiB'} | {'-' if kib is None else f'{kib:.1f} KiB'} | "
           f"{r['healthz_failures']}, {r['healthz_max_ms']:.0f} ms | {r['seconds']:.0f} s |")
+# A scenario on simulated time ([day]): how the fleet kept up with its clock.
+if any("day" in r for _, r in rows):
+    print()
+    print("| broker | simulated h at speed | real s planned / taken | arrived / deposited / refused (no room) | "
+          "picked up / no-shows | lateness p50 / p99 / max | kept up | pickup window |")
+    print("|---|---|---|---|---|---|---|---|")
+    for broker, r in rows:
+        d = r.get("day")
+        if not d:
+            continue
+        w = d.get("pickup_window_simulated_h")
+        print(f"| {broker} | {d['simulated_hours']:.1f} h at {d['speed']:g}x | "
+              f"{d['real_seconds_planned']:.0f} / {d['real_seconds']:.0f} s | "
+              f"{d['parcels_arrived']} / {d['parcels_deposited']} / "
+              f"{d['parcels_refused_no_room'] + d['parcels_refused_unplanned']} | "
+              f"{d['parcels_picked_up']} / {d['no_shows']} | "
+              f"{d['lateness_p50_s']:.2f} / {d['lateness_p99_s']:.2f} / {d['lateness_max_s']:.2f} s | "
+              f"{'yes' if d['kept_up'] else 'no'} | {'-' if w is None else f'{w:.1f} simulated h'} |")
 PY

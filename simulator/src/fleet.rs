@@ -163,6 +163,8 @@ pub struct FleetReport {
     /// 25 ms, like `code_to_cabinet`.
     pub template_to_cabinet: Latency,
     pub partition: Option<PartitionReport>,
+    /// The flapping links (`[flaps]`): how often they dropped and what waited meanwhile.
+    pub flaps: Option<FlapReport>,
     /// The simulated day the scenario ran (`[day]`): arrivals, refusals for want of a
     /// free compartment, lateness against the schedule, the server's pickup window in
     /// simulated time.
@@ -201,6 +203,65 @@ pub struct PartitionReport {
     pub journal_depth_at_heal: u64,
     /// From the heal to every cut cabinet's journal empty (every event acked).
     pub seconds_to_drain: f64,
+}
+
+/// What the flapping links went through.
+#[derive(Debug, Clone, Serialize)]
+pub struct FlapReport {
+    pub cabinets: usize,
+    pub every_s: f64,
+    pub down_s: f64,
+    /// Drops made during the traffic.
+    pub drops: usize,
+    /// The most events the flapping cabinets' journals held at the end of a drop.
+    pub journal_depth_at_heal_max: u64,
+    /// Their connections through the flapping link after the first (reconnects).
+    pub reconnects: usize,
+}
+
+/// Cuts the flapping cabinets' proxy for `down_s` every `every_s` until stopped.
+struct Flapper {
+    proxy: Rc<CutProxy>,
+    every_s: f64,
+    down_s: f64,
+    drops: Rc<Cell<usize>>,
+    depth_max: Rc<Cell<u64>>,
+    task: actix_rt::task::JoinHandle<()>,
+}
+
+impl Flapper {
+    fn start(proxy: Rc<CutProxy>, plan: &crate::scenario::Flaps, cabinets: Vec<SimCabinet>) -> Self {
+        let (drops, depth_max) = (Rc::new(Cell::new(0usize)), Rc::new(Cell::new(0u64)));
+        let (up, down) = (Duration::from_secs_f64(plan.every_s - plan.down_s), Duration::from_secs_f64(plan.down_s));
+        let task = {
+            let (proxy, drops, depth_max) = (proxy.clone(), drops.clone(), depth_max.clone());
+            actix_rt::spawn(async move {
+                loop {
+                    tokio::time::sleep(up).await;
+                    proxy.cut();
+                    drops.set(drops.get() + 1);
+                    tokio::time::sleep(down).await;
+                    depth_max.set(depth_max.get().max(journal_depth(&cabinets).await));
+                    proxy.heal();
+                }
+            })
+        };
+        Self { proxy, every_s: plan.every_s, down_s: plan.down_s, drops, depth_max, task }
+    }
+
+    /// Stops flapping with the link up.
+    fn stop(self, cabinets: usize) -> FlapReport {
+        self.task.abort();
+        self.proxy.heal();
+        FlapReport {
+            cabinets,
+            every_s: self.every_s,
+            down_s: self.down_s,
+            drops: self.drops.get(),
+            journal_depth_at_heal_max: self.depth_max.get(),
+            reconnects: self.proxy.connections().saturating_sub(cabinets),
+        }
+    }
 }
 
 /// The fleet at one moment.
@@ -379,16 +440,27 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
     api.ensure("/api/v1/tenants", json!({"id": tenant, "name": "Simulated fleet"})).await?;
     api.ensure("/api/v1/couriers", json!({"id": courier, "tenant": tenant, "name": "Simulated courier"})).await?;
 
-    // The partitioned cabinets reach the broker through a proxy that can cut them off.
+    // The partitioned cabinets reach the broker through a proxy that can cut them off;
+    // the flapping ones (right after them) through another, cut again and again.
     let cut_n = scenario.partitioned(cabinets);
-    let proxy = if cut_n > 0 {
-        let upstream = tokio::net::lookup_host((args.mqtt_host.as_str(), args.mqtt_port))
-            .await?
-            .next()
-            .with_context(|| format!("{} does not resolve", args.mqtt_host))?;
-        Some(CutProxy::start(upstream).await?)
+    let flap_n = scenario.flapping(cabinets);
+    let upstream = if cut_n + flap_n > 0 {
+        Some(
+            tokio::net::lookup_host((args.mqtt_host.as_str(), args.mqtt_port))
+                .await?
+                .next()
+                .with_context(|| format!("{} does not resolve", args.mqtt_host))?,
+        )
     } else {
         None
+    };
+    let proxy = match upstream {
+        Some(up) if cut_n > 0 => Some(CutProxy::start(up).await?),
+        _ => None,
+    };
+    let flap_proxy = match upstream {
+        Some(up) if flap_n > 0 => Some(Rc::new(CutProxy::start(up).await?)),
+        _ => None,
     };
 
     // The release a `[rollout]` rolls out: every cabinet trusts its key.
@@ -399,8 +471,9 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
     bar.set_message("registering");
     let mut configs = Vec::with_capacity(cabinets);
     for i in 0..cabinets {
-        let port = match &proxy {
-            Some(p) if i < cut_n => p.addr.port(),
+        let port = match (&proxy, &flap_proxy) {
+            (Some(p), _) if i < cut_n => p.addr.port(),
+            (_, Some(f)) if (cut_n..cut_n + flap_n).contains(&i) => f.addr.port(),
             _ => args.mqtt_port,
         };
         let mut config = agent_config(args, i, port, &scenario);
@@ -524,6 +597,10 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
         None => None,
     };
     let traffic_from = Instant::now();
+    let flapper = match (&flap_proxy, &scenario.flaps) {
+        (Some(f), Some(plan)) => Some(Flapper::start(f.clone(), plan, agents[cut_n..cut_n + flap_n].to_vec())),
+        _ => None,
+    };
 
     // Stock: every cabinet takes its parcels in, all at once.
     let (_, pass) = api.call("POST", &format!("/api/v1/couriers/{courier}/pass"), None).await?;
@@ -616,6 +693,8 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
     futures_util::future::join_all(pickups).await;
     bar.finish_and_clear();
     let traffic = Some((traffic_from, Instant::now()));
+    // The flapping stops with the traffic; the journals' drain is checked with everyone's.
+    let flaps = flapper.map(|f| f.stop(flap_n));
 
     let partition = match &proxy {
         Some(p) => {
@@ -670,7 +749,7 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
         let events = events.as_array().cloned().unwrap_or_default();
         let mut ids = HashSet::new();
         // A drifting cabinet's timestamps are judged where nothing else delays its events.
-        let judge_clock = c.sim_clock_offset_s != 0 && i >= cut_n && !flows[i].restarted;
+        let judge_clock = c.sim_clock_offset_s != 0 && i >= cut_n + flap_n && !flows[i].restarted;
         let mut here = crate::faults::Stored { made: flows[i].events, ..Default::default() };
         for e in &events {
             let kind = e["kind"].as_str().unwrap_or_default();
@@ -751,6 +830,7 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
         code_to_cabinet: Latency::of(flows.iter().flat_map(|f| f.coded.iter().copied()).collect()),
         template_to_cabinet: Latency::of(flows.iter().flat_map(|f| f.templated.iter().copied()).collect()),
         partition,
+        flaps,
         day: scenario
             .day
             .as_ref()

@@ -24,6 +24,8 @@ pub struct CutProxy {
     pub addr: SocketAddr,
     cut: watch::Sender<bool>,
     accept: actix_rt::task::JoinHandle<()>,
+    /// Connections let through so far.
+    passed: std::rc::Rc<std::cell::Cell<usize>>,
 }
 
 impl CutProxy {
@@ -32,6 +34,8 @@ impl CutProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (cut, watch) = watch::channel(false);
+        let passed = std::rc::Rc::new(std::cell::Cell::new(0usize));
+        let counted = passed.clone();
         let accept = actix_rt::spawn(async move {
             loop {
                 let Ok((inbound, _)) = listener.accept().await else { continue };
@@ -39,6 +43,7 @@ impl CutProxy {
                     drop(inbound);
                     continue;
                 }
+                counted.set(counted.get() + 1);
                 let mut cut = watch.clone();
                 actix_rt::spawn(async move {
                     let Ok(mut outbound) = TcpStream::connect(upstream).await else { return };
@@ -50,7 +55,12 @@ impl CutProxy {
                 });
             }
         });
-        Ok(Self { addr, cut, accept })
+        Ok(Self { addr, cut, accept, passed })
+    }
+
+    /// Connections it has let through (each reconnect of a cabinet is one more).
+    pub fn connections(&self) -> usize {
+        self.passed.get()
     }
 
     /// Drops every connection and refuses new ones until [`CutProxy::heal`].

@@ -13,6 +13,10 @@
 //! [partition]
 //! share = 0.25                    # cabinets cut off from the broker after their parcels are ready
 //! seconds = 20                    # how long the cut lasts; they collect offline meanwhile
+//! [flaps]                         # links that drop again and again during the traffic
+//! share = 0.1                     # of the cabinets (others than the partitioned ones)
+//! every_s = 20                    # one drop every this many seconds
+//! down_s = 3                      # each lasting this long
 //! [rollout]                       # an OTA rollout to every cabinet, during the traffic
 //! release_key = "release.key"     # `fleet-server artifact keygen`; the server must trust it
 //! artifact_kib = 256
@@ -93,6 +97,9 @@ pub struct Scenario {
     pub parcels_per_s: f64,
     /// A network partition between some cabinets and the broker.
     pub partition: Option<Partition>,
+    /// A flapping network: some cabinets' links drop for a moment again and again while
+    /// the traffic runs.
+    pub flaps: Option<Flaps>,
     /// An OTA rollout to every cabinet, started once all are connected (see
     /// [`crate::rollout`]).
     pub rollout: Option<crate::rollout::RolloutPlan>,
@@ -160,6 +167,20 @@ pub struct Partition {
     pub seconds: f64,
 }
 
+/// Cabinets whose link to the broker drops for `down_s` every `every_s` while the traffic
+/// runs (a mobile link at the edge of its cell): they journal meanwhile and deliver on
+/// each reconnect, with nothing lost or stored twice.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Flaps {
+    /// Share of the cabinets whose link flaps (others than the partitioned ones).
+    pub share: f64,
+    /// One drop every this many seconds.
+    pub every_s: f64,
+    /// Each drop lasts this long, s.
+    pub down_s: f64,
+}
+
 impl Default for Scenario {
     fn default() -> Self {
         Self {
@@ -172,6 +193,7 @@ impl Default for Scenario {
             connect_per_s: 0.0,
             parcels_per_s: 0.0,
             partition: None,
+            flaps: None,
             rollout: None,
             face_share: 0.0,
             face_unrecognised_share: 0.0,
@@ -258,6 +280,27 @@ impl Scenario {
             share("partition.share", p.share)?;
             if !(p.seconds > 0.0 && p.seconds.is_finite()) {
                 return Err(ScenarioError::Invalid { key: "partition.seconds", reason: "must be more than 0".into() });
+            }
+        }
+        if let Some(f) = &self.flaps {
+            share("flaps.share", f.share)?;
+            if !(f.every_s > 0.0 && f.every_s <= 3600.0) {
+                return Err(ScenarioError::Invalid {
+                    key: "flaps.every_s",
+                    reason: "must be more than 0 and at most 3600".into(),
+                });
+            }
+            if !(f.down_s > 0.0 && f.down_s < f.every_s) {
+                return Err(ScenarioError::Invalid {
+                    key: "flaps.down_s",
+                    reason: "must be more than 0 and less than flaps.every_s".into(),
+                });
+            }
+            if self.partition.as_ref().is_some_and(|p| p.share + f.share > 1.0) {
+                return Err(ScenarioError::Invalid {
+                    key: "flaps.share",
+                    reason: "partition.share and flaps.share together exceed 1".into(),
+                });
             }
         }
         if let Some(r) = &self.rollout {
@@ -380,6 +423,12 @@ impl Scenario {
     pub fn partitioned(&self, cabinets: usize) -> usize {
         self.partition.as_ref().map_or(0, |p| ((cabinets as f64) * p.share).round() as usize)
     }
+
+    /// How many cabinets' links flap: the ones after the partitioned ones.
+    pub fn flapping(&self, cabinets: usize) -> usize {
+        let n = self.flaps.as_ref().map_or(0, |f| ((cabinets as f64) * f.share).round() as usize);
+        n.min(cabinets - self.partitioned(cabinets).min(cabinets))
+    }
 }
 
 #[cfg(test)]
@@ -423,6 +472,10 @@ mod tests {
             ("wrong_code_share = 1.5", "wrong_code_share"),
             ("door_left_open_s = 0", "door_left_open_s"),
             ("[partition]\nshare = 0.5\nseconds = 0", "partition.seconds"),
+            ("[flaps]\nshare = 1.5\nevery_s = 10\ndown_s = 1", "flaps.share"),
+            ("[flaps]\nshare = 0.5\nevery_s = 0\ndown_s = 1", "flaps.every_s"),
+            ("[flaps]\nshare = 0.5\nevery_s = 5\ndown_s = 5", "flaps.down_s"),
+            ("[partition]\nshare = 0.6\nseconds = 1\n[flaps]\nshare = 0.6\nevery_s = 5\ndown_s = 1", "flaps.share"),
             ("[partition]\nshare = -1\nseconds = 3", "partition.share"),
             ("cabinets = 0", "cabinets"),
             ("[rollout]\nwaves = [10, 50]", "rollout.waves"),
