@@ -286,6 +286,8 @@ pub struct Updater {
     /// The rollout being worked on, and whether it was cancelled.
     current: Option<Uuid>,
     cancelled: Option<Uuid>,
+    /// Rolled back, waiting to restart into the previous slot: no new offer is taken.
+    restarting: bool,
 }
 
 impl std::fmt::Debug for Updater {
@@ -304,7 +306,7 @@ impl Updater {
         link: Addr<crate::actors::link::Link>,
         restart: Restart,
     ) -> Self {
-        Self { slots, config, hardware, dir, cabinet, link, restart, current: None, cancelled: None }
+        Self { slots, config, hardware, dir, cabinet, link, restart, current: None, cancelled: None, restarting: false }
     }
 
     /// The version the running slot holds (`None`: the factory image).
@@ -416,7 +418,7 @@ impl Handler<ToUpdater> for Updater {
             }
             ToUpdater::Offer(o) => *o,
         };
-        if self.current.is_some() {
+        if self.current.is_some() || self.restarting {
             return; // one update at a time; the server offers again if it needs to
         }
         // Everything about the release is checked before a byte is downloaded.
@@ -468,6 +470,7 @@ impl Updater {
     /// Restarts once the cabinet grants the update lock (no door open, no flow under way),
     /// asking again every 2 s; at once if the cabinet actor is gone.
     fn restart_when_idle(&mut self, ctx: &mut Context<Self>) {
+        self.restarting = true;
         self.cabinet
             .send(crate::actors::cabinet::BeginUpdate)
             .into_actor(self)

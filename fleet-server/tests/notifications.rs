@@ -19,7 +19,46 @@ backend_tests!(
     the_courier_sees_its_assignment_on_its_event_stream,
     the_webhook_is_signed_and_retried_until_accepted,
     webhooks_to_internal_addresses_are_refused,
+    a_pass_for_more_cabinets_than_one_mqtt_batch_delivers_every_push_at_once,
 );
+
+/// A pass claims up to 200 rows and each cabinet's push is two messages: a pass for 150
+/// cabinets publishes 300, more than one confirmed batch of the publisher. Every push
+/// goes out on its first attempt (the second batch's cabinets were once reported failed
+/// and waited out a backoff).
+async fn a_pass_for_more_cabinets_than_one_mqtt_batch_delivers_every_push_at_once(backend: Backend) {
+    use fleet_server::store::entities::outbox;
+    use sea_orm::EntityTrait;
+    let fx = Fixture::new(backend).await;
+    let ts = fx.start(fx.config()).await;
+    ts.create_tenant("acme").await;
+    let db = ts.server.store.connection();
+    let at = fleet_server::store::now();
+    // One transaction: the relay's next pass sees all of them at once.
+    let txn = sea_orm::TransactionTrait::begin(db).await.unwrap();
+    for k in 0..150 {
+        fleet_server::service::outbox::enqueue(&txn, "acme", "cabinet", &format!("cab-{k:03}"), String::new(), at)
+            .await
+            .unwrap();
+    }
+    txn.commit().await.unwrap();
+    ts.wait_until("every push is delivered", || async {
+        outbox::Entity::find()
+            .all(db)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|r| r.channel == "cabinet")
+            .all(|r| r.delivered_at.is_some())
+    })
+    .await;
+    let rows = outbox::Entity::find().all(db).await.unwrap();
+    let retried: Vec<_> =
+        rows.iter().filter(|r| r.channel == "cabinet" && (r.attempts != 1 || r.last_error.is_some())).collect();
+    assert!(retried.is_empty(), "{} pushes needed another attempt, e.g. {:?}", retried.len(), retried.first());
+    ts.server.stop().await;
+    fx.cleanup().await;
+}
 
 async fn setup(ts: &TestServer) {
     ts.create_tenant("acme").await;

@@ -366,12 +366,14 @@ async fn attempt(
     let outcome = loop {
         let asked = std::time::Instant::now();
         let outcome = sim.send(edge_agent::actors::cabinet::FacePickup).await;
-        // An update holds the cabinet: the recipient waits a moment and looks again (the
-        // wait is no part of the decision's latency).
-        if let Ok(FaceOutcome::Refused { reason }) = &outcome
-            && reason.contains("updating")
-            && std::time::Instant::now() < patience
-        {
+        // An update holds the cabinet, or it is restarting into its other slot: the
+        // recipient waits a moment and looks again (no part of the decision's latency).
+        let held = match &outcome {
+            Ok(FaceOutcome::Refused { reason }) => reason.contains("updating"),
+            Ok(_) => false,
+            Err(_) => true,
+        };
+        if held && std::time::Instant::now() < patience {
             sim.note_update_wait();
             tokio::time::sleep(crate::cabinets::RETRY_AFTER_UPDATE).await;
             continue;

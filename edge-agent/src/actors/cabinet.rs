@@ -248,6 +248,11 @@ impl Handler<FacePickup> for Cabinet {
                     Ok(d) => d,
                     Err(e) => return FaceOutcome::Refused { reason: format!("camera or face path failed: {e}") },
                 };
+                // An update (or a power-off) may have taken the cabinet while the face path
+                // decided: no door opens now.
+                if act.updating || act.off {
+                    return FaceOutcome::Refused { reason: UPDATING.into() };
+                }
                 if let crate::face::FaceDecision::Match { parcel, .. } = &decision
                     && let Some(p) =
                         act.parcels().into_iter().find(|p| p.parcel == *parcel && !act.done.contains(parcel))

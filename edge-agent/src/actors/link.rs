@@ -406,9 +406,13 @@ impl Handler<Incoming> for Link {
             return;
         }
         // Judged before this message's own stamp counts: a stale command that arrives first
-        // after a restart must not vouch for itself.
+        // after a restart must not vouch for itself. Only messages stamped as they are
+        // sent move the estimate (desired states are built at push time, acks made then);
+        // a queued command or offer keeps the stamp it was queued with.
         let server_now = self.clock.now(chrono::Utc::now() + self.settings.clock_offset);
-        self.clock.observe(env.ts);
+        if matches!(env.body, DownBody::Parcels(_) | DownBody::Templates(_) | DownBody::Ack(_)) {
+            self.clock.observe(env.ts);
+        }
         // Updates are the updater's business.
         match &env.body {
             DownBody::Ota(offer) => {

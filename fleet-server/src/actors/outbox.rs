@@ -252,12 +252,14 @@ async fn deliver(
         return Ok((false, Vec::new()));
     }
     let full = rows.len() == MAX_BATCH;
-    match relay_claimed(pass, publisher, &rows).await {
+    let mut settled = std::collections::HashSet::new();
+    match relay_claimed(pass, publisher, &rows, &mut settled).await {
         Ok(webhooks) => Ok((full, webhooks)),
         Err(e) => {
-            // Rows this pass claimed and did not settle would otherwise wait out the claim
-            // lease (30 s) before anyone tried them again; give them back now.
-            let unsettled: Vec<i64> = rows.iter().filter(|r| r.channel != CHANNEL_WEBHOOK).map(|r| r.id).collect();
+            // Rows this pass claimed and did not settle (delivered, or failed with their
+            // backoff) would otherwise wait out the claim lease (30 s) before anyone tried
+            // them again; give them back now. Webhooks too: nobody will post them.
+            let unsettled: Vec<i64> = rows.iter().map(|r| r.id).filter(|id| !settled.contains(id)).collect();
             if let Err(again) = release(store, &unsettled).await {
                 tracing::warn!(error = %again, rows = unsettled.len(), "could not release claimed outbox rows; they retry after their lease");
             }
@@ -272,6 +274,7 @@ async fn relay_claimed(
     pass: &Pass<'_>,
     publisher: &mut Publisher,
     rows: &[outbox::Model],
+    settled: &mut std::collections::HashSet<i64>,
 ) -> Result<Vec<outbox::Model>, sea_orm::DbErr> {
     let Pass { store, metrics, topics, pass_keys, builds } = *pass;
     let db = store.connection();
@@ -294,6 +297,7 @@ async fn relay_claimed(
             other => {
                 tracing::error!(id = row.id, channel = other, "outbox row with an unknown channel");
                 mark_failed(store, row, &format!("unknown channel {other:?}")).await?;
+                settled.insert(row.id);
             }
         }
     }
@@ -310,6 +314,7 @@ async fn relay_claimed(
             (Err(e), _) => {
                 for row in rows.iter().filter(|r| ids.contains(&r.id)) {
                     mark_failed(store, row, &format!("not a cabinet id: {e}")).await?;
+                    settled.insert(row.id);
                 }
                 continue;
             }
@@ -317,6 +322,7 @@ async fn relay_claimed(
                 tracing::warn!(error = %e, %cabinet, "cannot build desired state");
                 for row in rows.iter().filter(|r| ids.contains(&r.id)) {
                     mark_failed(store, row, &format!("cannot build the desired state: {e}")).await?;
+                    settled.insert(row.id);
                 }
                 continue;
             }
@@ -329,7 +335,11 @@ async fn relay_claimed(
         messages.push((topic, Envelope::new(cab, seq, DownBody::Templates(state.templates)).encode()));
         sent.push(Sent::Templates(ids.clone()));
     }
-    let acked = publisher.publish_all(&messages, Duration::from_secs(5)).await;
+    // Two messages per cabinet: a pass of 200 rows may hold more than one batch.
+    let mut acked = Vec::with_capacity(messages.len());
+    for batch in messages.chunks(MAX_BATCH) {
+        acked.extend(publisher.publish_all(batch, Duration::from_secs(5)).await);
+    }
     let mut delivered = Vec::new();
     for (i, (what, ok)) in sent.iter().zip(&acked).enumerate() {
         let (channel, ids) = match what {
@@ -359,6 +369,7 @@ async fn relay_claimed(
         } else {
             for row in rows.iter().filter(|r| ids.contains(&r.id)) {
                 mark_failed(store, row, "the broker did not acknowledge the message").await?;
+                settled.insert(row.id);
             }
         }
     }
@@ -366,9 +377,10 @@ async fn relay_claimed(
         outbox::Entity::update_many()
             .col_expr(outbox::Column::DeliveredAt, Expr::value(Some(now())))
             .col_expr(outbox::Column::Attempts, Expr::col(outbox::Column::Attempts).add(1))
-            .filter(outbox::Column::Id.is_in(delivered))
+            .filter(outbox::Column::Id.is_in(delivered.iter().copied()))
             .exec(db)
             .await?;
+        settled.extend(delivered);
     }
 
     Ok(webhooks)
