@@ -9,7 +9,8 @@
 # per 4,000 cabinets): a process may hold only so many open files (20,000 here), and
 # each simulated cabinet holds two (its MQTT socket and its journal).
 #
-# Writes target/bench-fleet/{embedded,mosquitto}.{json,html} and prints the table that
+# Writes target/bench-fleet/{embedded,mosquitto}.{json,html} (and the server's final
+# /metrics as {embedded,mosquitto}-metrics.txt) and prints the table that
 # BENCHMARKS.md carries. The server runs on SQLite (DATABASE=postgres://… for PostgreSQL).
 #
 #   BROKERS="embedded mosquitto"   which halves to run (default both)
@@ -63,6 +64,8 @@ ${SERVER_EXTRA:-}"
     sims+=($!)
   done
   for p in "${sims[@]}"; do wait "$p" || echo "bench-fleet: a simulator process failed (see $dir/simulator-*.log)" >&2; done
+  # The server's own histograms (write-gate waits, ingest lag, outbox delivery) for the record.
+  curl -sf "http://127.0.0.1:$http/metrics" > "$out/$broker-metrics.txt" || echo "bench-fleet: no /metrics from the server" >&2
   kill "$server" 2>/dev/null || true
   wait "$server" 2>/dev/null || true
 done

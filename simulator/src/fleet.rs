@@ -934,7 +934,19 @@ async fn stock(
     }
     let permit = create.await;
     let t0 = Instant::now();
-    let answer = api.call("POST", "/api/v1/parcels", Some(body)).await;
+    let mut answer = api.call("POST", "/api/v1/parcels", Some(body.clone())).await;
+    // A server whose database is busy says so (503 "busy", nothing created); a courier's
+    // app tries again a moment later.
+    for _ in 0..5 {
+        match &answer {
+            Ok((503, e)) if e["error"]["code"] == "busy" && Instant::now() < deadline => {
+                tracing::warn!(%cabinet, "the server's database is busy; creating the parcel again in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                answer = api.call("POST", "/api/v1/parcels", Some(body.clone())).await;
+            }
+            _ => break,
+        }
+    }
     drop(permit);
     let (status, created) = answer?;
     if status != 201 {

@@ -68,7 +68,11 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status).json(ErrorEnvelope { error: self.body.clone() })
+        let mut response = HttpResponse::build(self.status);
+        if self.body.code == "busy" {
+            response.insert_header((actix_web::http::header::RETRY_AFTER, "1"));
+        }
+        response.json(ErrorEnvelope { error: self.body.clone() })
     }
 }
 
@@ -81,7 +85,43 @@ impl From<StoreError> for ApiError {
                 err.body.field = Some(what.to_owned());
                 err
             }
+            StoreError::Db(ref d) if crate::store::is_busy(d) => {
+                tracing::warn!(error = %e, "request refused: the database is busy");
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "the database is busy; try again in a moment")
+            }
             StoreError::Db(_) => Self::internal(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::body::MessageBody;
+    use sea_orm::DbErr;
+    use sea_orm::error::ConnAcquireErr;
+
+    use super::*;
+
+    fn answer(e: DbErr) -> (StatusCode, Option<String>, String) {
+        let response = ApiError::from(StoreError::Db(e)).error_response();
+        let retry = response.headers().get("retry-after").map(|v| v.to_str().unwrap_or_default().to_owned());
+        let status = response.status();
+        let body = response.into_body().try_into_bytes().unwrap_or_default();
+        (status, retry, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[test]
+    fn a_busy_database_is_a_503_to_retry_and_any_other_failure_a_500() {
+        let (status, retry, body) = answer(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout));
+        assert_eq!((status, retry.as_deref()), (StatusCode::SERVICE_UNAVAILABLE, Some("1")), "{body}");
+        assert!(body.contains(r#""code":"busy""#), "{body}");
+        let (status, retry, _) = answer(DbErr::Custom("error returned from database: database is locked".into()));
+        assert_eq!((status, retry.as_deref()), (StatusCode::SERVICE_UNAVAILABLE, Some("1")));
+        // Not worth a retry: a closed pool, a broken statement.
+        for e in [DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed), DbErr::Custom("no such table".into())] {
+            let (status, retry, body) = answer(e);
+            assert_eq!((status, retry), (StatusCode::INTERNAL_SERVER_ERROR, None));
+            assert!(body.contains(r#""code":"internal""#), "{body}");
         }
     }
 }

@@ -100,6 +100,14 @@ pub struct PresenceUpdate {
     pub sessions: Vec<(Uuid, DateTime<Utc>)>,
 }
 
+/// Whether `e` says the database had no room for the work just now (SQLite's write lock
+/// stayed taken past `busy_timeout`, no pooled connection was free in time), so that the
+/// same request may well succeed if tried again.
+pub fn is_busy(e: &DbErr) -> bool {
+    matches!(e, DbErr::ConnectionAcquire(sea_orm::error::ConnAcquireErr::Timeout))
+        || e.to_string().contains("database is locked")
+}
+
 /// PostgreSQL advisory lock key held while migrations run ("LFMIGR").
 const MIGRATION_LOCK: i64 = 0x4c46_4d49_4752;
 
