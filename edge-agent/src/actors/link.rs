@@ -2,16 +2,20 @@
 //!
 //! On every (re)connect it subscribes to its `down` topic, publishes `online` (retained;
 //! its last will is the matching `offline`), says `hello` (which makes the server send the
-//! whole desired state), and sends every journal event not yet acked. It sends them again
-//! whenever something new is recorded, after each ack, and every `resend` while any
-//! remain; the server stores each once by id. Reconnects back off with jitter so a fleet
-//! returning after an outage does not arrive all at once.
+//! whole desired state), and sends every journal event not yet acked. A newly recorded
+//! event goes out at once, on its own; one still unacked goes out again `resend` after it
+//! was sent, then after twice and four times that (see [`InFlight`]), so a server that is
+//! slow to ack is not buried under copies of what it already has. The server stores each
+//! once by id. Reconnects back off with jitter so a fleet returning after an outage does
+//! not arrive all at once.
 
-use std::time::Duration;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use lockerfleet_shared::envelope::{
-    Applied, CompartmentInfo, DownBody, EventBatch, Heartbeat, Hello, PresenceBody, Session, Slot, UpBody, decode,
+    Applied, CabinetEvent, CompartmentInfo, DownBody, EventBatch, Heartbeat, Hello, PresenceBody, Session, Slot,
+    UpBody, decode,
 };
 use lockerfleet_shared::{CabinetId, Envelope, TopicSpace};
 use rand::Rng;
@@ -81,7 +85,7 @@ pub struct Link {
     connected: bool,
     heartbeat: Duration,
     resend: Duration,
-    started: std::time::Instant,
+    started: Instant,
     eventloop: Option<rumqttc::EventLoop>,
     restarts: u32,
     /// Where offers and cancellations of updates go.
@@ -92,6 +96,55 @@ pub struct Link {
     /// open's age is judged by it, so a cabinet whose own clock runs ahead does not take
     /// every fresh command for a stale one.
     clock: crate::domain::clock::ServerClock,
+    /// Events sent on this connection and not acked yet.
+    in_flight: InFlight,
+}
+
+/// Why unacked events are being sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sending {
+    /// A new connection: everything unacked.
+    All,
+    /// Something was recorded: what was never sent on this connection.
+    New,
+    /// The resend timer: what has waited for its ack long enough.
+    Due,
+}
+
+/// When each unacked event was last sent on this connection, and how often. An event is
+/// sent again `resend` after its first send, then `2 × resend`, then every `4 × resend`.
+#[derive(Debug, Default)]
+struct InFlight(HashMap<Uuid, (Instant, u32)>);
+
+impl InFlight {
+    /// The events of `pending` (the journal's unacked ones) to send now, which it notes as
+    /// sent at `now`; it forgets the events no longer pending (acked).
+    fn select(
+        &mut self,
+        pending: Vec<CabinetEvent>,
+        why: Sending,
+        now: Instant,
+        resend: Duration,
+    ) -> Vec<CabinetEvent> {
+        if why == Sending::All {
+            self.0.clear();
+        }
+        let ids: HashSet<Uuid> = pending.iter().map(|e| e.id).collect();
+        self.0.retain(|id, _| ids.contains(id));
+        let chosen: Vec<CabinetEvent> = pending
+            .into_iter()
+            .filter(|e| match self.0.get(&e.id) {
+                None => true,
+                Some(_) if why == Sending::New => false,
+                Some(&(at, sends)) => now.saturating_duration_since(at) >= resend * (1 << sends.clamp(1, 3)) / 2,
+            })
+            .collect();
+        for e in &chosen {
+            let entry = self.0.entry(e.id).or_insert((now, 0));
+            *entry = (now, entry.1.saturating_add(1));
+        }
+        chosen
+    }
 }
 
 impl std::fmt::Debug for Link {
@@ -118,12 +171,13 @@ impl Link {
             connected: false,
             heartbeat: settings.heartbeat,
             resend: settings.resend,
-            started: std::time::Instant::now(),
+            started: Instant::now(),
             eventloop: Some(eventloop),
             restarts: 0,
             updater: None,
             off: false,
             clock: crate::domain::clock::ServerClock::default(),
+            in_flight: InFlight::default(),
         }
     }
 
@@ -161,15 +215,16 @@ impl Link {
         }
     }
 
-    fn send_pending(&mut self, ctx: &mut Context<Self>) {
+    fn send_pending(&mut self, ctx: &mut Context<Self>, why: Sending) {
         if !self.connected {
             return;
         }
         self.cabinet
             .send(Pending)
             .into_actor(self)
-            .map(|pending, act, _| {
-                let Ok(events) = pending else { return };
+            .map(move |pending, act, _| {
+                let Ok(pending) = pending else { return };
+                let events = act.in_flight.select(pending, why, Instant::now(), act.resend);
                 for chunk in events.chunks(EVENTS_PER_MESSAGE) {
                     act.publish(UpBody::Events(EventBatch { events: chunk.to_vec() }), QoS::AtLeastOnce);
                 }
@@ -247,7 +302,7 @@ impl Actor for Link {
                 .spawn(ctx);
         });
         // Unacked events are sent again periodically until the server acks them.
-        ctx.run_interval(self.resend, |act, ctx| act.send_pending(ctx));
+        ctx.run_interval(self.resend, |act, ctx| act.send_pending(ctx, Sending::Due));
     }
 }
 
@@ -370,7 +425,7 @@ impl Handler<Connected> for Link {
         });
         self.publish(hello, QoS::AtLeastOnce);
         tracing::info!(cabinet = %self.id.cabinet, "link up");
-        self.send_pending(ctx);
+        self.send_pending(ctx, Sending::All);
     }
 }
 
@@ -386,7 +441,7 @@ impl Handler<EventsRecorded> for Link {
     type Result = ();
 
     fn handle(&mut self, _: EventsRecorded, ctx: &mut Self::Context) {
-        self.send_pending(ctx);
+        self.send_pending(ctx, Sending::New);
     }
 }
 
@@ -452,5 +507,52 @@ impl Handler<Incoming> for Link {
                 }
             })
             .wait(ctx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lockerfleet_shared::envelope::EventKind;
+
+    use super::*;
+
+    fn event(seq: u64) -> CabinetEvent {
+        CabinetEvent {
+            id: Uuid::now_v7(),
+            seq,
+            at: chrono::Utc::now(),
+            what: EventKind::Alarm { code: "door_forced".into(), detail: "A1".into() },
+        }
+    }
+
+    fn seqs(events: &[CabinetEvent]) -> Vec<u64> {
+        events.iter().map(|e| e.seq).collect()
+    }
+
+    #[test]
+    fn a_new_event_goes_out_alone_and_the_unacked_ones_again_ever_less_often() {
+        let resend = Duration::from_secs(10);
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let (a, b) = (event(1), event(2));
+        let mut f = InFlight::default();
+        assert_eq!(seqs(&f.select(vec![a.clone()], Sending::New, at(0), resend)), [1]);
+        // b is recorded while a waits for its ack: only b goes out.
+        assert_eq!(seqs(&f.select(vec![a.clone(), b.clone()], Sending::New, at(1), resend)), [2]);
+        assert!(f.select(vec![a.clone(), b.clone()], Sending::Due, at(9), resend).is_empty(), "none waited 10 s");
+        assert_eq!(seqs(&f.select(vec![a.clone(), b.clone()], Sending::Due, at(10), resend)), [1]);
+        assert_eq!(seqs(&f.select(vec![a.clone(), b.clone()], Sending::Due, at(11), resend)), [2]);
+        // Sent twice: the next wait is 20 s, then 40 s from then on.
+        assert!(f.select(vec![a.clone()], Sending::Due, at(29), resend).is_empty());
+        assert_eq!(seqs(&f.select(vec![a.clone()], Sending::Due, at(30), resend)), [1]);
+        assert!(f.select(vec![a.clone()], Sending::Due, at(69), resend).is_empty());
+        assert_eq!(seqs(&f.select(vec![a.clone()], Sending::Due, at(70), resend)), [1]);
+        assert!(f.select(vec![a.clone()], Sending::Due, at(109), resend).is_empty());
+        assert_eq!(seqs(&f.select(vec![a.clone()], Sending::Due, at(110), resend)), [1], "4 × resend at most");
+        // b was acked meanwhile (no longer pending) and is forgotten.
+        assert_eq!(f.0.len(), 1);
+        // A new connection sends everything unacked at once and starts counting again.
+        assert_eq!(seqs(&f.select(vec![a.clone()], Sending::All, at(111), resend)), [1]);
+        assert_eq!(seqs(&f.select(vec![a], Sending::Due, at(121), resend)), [1]);
     }
 }

@@ -230,14 +230,29 @@ impl Ingest {
         for (cabinet, event) in batch {
             per_cabinet.entry(cabinet).or_default().push(event.id);
         }
+        // Acks the link's request queue has no room for now wait for room instead of being
+        // dropped (a dropped ack costs the cabinet a resend and the server a duplicate).
+        let mut waiting = Vec::new();
         for (cabinet, events) in per_cabinet {
             let envelope = Envelope::new(cabinet.clone(), 0, DownBody::Ack(Ack { events }));
-            match self.client.try_publish(self.topics.cabinet_down(cabinet), QoS::AtLeastOnce, false, envelope.encode())
-            {
+            let topic = self.topics.cabinet_down(cabinet);
+            match self.client.try_publish(topic.clone(), QoS::AtLeastOnce, false, envelope.encode()) {
                 Ok(()) => self.metrics.acks_sent.inc(),
+                Err(rumqttc::ClientError::TryRequest(_)) => waiting.push((topic, envelope.encode())),
                 // The cabinet will resend; its events are already stored and will be acked then.
                 Err(e) => tracing::warn!(error = %e, %cabinet, "could not queue an ack"),
             }
+        }
+        if !waiting.is_empty() {
+            let (client, metrics) = (self.client.clone(), self.metrics.clone());
+            actix::spawn(async move {
+                for (topic, payload) in waiting {
+                    match client.publish(topic, QoS::AtLeastOnce, false, payload).await {
+                        Ok(()) => metrics.acks_sent.inc(),
+                        Err(e) => tracing::warn!(error = %e, "could not queue an ack"),
+                    }
+                }
+            });
         }
     }
 }
