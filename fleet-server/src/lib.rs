@@ -87,6 +87,8 @@ pub struct RunningServer {
     sweeper: Addr<actors::sweeper::Sweeper>,
     conductor: Addr<actors::conductor::RolloutConductor>,
     link: Link,
+    /// The threads ingest and the outbox relay run on; stopped last.
+    arbiters: Vec<actix_rt::Arbiter>,
     stop_tx: watch::Sender<bool>,
     closing_tx: watch::Sender<bool>,
 }
@@ -113,6 +115,11 @@ impl RunningServer {
         self.link.disconnect().await;
         self.http.stop(true).await;
         let _ = self.stop_tx.send(true);
+        // Database connections opened on these threads die with them, so they go after
+        // every final write above.
+        for arbiter in &self.arbiters {
+            arbiter.stop();
+        }
         tracing::info!("stopped");
     }
 }
@@ -189,17 +196,22 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let (link, pending) = actors::link::connect(&config, &broker_link);
     let passes =
         Arc::new(service::passes::PassSigner::load(&store, config.couriers.pass_signing_key.as_deref()).await?);
-    let relay = actors::outbox::OutboxRelay::new(
-        store.clone(),
-        metrics.clone(),
-        config.topics(),
-        vec![passes.public_base64()],
-        broker_link.clone(),
-    )
-    .allow_private_webhooks(config.webhooks.allow_private_targets)
-    .claim_lease(Duration::from_secs(config.outbox.claim_lease_s))
-    .pool_size(config.database.max_connections)
-    .start();
+    // The relay and ingest each run on a thread (arbiter) of their own: on the one System
+    // arbiter they queued behind each other, the MQTT link and presence, and a busy
+    // fleet kept that one thread at 100 % of a core while the other core had room.
+    let relay_arbiter = actix_rt::Arbiter::new();
+    let relay = {
+        let (store, metrics, topics, keys, broker) =
+            (store.clone(), metrics.clone(), config.topics(), vec![passes.public_base64()], broker_link.clone());
+        let (private, lease) =
+            (config.webhooks.allow_private_targets, Duration::from_secs(config.outbox.claim_lease_s));
+        // Built on its own thread: its HTTP client for webhooks is bound to the thread.
+        actors::outbox::OutboxRelay::start_in_arbiter(&relay_arbiter.handle(), move |_| {
+            actors::outbox::OutboxRelay::new(store, metrics, topics, keys, broker)
+                .allow_private_webhooks(private)
+                .claim_lease(lease)
+        })
+    };
     let service = service::Ctx {
         store: store.clone(),
         topics: config.topics(),
@@ -209,15 +221,18 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         metrics: metrics.clone(),
         passes,
     };
-    let ingest = actors::ingest::Ingest::new(
-        service.clone(),
-        metrics.clone(),
-        link.client().clone(),
-        config.ingest.max_batch,
-        Duration::from_millis(config.ingest.max_wait_ms),
-        Some(relay.clone().recipient()),
-    )
-    .start();
+    let ingest_arbiter = actix_rt::Arbiter::new();
+    let ingest = {
+        let ingest = actors::ingest::Ingest::new(
+            service.clone(),
+            metrics.clone(),
+            link.client().clone(),
+            config.ingest.max_batch,
+            Duration::from_millis(config.ingest.max_wait_ms),
+            Some(relay.clone().recipient()),
+        );
+        actors::ingest::Ingest::start_in_arbiter(&ingest_arbiter.handle(), move |_| ingest)
+    };
     let ingest_addr = ingest.clone();
     let (courier_feed, _) = tokio::sync::broadcast::channel(1024);
     let (closing_tx, closing_rx) = watch::channel(false);
@@ -304,6 +319,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         sweeper,
         conductor,
         link,
+        arbiters: vec![ingest_arbiter, relay_arbiter],
         stop_tx,
         closing_tx,
     })

@@ -120,6 +120,11 @@ pub struct Metrics {
     /// Cabinets' OTA progress reports: `queued` for their conductor, `unknown_rollout`,
     /// `retried` (a database failure, tried again), `dropped` (given up after retries).
     pub ota_reports: IntCounterVec,
+    /// Cabinets' hellos (each queues a desired-state push) and applied-version reports,
+    /// recorded in batches: `written`, or `retried` after a database failure.
+    pub cabinet_state_writes: IntCounterVec,
+    /// Hellos and applied-version reports waiting for the next batch.
+    pub cabinet_state_pending: IntGauge,
     /// Cabinets of the rollouts this replica conducts, by rollout, wave and state.
     pub rollout_cabinets: IntGaugeVec,
     /// Failures of those rollouts, by rollout and kind.
@@ -312,6 +317,15 @@ impl Metrics {
                 "lockerfleet_ota_reports_total",
                 "Cabinets' OTA progress reports queued for their rollout, for unknown rollouts, retried or dropped",
                 &["outcome"],
+            ),
+            cabinet_state_writes: counter_vec(
+                "lockerfleet_cabinet_state_writes_total",
+                "Cabinets' hellos and applied-version reports recorded in batches, by kind (hello, applied) and outcome (written, retried)",
+                &["kind", "outcome"],
+            ),
+            cabinet_state_pending: gauge(
+                "lockerfleet_cabinet_state_pending",
+                "Cabinets' hellos and applied-version reports waiting for the next batched write",
             ),
             ingest_refused_transitions: counter_vec(
                 "lockerfleet_ingest_refused_transitions_total",

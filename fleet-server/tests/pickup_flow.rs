@@ -12,7 +12,11 @@ use lockerfleet_shared::{CompartmentId, CourierId, ParcelId};
 use serde_json::json;
 use uuid::Uuid;
 
-backend_tests!(a_parcel_goes_from_assignment_to_pickup, a_full_cabinet_sends_the_parcel_to_the_nearest_one,);
+backend_tests!(
+    a_parcel_goes_from_assignment_to_pickup,
+    a_full_cabinet_sends_the_parcel_to_the_nearest_one,
+    desired_states_built_together_are_those_built_one_by_one,
+);
 
 async fn setup(ts: &common::TestServer) -> Uuid {
     ts.create_tenant("acme").await;
@@ -307,7 +311,79 @@ mod offline {
         a_cabinet_that_was_offline_converges_when_it_says_hello,
         cancelling_an_assigned_parcel_tells_the_cabinet_and_the_courier,
         events_of_an_unregistered_cabinet_are_neither_stored_nor_acked,
+        a_hello_and_an_applied_report_written_while_the_database_is_locked_are_kept,
     );
+}
+
+/// Hellos and applied-version reports are written in batches; a batch the database
+/// refuses (SQLite's lock past its busy timeout) or holds up (a PostgreSQL table lock) is
+/// put back and written later: the cabinet still gets its desired state, and what it
+/// confirmed is recorded.
+async fn a_hello_and_an_applied_report_written_while_the_database_is_locked_are_kept(backend: Backend) {
+    use lockerfleet_shared::envelope::{Applied, UpBody};
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+    let fx = Fixture::new(backend).await;
+    let ts = fx.start(fx.config()).await;
+    setup(&ts).await;
+    // A parcel for cab-a while it is away: its desired state moves to version 1 or more.
+    let (status, created) = ts
+        .post(
+            "/api/v1/parcels",
+            &json!({"tenant": "acme", "reference": "TRK-lock", "courier": "k-1", "size": "s", "cabinet": "cab-a"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let parcel = ParcelId(Uuid::parse_str(created["id"].as_str().unwrap()).unwrap());
+    ts.wait_for_metric("lockerfleet_desired_state_pushes_total{kind=\"parcels\"}", 1.0).await;
+    let version = ts.cabinet_view("cab-a").await["desired"]["parcels_version"].as_i64().unwrap();
+    assert!(version >= 1);
+
+    // The cabinet-state writes fail: on SQLite another client holds the one write lock
+    // past the busy timeout; on PostgreSQL the table is renamed away (a lock there would
+    // only make the write wait).
+    let other = sea_orm::Database::connect(fx.database_url.as_str()).await.unwrap();
+    let postgres = fx.database_url.starts_with("postgres");
+    let lock = if postgres {
+        other.execute_unprepared("ALTER TABLE cabinet_desired RENAME TO cabinet_desired_away").await.unwrap();
+        None
+    } else {
+        let lock = other.begin().await.unwrap();
+        lock.execute_unprepared("CREATE TABLE state_blocker (x INTEGER)").await.unwrap();
+        Some(lock)
+    };
+    let mut cab_a = ts.connect_cabinet("cab-a").await;
+    cab_a.hello("1.0.0").await;
+    cab_a.send(UpBody::Applied(Applied { templates: None, parcels: Some(version as u64) })).await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let retried = r#"lockerfleet_cabinet_state_writes_total{kind="applied",outcome="retried"}"#;
+    while ts.metric(retried).await < 1.0 {
+        assert!(tokio::time::Instant::now() < deadline, "no cabinet-state write failed");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    match lock {
+        Some(lock) => {
+            assert_eq!(ts.cabinet_view("cab-a").await["desired"]["parcels_applied"], 0);
+            lock.rollback().await.unwrap();
+        }
+        None => {
+            other.execute_unprepared("ALTER TABLE cabinet_desired_away RENAME TO cabinet_desired").await.unwrap();
+        }
+    }
+
+    let set = cab_a
+        .expect_down("the desired state after hello", |b| match b {
+            DownBody::Parcels(set) => Some(set.clone()),
+            _ => None,
+        })
+        .await;
+    assert!(set.parcels.iter().any(|p| p.parcel == parcel), "{set:?}");
+    ts.wait_until("the applied version is recorded", || async {
+        ts.cabinet_view("cab-a").await["desired"]["parcels_applied"] == version
+    })
+    .await;
+    assert!(ts.metric(r#"lockerfleet_cabinet_state_writes_total{kind="applied",outcome="written"}"#).await >= 1.0);
+    ts.server.stop().await;
+    fx.cleanup().await;
 }
 
 async fn cancelling_an_assigned_parcel_tells_the_cabinet_and_the_courier(backend: Backend) {
@@ -458,5 +534,51 @@ async fn two_replicas_deliver_each_notification_once(backend: Backend) {
     assert_eq!(total, ids.len() as f64);
     a.server.stop().await;
     b.server.stop().await;
+    fx.cleanup().await;
+}
+
+/// A relay pass builds all its cabinets' desired states with one round of queries: each
+/// cabinet gets exactly what it would get alone (its own parcels, versions and settings),
+/// and a cabinet the database does not know gets an empty state.
+async fn desired_states_built_together_are_those_built_one_by_one(backend: Backend) {
+    use fleet_server::service::desired::build_many;
+    let fx = Fixture::new(backend).await;
+    let ts = fx.start(fx.config()).await;
+    setup(&ts).await;
+    let (status, body) = ts
+        .request("PUT", "/api/v1/cabinets/cab-b/settings", Some(&ts.token), Some(&json!({"door_left_open_s": 90})))
+        .await;
+    assert!(status < 300, "{status}: {body}");
+    let mut placed = std::collections::BTreeMap::<String, Vec<String>>::new();
+    for (i, (cabinet, size)) in [("cab-a", "s"), ("cab-a", "m"), ("cab-b", "s")].into_iter().enumerate() {
+        let (status, created) = ts
+            .post(
+                "/api/v1/parcels",
+                &json!({"tenant": "acme", "reference": format!("TRK-{i}"), "courier": "k-1", "size": size, "cabinet": cabinet}),
+            )
+            .await;
+        assert_eq!(status, 201, "{created}");
+        placed.entry(cabinet.to_owned()).or_default().push(created["id"].as_str().unwrap().to_owned());
+    }
+    let keys = vec!["pass-key".to_owned()];
+    let store = &ts.server.store;
+    let together = build_many(store, &["cab-a", "cab-b", "cab-x"], &keys).await.unwrap();
+    assert_eq!(together.len(), 3);
+    for cabinet in ["cab-a", "cab-b", "cab-x"] {
+        let alone = build_many(store, &[cabinet], &keys).await.unwrap().remove(cabinet).unwrap();
+        let built = &together[cabinet];
+        assert_eq!(built.parcels, alone.parcels, "{cabinet}");
+        assert_eq!(built.templates.version, alone.templates.version, "{cabinet}");
+        let mut ids: Vec<String> = built.parcels.parcels.iter().map(|p| p.parcel.0.to_string()).collect();
+        ids.sort();
+        let mut want = placed.get(cabinet).cloned().unwrap_or_default();
+        want.sort();
+        assert_eq!(ids, want, "{cabinet} holds its own parcels only");
+        assert_eq!(built.parcels.courier_pass_keys, keys);
+    }
+    assert!(together["cab-a"].parcels.version >= 2);
+    assert_eq!(together["cab-x"].parcels.version, 0, "an unknown cabinet's state is empty");
+    assert_ne!(together["cab-b"].parcels.settings, together["cab-a"].parcels.settings, "cab-b's own settings");
+    ts.server.stop().await;
     fx.cleanup().await;
 }

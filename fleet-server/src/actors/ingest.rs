@@ -146,14 +146,12 @@ pub struct Ingest {
     /// OTA reports waiting for the next write, oldest first, and whether one is running.
     ota_pending: Vec<(CabinetId, lockerfleet_shared::envelope::OtaReport)>,
     ota_writing: bool,
-    /// Hellos and applied versions run at most this many at a time: ten thousand
-    /// cabinets reconnecting at once would otherwise each take a pool connection, and
-    /// those that waited past the pool's timeout lost their work.
-    side_jobs: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Hellos and applied versions waiting to be written, whether a write runs, and the
+    /// wait after the last failed one.
+    cabinet_state: CabinetState,
+    cabinet_state_writing: bool,
+    cabinet_state_backoff: Option<Duration>,
 }
-
-/// Hellos and applied-version updates written at once (the pool has 8 by default).
-const SIDE_JOBS: usize = 4;
 
 impl std::fmt::Debug for Ingest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -183,7 +181,9 @@ impl Ingest {
             outbox,
             ota_pending: Vec::new(),
             ota_writing: false,
-            side_jobs: std::sync::Arc::new(tokio::sync::Semaphore::new(SIDE_JOBS)),
+            cabinet_state: CabinetState::default(),
+            cabinet_state_writing: false,
+            cabinet_state_backoff: None,
         }
     }
 
@@ -290,37 +290,8 @@ impl Handler<Hello> for Ingest {
     type Result = ();
 
     fn handle(&mut self, msg: Hello, ctx: &mut Self::Context) {
-        let store = self.ctx.store.clone();
-        let outbox = self.outbox.clone();
-        let slots = self.side_jobs.clone();
-        async move {
-            let Ok(_slot) = slots.acquire_owned().await else { return };
-            let Ok(Some(cab)) = crate::store::entities::cabinet::Entity::find_by_id(msg.cabinet.to_string())
-                .one(store.connection())
-                .await
-            else {
-                return;
-            };
-            let queued = crate::service::outbox::enqueue(
-                store.connection(),
-                &cab.tenant_id,
-                crate::service::outbox::CHANNEL_CABINET,
-                &cab.id,
-                String::new(),
-                now(),
-            )
-            .await;
-            match queued {
-                Ok(()) => {
-                    if let Some(o) = outbox {
-                        o.do_send(super::outbox::Kick);
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, cabinet = %msg.cabinet, "could not queue the desired state"),
-            }
-        }
-        .into_actor(self)
-        .spawn(ctx);
+        self.cabinet_state.hellos.insert(msg.cabinet);
+        self.write_cabinet_state(ctx);
     }
 }
 
@@ -328,33 +299,164 @@ impl Handler<AppliedVersions> for Ingest {
     type Result = ();
 
     fn handle(&mut self, msg: AppliedVersions, ctx: &mut Self::Context) {
-        let store = self.ctx.store.clone();
-        let slots = self.side_jobs.clone();
+        let reported = Applied {
+            templates: msg.templates.and_then(|v| i64::try_from(v).ok()),
+            parcels: msg.parcels.and_then(|v| i64::try_from(v).ok()),
+        };
+        self.cabinet_state.applied.entry(msg.cabinet).or_default().merge(reported);
+        self.write_cabinet_state(ctx);
+    }
+}
+
+/// Cabinets per kind in one cabinet-state write.
+const CABINET_STATE_BATCH: usize = 1_000;
+/// The longest wait before a failed cabinet-state write is tried again.
+const CABINET_STATE_MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// Versions a cabinet reported applied, the highest of each seen since the last write.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Applied {
+    templates: Option<i64>,
+    parcels: Option<i64>,
+}
+
+impl Applied {
+    fn merge(&mut self, other: Applied) {
+        self.templates = self.templates.max(other.templates);
+        self.parcels = self.parcels.max(other.parcels);
+    }
+}
+
+/// Hellos (each owed its desired state) and applied versions waiting for the next write.
+/// Keyed by cabinet: a cabinet that says hello twice, or reports twice, before the write
+/// costs one row, and what waits is bounded by the fleet's size.
+#[derive(Debug, Default)]
+struct CabinetState {
+    hellos: std::collections::BTreeSet<CabinetId>,
+    applied: BTreeMap<CabinetId, Applied>,
+}
+
+impl CabinetState {
+    fn is_empty(&self) -> bool {
+        self.hellos.is_empty() && self.applied.is_empty()
+    }
+
+    /// Takes up to `max` of each kind.
+    fn take(&mut self, max: usize) -> CabinetState {
+        let mut taken = CabinetState::default();
+        while taken.hellos.len() < max {
+            let Some(c) = self.hellos.pop_first() else { break };
+            taken.hellos.insert(c);
+        }
+        while taken.applied.len() < max {
+            let Some((c, a)) = self.applied.pop_first() else { break };
+            taken.applied.insert(c, a);
+        }
+        taken
+    }
+
+    /// Puts back what a failed write took, merged with what arrived meanwhile.
+    fn restore(&mut self, failed: CabinetState) {
+        self.hellos.extend(failed.hellos);
+        for (c, a) in failed.applied {
+            self.applied.entry(c).or_default().merge(a);
+        }
+    }
+}
+
+impl Ingest {
+    /// Writes the waiting hellos and applied versions in one transaction, one write at a
+    /// time: what arrives during a write goes into the next. Before, each was a write of
+    /// its own, and ten thousand cabinets' hellos and push confirmations were twenty
+    /// thousand commits queueing for SQLite's one writer ahead of the event batches. A
+    /// failed write is put back and tried again with backoff; nothing is dropped.
+    fn write_cabinet_state(&mut self, ctx: &mut Context<Self>) {
+        self.metrics
+            .cabinet_state_pending
+            .set((self.cabinet_state.hellos.len() + self.cabinet_state.applied.len()) as i64);
+        if self.cabinet_state_writing || self.cabinet_state.is_empty() {
+            return;
+        }
+        self.cabinet_state_writing = true;
+        let batch = self.cabinet_state.take(CABINET_STATE_BATCH);
+        let service = self.ctx.clone();
         async move {
-            let Ok(_slot) = slots.acquire_owned().await else { return };
-            // Versions only move forward: a late report never lowers what was confirmed.
-            // A cabinet cannot confirm a version it was never sent.
-            let columns = [
-                (cabinet_desired::Column::TemplatesApplied, cabinet_desired::Column::TemplatesVersion, msg.templates),
-                (cabinet_desired::Column::ParcelsApplied, cabinet_desired::Column::ParcelsVersion, msg.parcels),
-            ];
-            for (column, sent, version) in columns {
-                let Some(v) = version.and_then(|v| i64::try_from(v).ok()) else { continue };
-                let result = cabinet_desired::Entity::update_many()
-                    .col_expr(column, Expr::value(v))
-                    .filter(cabinet_desired::Column::CabinetId.eq(msg.cabinet.as_str()))
-                    .filter(column.lt(v))
-                    .filter(sent.gte(v))
-                    .exec(store.connection())
-                    .await;
-                if let Err(e) = result {
-                    tracing::warn!(error = %e, cabinet = %msg.cabinet, "could not record applied versions");
-                }
-            }
+            let result = write_cabinet_state(&service, &batch).await;
+            (batch, result)
         }
         .into_actor(self)
+        .map(|(batch, result), act, ctx| {
+            let m = &act.metrics.cabinet_state_writes;
+            let (hellos, applied) = (batch.hellos.len() as u64, batch.applied.len() as u64);
+            match result {
+                Ok(()) => {
+                    act.cabinet_state_backoff = None;
+                    m.with_label_values(&["hello", "written"]).inc_by(hellos);
+                    m.with_label_values(&["applied", "written"]).inc_by(applied);
+                    if hellos > 0
+                        && let Some(o) = &act.outbox
+                    {
+                        o.do_send(super::outbox::Kick);
+                    }
+                    act.cabinet_state_writing = false;
+                    act.write_cabinet_state(ctx);
+                }
+                Err(e) => {
+                    m.with_label_values(&["hello", "retried"]).inc_by(hellos);
+                    m.with_label_values(&["applied", "retried"]).inc_by(applied);
+                    let wait = act
+                        .cabinet_state_backoff
+                        .map_or(Duration::from_millis(100), |w| (w * 2).min(CABINET_STATE_MAX_BACKOFF));
+                    act.cabinet_state_backoff = Some(wait);
+                    tracing::warn!(error = %e, hellos, applied, retry_in = ?wait, "could not record hellos and applied versions; trying again");
+                    act.cabinet_state.restore(batch);
+                    ctx.run_later(wait, |act, ctx| {
+                        act.cabinet_state_writing = false;
+                        act.write_cabinet_state(ctx);
+                    });
+                }
+            }
+        })
         .spawn(ctx);
     }
+}
+
+/// One transaction: a desired-state push queued for every cabinet that said hello (so a
+/// cabinet that missed pushes while offline converges at once), and the applied versions.
+async fn write_cabinet_state(ctx: &Ctx, batch: &CabinetState) -> Result<(), sea_orm::DbErr> {
+    use crate::store::entities::cabinet;
+    let txn = ctx.store.begin_write().await?;
+    if !batch.hellos.is_empty() {
+        let ids: Vec<&str> = batch.hellos.iter().map(CabinetId::as_str).collect();
+        // Cabinets nobody registered are owed nothing.
+        let known: Vec<(String, String)> = cabinet::Entity::find()
+            .filter(cabinet::Column::Id.is_in(ids))
+            .all(&txn)
+            .await?
+            .into_iter()
+            .map(|c| (c.tenant_id, c.id))
+            .collect();
+        crate::service::outbox::enqueue_cabinets(&txn, &known, now()).await?;
+    }
+    for (cabinet, applied) in &batch.applied {
+        // Versions only move forward: a late report never lowers what was confirmed.
+        // A cabinet cannot confirm a version it was never sent.
+        let columns = [
+            (cabinet_desired::Column::TemplatesApplied, cabinet_desired::Column::TemplatesVersion, applied.templates),
+            (cabinet_desired::Column::ParcelsApplied, cabinet_desired::Column::ParcelsVersion, applied.parcels),
+        ];
+        for (column, sent, version) in columns {
+            let Some(v) = version else { continue };
+            cabinet_desired::Entity::update_many()
+                .col_expr(column, Expr::value(v))
+                .filter(cabinet_desired::Column::CabinetId.eq(cabinet.as_str()))
+                .filter(column.lt(v))
+                .filter(sent.gte(v))
+                .exec(&txn)
+                .await?;
+        }
+    }
+    txn.commit().await
 }
 
 fn kind_of(e: &EventKind) -> &'static str {
@@ -524,15 +626,23 @@ async fn store_batch(
 impl Handler<super::Shutdown> for Ingest {
     type Result = ResponseActFuture<Self, ()>;
 
-    /// Writes and acks what is buffered, then stops.
+    /// Writes and acks what is buffered, records the waiting hellos and applied
+    /// versions, then stops.
     fn handle(&mut self, _: super::Shutdown, _ctx: &mut Self::Context) -> Self::Result {
         let batch: Vec<_> = self.buffer.drain(..).collect();
+        let cabinet_state = std::mem::take(&mut self.cabinet_state);
         let service = self.ctx.clone();
         let metrics = self.metrics.clone();
         Box::pin(
             async move {
                 let result =
                     if batch.is_empty() { Ok(HashSet::new()) } else { store_batch(&service, &metrics, &batch).await };
+                if !cabinet_state.is_empty()
+                    && let Err(e) = write_cabinet_state(&service, &cabinet_state).await
+                {
+                    // A cabinet's next hello and report bring the same facts again.
+                    tracing::warn!(error = %e, "could not record hellos and applied versions at shutdown");
+                }
                 (batch, result)
             }
             .into_actor(self)
@@ -544,5 +654,45 @@ impl Handler<super::Shutdown> for Ingest {
                 ctx.stop();
             }),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn cab(id: &str) -> CabinetId {
+        CabinetId::new(id).unwrap()
+    }
+
+    #[test]
+    fn waiting_reports_keep_the_highest_version_of_each_kind() {
+        let mut a = Applied { templates: Some(3), parcels: None };
+        a.merge(Applied { templates: Some(2), parcels: Some(5) });
+        assert_eq!(a, Applied { templates: Some(3), parcels: Some(5) });
+        a.merge(Applied { templates: None, parcels: Some(4) });
+        assert_eq!(a, Applied { templates: Some(3), parcels: Some(5) });
+    }
+
+    #[test]
+    fn a_write_takes_at_most_its_share_and_a_failed_one_is_put_back_merged() {
+        let mut waiting = CabinetState::default();
+        for i in 0..5 {
+            waiting.hellos.insert(cab(&format!("cab-{i}")));
+            waiting.applied.insert(cab(&format!("cab-{i}")), Applied { templates: Some(1), parcels: Some(1) });
+        }
+        let taken = waiting.take(3);
+        assert_eq!((taken.hellos.len(), taken.applied.len()), (3, 3));
+        assert_eq!((waiting.hellos.len(), waiting.applied.len()), (2, 2));
+        // While the write ran, cab-0 applied a newer parcel set.
+        waiting.applied.insert(cab("cab-0"), Applied { templates: None, parcels: Some(2) });
+        waiting.restore(taken);
+        assert_eq!((waiting.hellos.len(), waiting.applied.len()), (5, 5));
+        assert_eq!(waiting.applied[&cab("cab-0")], Applied { templates: Some(1), parcels: Some(2) });
+        let rest = waiting.take(10);
+        assert!(waiting.is_empty());
+        assert_eq!(rest.hellos.len(), 5);
     }
 }

@@ -21,7 +21,6 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use chrono::Utc;
-use futures_util::StreamExt;
 use hmac::{Hmac, Mac};
 use lockerfleet_shared::envelope::DownBody;
 use lockerfleet_shared::{CabinetId, Envelope, TopicSpace};
@@ -52,8 +51,6 @@ pub struct OutboxRelay {
     allow_private_webhooks: bool,
     /// `outbox.claim_lease_s`: how long claimed rows stay this relay's.
     claim_lease: chrono::Duration,
-    /// Desired states a pass builds at once (each holds a pool connection meanwhile).
-    concurrent_builds: usize,
     publisher: Option<Publisher>,
     http: awc::Client,
     running: bool,
@@ -79,14 +76,6 @@ impl OutboxRelay {
         self
     }
 
-    /// Sizes the pass's concurrent desired-state builds to the database pool
-    /// (`database.max_connections`): half of it, 1 to [`MAX_CONCURRENT_BUILDS`] (4 with the
-    /// default pool of 8), so ingest and the API keep connections of their own.
-    pub fn pool_size(mut self, max_connections: u32) -> Self {
-        self.concurrent_builds = usize::try_from(max_connections / 2).unwrap_or(1).clamp(1, MAX_CONCURRENT_BUILDS);
-        self
-    }
-
     /// How long rows claimed by a pass stay this relay's (`outbox.claim_lease_s`).
     pub fn claim_lease(mut self, lease: Duration) -> Self {
         self.claim_lease = chrono::Duration::from_std(lease).unwrap_or(DEFAULT_CLAIM_LEASE);
@@ -107,7 +96,6 @@ impl OutboxRelay {
             pass_keys,
             allow_private_webhooks: false,
             claim_lease: DEFAULT_CLAIM_LEASE,
-            concurrent_builds: MAX_CONCURRENT_BUILDS,
             publisher: Some(Publisher::new(broker, "lf-outbox")),
             http: awc::Client::builder().timeout(Duration::from_secs(5)).finish(),
             running: false,
@@ -130,10 +118,9 @@ impl OutboxRelay {
         let pass_keys = self.pass_keys.clone();
         let include_webhooks = !self.webhooks_busy && self.stopping.is_empty();
         let lease = self.claim_lease;
-        let builds = self.concurrent_builds;
         let mut publisher = self.publisher.take().expect("the publisher is home whenever no pass runs");
         async move {
-            let pass = Pass { store: &store, metrics: &metrics, topics: &topics, pass_keys: &pass_keys, builds };
+            let pass = Pass { store: &store, metrics: &metrics, topics: &topics, pass_keys: &pass_keys };
             let result = deliver(&pass, include_webhooks, lease, &mut publisher).await;
             (publisher, result)
         }
@@ -216,17 +203,12 @@ impl Handler<Kick> for OutboxRelay {
     }
 }
 
-/// Desired states built at once in a pass at most (each holds one pool connection while it runs).
-const MAX_CONCURRENT_BUILDS: usize = 4;
-
 /// What a pass works with.
 struct Pass<'a> {
     store: &'a Store,
     metrics: &'a Metrics,
     topics: &'a TopicSpace,
     pass_keys: &'a [String],
-    /// Desired states built at once.
-    builds: usize,
 }
 
 /// Backoff after `attempts` failures: 2^n seconds capped at an hour, with ±20% jitter.
@@ -276,7 +258,7 @@ async fn relay_claimed(
     rows: &[outbox::Model],
     settled: &mut std::collections::HashSet<i64>,
 ) -> Result<Vec<outbox::Model>, sea_orm::DbErr> {
-    let Pass { store, metrics, topics, pass_keys, builds } = *pass;
+    let Pass { store, metrics, topics, pass_keys } = *pass;
     let db = store.connection();
     let pending = outbox::Entity::find().filter(outbox::Column::DeliveredAt.is_null()).count(db).await?;
     metrics.outbox_pending.set(i64::try_from(pending).unwrap_or(i64::MAX));
@@ -301,27 +283,23 @@ async fn relay_claimed(
             }
         }
     }
-    // Each state takes a few queries; a few are built at once (in order), so a pass of
-    // 200 cabinets waits on the database's latency a few times over instead of 200 times.
-    let built: Vec<_> = futures_util::stream::iter(&cabinets)
-        .map(|(cabinet, ids)| async move { (cabinet, ids, desired::build(store, cabinet, pass_keys).await) })
-        .buffered(builds)
-        .collect()
-        .await;
-    for (cabinet, ids, state) in built {
-        let (cab, state) = match (CabinetId::new(cabinet.clone()), state) {
-            (Ok(cab), Ok(state)) => (cab, state),
-            (Err(e), _) => {
+    // Every state of the pass from one round of queries.
+    let names: Vec<&str> = cabinets.keys().map(String::as_str).collect();
+    let mut states = desired::build_many(store, &names, pass_keys).await.map_err(|e| match e {
+        crate::store::StoreError::Db(e) => e,
+        other => sea_orm::DbErr::Custom(other.to_string()),
+    })?;
+    for (cabinet, ids) in &cabinets {
+        let built = match (CabinetId::new(cabinet.clone()), states.remove(cabinet)) {
+            (Ok(cab), Some(state)) => Ok((cab, state)),
+            (Err(e), _) => Err(format!("not a cabinet id: {e}")),
+            (Ok(_), None) => Err("no desired state was built".to_owned()),
+        };
+        let (cab, state) = match built {
+            Ok(built) => built,
+            Err(why) => {
                 for row in rows.iter().filter(|r| ids.contains(&r.id)) {
-                    mark_failed(store, row, &format!("not a cabinet id: {e}")).await?;
-                    settled.insert(row.id);
-                }
-                continue;
-            }
-            (_, Err(e)) => {
-                tracing::warn!(error = %e, %cabinet, "cannot build desired state");
-                for row in rows.iter().filter(|r| ids.contains(&r.id)) {
-                    mark_failed(store, row, &format!("cannot build the desired state: {e}")).await?;
+                    mark_failed(store, row, &why).await?;
                     settled.insert(row.id);
                 }
                 continue;

@@ -27,7 +27,30 @@ pub async fn enqueue<C: ConnectionTrait>(
     payload: String,
     now: DateTime<Utc>,
 ) -> Result<(), DbErr> {
-    outbox::Entity::insert(outbox::ActiveModel {
+    outbox::Entity::insert(row(tenant, channel, target, payload, now)).exec_without_returning(db).await?;
+    Ok(())
+}
+
+/// Rows per multi-row insert (9 columns each: well inside PostgreSQL's 65,535 and
+/// SQLite's 32,766 parameters).
+const INSERT_CHUNK: usize = 1000;
+
+/// Adds a desired-state push for each `(tenant, cabinet)` inside the caller's
+/// transaction, with one multi-row insert per thousand.
+pub async fn enqueue_cabinets<C: ConnectionTrait>(
+    db: &C,
+    cabinets: &[(String, String)],
+    now: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    for chunk in cabinets.chunks(INSERT_CHUNK) {
+        let rows = chunk.iter().map(|(tenant, cabinet)| row(tenant, CHANNEL_CABINET, cabinet, String::new(), now));
+        outbox::Entity::insert_many(rows).exec_without_returning(db).await?;
+    }
+    Ok(())
+}
+
+fn row(tenant: &str, channel: &str, target: &str, payload: String, now: DateTime<Utc>) -> outbox::ActiveModel {
+    outbox::ActiveModel {
         tenant_id: Set(tenant.to_owned()),
         channel: Set(channel.to_owned()),
         target: Set(target.to_owned()),
@@ -38,8 +61,5 @@ pub async fn enqueue<C: ConnectionTrait>(
         delivered_at: Set(None),
         last_error: Set(None),
         ..Default::default()
-    })
-    .exec_without_returning(db)
-    .await?;
-    Ok(())
+    }
 }
