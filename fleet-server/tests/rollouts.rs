@@ -100,6 +100,10 @@ async fn fleet(ts: &TestServer, n: usize, bad_version: &str, failing: usize, fau
                             }
                         }
                         if offer.manifest.manifest.version == faulty_version {
+                            // Faults right after the confirmation, microseconds behind it:
+                            // they count as after the update because the server dates the
+                            // report by its arrival (a report waiting for its batch while
+                            // these were stored once made them the week before).
                             for _ in 0..5 {
                                 seq += 1;
                                 let what = lockerfleet_shared::envelope::EventKind::Alarm {

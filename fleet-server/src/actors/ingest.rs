@@ -70,13 +70,15 @@ pub struct AppliedVersions {
 pub struct OtaProgress {
     pub cabinet: CabinetId,
     pub report: lockerfleet_shared::envelope::OtaReport,
+    /// When the server received it (the conductor dates a confirmation by it).
+    pub received_at: chrono::DateTime<chrono::Utc>,
 }
 
 impl Handler<OtaProgress> for Ingest {
     type Result = ();
 
     fn handle(&mut self, msg: OtaProgress, ctx: &mut Self::Context) {
-        self.ota_pending.push((msg.cabinet, msg.report));
+        self.ota_pending.push((msg.cabinet, msg.report, msg.received_at));
         self.write_ota(ctx);
     }
 }
@@ -144,7 +146,7 @@ pub struct Ingest {
     writing: bool,
     outbox: Option<Recipient<super::outbox::Kick>>,
     /// OTA reports waiting for the next write, oldest first, and whether one is running.
-    ota_pending: Vec<(CabinetId, lockerfleet_shared::envelope::OtaReport)>,
+    ota_pending: Vec<(CabinetId, lockerfleet_shared::envelope::OtaReport, chrono::DateTime<chrono::Utc>)>,
     ota_writing: bool,
     /// Hellos and applied versions waiting to be written, whether a write runs, and the
     /// wait after the last failed one.

@@ -92,9 +92,11 @@ impl Ingress {
                     .ingest
                     .do_send(super::ingest::Events { cabinet: cabinet.clone(), events: batch.events.clone() }),
                 UpBody::Hello(_) => self.ingest.do_send(super::ingest::Hello { cabinet: cabinet.clone() }),
-                UpBody::Ota(r) => {
-                    self.ingest.do_send(super::ingest::OtaProgress { cabinet: cabinet.clone(), report: r.clone() })
-                }
+                UpBody::Ota(r) => self.ingest.do_send(super::ingest::OtaProgress {
+                    cabinet: cabinet.clone(),
+                    report: r.clone(),
+                    received_at: crate::store::now(),
+                }),
                 UpBody::Applied(a) => self.ingest.do_send(super::ingest::AppliedVersions {
                     cabinet: cabinet.clone(),
                     templates: a.templates,

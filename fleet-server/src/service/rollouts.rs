@@ -222,15 +222,23 @@ fn report_input(cabinet: &CabinetId, r: &OtaReport) -> Input {
 /// Rows per multi-row insert of conductor inputs (four columns each).
 const INPUT_CHUNK: usize = 1000;
 
-/// Cabinets' OTA progress reports, for their rollouts' conductors: one lookup of the
-/// rollouts they name and one multi-row insert, in arrival order, all or nothing. A wave
-/// of a thousand cabinets reports within seconds; one statement per report took a pool
-/// connection each and those that waited too long were lost (BENCHMARKS.md, rollout).
-pub async fn report_many(ctx: &Ctx, reports: &[(CabinetId, OtaReport)]) -> Result<Recorded, RolloutError> {
+/// Cabinets' OTA progress reports, each with the time it arrived, for their rollouts'
+/// conductors: one lookup of the rollouts they name and one multi-row insert, in arrival
+/// order, all or nothing. A wave of a thousand cabinets reports within seconds; one
+/// statement per report took a pool connection each and those that waited too long were
+/// lost (BENCHMARKS.md, rollout).
+///
+/// A report is dated by its arrival, not by its write: the health watch splits a
+/// cabinet's events at its confirmation, and events it sent after confirming, stored
+/// while the report waited for its batch, counted as before the update.
+pub async fn report_many(
+    ctx: &Ctx,
+    reports: &[(CabinetId, OtaReport, DateTime<Utc>)],
+) -> Result<Recorded, RolloutError> {
     if reports.is_empty() {
         return Ok(Recorded::default());
     }
-    let named: std::collections::BTreeSet<Uuid> = reports.iter().map(|(_, r)| r.rollout).collect();
+    let named: std::collections::BTreeSet<Uuid> = reports.iter().map(|(_, r, _)| r.rollout).collect();
     let db = ctx.store.connection();
     let known: std::collections::HashSet<Uuid> = rollout::Entity::find()
         .select_only()
@@ -241,10 +249,9 @@ pub async fn report_many(ctx: &Ctx, reports: &[(CabinetId, OtaReport)]) -> Resul
         .await?
         .into_iter()
         .collect();
-    let at = now();
     let mut recorded = Recorded::default();
     let mut rows = Vec::with_capacity(reports.len());
-    for (cabinet, r) in reports {
+    for (cabinet, r, at) in reports {
         if !known.contains(&r.rollout) {
             tracing::warn!(%cabinet, rollout = %r.rollout, "OTA report for an unknown rollout");
             recorded.unknown += 1;
@@ -253,7 +260,7 @@ pub async fn report_many(ctx: &Ctx, reports: &[(CabinetId, OtaReport)]) -> Resul
         rows.push(rollout_input::ActiveModel {
             rollout_id: Set(r.rollout),
             input: Set(serde_json::to_string(&report_input(cabinet, r)).expect("inputs serialise")),
-            at: Set(at),
+            at: Set(*at),
             ..Default::default()
         });
     }
