@@ -343,6 +343,11 @@ impl CabinetState {
         self.hellos.is_empty() && self.applied.is_empty()
     }
 
+    /// Hellos and reports waiting, for the gauge.
+    fn len(&self) -> i64 {
+        i64::try_from(self.hellos.len() + self.applied.len()).unwrap_or(i64::MAX)
+    }
+
     /// Takes up to `max` of each kind.
     fn take(&mut self, max: usize) -> CabinetState {
         let mut taken = CabinetState::default();
@@ -373,14 +378,13 @@ impl Ingest {
     /// thousand commits queueing for SQLite's one writer ahead of the event batches. A
     /// failed write is put back and tried again with backoff; nothing is dropped.
     fn write_cabinet_state(&mut self, ctx: &mut Context<Self>) {
-        self.metrics
-            .cabinet_state_pending
-            .set((self.cabinet_state.hellos.len() + self.cabinet_state.applied.len()) as i64);
+        self.metrics.cabinet_state_pending.set(self.cabinet_state.len());
         if self.cabinet_state_writing || self.cabinet_state.is_empty() {
             return;
         }
         self.cabinet_state_writing = true;
         let batch = self.cabinet_state.take(CABINET_STATE_BATCH);
+        self.metrics.cabinet_state_pending.set(self.cabinet_state.len());
         let service = self.ctx.clone();
         async move {
             let result = write_cabinet_state(&service, &batch).await;
