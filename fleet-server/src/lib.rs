@@ -88,7 +88,7 @@ pub struct RunningServer {
     conductor: Addr<actors::conductor::RolloutConductor>,
     link: Link,
     /// The threads ingest and the outbox relay run on; stopped last.
-    arbiters: Vec<actix_rt::Arbiter>,
+    threads: Threads,
     stop_tx: watch::Sender<bool>,
     closing_tx: watch::Sender<bool>,
 }
@@ -117,9 +117,7 @@ impl RunningServer {
         let _ = self.stop_tx.send(true);
         // Database connections opened on these threads die with them, so they go after
         // every final write above.
-        for arbiter in &self.arbiters {
-            arbiter.stop();
-        }
+        drop(self.threads);
         tracing::info!("stopped");
     }
 }
@@ -199,14 +197,15 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     // The relay and ingest each run on a thread (arbiter) of their own: on the one System
     // arbiter they queued behind each other, the MQTT link and presence, and a busy
     // fleet kept that one thread at 100 % of a core while the other core had room.
-    let relay_arbiter = actix_rt::Arbiter::new();
+    let mut threads = Threads::default();
+    let relay_arbiter = threads.spawn();
     let relay = {
         let (store, metrics, topics, keys, broker) =
             (store.clone(), metrics.clone(), config.topics(), vec![passes.public_base64()], broker_link.clone());
         let (private, lease) =
             (config.webhooks.allow_private_targets, Duration::from_secs(config.outbox.claim_lease_s));
         // Built on its own thread: its HTTP client for webhooks is bound to the thread.
-        actors::outbox::OutboxRelay::start_in_arbiter(&relay_arbiter.handle(), move |_| {
+        actors::outbox::OutboxRelay::start_in_arbiter(&relay_arbiter, move |_| {
             actors::outbox::OutboxRelay::new(store, metrics, topics, keys, broker)
                 .allow_private_webhooks(private)
                 .claim_lease(lease)
@@ -221,7 +220,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         metrics: metrics.clone(),
         passes,
     };
-    let ingest_arbiter = actix_rt::Arbiter::new();
+    let ingest_arbiter = threads.spawn();
     let ingest = {
         let ingest = actors::ingest::Ingest::new(
             service.clone(),
@@ -231,7 +230,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             Duration::from_millis(config.ingest.max_wait_ms),
             Some(relay.clone().recipient()),
         );
-        actors::ingest::Ingest::start_in_arbiter(&ingest_arbiter.handle(), move |_| ingest)
+        actors::ingest::Ingest::start_in_arbiter(&ingest_arbiter, move |_| ingest)
     };
     let ingest_addr = ingest.clone();
     let (courier_feed, _) = tokio::sync::broadcast::channel(1024);
@@ -319,10 +318,33 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         sweeper,
         conductor,
         link,
-        arbiters: vec![ingest_arbiter, relay_arbiter],
+        threads,
         stop_tx,
         closing_tx,
     })
+}
+
+/// Threads (actix arbiters) of the server's own, stopped when dropped: at the end of a
+/// graceful stop, and also when `start` fails part way or a server is dropped unstopped.
+#[derive(Debug, Default)]
+struct Threads(Vec<actix_rt::Arbiter>);
+
+impl Threads {
+    /// A new thread with its own runtime, for actors to start on.
+    fn spawn(&mut self) -> actix_rt::ArbiterHandle {
+        let arbiter = actix_rt::Arbiter::new();
+        let handle = arbiter.handle();
+        self.0.push(arbiter);
+        handle
+    }
+}
+
+impl Drop for Threads {
+    fn drop(&mut self) {
+        for arbiter in &self.0 {
+            arbiter.stop();
+        }
+    }
 }
 
 /// This machine's name, for the rollout lease owner (readable in the database).

@@ -936,10 +936,11 @@ async fn stock(
     let t0 = Instant::now();
     let mut answer = api.call("POST", "/api/v1/parcels", Some(body.clone())).await;
     // A server whose database is busy says so (503 "busy", nothing created); a courier's
-    // app tries again a moment later.
+    // app tries again a moment later. The creation permit is kept through the waits on
+    // purpose: it bounds the creations in flight, retries included.
     for _ in 0..5 {
         match &answer {
-            Ok((503, e)) if e["error"]["code"] == "busy" && Instant::now() < deadline => {
+            Ok((503, e)) if e["error"]["code"] == fleet_server::api::error::BUSY && Instant::now() < deadline => {
                 tracing::warn!(%cabinet, "the server's database is busy; creating the parcel again in 1 s");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 answer = api.call("POST", "/api/v1/parcels", Some(body.clone())).await;

@@ -41,7 +41,14 @@ const INSERT_CHUNK: usize = 1000;
 pub struct Events {
     pub cabinet: CabinetId,
     pub events: Vec<CabinetEvent>,
+    /// When the server received them: stored as each event's `received_at`, the same
+    /// clock an OTA report is dated by, so the health watch sorts a cabinet's events
+    /// before and after its confirmation in the order they arrived.
+    pub received_at: chrono::DateTime<chrono::Utc>,
 }
+
+/// An event in the buffer: its cabinet, itself, when it arrived.
+type Arrived = (CabinetId, CabinetEvent, chrono::DateTime<chrono::Utc>);
 
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
@@ -95,7 +102,7 @@ impl Ingest {
     /// database failure is retried with backoff; only after every attempt failed are the
     /// reports dropped (logged and counted; a cabinet's next report still arrives).
     fn write_ota(&mut self, ctx: &mut Context<Self>) {
-        if self.ota_writing || self.ota_pending.is_empty() {
+        if self.ota_writing || self.ota_pending.is_empty() || !self.stopping.is_empty() {
             return;
         }
         self.ota_writing = true;
@@ -129,6 +136,7 @@ impl Ingest {
         .map(|(), act, ctx| {
             act.ota_writing = false;
             act.write_ota(ctx);
+            act.finish_when_idle(ctx);
         })
         .spawn(ctx);
     }
@@ -141,7 +149,7 @@ pub struct Ingest {
     topics: TopicSpace,
     max_batch: usize,
     max_wait: Duration,
-    buffer: Vec<(CabinetId, CabinetEvent)>,
+    buffer: Vec<Arrived>,
     flush_scheduled: bool,
     writing: bool,
     outbox: Option<Recipient<super::outbox::Kick>>,
@@ -153,6 +161,10 @@ pub struct Ingest {
     cabinet_state: CabinetState,
     cabinet_state_writing: bool,
     cabinet_state_backoff: Option<Duration>,
+    /// Set by `Shutdown`: no new writes start; once those under way are done, everything
+    /// still waiting is written in one last round, then the actor stops.
+    stopping: Vec<tokio::sync::oneshot::Sender<()>>,
+    finishing: bool,
 }
 
 impl std::fmt::Debug for Ingest {
@@ -186,11 +198,13 @@ impl Ingest {
             cabinet_state: CabinetState::default(),
             cabinet_state_writing: false,
             cabinet_state_backoff: None,
+            stopping: Vec::new(),
+            finishing: false,
         }
     }
 
     fn write(&mut self, ctx: &mut Context<Self>) {
-        if self.writing || self.buffer.is_empty() {
+        if self.writing || self.buffer.is_empty() || !self.stopping.is_empty() {
             return;
         }
         self.writing = true;
@@ -211,7 +225,8 @@ impl Ingest {
             act.writing = false;
             match result {
                 Ok(registered) => {
-                    let ackable: Vec<_> = batch.into_iter().filter(|(c, _)| registered.contains(c.as_str())).collect();
+                    let ackable: Vec<_> =
+                        batch.into_iter().filter(|(c, _, _)| registered.contains(c.as_str())).collect();
                     act.ack(&ackable);
                     if let Some(o) = &act.outbox {
                         o.do_send(super::outbox::Kick);
@@ -220,16 +235,15 @@ impl Ingest {
                 // Not acked: the cabinets resend, and the next attempt may succeed.
                 Err(e) => tracing::warn!(error = %e, events = batch.len(), "ingest batch failed; not acked"),
             }
-            if !act.buffer.is_empty() {
-                act.write(ctx);
-            }
+            act.write(ctx);
+            act.finish_when_idle(ctx);
         })
         .spawn(ctx);
     }
 
-    fn ack(&self, batch: &[(CabinetId, CabinetEvent)]) {
+    fn ack(&self, batch: &[Arrived]) {
         let mut per_cabinet: BTreeMap<&CabinetId, Vec<Uuid>> = BTreeMap::new();
-        for (cabinet, event) in batch {
+        for (cabinet, event, _) in batch {
             per_cabinet.entry(cabinet).or_default().push(event.id);
         }
         // Acks the link's request queue has no room for now wait for room instead of being
@@ -240,7 +254,11 @@ impl Ingest {
             let topic = self.topics.cabinet_down(cabinet);
             match self.client.try_publish(topic.clone(), QoS::AtLeastOnce, false, envelope.encode()) {
                 Ok(()) => self.metrics.acks_sent.inc(),
-                Err(rumqttc::ClientError::TryRequest(_)) => waiting.push((topic, envelope.encode())),
+                // A full queue, mostly; also a closed link or an invalid topic, which the
+                // publish that waits below then reports.
+                Err(rumqttc::ClientError::TryRequest(rumqttc::Request::Publish(refused))) => {
+                    waiting.push((topic, Vec::from(refused.payload)))
+                }
                 // The cabinet will resend; its events are already stored and will be acked then.
                 Err(e) => tracing::warn!(error = %e, %cabinet, "could not queue an ack"),
             }
@@ -267,8 +285,8 @@ impl Handler<Events> for Ingest {
     type Result = ();
 
     fn handle(&mut self, msg: Events, ctx: &mut Self::Context) {
-        let Events { cabinet, events } = msg;
-        self.buffer.extend(events.into_iter().map(|e| (cabinet.clone(), e)));
+        let Events { cabinet, events, received_at } = msg;
+        self.buffer.extend(events.into_iter().map(|e| (cabinet.clone(), e, received_at)));
         self.metrics.ingest_buffered.set(self.buffer.len() as i64);
         if self.buffer.len() >= self.max_batch {
             self.write(ctx);
@@ -379,7 +397,7 @@ impl Ingest {
     /// failed write is put back and tried again with backoff; nothing is dropped.
     fn write_cabinet_state(&mut self, ctx: &mut Context<Self>) {
         self.metrics.cabinet_state_pending.set(self.cabinet_state.len());
-        if self.cabinet_state_writing || self.cabinet_state.is_empty() {
+        if self.cabinet_state_writing || self.cabinet_state.is_empty() || !self.stopping.is_empty() {
             return;
         }
         self.cabinet_state_writing = true;
@@ -387,7 +405,7 @@ impl Ingest {
         self.metrics.cabinet_state_pending.set(self.cabinet_state.len());
         let service = self.ctx.clone();
         async move {
-            let result = write_cabinet_state(&service, &batch).await;
+            let result = store_cabinet_state(&service, &batch).await;
             (batch, result)
         }
         .into_actor(self)
@@ -406,6 +424,7 @@ impl Ingest {
                     }
                     act.cabinet_state_writing = false;
                     act.write_cabinet_state(ctx);
+                    act.finish_when_idle(ctx);
                 }
                 Err(e) => {
                     m.with_label_values(&["hello", "retried"]).inc_by(hellos);
@@ -419,6 +438,7 @@ impl Ingest {
                     ctx.run_later(wait, |act, ctx| {
                         act.cabinet_state_writing = false;
                         act.write_cabinet_state(ctx);
+                        act.finish_when_idle(ctx);
                     });
                 }
             }
@@ -427,22 +447,37 @@ impl Ingest {
     }
 }
 
-/// One transaction: a desired-state push queued for every cabinet that said hello (so a
+/// Records a batch: a desired-state push queued for every cabinet that said hello (so a
 /// cabinet that missed pushes while offline converges at once), and the applied versions.
-async fn write_cabinet_state(ctx: &Ctx, batch: &CabinetState) -> Result<(), sea_orm::DbErr> {
-    use crate::store::entities::cabinet;
+///
+/// On SQLite in one transaction: one commit (one fsync) for the batch, and its lock is
+/// the whole database's, so nothing can deadlock with it. On PostgreSQL statement by
+/// statement: a transaction holding a thousand `cabinet_desired` rows would deadlock with
+/// event batches bumping the same rows in another order, and PostgreSQL commits
+/// concurrently anyway. A failure part way is retried whole; a second push of the same
+/// state is harmless and the version updates are idempotent.
+async fn store_cabinet_state(ctx: &Ctx, batch: &CabinetState) -> Result<(), sea_orm::DbErr> {
+    if ctx.store.is_postgres() {
+        return cabinet_state_in(ctx.store.connection(), batch).await;
+    }
     let txn = ctx.store.begin_write().await?;
+    cabinet_state_in(&txn, batch).await?;
+    txn.commit().await
+}
+
+async fn cabinet_state_in<C: sea_orm::ConnectionTrait>(db: &C, batch: &CabinetState) -> Result<(), sea_orm::DbErr> {
+    use crate::store::entities::cabinet;
     if !batch.hellos.is_empty() {
         let ids: Vec<&str> = batch.hellos.iter().map(CabinetId::as_str).collect();
         // Cabinets nobody registered are owed nothing.
         let known: Vec<(String, String)> = cabinet::Entity::find()
             .filter(cabinet::Column::Id.is_in(ids))
-            .all(&txn)
+            .all(db)
             .await?
             .into_iter()
             .map(|c| (c.tenant_id, c.id))
             .collect();
-        crate::service::outbox::enqueue_cabinets(&txn, &known, now()).await?;
+        crate::service::outbox::enqueue_cabinets(db, &known, now()).await?;
     }
     for (cabinet, applied) in &batch.applied {
         // Versions only move forward: a late report never lowers what was confirmed.
@@ -458,11 +493,11 @@ async fn write_cabinet_state(ctx: &Ctx, batch: &CabinetState) -> Result<(), sea_
                 .filter(cabinet_desired::Column::CabinetId.eq(cabinet.as_str()))
                 .filter(column.lt(v))
                 .filter(sent.gte(v))
-                .exec(&txn)
+                .exec(db)
                 .await?;
         }
     }
-    txn.commit().await
+    Ok(())
 }
 
 fn kind_of(e: &EventKind) -> &'static str {
@@ -508,13 +543,9 @@ fn failed_method(reason: &str) -> &'static str {
 }
 
 /// Stores a batch; returns the cabinets whose events may be acked (the registered ones).
-async fn store_batch(
-    ctx: &Ctx,
-    metrics: &Metrics,
-    batch: &[(CabinetId, CabinetEvent)],
-) -> Result<HashSet<String>, ServiceError> {
+async fn store_batch(ctx: &Ctx, metrics: &Metrics, batch: &[Arrived]) -> Result<HashSet<String>, ServiceError> {
     let txn = ctx.store.begin_write().await?;
-    let ids: Vec<Uuid> = batch.iter().map(|(_, e)| e.id).collect();
+    let ids: Vec<Uuid> = batch.iter().map(|(_, e, _)| e.id).collect();
     let known: HashSet<Uuid> = cabinet_event::Entity::find()
         .filter(cabinet_event::Column::Id.is_in(ids))
         .all(&txn)
@@ -524,7 +555,7 @@ async fn store_batch(
         .collect();
     let at = now();
     // Events of cabinets nobody registered are neither stored nor acked.
-    let cabinet_ids: Vec<String> = batch.iter().map(|(c, _)| c.to_string()).collect();
+    let cabinet_ids: Vec<String> = batch.iter().map(|(c, _, _)| c.to_string()).collect();
     let registered: HashSet<String> = crate::store::entities::cabinet::Entity::find()
         .filter(crate::store::entities::cabinet::Column::Id.is_in(cabinet_ids))
         .all(&txn)
@@ -535,9 +566,9 @@ async fn store_batch(
     // New events go in with multi-row inserts (one round trip per chunk, not per event);
     // ON CONFLICT keeps a concurrent replica's copy and ours from clashing.
     let mut seen_in_batch = HashSet::new();
-    let mut fresh: Vec<&(CabinetId, CabinetEvent)> = Vec::with_capacity(batch.len());
+    let mut fresh: Vec<&Arrived> = Vec::with_capacity(batch.len());
     for item in batch {
-        let (cabinet, event) = item;
+        let (cabinet, event, _) = item;
         if !registered.contains(cabinet.as_str()) {
             continue;
         }
@@ -548,16 +579,16 @@ async fn store_batch(
         fresh.push(item);
     }
     // Seconds from the cabinet's clock to now, observed once the batch has committed.
-    let ages: Vec<f64> = fresh.iter().map(|(_, e)| (at - e.at).num_milliseconds().max(0) as f64 / 1000.0).collect();
+    let ages: Vec<f64> = fresh.iter().map(|(_, e, _)| (at - e.at).num_milliseconds().max(0) as f64 / 1000.0).collect();
     for chunk in fresh.chunks(INSERT_CHUNK) {
-        let rows = chunk.iter().map(|(cabinet, event)| cabinet_event::ActiveModel {
+        let rows = chunk.iter().map(|(cabinet, event, received_at)| cabinet_event::ActiveModel {
             id: Set(event.id),
             cabinet_id: Set(cabinet.to_string()),
             seq: Set(i64::try_from(event.seq).unwrap_or(i64::MAX)),
             at: Set(event.at),
             kind: Set(kind_of(&event.what).to_owned()),
             body: Set(serde_json::to_string(&event.what).expect("event kinds serialise")),
-            received_at: Set(at),
+            received_at: Set(*received_at),
         });
         let inserted = match cabinet_event::Entity::insert_many(rows)
             .on_conflict(sea_orm::sea_query::OnConflict::column(cabinet_event::Column::Id).do_nothing().to_owned())
@@ -576,7 +607,7 @@ async fn store_batch(
             .with_label_values(&["duplicate"])
             .inc_by(chunk.len() as u64 - inserted.min(chunk.len() as u64));
     }
-    for (cabinet, event) in fresh {
+    for (cabinet, event, _) in fresh {
         let (parcel_id, transition) = match &event.what {
             EventKind::Alarm { code, .. } => {
                 metrics.cabinet_alarms.with_label_values(&[alarm_label(code)]).inc();
@@ -630,36 +661,73 @@ async fn store_batch(
 }
 
 impl Handler<super::Shutdown> for Ingest {
-    type Result = ResponseActFuture<Self, ()>;
+    type Result = ResponseFuture<()>;
 
-    /// Writes and acks what is buffered, records the waiting hellos and applied
-    /// versions, then stops.
-    fn handle(&mut self, _: super::Shutdown, _ctx: &mut Self::Context) -> Self::Result {
-        let batch: Vec<_> = self.buffer.drain(..).collect();
-        let cabinet_state = std::mem::take(&mut self.cabinet_state);
-        let service = self.ctx.clone();
-        let metrics = self.metrics.clone();
-        Box::pin(
-            async move {
-                let result =
-                    if batch.is_empty() { Ok(HashSet::new()) } else { store_batch(&service, &metrics, &batch).await };
-                if !cabinet_state.is_empty()
-                    && let Err(e) = write_cabinet_state(&service, &cabinet_state).await
-                {
-                    // A cabinet's next hello and report bring the same facts again.
-                    tracing::warn!(error = %e, "could not record hellos and applied versions at shutdown");
+    /// Lets the writes under way finish, then writes and acks the buffered events and
+    /// records the waiting hellos, applied versions and OTA reports, then stops.
+    fn handle(&mut self, _: super::Shutdown, ctx: &mut Self::Context) -> Self::Result {
+        let (done, stopped) = tokio::sync::oneshot::channel();
+        self.stopping.push(done);
+        self.finish_when_idle(ctx);
+        Box::pin(async move {
+            let _ = stopped.await;
+        })
+    }
+}
+
+impl Ingest {
+    /// The last round of a shutdown, once no write is under way: whatever still waits,
+    /// in batches of the usual sizes, each tried once (what fails is logged; events not
+    /// acked are resent by their cabinets, a hello comes again with the next connection).
+    fn finish_when_idle(&mut self, ctx: &mut Context<Self>) {
+        if self.stopping.is_empty() || self.finishing || self.writing || self.ota_writing || self.cabinet_state_writing
+        {
+            return;
+        }
+        self.finishing = true;
+        let events: Vec<Arrived> = self.buffer.drain(..).collect();
+        let mut state = std::mem::take(&mut self.cabinet_state);
+        let ota: Vec<_> = self.ota_pending.drain(..).collect();
+        let (service, metrics, max_batch) = (self.ctx.clone(), self.metrics.clone(), self.max_batch.max(1));
+        async move {
+            let mut ackable = Vec::new();
+            for batch in events.chunks(max_batch) {
+                match store_batch(&service, &metrics, batch).await {
+                    Ok(registered) => {
+                        ackable.extend(batch.iter().filter(|(c, _, _)| registered.contains(c.as_str())).cloned())
+                    }
+                    Err(e) => tracing::warn!(error = %e, events = batch.len(), "ingest batch failed at shutdown; not acked"),
                 }
-                (batch, result)
             }
-            .into_actor(self)
-            .map(|(batch, result), act, ctx| {
-                if let Ok(registered) = result {
-                    let ackable: Vec<_> = batch.into_iter().filter(|(c, _)| registered.contains(c.as_str())).collect();
-                    act.ack(&ackable);
+            while !state.is_empty() {
+                let part = state.take(CABINET_STATE_BATCH);
+                if let Err(e) = store_cabinet_state(&service, &part).await {
+                    tracing::warn!(error = %e, hellos = part.hellos.len(), applied = part.applied.len(), "could not record hellos and applied versions at shutdown");
                 }
-                ctx.stop();
-            }),
-        )
+            }
+            for batch in ota.chunks(OTA_BATCH) {
+                match crate::service::rollouts::report_many(&service, batch).await {
+                    Ok(done) => {
+                        metrics.ota_reports.with_label_values(&["queued"]).inc_by(done.queued as u64);
+                        metrics.ota_reports.with_label_values(&["unknown_rollout"]).inc_by(done.unknown as u64);
+                    }
+                    Err(e) => {
+                        metrics.ota_reports.with_label_values(&["dropped"]).inc_by(batch.len() as u64);
+                        tracing::error!(error = %e, reports = batch.len(), "could not record OTA reports at shutdown; they are dropped");
+                    }
+                }
+            }
+            ackable
+        }
+        .into_actor(self)
+        .map(|ackable, act, ctx| {
+            act.ack(&ackable);
+            for done in act.stopping.drain(..) {
+                let _ = done.send(());
+            }
+            ctx.stop();
+        })
+        .spawn(ctx);
     }
 }
 

@@ -88,9 +88,11 @@ impl Ingress {
         }
         if let Inbound::Up(env) = &inbound {
             match &env.body {
-                UpBody::Events(batch) => self
-                    .ingest
-                    .do_send(super::ingest::Events { cabinet: cabinet.clone(), events: batch.events.clone() }),
+                UpBody::Events(batch) => self.ingest.do_send(super::ingest::Events {
+                    cabinet: cabinet.clone(),
+                    events: batch.events.clone(),
+                    received_at: crate::store::now(),
+                }),
                 UpBody::Hello(_) => self.ingest.do_send(super::ingest::Hello { cabinet: cabinet.clone() }),
                 UpBody::Ota(r) => self.ingest.do_send(super::ingest::OtaProgress {
                     cabinet: cabinet.clone(),

@@ -283,16 +283,37 @@ async fn relay_claimed(
             }
         }
     }
-    // Every state of the pass from one round of queries.
+    // Every state of the pass from one round of queries. Should that fail, each cabinet's
+    // alone, so one cabinet whose state cannot be built (a row that does not decode, say)
+    // costs its own rows a retry and not every other row of every pass.
     let names: Vec<&str> = cabinets.keys().map(String::as_str).collect();
-    let mut states = desired::build_many(store, &names, pass_keys).await.map_err(|e| match e {
-        crate::store::StoreError::Db(e) => e,
-        other => sea_orm::DbErr::Custom(other.to_string()),
-    })?;
+    let mut states: BTreeMap<String, Result<desired::Desired, String>> = match desired::build_many(
+        store, &names, pass_keys,
+    )
+    .await
+    {
+        Ok(states) => states.into_iter().map(|(c, s)| (c, Ok(s))).collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, cabinets = names.len(), "cannot build the pass's desired states together; building them one by one");
+            let mut one_by_one = BTreeMap::new();
+            for name in &names {
+                let state = desired::build_many(store, &[name], pass_keys)
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|mut s| s.remove(*name).ok_or_else(|| "no desired state was built".to_owned()));
+                one_by_one.insert((*name).to_owned(), state);
+            }
+            one_by_one
+        }
+    };
     for (cabinet, ids) in &cabinets {
         let built = match (CabinetId::new(cabinet.clone()), states.remove(cabinet)) {
-            (Ok(cab), Some(state)) => Ok((cab, state)),
+            (Ok(cab), Some(Ok(state))) => Ok((cab, state)),
             (Err(e), _) => Err(format!("not a cabinet id: {e}")),
+            (Ok(_), Some(Err(e))) => {
+                tracing::warn!(error = %e, %cabinet, "cannot build desired state");
+                Err(format!("cannot build the desired state: {e}"))
+            }
             (Ok(_), None) => Err("no desired state was built".to_owned()),
         };
         let (cab, state) = match built {

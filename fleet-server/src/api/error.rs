@@ -62,6 +62,10 @@ impl std::fmt::Display for ApiError {
     }
 }
 
+/// The error code of a `503` the client should retry after `Retry-After` (the database
+/// is busy; nothing was done).
+pub const BUSY: &str = "busy";
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         self.status
@@ -69,7 +73,7 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status);
-        if self.body.code == "busy" {
+        if self.body.code == BUSY {
             response.insert_header((actix_web::http::header::RETRY_AFTER, "1"));
         }
         response.json(ErrorEnvelope { error: self.body.clone() })
@@ -87,7 +91,7 @@ impl From<StoreError> for ApiError {
             }
             StoreError::Db(ref d) if crate::store::is_busy(d) => {
                 tracing::warn!(error = %e, "request refused: the database is busy");
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "the database is busy; try again in a moment")
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, BUSY, "the database is busy; try again in a moment")
             }
             StoreError::Db(_) => Self::internal(e),
         }

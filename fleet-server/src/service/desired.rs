@@ -25,9 +25,11 @@ pub struct Desired {
 /// Cabinets whose states one round of queries builds (each query names them all).
 const CHUNK: usize = 500;
 
-/// The desired states of `cabinets`, five queries for up to [`CHUNK`] of them (before,
-/// five for each cabinet: a relay pass of 200 pushes made a thousand round trips). Every
-/// cabinet asked for has a state in the answer, empty for one the database does not know.
+/// The desired states of `cabinets`, five queries for up to [`CHUNK`] of them (one more
+/// per further [`CHUNK`] parcels they hold; before, five for each cabinet: a relay pass of
+/// 200 pushes made a thousand round trips). Every cabinet asked for has a state in the
+/// answer, empty for one the database does not know. Versions are read before contents,
+/// as one cabinet's build always did: a confirmation of version v covers what v named.
 pub async fn build_many(
     store: &Store,
     cabinets: &[&str],
