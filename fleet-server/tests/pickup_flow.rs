@@ -38,6 +38,14 @@ async fn setup(ts: &common::TestServer) -> Uuid {
     Uuid::parse_str(r["id"].as_str().unwrap()).unwrap()
 }
 
+/// Creates a parcel for courier k-1 at `cabinet` and returns the API's answer.
+async fn assign(ts: &common::TestServer, reference: &str, size: &str, cabinet: &str) -> serde_json::Value {
+    let body = json!({"tenant": "acme", "reference": reference, "courier": "k-1", "size": size, "cabinet": cabinet});
+    let (status, created) = ts.post("/api/v1/parcels", &body).await;
+    assert_eq!(status, 201, "{created}");
+    created
+}
+
 async fn a_parcel_goes_from_assignment_to_pickup(backend: Backend) {
     let fx = Fixture::new(backend).await;
     let ts = fx.start(fx.config()).await;
@@ -327,13 +335,7 @@ async fn a_graceful_stop_writes_and_acks_what_ingest_still_holds(backend: Backen
     let ts = fx.start(config).await;
     setup(&ts).await;
     let mut cab_a = ts.connect_cabinet("cab-a").await;
-    let (status, created) = ts
-        .post(
-            "/api/v1/parcels",
-            &json!({"tenant": "acme", "reference": "TRK-stop", "courier": "k-1", "size": "s", "cabinet": "cab-a"}),
-        )
-        .await;
-    assert_eq!(status, 201, "{created}");
+    assign(&ts, "TRK-stop", "s", "cab-a").await;
     let set = cab_a
         .expect_down("the desired state", |b| match b {
             DownBody::Parcels(set) if !set.parcels.is_empty() => Some(set.clone()),
@@ -351,9 +353,11 @@ async fn a_graceful_stop_writes_and_acks_what_ingest_still_holds(backend: Backen
     .await;
     assert_eq!(ts.server.store.count_cabinet_events().await.unwrap(), 0, "the event waits in the buffer");
 
-    let (store, metrics) = (ts.server.store.clone(), ts.server.metrics.clone());
+    let metrics = ts.server.metrics.clone();
     let acks_before = metrics.acks_sent.get();
     ts.server.stop().await;
+    // A connection of our own: the server's pool holds connections of its stopped threads.
+    let store = fleet_server::store::Store::connect(&fx.database_url, 1).await.unwrap();
     assert_eq!(store.count_cabinet_events().await.unwrap(), 1, "the buffered event was written at the stop");
     assert_eq!(metrics.acks_sent.get(), acks_before + 1, "and acked");
     fx.cleanup().await;
@@ -370,13 +374,7 @@ async fn a_hello_and_an_applied_report_written_while_the_database_is_locked_are_
     let ts = fx.start(fx.config()).await;
     setup(&ts).await;
     // A parcel for cab-a while it is away: its desired state moves to version 1 or more.
-    let (status, created) = ts
-        .post(
-            "/api/v1/parcels",
-            &json!({"tenant": "acme", "reference": "TRK-lock", "courier": "k-1", "size": "s", "cabinet": "cab-a"}),
-        )
-        .await;
-    assert_eq!(status, 201, "{created}");
+    let created = assign(&ts, "TRK-lock", "s", "cab-a").await;
     let parcel = ParcelId(Uuid::parse_str(created["id"].as_str().unwrap()).unwrap());
     ts.wait_for_metric("lockerfleet_desired_state_pushes_total{kind=\"parcels\"}", 1.0).await;
     let version = ts.cabinet_view("cab-a").await["desired"]["parcels_version"].as_i64().unwrap();
@@ -502,13 +500,7 @@ async fn a_cabinet_that_was_offline_converges_when_it_says_hello(backend: Backen
     let ts = fx.start(fx.config()).await;
     setup(&ts).await;
     // cab-a is not connected while its parcel is assigned: the push goes nowhere.
-    let (status, created) = ts
-        .post(
-            "/api/v1/parcels",
-            &json!({"tenant": "acme", "reference": "TRK-off", "courier": "k-1", "size": "s", "cabinet": "cab-a"}),
-        )
-        .await;
-    assert_eq!(status, 201, "{created}");
+    let created = assign(&ts, "TRK-off", "s", "cab-a").await;
     ts.wait_for_metric("lockerfleet_desired_state_pushes_total{kind=\"parcels\"}", 1.0).await;
     let parcel = ParcelId(Uuid::parse_str(created["id"].as_str().unwrap()).unwrap());
 
@@ -593,13 +585,7 @@ async fn desired_states_built_together_are_those_built_one_by_one(backend: Backe
     assert!(status < 300, "{status}: {body}");
     let mut placed = std::collections::BTreeMap::<String, Vec<String>>::new();
     for (i, (cabinet, size)) in [("cab-a", "s"), ("cab-a", "m"), ("cab-b", "s")].into_iter().enumerate() {
-        let (status, created) = ts
-            .post(
-                "/api/v1/parcels",
-                &json!({"tenant": "acme", "reference": format!("TRK-{i}"), "courier": "k-1", "size": size, "cabinet": cabinet}),
-            )
-            .await;
-        assert_eq!(status, 201, "{created}");
+        let created = assign(&ts, &format!("TRK-{i}"), size, cabinet).await;
         placed.entry(cabinet.to_owned()).or_default().push(created["id"].as_str().unwrap().to_owned());
     }
     let keys = vec!["pass-key".to_owned()];
