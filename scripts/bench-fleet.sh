@@ -9,7 +9,7 @@
 # per 4,000 cabinets): a process may hold only so many open files (20,000 here), and
 # each simulated cabinet holds two (its MQTT socket and its journal).
 #
-# Writes target/bench-fleet/{embedded,mosquitto}.{json,html} (and the server's final
+# Writes (into BENCH_OUT, default target/bench-fleet/) {embedded,mosquitto}.{json,html} (and the server's final
 # /metrics as {embedded,mosquitto}-metrics.txt) and prints the table that
 # BENCHMARKS.md carries. The server runs on SQLite (DATABASE=postgres://… for PostgreSQL).
 #
@@ -27,7 +27,7 @@ cd "$(dirname "$0")/.."
 cabinets="${1:-10000}"
 scenario="${2:-simulator/scenarios/default.toml}"
 target="${CARGO_TARGET_DIR:-target}"
-out="target/bench-fleet"
+out="${BENCH_OUT:-target/bench-fleet}"
 mkdir -p "$out"
 export PATH="$PATH:/usr/sbin"
 command -v mosquitto >/dev/null || { echo "bench-fleet: mosquitto is needed (apt-get install mosquitto)" >&2; exit 1; }

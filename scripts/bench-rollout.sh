@@ -7,18 +7,20 @@
 #   scripts/bench-rollout.sh [CABINETS] [SCENARIO]   defaults: 2000, simulator/scenarios/rollout.toml
 #
 # SHARDS=n splits the cabinets over n simulator processes (default: one per 4,000; a
-# process may hold 20,000 open files here, two per cabinet); each process rolls out to its
-# own cabinets, so n rollouts run side by side on the one server. BROKERS="embedded
+# process may hold 20,000 open files here, two per cabinet). The processes meet in a
+# folder and share one rollout to the whole fleet: the first starts it once every
+# cabinet is online, each checks its own cabinets at the end. BROKERS="embedded
 # mosquitto" also runs it against a private Mosquitto. BENCH_BUILD=0 skips the build.
 #
-# Writes target/bench-rollout/<broker>-<shard>.json and prints the rows BENCHMARKS.md carries.
+# Writes (into BENCH_OUT, default target/bench-rollout/) <broker>-<shard>.json and prints the rows BENCHMARKS.md
+# carries: the fleet's waves, and the shards' cabinets added up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cabinets="${1:-2000}"
 scenario="${2:-simulator/scenarios/rollout.toml}"
 target="${CARGO_TARGET_DIR:-target}"
-out="target/bench-rollout"
+out="${BENCH_OUT:-target/bench-rollout}"
 mkdir -p "$out"
 export PATH="$PATH:/usr/sbin"
 
@@ -47,7 +49,7 @@ trusted_keys = [\"$public\"]"
     n=$(( cabinets / shards + (k < cabinets % shards ? 1 : 0) ))
     LOCKERFLEET_RELEASE_KEY="$dir/release.key" "$target/release/simulator" run --server "http://127.0.0.1:$http" \
       --token "$token" --mqtt-port "$mqtt" --cabinets "$n" --scenario "$dir/scenario.toml" --prefix "roll$k" \
-      --data "$dir/cabinets" --server-pid "$server" --timeout-s 3600 \
+      --data "$dir/cabinets" --server-pid "$server" --timeout-s 3600 --barrier "$dir/barrier" --barrier-of "$shards" \
       --report "$out/$broker-$k.json" > /dev/null 2> "$dir/simulator-$k.log" &
     sims+=($!)
   done
@@ -60,17 +62,23 @@ python3 - "$out" "$shards" ${BROKERS:-embedded} <<'PY'
 import json, sys
 out, shards, brokers = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 f = lambda v, unit="s": "-" if v is None else f"{v:.1f} {unit}"
-print("| broker | shard | cabinets | wave 1 / 2 / 3: cabinets, start → end | all updated | updated / failed / stuck / lost | restarts (busy) | served | server CPU (cores) | server RSS max | events lost / dup |")
-print("|---|---:|---:|---|---:|---|---|---:|---:|---:|---|")
+print("| broker | cabinets (processes) | wave 1 / 2 / 3: cabinets, start → end | all updated | updated / failed / stuck / lost | restarts (busy) | served | server CPU (cores) | server RSS max | events lost / dup |")
+print("|---|---:|---|---:|---|---|---:|---:|---:|---|")
 for broker in brokers:
-    for k in range(shards):
-        p = json.load(open(f"{out}/{broker}-{k}.json"))
-        r = p["rollout"]
-        waves = " · ".join(f"{w['cabinets']}: {f(w['started_s'])} → {f(w['ended_s'])}" for w in r["waves"])
-        served = "-" if r["bytes_served"] is None else f"{r['bytes_served'] / 2**20:.0f} MiB"
-        cpu = "-" if r["server_cpu_s"] is None else f"{r['server_cpu_s']:.0f} s ({r['server_cpu_cores']:.2f})"
-        print(f"| {broker} | {k} | {r['cabinets']} | {waves} | {f(r['seconds_to_all_updated'])} | "
-              f"{r['updated']} / {r['failed']} / {r['stuck']} / {r['lost']} | "
-              f"{r['restarts']} ({r['restarts_while_busy'] + r['restarts_while_door_open']}) | {served} | {cpu} | "
-              f"{f(r['server_rss_mib_max'], 'MiB')} | {p['events_lost']} / {p['events_duplicated']} |")
+    parts = [json.load(open(f"{out}/{broker}-{k}.json")) for k in range(shards)]
+    # The first shard led: it started the fleet's one rollout, and its clock and server
+    # counters cover it from the start. The cabinets' outcomes are added up.
+    lead = parts[0]["rollout"]
+    rs = [p["rollout"] for p in parts]
+    ids = {r["rollout"] for r in rs}
+    assert len(ids) == 1, f"the shards ran {len(ids)} rollouts, not one"
+    total = lambda key: sum(r[key] for r in rs)
+    waves = " · ".join(f"{w['cabinets']}: {f(w['started_s'])} → {f(w['ended_s'])}" for w in lead["waves"])
+    served = "-" if lead["bytes_served"] is None else f"{lead['bytes_served'] / 2**20:.0f} MiB"
+    cpu = "-" if lead["server_cpu_s"] is None else f"{lead['server_cpu_s']:.0f} s ({lead['server_cpu_cores']:.2f})"
+    rss = max((r["server_rss_mib_max"] for r in rs if r["server_rss_mib_max"] is not None), default=None)
+    print(f"| {broker} | {lead['cabinets']} ({shards}) | {waves} | {f(lead['seconds_to_all_updated'])} | "
+          f"{total('updated')} / {total('failed')} / {total('stuck')} / {total('lost')} | "
+          f"{total('restarts')} ({total('restarts_while_busy') + total('restarts_while_door_open')}) | {served} | {cpu} | "
+          f"{f(rss, 'MiB')} | {sum(p['events_lost'] for p in parts)} / {sum(p['events_duplicated'] for p in parts)} |")
 PY

@@ -54,12 +54,13 @@ TOML
 }
 
 # bench_split_scenario SCENARIO SHARDS > OUT
-#   A scenario's admission, parcel and rollout rates are for the whole fleet: each shard gets
-#   its part.
+#   A scenario's admission and parcel rates are for the whole fleet: each shard gets its
+#   part. (A rollout's rate is not divided: the shards share one rollout, see
+#   simulator/src/barrier.rs.)
 bench_split_scenario() {
   python3 - "$1" "$2" <<'PY'
 import re, sys
 text, shards = open(sys.argv[1]).read(), int(sys.argv[2])
-print(re.sub(r"(?m)^(connect_per_s|parcels_per_s|per_minute)\s*=\s*([0-9.]+)", lambda m: f"{m.group(1)} = {float(m.group(2)) / shards}", text))
+print(re.sub(r"(?m)^(connect_per_s|parcels_per_s)\s*=\s*([0-9.]+)", lambda m: f"{m.group(1)} = {float(m.group(2)) / shards}", text))
 PY
 }

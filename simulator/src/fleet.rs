@@ -97,9 +97,10 @@ pub struct FleetArgs {
     /// server (behind its code hashing) until the client's timeout ends them.
     #[arg(long, default_value_t = 16)]
     pub api_concurrency: usize,
-    /// Several simulator processes running one fleet: each registers its cabinets, writes
-    /// a file named after its `--prefix` into this folder, and starts its cabinets once
-    /// `--barrier-of` files are there, so the whole fleet connects in the same window.
+    /// Several simulator processes running one fleet: each registers its cabinets, says
+    /// so in this folder, and starts its cabinets once `--barrier-of` processes have, so
+    /// the whole fleet connects in the same window. A scenario's rollout is then one
+    /// rollout for the whole fleet (see `barrier.rs`).
     #[arg(long, requires = "barrier_of")]
     pub barrier: Option<PathBuf>,
     #[arg(long, requires = "barrier")]
@@ -495,16 +496,16 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
         configs.push(config);
         bar.inc(1);
     }
-    if let (Some(dir), Some(of)) = (&args.barrier, args.barrier_of) {
-        bar.set_message("waiting for the other simulator processes");
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        std::fs::write(dir.join(&args.prefix), b"registered")
-            .with_context(|| format!("writing into {}", dir.display()))?;
-        let arrived = || std::fs::read_dir(dir).map_or(0, |d| d.count());
-        if !until(deadline, || async { arrived() >= of }).await {
-            bail!("only {} of {of} simulator processes reached the barrier in {}", arrived(), dir.display());
+    let barrier = match (&args.barrier, args.barrier_of) {
+        (Some(dir), Some(of)) => {
+            bar.set_message("waiting for the other simulator processes");
+            let b = crate::barrier::Barrier::new(dir, &args.prefix, of)?;
+            let ids: Vec<String> = configs.iter().map(|c| c.cabinet.clone()).collect();
+            b.registered(&ids, deadline).await?;
+            Some(b)
         }
-    }
+        _ => None,
+    };
     bar.set_position(0);
     bar.set_message("starting and connecting");
     let connect_started_unix_ms = chrono::Utc::now().timestamp_millis();
@@ -597,9 +598,28 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
     let recipients = crate::face::enrol_recipients(&api, &tenant, &face_parcels).await?;
 
     // The rollout starts now and runs through the traffic.
-    let rollout = match &release {
-        Some(r) => Some(crate::rollout::start(&api, r, &agents, args.server_pid).await?),
-        None => None,
+    // With several simulator processes, one rollout for the whole fleet: the leading
+    // process starts it once every process's cabinets are online, the others follow it.
+    let here = agents.len();
+    let rollout = match (&release, &barrier) {
+        (None, _) => None,
+        (Some(r), None) => {
+            let ids: Vec<String> = agents.iter().map(|a| a.id().to_owned()).collect();
+            Some(crate::rollout::start(&api, r, &ids, here, args.server_pid).await?)
+        }
+        (Some(r), Some(b)) => {
+            bar.set_message("waiting for the fleet to be online");
+            b.connected(deadline).await?;
+            let fleet = b.fleet()?;
+            if b.leads() {
+                let run = crate::rollout::start(&api, r, &fleet, here, args.server_pid).await?;
+                b.share_rollout(run.id(), run.version())?;
+                Some(run)
+            } else {
+                let (id, version) = b.rollout(deadline).await?;
+                Some(crate::rollout::follow(&api, &id, &version, r, fleet.len(), here, args.server_pid).await)
+            }
+        }
     };
     let traffic_from = Instant::now();
     let flapper = match (&flap_proxy, &scenario.flaps) {

@@ -4,6 +4,7 @@
 //! `day` plans a scenario's simulated day of arrivals and pickups. The `simulator` binary
 //! wraps it and the benchmarks.
 
+pub mod barrier;
 pub mod cabinets;
 pub mod day;
 pub mod face;

@@ -171,7 +171,11 @@ pub struct RolloutReport {
     pub rollout: String,
     pub version: String,
     pub artifact_bytes: u64,
+    /// The cabinets of the rollout: with several simulator processes sharing one
+    /// rollout, the whole fleet's.
     pub cabinets: usize,
+    /// The cabinets this process ran and checked: `updated` to `lost` count these.
+    pub cabinets_here: usize,
     /// The rollout's phase at the end (`completed`, `paused`, `aborted`…).
     pub phase: String,
     pub waves: Vec<WaveReport>,
@@ -197,7 +201,7 @@ pub struct RolloutReport {
     /// cabinet, and tried again.
     pub flows_waited_for_update: usize,
     /// Bytes the server sent from `/ota/…` during the rollout (server-wide: with several
-    /// simulator processes it counts them all).
+    /// simulator processes it counts them all; a follower's count starts a little late).
     pub bytes_served: Option<u64>,
     /// The server's CPU time during the rollout (with `--server-pid`), and the average
     /// number of cores that is.
@@ -215,10 +219,11 @@ impl RolloutReport {
     pub fn summary(&self) -> String {
         let s = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1} s"));
         let mut out = format!(
-            "rollout {} ({} bytes) to {} cabinets: {}; updated {}, failed {}, stuck {}, lost {}; all updated after {}\n",
+            "rollout {} ({} bytes) to {} cabinets, {} of them here: {}; updated {}, failed {}, stuck {}, lost {}; all updated after {}\n",
             self.version,
             self.artifact_bytes,
             self.cabinets,
+            self.cabinets_here,
             self.phase,
             self.updated,
             self.failed,
@@ -275,6 +280,7 @@ pub struct RolloutRun {
     version: String,
     artifact_bytes: u64,
     cabinets: usize,
+    here: usize,
     created: Instant,
     served_before: Option<u64>,
     cpu_before: Option<f64>,
@@ -283,18 +289,20 @@ pub struct RolloutRun {
     poller: actix_rt::task::JoinHandle<()>,
 }
 
-/// Uploads the release and starts a rollout to `cabinets`.
+/// Uploads the release and starts a rollout to `cabinets` (ids: this process's, or with
+/// several processes the whole fleet's, see [`crate::barrier`]).
 pub(crate) async fn start(
     api: &Api,
     release: &Release,
-    cabinets: &[SimCabinet],
+    cabinets: &[String],
+    here: usize,
     server_pid: Option<u32>,
 ) -> anyhow::Result<RolloutRun> {
     let (status, created) = api.call("POST", "/api/v1/artifacts", Some(json!(release.signed))).await?;
     let artifact = match status {
         201 => created["id"].as_str().context("artifact id")?.to_owned(),
-        // Another simulator process of the same run (a shard) registered the same
-        // release first: roll that one out too (the upload below is idempotent).
+        // Another run registered the same release first: roll that one out (the upload
+        // below is idempotent).
         409 => {
             let sha = &release.signed.manifest.sha256;
             let (status, all) = api.call("GET", "/api/v1/artifacts", None).await?;
@@ -322,29 +330,71 @@ pub(crate) async fn start(
         let body = res.body().await.unwrap_or_default();
         bail!("uploading the release: {} {}", res.status(), String::from_utf8_lossy(&body));
     }
-    let served_before = bytes_served(api).await;
-    let cpu_before = server_pid.and_then(cpu_seconds);
-    let ids: Vec<&str> = cabinets.iter().map(SimCabinet::id).collect();
     let plan = &release.plan;
     let body = json!({
-        "name": format!("simulator {} to {} cabinets", release.version(), ids.len()),
+        "name": format!("simulator {} to {} cabinets", release.version(), cabinets.len()),
         "artifact": artifact,
-        "target": {"cabinets": ids},
+        "target": {"cabinets": cabinets},
         "plan": {
             "waves": plan.waves.iter().map(|p| json!({"percent": p})).collect::<Vec<_>>(),
             "rate": {"per_minute": plan.per_minute, "growth": 1.0, "max_per_minute": plan.per_minute},
             "soak_s": 0,
         },
     });
-    let created_at = Instant::now();
+    let before = Before::read(api, server_pid).await;
     let (status, created) = api.call("POST", "/api/v1/rollouts", Some(body)).await?;
     if status != 201 {
         bail!("creating the rollout: {status} {created}");
     }
-    let id = created["id"].as_str().context("rollout id")?.to_owned();
+    let id = created["id"].as_str().context("rollout id")?;
+    Ok(watch(api, id, release.version(), release.bytes.len() as u64, cabinets.len(), here, before, server_pid))
+}
+
+/// Follows a rollout another simulator process of the same fleet started (see
+/// [`crate::barrier`]): the waves are the fleet's, the cabinets checked at the end this
+/// process's. Times count from when this process learnt of it.
+pub(crate) async fn follow(
+    api: &Api,
+    id: &str,
+    version: &str,
+    release: &Release,
+    fleet: usize,
+    here: usize,
+    server_pid: Option<u32>,
+) -> RolloutRun {
+    let before = Before::read(api, server_pid).await;
+    watch(api, id, version, release.bytes.len() as u64, fleet, here, before, server_pid)
+}
+
+/// The server's counters as a rollout starts.
+struct Before {
+    at: Instant,
+    served: Option<u64>,
+    cpu: Option<f64>,
+}
+
+impl Before {
+    async fn read(api: &Api, server_pid: Option<u32>) -> Self {
+        let served = bytes_served(api).await;
+        Self { at: Instant::now(), served, cpu: server_pid.and_then(cpu_seconds) }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn watch(
+    api: &Api,
+    id: &str,
+    version: &str,
+    artifact_bytes: u64,
+    total: usize,
+    here: usize,
+    before: Before,
+    server_pid: Option<u32>,
+) -> RolloutRun {
     let seen: Rc<RefCell<Seen>> = Rc::default();
+    let created_at = before.at;
     let poller = {
-        let (seen, id, total) = (seen.clone(), id.clone(), ids.len());
+        let (seen, id) = (seen.clone(), id.to_owned());
         let api = Api { http: api.http.clone(), base: api.base.clone(), token: api.token.clone() };
         actix_rt::spawn(async move {
             let mut tick = tokio::time::interval(POLL);
@@ -356,18 +406,19 @@ pub(crate) async fn start(
             }
         })
     };
-    Ok(RolloutRun {
-        id,
-        version: release.version().to_owned(),
-        artifact_bytes: release.bytes.len() as u64,
-        cabinets: cabinets.len(),
+    RolloutRun {
+        id: id.to_owned(),
+        version: version.to_owned(),
+        artifact_bytes,
+        cabinets: total,
+        here,
         created: created_at,
-        served_before,
-        cpu_before,
+        served_before: before.served,
+        cpu_before: before.cpu,
         server_pid,
         seen,
         poller,
-    })
+    }
 }
 
 /// Folds one progress reading into what was seen.
@@ -414,6 +465,14 @@ fn observe(seen: &mut Seen, r: &Value, t: f64, total: usize, rss: Option<f64>) {
 }
 
 impl RolloutRun {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
     /// Waits for the rollout to settle and every cabinet to be back, then reports.
     /// `traffic` is when parcels were moving, to count the restarts that fell within it.
     pub(crate) async fn finish(
@@ -497,6 +556,7 @@ impl RolloutRun {
             version: self.version.clone(),
             artifact_bytes: self.artifact_bytes,
             cabinets: self.cabinets,
+            cabinets_here: self.here,
             phase: seen.phase.clone(),
             waves: seen.waves.clone(),
             seconds_to_all_updated: seen.all_updated_s,

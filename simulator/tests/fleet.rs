@@ -283,6 +283,88 @@ async fn a_rollout_during_traffic_updates_every_cabinet_and_loses_no_event() {
     server.stop().await;
 }
 
+/// Two simulator processes (here two runs in one test) of one fleet meet at a barrier
+/// and share one rollout: the first starts it for all cabinets once both are online, the
+/// other follows it, and each checks its own cabinets.
+#[actix_rt::test]
+async fn simulator_processes_of_one_fleet_share_one_rollout() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("release.key");
+    let made =
+        fleet_server::release::run(fleet_server::release::ArtifactCommand::Keygen { out: key.clone() }).await.unwrap();
+    let public = serde_json::from_str::<serde_json::Value>(&made).unwrap()["public_key"].as_str().unwrap().to_owned();
+    let artifacts = dir.path().join("artifacts");
+    let server = embedded_server_with(dir.path(), |c| {
+        c.artifacts.dir = artifacts;
+        c.artifacts.trusted_keys = vec![public];
+        c.artifacts.conduct_interval_ms = 100;
+    })
+    .await;
+    let scenario = dir.path().join("ota.toml");
+    std::fs::write(
+        &scenario,
+        format!(
+            "name = \"ota-shared\"\ncabinets = 10\nparcels_per_cabinet = 1\n[rollout]\nrelease_key = \"{}\"\n\
+             version = \"3.2.0\"\nartifact_kib = 16\nwaves = [10, 100]\n",
+            key.display()
+        ),
+    )
+    .unwrap();
+    let args = |prefix: &str| simulator::fleet::FleetArgs {
+        server: format!("http://{}", server.http_addr),
+        token: TOKEN.into(),
+        mqtt_host: server.mqtt_host.clone(),
+        mqtt_port: server.mqtt_port,
+        cabinets: 1000, // the scenario's count wins
+        prefix: prefix.into(),
+        parcels: 1,
+        data: dir.path().join("cabinets"),
+        report: None,
+        timeout_s: 120,
+        scenario: Some(scenario.clone()),
+        plot: None,
+        server_pid: None,
+        api_concurrency: 16,
+        barrier: Some(dir.path().join("barrier")),
+        barrier_of: Some(2),
+    };
+    let (a, b) = (args("sha"), args("shb"));
+    let (a, b) = futures_util::future::join(simulator::fleet::run(&a), simulator::fleet::run(&b)).await;
+    let (a, b) = (a.unwrap(), b.unwrap());
+    for report in [&a, &b] {
+        assert_clean(report);
+        let r = report.rollout.as_ref().expect("a rollout report");
+        assert_eq!(r.phase, "completed", "{r:?}");
+        assert_eq!((r.cabinets, r.cabinets_here), (20, 10), "{r:?}");
+        assert_eq!((r.updated, r.failed, r.stuck, r.lost), (10, 0, 0, 0), "{r:?}");
+        assert_eq!(r.version, "3.2.0");
+        // The waves are the fleet's: 10 % of 20, then the rest.
+        assert_eq!(r.waves.iter().map(|w| w.cabinets).collect::<Vec<_>>(), [2, 18], "{r:?}");
+    }
+    let (ra, rb) = (a.rollout.unwrap(), b.rollout.unwrap());
+    assert_eq!(ra.rollout, rb.rollout, "one rollout, not two");
+    // The server has that one rollout, and every cabinet of both processes confirmed in it.
+    let client = awc::Client::default();
+    let get = |path: String| {
+        let req = client.get(format!("http://{}{path}", server.http_addr)).bearer_auth(TOKEN);
+        async move { req.send().await.unwrap().json::<serde_json::Value>().limit(1 << 20).await.unwrap() }
+    };
+    let rollouts = get("/api/v1/rollouts".into()).await;
+    assert_eq!(rollouts.as_array().map(Vec::len), Some(1), "{rollouts}");
+    let cabinets = get(format!("/api/v1/rollouts/{}/cabinets", ra.rollout)).await;
+    let confirmed: std::collections::BTreeSet<&str> = cabinets
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["state"] == "confirmed")
+        .filter_map(|c| c["cabinet"].as_str())
+        .collect();
+    let expected: std::collections::BTreeSet<String> =
+        ["sha", "shb"].iter().flat_map(|p| (0..10).map(move |i| format!("{p}-{i:05}"))).collect();
+    assert_eq!(confirmed, expected.iter().map(String::as_str).collect());
+    server.stop().await;
+}
+
 /// Face pickups through the agent's real flow with synthetic faces: every recipient is
 /// enrolled, the server seals each template for its parcel's cabinet, impostors and every
 /// kind of spoof try first and never open a door, unrecognised faces fall back to the code.
