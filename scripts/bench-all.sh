@@ -24,6 +24,10 @@ cabinets="${CABINETS:-10000}"
 only="${ONLY:-ingest face fleet templates rollout partition}"
 pg="${PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 wants() { [[ " $only " == *" $1 "* ]]; }
+# A part that fails (a broker that wedges, say) is reported and the run goes on; the
+# summary shows what each part left.
+failed=()
+part_failed() { echo "bench-all: $1 failed; going on" >&2; failed+=("$1"); }
 log() { echo "== $(date -u +%T) $*"; }
 
 if [ "${SUMMARY_ONLY:-0}" != 1 ]; then
@@ -31,7 +35,7 @@ if [ "${SUMMARY_ONLY:-0}" != 1 ]; then
     echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(free -g | awk '/Mem:/ {print $2}') GiB"
     echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
     echo "started: $(date -u +%FT%TZ), load average $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "mosquitto: $(mosquitto -h 2>/dev/null | head -1 || echo '?')"
+    echo "mosquitto: $( (mosquitto -h 2>/dev/null || true) | head -1)"
     echo "postgresql: $(psql --version 2>/dev/null || echo '?')"
   } > "$out/machine.txt"
   if [ "${BENCH_BUILD:-1}" != 0 ]; then
@@ -53,7 +57,7 @@ if [ "${SUMMARY_ONLY:-0}" != 1 ]; then
       for broker in embedded "mqtt://127.0.0.1:$port"; do
         for run in 1 2 3; do
           "$target/release/simulator" bench-ingest --db "$db" --broker "$broker" --cabinets 100 \
-            --events 200000 --batch 50 2>> "$out/ingest.log" | tee -a "$out/ingest.jsonl"
+            --events 200000 --batch 50 2>> "$out/ingest.log" | tee -a "$out/ingest.jsonl" || part_failed "ingest $db $broker"
         done
       done
     done
@@ -63,33 +67,33 @@ if [ "${SUMMARY_ONLY:-0}" != 1 ]; then
 
   if wants face; then
     log "face: frame to decision on one core, reference and MobileFaceNet-sized embedding"
-    scripts/bench-face-mobilefacenet.sh "$out/face" > "$out/face.log"
+    scripts/bench-face-mobilefacenet.sh "$out/face" > "$out/face.log" || part_failed face
   fi
 
   if wants fleet; then
     log "fleet: $cabinets cabinets, default scenario, both brokers"
     BENCH_OUT="$out/fleet" FRONT_DOOR=0 SHARDS=3 scripts/bench-fleet.sh "$cabinets" simulator/scenarios/default.toml \
-      | tee "$out/fleet.md"
+      | tee "$out/fleet.md" || part_failed fleet
   fi
 
   if wants templates; then
     log "templates: $cabinets cabinets, 25 face parcels a second, both brokers"
     BENCH_OUT="$out/templates" FRONT_DOOR=0 SHARDS=3 scripts/bench-fleet.sh "$cabinets" \
-      simulator/scenarios/templates-paced.toml | tee "$out/templates.md"
+      simulator/scenarios/templates-paced.toml | tee "$out/templates.md" || part_failed templates
   fi
 
   if wants rollout; then
     log "rollout: one rollout to $cabinets cabinets, three waves, both brokers"
     BENCH_OUT="$out/rollout" FRONT_DOOR=0 SHARDS=3 BROKERS="embedded mosquitto" scripts/bench-rollout.sh "$cabinets" \
-      | tee "$out/rollout.md"
+      | tee "$out/rollout.md" || part_failed rollout
   fi
 
   if wants partition; then
     log "partition: 2,000 cabinets, a quarter cut off and healed, both brokers"
     BENCH_OUT="$out/partition" SHARDS=1 scripts/bench-fleet.sh 2000 simulator/scenarios/partition.toml \
-      | tee "$out/partition.md"
+      | tee "$out/partition.md" || part_failed partition
   fi
-  echo "finished: $(date -u +%FT%TZ), load average $(cut -d' ' -f1-3 /proc/loadavg)" >> "$out/machine.txt"
+  echo "finished: $(date -u +%FT%TZ), load average $(cut -d' ' -f1-3 /proc/loadavg)${failed[*]:+; failed: ${failed[*]}}" >> "$out/machine.txt"
 fi
 
 python3 scripts/bench_summary.py "$out" | tee "$out/summary.md"

@@ -65,7 +65,11 @@ f = lambda v, unit="s": "-" if v is None else f"{v:.1f} {unit}"
 print("| broker | cabinets (processes) | wave 1 / 2 / 3: cabinets, start → end | all updated | updated / failed / stuck / lost | restarts (busy) | served | server CPU (cores) | server RSS max | events lost / dup |")
 print("|---|---:|---|---:|---|---|---:|---:|---:|---|")
 for broker in brokers:
-    parts = [json.load(open(f"{out}/{broker}-{k}.json")) for k in range(shards)]
+    try:
+        parts = [json.load(open(f"{out}/{broker}-{k}.json")) for k in range(shards)]
+    except (OSError, ValueError):
+        print(f"| {broker} | did not finish: a simulator process wrote no report (see its log) | | | | | | | | |")
+        continue
     # The first shard led: it started the fleet's one rollout, and its clock and server
     # counters cover it from the start. The cabinets' outcomes are added up.
     lead = parts[0]["rollout"]

@@ -1,8 +1,9 @@
 //! Several simulator processes running one fleet (`--barrier DIR --barrier-of N`): they
-//! meet in a folder. Each writes what it registered, waits for the others, and so every
-//! cabinet of the fleet starts connecting in the same window. When the scenario has a
-//! rollout, the processes also share it: one rollout for the whole fleet, as an operator
-//! would start it, rather than one per process.
+//! meet in a folder. Each writes what it registered and waits for the others, so every
+//! cabinet of the fleet starts connecting in the same window; each waits again until
+//! every process's cabinets are online, so the traffic starts on a fleet that is all
+//! there. When the scenario has a rollout, the processes also share it: one rollout for
+//! the whole fleet, as an operator would start it, rather than one per process.
 //!
 //! ```text
 //!   DIR/<prefix>.registered   one per process: its cabinet ids, one per line

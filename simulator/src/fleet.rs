@@ -586,6 +586,14 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
         sampler.abort();
         bail!("only {connected} of {} cabinets connected before the timeout", agents.len());
     }
+    // With several processes, the traffic starts once the whole fleet is online: the
+    // server's memory each process read above is then that of connected cabinets only,
+    // not of another process's parcels already under way (their code hashing alone
+    // takes tens of MiB), and a rollout finds every cabinet subscribed.
+    if let Some(b) = &barrier {
+        bar.set_message("waiting for the fleet to be online");
+        b.connected(deadline).await?;
+    }
 
     // Face parcels' recipients enrol first: the server seals their template for the
     // parcel's cabinet when the parcel becomes ready.
@@ -599,7 +607,7 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
 
     // The rollout starts now and runs through the traffic.
     // With several simulator processes, one rollout for the whole fleet: the leading
-    // process starts it once every process's cabinets are online, the others follow it.
+    // process starts it (every process's cabinets are online by now), the others follow it.
     let here = agents.len();
     let rollout = match (&release, &barrier) {
         (None, _) => None,
@@ -608,8 +616,6 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
             Some(crate::rollout::start(&api, r, &ids, here, args.server_pid).await?)
         }
         (Some(r), Some(b)) => {
-            bar.set_message("waiting for the fleet to be online");
-            b.connected(deadline).await?;
             let fleet = b.fleet()?;
             if b.leads() {
                 let run = crate::rollout::start(&api, r, &fleet, here, args.server_pid).await?;
