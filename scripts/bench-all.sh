@@ -27,7 +27,10 @@ wants() { [[ " $only " == *" $1 "* ]]; }
 # A part that fails (a broker that wedges, say) is reported and the run goes on; the
 # summary shows what each part left.
 failed=()
-part_failed() { echo "bench-all: $1 failed; going on" >&2; failed+=("$1"); }
+part_failed() {
+  echo "bench-all: $1 failed; going on" >&2
+  [[ " ${failed[*]:-} " == *" $1 "* ]] || failed+=("$1")
+}
 log() { echo "== $(date -u +%T) $*"; }
 
 if [ "${SUMMARY_ONLY:-0}" != 1 ]; then
@@ -57,7 +60,7 @@ if [ "${SUMMARY_ONLY:-0}" != 1 ]; then
       for broker in embedded "mqtt://127.0.0.1:$port"; do
         for run in 1 2 3; do
           "$target/release/simulator" bench-ingest --db "$db" --broker "$broker" --cabinets 100 \
-            --events 200000 --batch 50 2>> "$out/ingest.log" | tee -a "$out/ingest.jsonl" || part_failed "ingest $db $broker"
+            --events 200000 --batch 50 2>> "$out/ingest.log" | tee -a "$out/ingest.jsonl" || part_failed "ingest-${db%%:*}-${broker%%:*}"
         done
       done
     done
@@ -71,24 +74,28 @@ if [ "${SUMMARY_ONLY:-0}" != 1 ]; then
   fi
 
   if wants fleet; then
+    rm -rf "${out:?}/fleet" "${out:?}/memory"   # no report of an earlier run mixed in
     log "fleet: $cabinets cabinets, default scenario, both brokers"
     BENCH_OUT="$out/fleet" FRONT_DOOR=0 SHARDS=3 scripts/bench-fleet.sh "$cabinets" simulator/scenarios/default.toml \
       | tee "$out/fleet.md" || part_failed fleet
   fi
 
   if wants templates; then
+    rm -rf "${out:?}/templates"   # no report of an earlier run mixed in
     log "templates: $cabinets cabinets, 25 face parcels a second, both brokers"
     BENCH_OUT="$out/templates" FRONT_DOOR=0 SHARDS=3 scripts/bench-fleet.sh "$cabinets" \
       simulator/scenarios/templates-paced.toml | tee "$out/templates.md" || part_failed templates
   fi
 
   if wants rollout; then
+    rm -rf "${out:?}/rollout"   # no report of an earlier run mixed in
     log "rollout: one rollout to $cabinets cabinets, three waves, both brokers"
     BENCH_OUT="$out/rollout" FRONT_DOOR=0 SHARDS=3 BROKERS="embedded mosquitto" scripts/bench-rollout.sh "$cabinets" \
       | tee "$out/rollout.md" || part_failed rollout
   fi
 
   if wants partition; then
+    rm -rf "${out:?}/partition"   # no report of an earlier run mixed in
     log "partition: 2,000 cabinets, a quarter cut off and healed, both brokers"
     BENCH_OUT="$out/partition" SHARDS=1 scripts/bench-fleet.sh 2000 simulator/scenarios/partition.toml \
       | tee "$out/partition.md" || part_failed partition

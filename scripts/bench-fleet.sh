@@ -47,6 +47,8 @@ trap cleanup EXIT
 brokers="${BROKERS:-embedded mosquitto}"
 for broker in $brokers; do
   dir=$(mktemp -d)
+  # An earlier run's reports must not pass for this one's.
+  rm -f "$out/$broker"-*.json "$out/$broker".json "$out/$broker"-*.html "$out/$broker-metrics.txt"
   # A fresh key-encryption key, so scenarios with face pickups (operator-held templates) run.
   kek=$(python3 -c 'import base64,os; print(base64.b64encode(os.urandom(32)).decode())')
   bench_start_server "$broker" "$dir" "[templates]

@@ -148,7 +148,12 @@ if any(roll.values()):
         cells.append(f"{'one rollout' if one else f'{len(rs)} rollouts'} to {lead['cabinets']:,}: waves {waves}; "
                      f"all updated {'-' if done is None else f'{done:.0f} s'}; {s['updated']:,} updated / {s['failed']} failed / "
                      f"{s['stuck']} stuck / {s['lost']} lost; server {'-' if cpu is None else f'{cpu:.2f}'} cores")
-        ok.append(one and s["stuck"] == 0 and s["lost"] == 0 and lead["phase"] == "completed")
+        # Every shard's cabinets accounted for: a shard without a report is a run that did
+        # not finish, whatever the others say.
+        whole = sum(r.get("cabinets_here", r["cabinets"]) for r in rs) == lead["cabinets"]
+        if not whole:
+            cells[-1] = "**did not finish**: a simulator process wrote no report; " + cells[-1]
+        ok.append(one and whole and s["stuck"] == 0 and s["lost"] == 0 and lead["phase"] == "completed")
     row("rollout, three waves (1 %, 10 %, 100 %), 100 offers/s", "none stuck or lost; orchestration never the bottleneck",
         cells, " / ".join(met(o) for o in ok))
 

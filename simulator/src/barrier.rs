@@ -9,6 +9,7 @@
 //!   DIR/<prefix>.registered   one per process: its cabinet ids, one per line
 //!   DIR/<prefix>.connected    one per process: all its cabinets are online
 //!   DIR/rollout               the leader's rollout: its id, then its version
+//!   DIR/<prefix>.failed       a process that gave up, and why: the others stop waiting
 //! ```
 //!
 //! The leader is the process whose prefix sorts first. Every file is written under a
@@ -25,6 +26,16 @@ const POLL: Duration = Duration::from_millis(200);
 const REGISTERED: &str = "registered";
 const CONNECTED: &str = "connected";
 const ROLLOUT: &str = "rollout";
+const FAILED: &str = "failed";
+
+/// Tells the other processes of the fleet that this one gave up, and why, so they stop
+/// waiting for it. Best effort: the run is failing already.
+pub fn fail(dir: &Path, prefix: &str, why: &str) {
+    let part = dir.join(format!(".{prefix}.{FAILED}.part"));
+    if std::fs::create_dir_all(dir).is_ok() && std::fs::write(&part, why).is_ok() {
+        let _ = std::fs::rename(&part, dir.join(format!("{prefix}.{FAILED}")));
+    }
+}
 
 /// One process's place in the meeting folder.
 #[derive(Debug, Clone)]
@@ -62,9 +73,21 @@ impl Barrier {
         v
     }
 
+    /// Another process's failure, if one gave up: its prefix and why.
+    fn failure(&self) -> Option<String> {
+        let p = self.arrived(FAILED).into_iter().find(|p| p != &self.prefix)?;
+        let why = std::fs::read_to_string(self.dir.join(format!("{p}.{FAILED}"))).unwrap_or_default();
+        Some(format!("simulator process {p} of this fleet gave up: {why}"))
+    }
+
     async fn meet(&self, stage: &str, text: &str, deadline: Instant) -> anyhow::Result<Vec<String>> {
         self.publish(&format!("{}.{stage}", self.prefix), text)?;
-        if !until_every(deadline, POLL, || async { self.arrived(stage).len() >= self.of }).await {
+        let ready = || async { self.failure().is_some() || self.arrived(stage).len() >= self.of };
+        let met = until_every(deadline, POLL, ready).await;
+        if let Some(why) = self.failure() {
+            bail!(why);
+        }
+        if !met {
             bail!(
                 "only {} of {} simulator processes reached the barrier ({stage}) in {}",
                 self.arrived(stage).len(),
@@ -114,7 +137,12 @@ impl Barrier {
             let mut lines = text.lines();
             Some((lines.next()?.to_owned(), lines.next()?.to_owned()))
         };
-        if !until_every(deadline, POLL, || async { read().is_some() }).await {
+        let ready = || async { self.failure().is_some() || read().is_some() };
+        let shared = until_every(deadline, POLL, ready).await;
+        if let Some(why) = self.failure() {
+            bail!(why);
+        }
+        if !shared {
             bail!("the leading simulator process started no rollout (no {})", path.display());
         }
         read().context("rollout file vanished")
@@ -154,5 +182,24 @@ mod tests {
         assert_eq!(got.unwrap(), ("r-1".to_owned(), "2.0.7".to_owned()));
         // Temporary names never count as arrivals.
         assert_eq!(b[0].arrived(REGISTERED), vec!["s0", "s1", "s2"]);
+    }
+
+    #[actix_rt::test]
+    async fn a_process_that_gives_up_stops_the_others_waiting_and_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let far = Instant::now() + Duration::from_secs(600);
+        let a = Barrier::new(dir.path(), "s0", 2).unwrap();
+        let (waited, ()) = futures_util::future::join(a.registered(&["s0-00000".into()], far), async {
+            tokio::task::yield_now().await;
+            fail(dir.path(), "s1", "registering: 503 busy");
+        })
+        .await;
+        let e = waited.expect_err("s1 gave up: s0 must not pass").to_string();
+        assert!(e.contains("s1") && e.contains("503 busy"), "{e}");
+        assert!(Instant::now() < far - Duration::from_secs(590), "it stopped waiting at once");
+        // Its own failure file does not stop a process itself.
+        assert!(a.failure().is_some());
+        fail(dir.path(), "s0", "x");
+        assert!(a.failure().is_some_and(|f| f.contains("s1")));
     }
 }

@@ -100,7 +100,7 @@ pub struct FleetArgs {
     /// Several simulator processes running one fleet: each registers its cabinets, says
     /// so in this folder, and starts its cabinets once `--barrier-of` processes have, so
     /// the whole fleet connects in the same window. A scenario's rollout is then one
-    /// rollout for the whole fleet (see `barrier.rs`).
+    /// rollout for the whole fleet (see `barrier.rs`). Use a fresh folder for every run.
     #[arg(long, requires = "barrier_of")]
     pub barrier: Option<PathBuf>,
     #[arg(long, requires = "barrier")]
@@ -413,6 +413,16 @@ where
 
 /// Runs the fleet: register, connect, traffic, report. Call inside an actix system.
 pub async fn run(args: &FleetArgs) -> anyhow::Result<FleetReport> {
+    let result = run_fleet(args).await;
+    // The other processes of the fleet would wait at the barrier until their deadline:
+    // tell them at once, and why.
+    if let (Err(e), Some(dir)) = (&result, &args.barrier) {
+        crate::barrier::fail(dir, &args.prefix, &format!("{e:#}"));
+    }
+    result
+}
+
+async fn run_fleet(args: &FleetArgs) -> anyhow::Result<FleetReport> {
     let scenario = match &args.scenario {
         Some(path) => Scenario::load(path)?,
         None => Scenario::default(),
