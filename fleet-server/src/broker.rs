@@ -9,6 +9,17 @@
 //!   `max_connections` (see the cabinet registration handler);
 //! * [`probe`] opens a fresh connection every `probe_interval_s`; `/readyz` and the
 //!   `lockerfleet_broker_accepting` gauge report a broker that no longer accepts.
+//!
+//! It has a second one, found in our 10,000-cabinet rollout: its router can fall asleep
+//! with connections still waiting in its ready queue. A connection that goes away while
+//! queued stays in the queue; when the router's loop takes that stale entry first, it
+//! finds nothing to do and blocks until the next event, however many live connections
+//! are queued behind it. One of those may be a new connection whose CONNACK the listener
+//! waits for synchronously (`LinkBuilder::build`), on the thread that also runs every
+//! other remote connection: no event can come, and the broker is wedged for good. The
+//! [`ticker`] keeps the router from sleeping longer than [`TICK`]: a local link that
+//! publishes an empty message on a topic nobody can subscribe to (the front door's ACL
+//! confines every client to its own topics).
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -48,6 +59,21 @@ pub struct BrokerLink {
 }
 
 impl BrokerLink {
+    /// A client with `opts` and its event loop, its socket without Nagle's delay.
+    ///
+    /// Every message the server sends is small and waits for an answer (a PUBACK, a
+    /// SUBACK): with Nagle's algorithm on, a second message written before the first was
+    /// acknowledged waits for the peer's delayed ACK, up to 40 ms on Linux — twice in a
+    /// template's way to its cabinet. Measured at 1,000 cabinets on Mosquitto: see
+    /// BENCHMARKS.md (sealed templates).
+    pub fn client(opts: MqttOptions, capacity: usize) -> (AsyncClient, rumqttc::EventLoop) {
+        let (client, mut eventloop) = AsyncClient::new(opts, capacity);
+        let mut network = eventloop.network_options();
+        network.set_tcp_nodelay(true);
+        eventloop.set_network_options(network);
+        (client, eventloop)
+    }
+
     /// Client options with this address, login and transport.
     pub fn options(&self, client_id: String) -> MqttOptions {
         let mut opts = MqttOptions::new(client_id, self.host.clone(), self.port);
@@ -140,6 +166,7 @@ pub fn start_embedded(cfg: &MqttConfig) -> Result<EmbeddedBroker, BrokerError> {
     let mut settings = cfg.clone();
     settings.listen = addr;
     let mut broker = rumqttd::Broker::new(rumqttd_config(&settings));
+    ticker(&broker)?;
     std::thread::Builder::new()
         .name("rumqttd".into())
         .spawn(move || {
@@ -157,6 +184,38 @@ pub fn start_embedded(cfg: &MqttConfig) -> Result<EmbeddedBroker, BrokerError> {
         std::thread::sleep(Duration::from_millis(20));
     }
     Err(BrokerError::NotListening(addr))
+}
+
+/// The longest the embedded router sleeps with work queued (see the module's notes).
+pub const TICK: Duration = Duration::from_millis(25);
+/// The topic the ticker publishes on: outside every namespace the server serves.
+pub const TICK_TOPIC: &str = "lockerfleet-internal/router-tick";
+
+/// Starts the thread that wakes rumqttd's router every [`TICK`]. Each wake is one empty
+/// QoS 0 publish from a local link (no socket), kept in rumqttd's default log for a
+/// filter (2 × 1 MiB at most).
+fn ticker(broker: &rumqttd::Broker) -> Result<(), BrokerError> {
+    let (mut tx, rx) = broker
+        .link("lf-router-tick")
+        .map_err(|e| BrokerError::Thread(std::io::Error::other(format!("the router's ticker link: {e}"))))?;
+    std::thread::Builder::new()
+        .name("rumqttd-tick".into())
+        .spawn(move || {
+            // Held for the thread's life: the router sends nothing to it (it subscribes
+            // to nothing), but a dropped receiver would read as a closed link.
+            let _rx = rx;
+            loop {
+                std::thread::sleep(TICK);
+                // Waits only while the router's queue is full, that is while it is awake
+                // anyway; fails only once the router is gone.
+                if let Err(e) = tx.publish(TICK_TOPIC, Vec::new()) {
+                    tracing::error!(error = %e, "the embedded broker's router ticker stopped");
+                    return;
+                }
+            }
+        })
+        .map_err(BrokerError::Thread)?;
+    Ok(())
 }
 
 /// Why a probe connection failed.
@@ -183,7 +242,7 @@ pub async fn probe(
 pub async fn probe_broker(broker: &BrokerLink, timeout: Duration) -> Result<(), ProbeError> {
     let mut opts = broker.options(format!("lf-probe-{}", uuid::Uuid::new_v4().simple()));
     opts.set_keep_alive(Duration::from_secs(5));
-    let (client, mut eventloop) = AsyncClient::new(opts, 4);
+    let (client, mut eventloop) = BrokerLink::client(opts, 4);
     let wait = async {
         loop {
             match eventloop.poll().await {

@@ -46,3 +46,26 @@ fn an_embedded_broker_on_a_busy_port_names_the_port() {
     let msg = err.to_string();
     assert!(msg.contains(&addr.to_string()) && msg.contains("mqtt.listen"), "{msg}");
 }
+
+#[actix_rt::test]
+async fn the_embedded_router_is_woken_on_every_tick_even_with_nothing_to_do() {
+    // rumqttd's router may block with connections still queued (see `broker.rs`); the
+    // ticker's publishes bound that sleep. With no other client doing anything, a
+    // subscriber to the tick topic must see them keep coming.
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    let cfg = MqttConfig { listen: SocketAddr::from(([127, 0, 0, 1], 0)), ..MqttConfig::default() };
+    let broker = start_embedded(&cfg).unwrap();
+    let (client, mut events) = AsyncClient::new(MqttOptions::new("tick-watch", "127.0.0.1", broker.addr.port()), 16);
+    client.subscribe(fleet_server::broker::TICK_TOPIC, QoS::AtMostOnce).await.unwrap();
+    let ticks = async {
+        let mut seen = 0;
+        while seen < 10 {
+            if let Event::Incoming(Packet::Publish(p)) = events.poll().await.unwrap() {
+                assert_eq!(p.topic, fleet_server::broker::TICK_TOPIC);
+                assert!(p.payload.is_empty(), "a tick carries nothing");
+                seen += 1;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), ticks).await.expect("ten ticks within 10 s (one every 25 ms)");
+}
