@@ -222,6 +222,10 @@ async fn cabinet(
     let mut opts = MqttOptions::new(format!("bench-{id}-{}", uuid::Uuid::new_v4().simple()), host, port);
     opts.set_keep_alive(Duration::from_secs(30)).set_inflight(100).set_max_packet_size(1 << 20, 1 << 20);
     let (client, mut eventloop) = AsyncClient::new(opts, 1024);
+    // As a cabinet's link does (edge-agent's `actors::link`).
+    let mut network = eventloop.network_options();
+    network.set_tcp_nodelay(true);
+    eventloop.set_network_options(network);
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let down = topics.cabinet_down(&id);
     let up = topics.cabinet_up(&id);

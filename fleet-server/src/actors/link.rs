@@ -57,7 +57,7 @@ pub fn connect(config: &Config, broker: &crate::broker::BrokerLink) -> (Link, Pe
         .set_clean_session(true)
         .set_max_packet_size(CLIENT_MAX_PACKET, CLIENT_MAX_PACKET)
         .set_inflight(200);
-    let (client, eventloop) = AsyncClient::new(opts, 4096);
+    let (client, eventloop) = crate::broker::BrokerLink::client(opts, 4096);
     let topics = config.topics();
     let group = config.mqtt.shared_group.clone();
     let mut filters: Vec<String> = [Filter::AllCabinetUp, Filter::AllCabinetPresence]

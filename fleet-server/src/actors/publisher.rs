@@ -57,7 +57,7 @@ impl Publisher {
             .set_clean_session(true)
             .set_inflight(100)
             .set_max_packet_size(MAX_PACKET, MAX_PACKET);
-        let (client, mut eventloop) = AsyncClient::new(opts, MAX_BATCH * 2);
+        let (client, mut eventloop) = BrokerLink::client(opts, MAX_BATCH * 2);
         let wait = async {
             loop {
                 match eventloop.poll().await {
