@@ -363,7 +363,10 @@ impl Metrics {
                         "lockerfleet_ingest_lag_seconds",
                         "Age of newly stored cabinet events at commit, from the cabinet's clock",
                     )
-                    .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0, 300.0, 3600.0, 86_400.0]),
+                    .buckets(vec![
+                        0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0, 300.0, 3600.0,
+                        86_400.0,
+                    ]),
                 )
                 .expect("valid metric"),
             ),
@@ -378,7 +381,9 @@ impl Metrics {
                         "lockerfleet_outbox_delivery_seconds",
                         "Outbox rows from enqueued to delivered, by channel",
                     )
-                    .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 30.0, 120.0, 600.0, 3600.0]),
+                    .buckets(vec![
+                        0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 30.0, 120.0, 600.0, 3600.0,
+                    ]),
                     &["channel"],
                 )
                 .expect("valid metric"),
