@@ -16,6 +16,8 @@
 #   BROKERS="embedded mosquitto"   which halves to run (default both)
 #   SERVER_EXTRA='[parcels]…'      more server configuration (TOML), e.g. a short pickup
 #                                  window for a scenario's no-shows
+#   SIM_DATA=disk                  the simulated cabinets' journals and state on this disk,
+#                                  beside the server's database, instead of tmpfs
 #   FRONT_DOOR=0                   embedded rumqttd serves the cabinets itself, without the
 #                                  front door (loopback only): one descriptor per cabinet
 #                                  in the server instead of three (see BENCHMARKS.md)
@@ -47,6 +49,10 @@ trap cleanup EXIT
 brokers="${BROKERS:-embedded mosquitto}"
 for broker in $brokers; do
   dir=$(mktemp -d)
+  # The simulated cabinets' own files (journals, desired state), on tmpfs unless SIM_DATA=disk:
+  # each real cabinet fsyncs its own flash, where 10,000 simulated ones sharing the
+  # server's disk would queue every fsync of the fleet (and the server's) behind each other.
+  if [ "${SIM_DATA:-tmpfs}" = disk ] || [ ! -d /dev/shm ]; then simdata="$dir"; else simdata=$(mktemp -d -p /dev/shm); fi
   # An earlier run's reports must not pass for this one's.
   rm -f "$out/$broker"-*.json "$out/$broker".json "$out/$broker"-*.html "$out/$broker-metrics.txt"
   # A fresh key-encryption key, so scenarios with face pickups (operator-held templates) run.
@@ -61,7 +67,7 @@ ${SERVER_EXTRA:-}"
     n=$(( cabinets / shards + (k < cabinets % shards ? 1 : 0) ))
     "$target/release/simulator" run --server "http://127.0.0.1:$http" --token "$token" \
       --mqtt-port "$mqtt" --cabinets "$n" --scenario "$dir/scenario.toml" --prefix "bench$k" \
-      --data "$dir/cabinets" --server-pid "$server" --timeout-s 1800 --barrier "$dir/barrier" --barrier-of "$shards" \
+      --data "$simdata/cabinets" --server-pid "$server" --timeout-s 1800 --barrier "$dir/barrier" --barrier-of "$shards" \
       --report "$out/$broker-$k.json" --plot "$out/$broker-$k.html" > /dev/null 2> "$dir/simulator-$k.log" &
     sims+=($!)
   done
@@ -70,6 +76,7 @@ ${SERVER_EXTRA:-}"
   curl -sf "http://127.0.0.1:$http/metrics" > "$out/$broker-metrics.txt" || echo "bench-fleet: no /metrics from the server" >&2
   kill "$server" 2>/dev/null || true
   wait "$server" 2>/dev/null || true
+  [ "$simdata" = "$dir" ] || rm -rf "$simdata"
 done
 
 python3 - "$out" "$shards" "$brokers" <<'PY'

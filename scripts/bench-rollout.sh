@@ -38,6 +38,9 @@ trap cleanup EXIT
 status=0
 for broker in ${BROKERS:-embedded}; do
   dir=$(mktemp -d)
+  # The simulated cabinets' own files: on this disk (each downloads the artifact into its
+  # other slot, 10,000 × artifact_kib), or on tmpfs with SIM_DATA=tmpfs (see bench-fleet.sh).
+  if [ "${SIM_DATA:-disk}" = disk ] || [ ! -d /dev/shm ]; then simdata="$dir"; else simdata=$(mktemp -d -p /dev/shm); fi
   # An earlier run's reports must not pass for this one's.
   rm -f "$out/$broker"-*.json "$out/$broker".json "$out/$broker"-*.html "$out/$broker-metrics.txt"
   public=$("$target/release/fleet-server" artifact keygen --out "$dir/release.key" \
@@ -52,7 +55,7 @@ trusted_keys = [\"$public\"]"
     n=$(( cabinets / shards + (k < cabinets % shards ? 1 : 0) ))
     LOCKERFLEET_RELEASE_KEY="$dir/release.key" "$target/release/simulator" run --server "http://127.0.0.1:$http" \
       --token "$token" --mqtt-port "$mqtt" --cabinets "$n" --scenario "$dir/scenario.toml" --prefix "roll$k" \
-      --data "$dir/cabinets" --server-pid "$server" --timeout-s 3600 --barrier "$dir/barrier" --barrier-of "$shards" \
+      --data "$simdata/cabinets" --server-pid "$server" --timeout-s 3600 --barrier "$dir/barrier" --barrier-of "$shards" \
       --report "$out/$broker-$k.json" > /dev/null 2> "$dir/simulator-$k.log" &
     sims+=($!)
   done
@@ -61,6 +64,7 @@ trusted_keys = [\"$public\"]"
   done
   kill "$server" 2>/dev/null || true
   wait "$server" 2>/dev/null || true
+  [ "$simdata" = "$dir" ] || rm -rf "$simdata"
 done
 
 python3 - "$out" "$shards" ${BROKERS:-embedded} <<'PY'
