@@ -27,6 +27,34 @@ async fn embedded_server_with(
     fleet_server::start(c).await.unwrap()
 }
 
+/// The simulator's arguments for a scenario file run against `server` as `prefix`, its
+/// cabinets' data under `data` (the file's `cabinets` and `parcels_per_cabinet` win).
+fn fleet_args(
+    server: &fleet_server::RunningServer,
+    prefix: &str,
+    scenario: Option<std::path::PathBuf>,
+    data: std::path::PathBuf,
+) -> simulator::fleet::FleetArgs {
+    simulator::fleet::FleetArgs {
+        server: format!("http://{}", server.http_addr),
+        token: TOKEN.into(),
+        mqtt_host: server.mqtt_host.clone(),
+        mqtt_port: server.mqtt_port,
+        cabinets: 1,
+        prefix: prefix.into(),
+        parcels: 1,
+        data,
+        report: None,
+        timeout_s: 120,
+        scenario,
+        plot: None,
+        server_pid: None,
+        api_concurrency: 16,
+        barrier: None,
+        barrier_of: None,
+    }
+}
+
 /// A scenario run against `server`: the file's `cabinets` and `parcels_per_cabinet` win.
 async fn run_scenario(
     server: &fleet_server::RunningServer,
@@ -36,25 +64,29 @@ async fn run_scenario(
 ) -> simulator::fleet::FleetReport {
     let path = dir.join(format!("{prefix}.toml"));
     std::fs::write(&path, scenario).unwrap();
-    let args = simulator::fleet::FleetArgs {
-        server: format!("http://{}", server.http_addr),
-        token: TOKEN.into(),
-        mqtt_host: server.mqtt_host.clone(),
-        mqtt_port: server.mqtt_port,
-        cabinets: 1,
-        prefix: prefix.into(),
-        parcels: 1,
-        data: dir.join(format!("{prefix}-cabinets")),
-        report: None,
-        timeout_s: 120,
-        scenario: Some(path),
-        plot: None,
-        server_pid: None,
-        api_concurrency: 16,
-        barrier: None,
-        barrier_of: None,
-    };
-    simulator::fleet::run(&args).await.unwrap()
+    simulator::fleet::run(&fleet_args(server, prefix, Some(path), dir.join(format!("{prefix}-cabinets"))))
+        .await
+        .unwrap()
+}
+
+/// A server that trusts a new release key (its artifacts under `dir`, rollouts conducted
+/// every 100 ms), and the rollout scenario `body` written beside it, each `{key}` in it
+/// replaced by the key file's path.
+async fn rollout_setup(dir: &std::path::Path, body: &str) -> (fleet_server::RunningServer, std::path::PathBuf) {
+    let key = dir.join("release.key");
+    let made =
+        fleet_server::release::run(fleet_server::release::ArtifactCommand::Keygen { out: key.clone() }).await.unwrap();
+    let public = serde_json::from_str::<serde_json::Value>(&made).unwrap()["public_key"].as_str().unwrap().to_owned();
+    let artifacts = dir.join("artifacts");
+    let server = embedded_server_with(dir, |c| {
+        c.artifacts.dir = artifacts;
+        c.artifacts.trusted_keys = vec![public];
+        c.artifacts.conduct_interval_ms = 100;
+    })
+    .await;
+    let scenario = dir.join("ota.toml");
+    std::fs::write(&scenario, body.replace("{key}", &key.display().to_string())).unwrap();
+    (server, scenario)
 }
 
 /// Every event made arrived once, and nothing went wrong on the way.
@@ -73,22 +105,10 @@ async fn a_simulated_fleet_connects_and_every_parcel_goes_in_and_out() {
     let dir = tempfile::tempdir().unwrap();
     let server = embedded_server(dir.path()).await;
     let args = simulator::fleet::FleetArgs {
-        server: format!("http://{}", server.http_addr),
-        token: TOKEN.into(),
-        mqtt_host: server.mqtt_host.clone(),
-        mqtt_port: server.mqtt_port,
         cabinets: 30,
-        prefix: "simt".into(),
         parcels: 2,
-        data: dir.path().join("cabinets"),
-        report: None,
-        timeout_s: 120,
-        scenario: None,
-        plot: None,
         server_pid: Some(std::process::id()),
-        api_concurrency: 16,
-        barrier: None,
-        barrier_of: None,
+        ..fleet_args(&server, "simt", None, dir.path().join("cabinets"))
     };
     let report = simulator::fleet::run(&args).await.unwrap();
     assert!(report.errors.is_empty(), "{:?}", report.errors);
@@ -128,22 +148,8 @@ async fn a_partitioned_cabinets_journal_drains_after_the_partition_heals() {
     )
     .unwrap();
     let args = simulator::fleet::FleetArgs {
-        server: format!("http://{}", server.http_addr),
-        token: TOKEN.into(),
-        mqtt_host: server.mqtt_host.clone(),
-        mqtt_port: server.mqtt_port,
-        cabinets: 1000, // the scenario's count wins
-        prefix: "simp".into(),
-        parcels: 1,
-        data: dir.path().join("cabinets"),
-        report: None,
-        timeout_s: 120,
-        scenario: Some(scenario),
-        plot: None,
         server_pid: Some(std::process::id()),
-        api_concurrency: 16,
-        barrier: None,
-        barrier_of: None,
+        ..fleet_args(&server, "simp", Some(scenario), dir.path().join("cabinets"))
     };
     let report = simulator::fleet::run(&args).await.unwrap();
     assert!(report.errors.is_empty(), "{:?}", report.errors);
@@ -207,45 +213,16 @@ async fn flapping_links_reconnect_and_lose_nothing() {
 #[actix_rt::test]
 async fn a_rollout_during_traffic_updates_every_cabinet_and_loses_no_event() {
     let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("release.key");
-    let made =
-        fleet_server::release::run(fleet_server::release::ArtifactCommand::Keygen { out: key.clone() }).await.unwrap();
-    let public = serde_json::from_str::<serde_json::Value>(&made).unwrap()["public_key"].as_str().unwrap().to_owned();
-    let artifacts = dir.path().join("artifacts");
-    let server = embedded_server_with(dir.path(), |c| {
-        c.artifacts.dir = artifacts;
-        c.artifacts.trusted_keys = vec![public];
-        c.artifacts.conduct_interval_ms = 100;
-    })
-    .await;
-    let scenario = dir.path().join("ota.toml");
-    std::fs::write(
-        &scenario,
-        format!(
-            "name = \"ota-test\"\ncabinets = 30\nparcels_per_cabinet = 2\nwrong_code_share = 0.1\n\
-             door_left_open_share = 0.2\ndoor_left_open_s = 1\n[rollout]\nrelease_key = \"{}\"\n\
-             version = \"3.1.4\"\nartifact_kib = 64\nwaves = [10, 50, 100]\n",
-            key.display()
-        ),
+    let (server, scenario) = rollout_setup(
+        dir.path(),
+        "name = \"ota-test\"\ncabinets = 30\nparcels_per_cabinet = 2\nwrong_code_share = 0.1\n\
+         door_left_open_share = 0.2\ndoor_left_open_s = 1\n[rollout]\nrelease_key = \"{key}\"\n\
+         version = \"3.1.4\"\nartifact_kib = 64\nwaves = [10, 50, 100]\n",
     )
-    .unwrap();
+    .await;
     let args = simulator::fleet::FleetArgs {
-        server: format!("http://{}", server.http_addr),
-        token: TOKEN.into(),
-        mqtt_host: server.mqtt_host.clone(),
-        mqtt_port: server.mqtt_port,
-        cabinets: 1000, // the scenario's count wins
-        prefix: "simo".into(),
-        parcels: 1,
-        data: dir.path().join("cabinets"),
-        report: None,
-        timeout_s: 120,
-        scenario: Some(scenario),
-        plot: None,
         server_pid: Some(std::process::id()),
-        api_concurrency: 16,
-        barrier: None,
-        barrier_of: None,
+        ..fleet_args(&server, "simo", Some(scenario), dir.path().join("cabinets"))
     };
     let report = simulator::fleet::run(&args).await.unwrap();
     assert!(report.errors.is_empty(), "{:?}", report.errors);
@@ -289,44 +266,16 @@ async fn a_rollout_during_traffic_updates_every_cabinet_and_loses_no_event() {
 #[actix_rt::test]
 async fn simulator_processes_of_one_fleet_share_one_rollout() {
     let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("release.key");
-    let made =
-        fleet_server::release::run(fleet_server::release::ArtifactCommand::Keygen { out: key.clone() }).await.unwrap();
-    let public = serde_json::from_str::<serde_json::Value>(&made).unwrap()["public_key"].as_str().unwrap().to_owned();
-    let artifacts = dir.path().join("artifacts");
-    let server = embedded_server_with(dir.path(), |c| {
-        c.artifacts.dir = artifacts;
-        c.artifacts.trusted_keys = vec![public];
-        c.artifacts.conduct_interval_ms = 100;
-    })
-    .await;
-    let scenario = dir.path().join("ota.toml");
-    std::fs::write(
-        &scenario,
-        format!(
-            "name = \"ota-shared\"\ncabinets = 10\nparcels_per_cabinet = 1\n[rollout]\nrelease_key = \"{}\"\n\
-             version = \"3.2.0\"\nartifact_kib = 16\nwaves = [10, 100]\n",
-            key.display()
-        ),
+    let (server, scenario) = rollout_setup(
+        dir.path(),
+        "name = \"ota-shared\"\ncabinets = 10\nparcels_per_cabinet = 1\n[rollout]\nrelease_key = \"{key}\"\n\
+         version = \"3.2.0\"\nartifact_kib = 16\nwaves = [10, 100]\n",
     )
-    .unwrap();
+    .await;
     let args = |prefix: &str| simulator::fleet::FleetArgs {
-        server: format!("http://{}", server.http_addr),
-        token: TOKEN.into(),
-        mqtt_host: server.mqtt_host.clone(),
-        mqtt_port: server.mqtt_port,
-        cabinets: 1000, // the scenario's count wins
-        prefix: prefix.into(),
-        parcels: 1,
-        data: dir.path().join("cabinets"),
-        report: None,
-        timeout_s: 120,
-        scenario: Some(scenario.clone()),
-        plot: None,
-        server_pid: None,
-        api_concurrency: 16,
         barrier: Some(dir.path().join("barrier")),
         barrier_of: Some(2),
+        ..fleet_args(&server, prefix, Some(scenario.clone()), dir.path().join("cabinets"))
     };
     let (a, b) = (args("sha"), args("shb"));
     let (a, b) = futures_util::future::join(simulator::fleet::run(&a), simulator::fleet::run(&b)).await;
