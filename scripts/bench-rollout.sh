@@ -11,6 +11,7 @@
 # folder and share one rollout to the whole fleet: the first starts it once every
 # cabinet is online, each checks its own cabinets at the end. BROKERS="embedded
 # mosquitto" also runs it against a private Mosquitto. BENCH_BUILD=0 skips the build.
+# SIM_DATA=disk keeps the simulated cabinets' files on this disk instead of tmpfs.
 #
 # Writes (into BENCH_OUT, default target/bench-rollout/) <broker>-<shard>.json and prints the rows BENCHMARKS.md
 # carries: the fleet's waves, and the shards' cabinets added up.
@@ -38,9 +39,11 @@ trap cleanup EXIT
 status=0
 for broker in ${BROKERS:-embedded}; do
   dir=$(mktemp -d)
-  # The simulated cabinets' own files: on this disk (each downloads the artifact into its
-  # other slot, 10,000 × artifact_kib), or on tmpfs with SIM_DATA=tmpfs (see bench-fleet.sh).
-  if [ "${SIM_DATA:-disk}" = disk ] || [ ! -d /dev/shm ]; then simdata="$dir"; else simdata=$(mktemp -d -p /dev/shm); fi
+  # The simulated cabinets' own files, on tmpfs unless SIM_DATA=disk (see bench-fleet.sh):
+  # a real cabinet writes its slot and journal to its own flash. On the shared disk the
+  # simulator stalls in fsync, and downloads time out in the server's HTTP (408). Each
+  # cabinet downloads the artifact into its other slot: 10,000 × artifact_kib of memory.
+  if [ "${SIM_DATA:-tmpfs}" = disk ] || [ ! -d /dev/shm ]; then simdata="$dir"; else simdata=$(mktemp -d -p /dev/shm); fi
   # An earlier run's reports must not pass for this one's.
   rm -f "$out/$broker"-*.json "$out/$broker".json "$out/$broker"-*.html "$out/$broker-metrics.txt"
   public=$("$target/release/fleet-server" artifact keygen --out "$dir/release.key" \
