@@ -247,7 +247,7 @@ impl Default for OtaConfig {
             trusted_keys: Vec::new(),
             factory_floor: "0.0.0".into(),
             health_deadline_s: 60,
-            download_attempts: 5,
+            download_attempts: 7,
             restart: "exit".into(),
         }
     }
@@ -557,6 +557,19 @@ pub enum DownloadError {
     Io(#[from] std::io::Error),
 }
 
+/// The longest wait between two download attempts.
+const MAX_DOWNLOAD_BACKOFF: Duration = Duration::from_secs(30);
+
+/// The wait before retry `n` (1 for the first) of a download: 1 s doubling up to
+/// [`MAX_DOWNLOAD_BACKOFF`], of which a share between half and all (`unit` in [0, 1)), so
+/// cabinets that failed together (a web tier restarting or overloaded) do not come back
+/// together. The default seven attempts span 31 to 61 s: a link that drops for half a
+/// minute costs a retry, not the rollout's much longer `retry_base_s`.
+fn download_backoff(n: u32, unit: f64) -> Duration {
+    let full = Duration::from_secs(1u64 << n.saturating_sub(1).min(5)).min(MAX_DOWNLOAD_BACKOFF);
+    full.mul_f64(0.5 + 0.5 * unit.clamp(0.0, 1.0))
+}
+
 /// Downloads to `dir/<sha256>.part`, resuming with `Range` after a broken connection,
 /// with bounded retries and backoff; checks size and hash before returning the file.
 async fn download(
@@ -576,8 +589,7 @@ async fn download(
     let mut reported = 0u8;
     for attempt in 0..attempts {
         if attempt > 0 {
-            let backoff = Duration::from_millis(500 * (1 << attempt.min(6)));
-            tokio::time::sleep(backoff).await;
+            tokio::time::sleep(download_backoff(attempt, rand::random())).await;
         }
         let have = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
         if have > man.size {
@@ -677,6 +689,17 @@ mod tests {
             lockerfleet_shared::artifact::describe("edge-agent", version, &["lf-cab-sim"], floor, b"x"),
             &key,
         )
+    }
+
+    #[test]
+    fn download_retries_back_off_with_jitter_up_to_half_a_minute() {
+        let waits = |unit: f64| (1..=6).map(|n| download_backoff(n, unit).as_secs_f64()).collect::<Vec<_>>();
+        assert_eq!(waits(1.0), [1.0, 2.0, 4.0, 8.0, 16.0, 30.0], "the longest waits double up to the cap");
+        assert_eq!(waits(0.0), [0.5, 1.0, 2.0, 4.0, 8.0, 15.0], "the shortest are half of them");
+        assert_eq!(download_backoff(40, 1.0), MAX_DOWNLOAD_BACKOFF, "no overflow far past the cap");
+        let default = OtaConfig::default().download_attempts;
+        let span = |unit: f64| (1..default).map(|n| download_backoff(n, unit).as_secs_f64()).sum::<f64>();
+        assert!(span(0.0) >= 30.0 && span(1.0) <= 61.0, "the default attempts span {}..{} s", span(0.0), span(1.0));
     }
 
     #[test]
