@@ -18,8 +18,8 @@
 //! waits for synchronously (`LinkBuilder::build`), on the thread that also runs every
 //! other remote connection: no event can come, and the broker is wedged for good. The
 //! [`ticker`] keeps the router from sleeping longer than [`TICK`]: a local link that
-//! publishes an empty message on a topic nobody can subscribe to (the front door's ACL
-//! confines every client to its own topics).
+//! publishes an empty message on a topic outside every namespace the server serves (no
+//! client through the front door may subscribe to it).
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -191,9 +191,14 @@ pub const TICK: Duration = Duration::from_millis(25);
 /// The topic the ticker publishes on: outside every namespace the server serves.
 pub const TICK_TOPIC: &str = "lockerfleet-internal/router-tick";
 
+/// Ticks the ticker's link may have waiting before the router is taken to have dropped
+/// it (another unconfined client took its client id): about 25 s of ticks.
+const MAX_TICKS_QUEUED: usize = 1_000;
+
 /// Starts the thread that wakes rumqttd's router every [`TICK`]. Each wake is one empty
-/// QoS 0 publish from a local link (no socket), kept in rumqttd's default log for a
-/// filter (2 × 1 MiB at most).
+/// QoS 0 publish from a local link (no socket). With no subscriber the router keeps
+/// nothing of it; what it costs is matching the topic against the broker's subscription
+/// filters, 40 times a second.
 fn ticker(broker: &rumqttd::Broker) -> Result<(), BrokerError> {
     let (mut tx, rx) = broker
         .link("lf-router-tick")
@@ -208,9 +213,22 @@ fn ticker(broker: &rumqttd::Broker) -> Result<(), BrokerError> {
                 std::thread::sleep(TICK);
                 // Waits only while the router's queue is full, that is while it is awake
                 // anyway; fails only once the router is gone.
-                if let Err(e) = tx.publish(TICK_TOPIC, Vec::new()) {
-                    tracing::error!(error = %e, "the embedded broker's router ticker stopped");
-                    return;
+                match tx.publish(TICK_TOPIC, Vec::new()) {
+                    Ok(queued) if queued > MAX_TICKS_QUEUED => {
+                        // The router no longer reads this link: stop rather than fill it.
+                        tracing::error!(
+                            queued,
+                            "the embedded broker's router ticker stopped: the router no longer takes its messages \
+                             (another client connected as lf-router-tick?); /readyz still reports a broker that \
+                             stops accepting"
+                        );
+                        return;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, "the embedded broker's router ticker stopped");
+                        return;
+                    }
                 }
             }
         })
