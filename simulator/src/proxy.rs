@@ -48,6 +48,9 @@ impl CutProxy {
                 actix_rt::spawn(async move {
                     let Ok(mut outbound) = TcpStream::connect(upstream).await else { return };
                     let mut inbound = inbound;
+                    // As the agents' own sockets: small MQTT packets go out at once.
+                    let _ = inbound.set_nodelay(true);
+                    let _ = outbound.set_nodelay(true);
                     tokio::select! {
                         _ = copy_bidirectional(&mut inbound, &mut outbound) => {}
                         _ = cut.wait_for(|c| *c) => {}
