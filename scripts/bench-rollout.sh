@@ -33,7 +33,12 @@ token="lf_bench-rollout-admin-token-0000000"
 # shellcheck source=lib/bench-server.sh
 . scripts/lib/bench-server.sh
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+sims=()
+shm=""  # this half's tmpfs folder, removed on any exit (it holds the cabinets' files)
+cleanup() {
+  for p in "${pids[@]}" "${sims[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -z "$shm" ] || rm -rf "$shm"
+}
 trap cleanup EXIT
 
 status=0
@@ -43,7 +48,7 @@ for broker in ${BROKERS:-embedded}; do
   # a real cabinet writes its slot and journal to its own flash. On the shared disk the
   # simulator stalls in fsync, and downloads time out in the server's HTTP (408). Each
   # cabinet downloads the artifact into its other slot: 10,000 × artifact_kib of memory.
-  if [ "${SIM_DATA:-tmpfs}" = disk ] || [ ! -d /dev/shm ]; then simdata="$dir"; else simdata=$(mktemp -d -p /dev/shm); fi
+  if [ "${SIM_DATA:-tmpfs}" = disk ] || [ ! -d /dev/shm ]; then simdata="$dir"; else simdata=$(mktemp -d -p /dev/shm); shm="$simdata"; fi
   # An earlier run's reports must not pass for this one's.
   rm -f "$out/$broker"-*.json "$out/$broker".json "$out/$broker"-*.html "$out/$broker-metrics.txt"
   public=$("$target/release/fleet-server" artifact keygen --out "$dir/release.key" \
@@ -67,7 +72,7 @@ trusted_keys = [\"$public\"]"
   done
   kill "$server" 2>/dev/null || true
   wait "$server" 2>/dev/null || true
-  [ "$simdata" = "$dir" ] || rm -rf "$simdata"
+  [ "$simdata" = "$dir" ] || rm -rf "$simdata"; shm=""
 done
 
 python3 - "$out" "$shards" ${BROKERS:-embedded} <<'PY'
