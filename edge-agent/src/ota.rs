@@ -563,7 +563,7 @@ const MAX_DOWNLOAD_BACKOFF: Duration = Duration::from_secs(30);
 /// The wait before retry `n` (1 for the first) of a download: 1 s doubling up to
 /// [`MAX_DOWNLOAD_BACKOFF`], of which a share between half and all (`unit` in [0, 1)), so
 /// cabinets that failed together (a web tier restarting or overloaded) do not come back
-/// together. The default seven attempts span 31 to 61 s: a link that drops for half a
+/// together. The default seven attempts span 30.5 to 61 s: a link that drops for half a
 /// minute costs a retry, not the rollout's much longer `retry_base_s`.
 fn download_backoff(n: u32, unit: f64) -> Duration {
     let full = Duration::from_secs(1u64 << n.saturating_sub(1).min(5)).min(MAX_DOWNLOAD_BACKOFF);
