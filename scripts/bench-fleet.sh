@@ -44,20 +44,12 @@ token="lf_bench-fleet-admin-token-000000000"
 . scripts/lib/bench-server.sh
 pids=()
 sims=()
-shm=""  # this half's tmpfs folder, removed on any exit (it holds the cabinets' files)
-cleanup() {
-  for p in "${pids[@]}" "${sims[@]}"; do kill "$p" 2>/dev/null || true; done
-  [ -z "$shm" ] || rm -rf "$shm"
-}
-trap cleanup EXIT
+trap bench_cleanup EXIT
 
 brokers="${BROKERS:-embedded mosquitto}"
 for broker in $brokers; do
   dir=$(mktemp -d)
-  # The simulated cabinets' own files (journals, desired state), on tmpfs unless SIM_DATA=disk:
-  # each real cabinet fsyncs its own flash, where 10,000 simulated ones sharing the
-  # server's disk would queue every fsync of the fleet (and the server's) behind each other.
-  if [ "${SIM_DATA:-tmpfs}" = disk ] || [ ! -d /dev/shm ]; then simdata="$dir"; else simdata=$(mktemp -d -p /dev/shm); shm="$simdata"; fi
+  bench_cabinet_data "$dir"  # tmpfs unless SIM_DATA=disk (lib/bench-server.sh)
   # An earlier run's reports must not pass for this one's.
   rm -f "$out/$broker"-*.json "$out/$broker".json "$out/$broker"-*.html "$out/$broker-metrics.txt"
   # A fresh key-encryption key, so scenarios with face pickups (operator-held templates) run.
@@ -81,7 +73,7 @@ ${SERVER_EXTRA:-}"
   curl -sf "http://127.0.0.1:$http/metrics" > "$out/$broker-metrics.txt" || echo "bench-fleet: no /metrics from the server" >&2
   kill "$server" 2>/dev/null || true
   wait "$server" 2>/dev/null || true
-  [ "$simdata" = "$dir" ] || rm -rf "$simdata"; shm=""
+  bench_drop_cabinet_data
 done
 
 python3 - "$out" "$shards" "$brokers" <<'PY'

@@ -34,21 +34,14 @@ token="lf_bench-rollout-admin-token-0000000"
 . scripts/lib/bench-server.sh
 pids=()
 sims=()
-shm=""  # this half's tmpfs folder, removed on any exit (it holds the cabinets' files)
-cleanup() {
-  for p in "${pids[@]}" "${sims[@]}"; do kill "$p" 2>/dev/null || true; done
-  [ -z "$shm" ] || rm -rf "$shm"
-}
-trap cleanup EXIT
+trap bench_cleanup EXIT
 
 status=0
 for broker in ${BROKERS:-embedded}; do
   dir=$(mktemp -d)
-  # The simulated cabinets' own files, on tmpfs unless SIM_DATA=disk (see bench-fleet.sh):
-  # a real cabinet writes its slot and journal to its own flash. On the shared disk the
-  # simulator stalls in fsync, and downloads time out in the server's HTTP (408). Each
-  # cabinet downloads the artifact into its other slot: 10,000 × artifact_kib of memory.
-  if [ "${SIM_DATA:-tmpfs}" = disk ] || [ ! -d /dev/shm ]; then simdata="$dir"; else simdata=$(mktemp -d -p /dev/shm); shm="$simdata"; fi
+  # tmpfs unless SIM_DATA=disk (lib/bench-server.sh); each cabinet's update slot goes
+  # there too: cabinets × artifact_kib of memory.
+  bench_cabinet_data "$dir"
   # An earlier run's reports must not pass for this one's.
   rm -f "$out/$broker"-*.json "$out/$broker".json "$out/$broker"-*.html "$out/$broker-metrics.txt"
   public=$("$target/release/fleet-server" artifact keygen --out "$dir/release.key" \
@@ -72,7 +65,7 @@ trusted_keys = [\"$public\"]"
   done
   kill "$server" 2>/dev/null || true
   wait "$server" 2>/dev/null || true
-  [ "$simdata" = "$dir" ] || rm -rf "$simdata"; shm=""
+  bench_drop_cabinet_data
 done
 
 python3 - "$out" "$shards" ${BROKERS:-embedded} <<'PY'

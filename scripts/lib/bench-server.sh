@@ -3,7 +3,27 @@
 # private Mosquitto, and dividing a scenario's fleet-wide rates among simulator shards.
 #
 # Needs: $target (the cargo target dir), $token (the bootstrap admin token) and the
-# array pids (processes the caller's EXIT trap kills).
+# arrays pids and sims (processes bench_cleanup, the caller's EXIT trap, kills).
+
+shm=""  # the running half's tmpfs folder, if any
+
+# bench_cabinet_data DIR
+#   Sets simdata, where the simulated cabinets keep their own files (journals, desired
+#   state, update slots): a tmpfs folder, or DIR with SIM_DATA=disk. A real cabinet
+#   fsyncs its own flash; thousands of simulated ones on the server's disk queue every
+#   fsync of the fleet (and the server's) behind each other and stall the simulator.
+bench_cabinet_data() {
+  if [ "${SIM_DATA:-tmpfs}" = disk ] || [ ! -d /dev/shm ]; then simdata=$1; else simdata=$(mktemp -d -p /dev/shm); shm=$simdata; fi
+}
+
+# bench_drop_cabinet_data: removes the tmpfs folder bench_cabinet_data made, if any.
+bench_drop_cabinet_data() { [ -z "$shm" ] || rm -rf "$shm"; shm=""; }
+
+# bench_cleanup: the EXIT trap; stops every process started and frees the tmpfs folder.
+bench_cleanup() {
+  for p in "${pids[@]}" "${sims[@]}"; do kill "$p" 2>/dev/null || true; done
+  bench_drop_cabinet_data
+}
 
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 
