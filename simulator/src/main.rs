@@ -14,7 +14,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use lockerfleet_shared::envelope::{CabinetEvent, DownBody, EventBatch, EventKind, UpBody, decode};
 use lockerfleet_shared::{CabinetId, Envelope, TopicSpace};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{Event, MqttOptions, Packet, QoS};
 use serde_json::json;
 use tokio::sync::mpsc;
 
@@ -221,11 +221,8 @@ async fn cabinet(
 ) -> anyhow::Result<tokio::sync::oneshot::Receiver<()>> {
     let mut opts = MqttOptions::new(format!("bench-{id}-{}", uuid::Uuid::new_v4().simple()), host, port);
     opts.set_keep_alive(Duration::from_secs(30)).set_inflight(100).set_max_packet_size(1 << 20, 1 << 20);
-    let (client, mut eventloop) = AsyncClient::new(opts, 1024);
-    // As a cabinet's link does (edge-agent's `actors::link`).
-    let mut network = eventloop.network_options();
-    network.set_tcp_nodelay(true);
-    eventloop.set_network_options(network);
+    // Without Nagle's delay, as the server's and the agents' own clients.
+    let (client, mut eventloop) = fleet_server::broker::BrokerLink::client(opts, 1024);
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let down = topics.cabinet_down(&id);
     let up = topics.cabinet_up(&id);
