@@ -13,7 +13,8 @@
 //!            failed(reason) | rolled_back | rejected   (terminal, counted by kind)
 //!
 //!   rollout: running(wave k) ─► [awaiting approval] ─► running(k+1) … ─► completed
-//!            paused (operator or threshold) ⇄ running;  aborted (operator or threshold)
+//!            paused (operator, threshold, or a wave settled short of its success share)
+//!              ⇄ running;  aborted (operator or threshold)
 //! ```
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -949,6 +950,18 @@ impl Conductor {
                 }
             } else {
                 self.wave_succeeded_at = None;
+                if settled && size > 0 {
+                    // Every cabinet of the wave has its outcome and too few confirmed:
+                    // nothing more will happen by itself, so the operator decides
+                    // (retry-failed and resume, or abort) instead of a rollout that
+                    // stays "running" for ever.
+                    let reason = format!(
+                        "wave {} settled with {confirmed} of {size} cabinets confirmed ({:.1} % needed)",
+                        wave + 1,
+                        self.plan.success_share * 100.0
+                    );
+                    self.phase = Phase::Paused { wave, reason };
+                }
             }
         }
         actions
@@ -1228,6 +1241,36 @@ mod tests {
         let s = sim.c.summary();
         assert!(s.failures["rolled_back"] >= 1);
         assert_eq!(s.waves[1].states.get("cancelled"), Some(&s.waves[1].size), "later waves are withdrawn");
+    }
+
+    #[test]
+    fn a_wave_that_settles_short_of_its_success_share_pauses_with_the_count() {
+        // No thresholds: nothing aborts, but 3 in 10 roll back, below the 95 % bar.
+        let plan = Plan {
+            waves: vec![WaveSize::Percent(50.0), WaveSize::Percent(100.0)],
+            thresholds: BTreeMap::new(),
+            ..fast_plan()
+        };
+        let mut sim = Sim::new(plan, fleet(20, |i| if i % 10 < 3 { Device::BadRelease } else { Device::Good }));
+        sim.run(Duration::days(1));
+        let Phase::Paused { wave: 0, reason } = sim.c.phase().clone() else { panic!("{:?}", sim.c.phase()) };
+        let bad =
+            sim.devices.iter().filter(|(id, d)| **d == Device::BadRelease && sim.c.wave_of(id) == Some(0)).count();
+        assert!(bad > 0, "the first wave holds some of the bad cabinets");
+        assert_eq!(sim.count("rolled_back"), bad);
+        let expected = format!("wave 1 settled with {} of 10 cabinets confirmed (95.0 % needed)", 10 - bad);
+        assert_eq!(reason, expected);
+        // The second wave was never offered.
+        for (_, id) in &sim.offer_times {
+            assert_eq!(sim.c.wave_of(id), Some(0), "{id} outside the first wave was offered");
+        }
+        // Resuming without retrying anything changes nothing: it pauses again.
+        let _ = sim.c.handle(Input::Resume, sim.now);
+        let _ = sim.c.tick(sim.now + Duration::minutes(1));
+        assert!(matches!(sim.c.phase(), Phase::Paused { wave: 0, .. }), "{:?}", sim.c.phase());
+        // The operator can still end it.
+        let _ = sim.c.handle(Input::Abort, sim.now + Duration::minutes(2));
+        assert!(matches!(sim.c.phase(), Phase::Aborted { .. }));
     }
 
     #[test]
