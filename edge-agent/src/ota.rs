@@ -74,7 +74,7 @@ pub struct SlotState {
 }
 
 impl SlotState {
-    fn version_of(&self, s: SlotId) -> Option<&String> {
+    pub fn version_of(&self, s: SlotId) -> Option<&String> {
         self.versions[s as usize].as_ref()
     }
 }

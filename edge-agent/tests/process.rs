@@ -508,10 +508,12 @@ impl Service {
 }
 
 impl Service {
-    /// SIGKILL to the running agent (the loop starts it again, as systemd would).
+    /// SIGKILL to the running agent, returning once it is dead (the loop starts it
+    /// again, as systemd would).
     fn kill_9(&self) {
         if let Some(c) = self.child.lock().unwrap().as_mut() {
             let _ = c.kill();
+            let _ = c.wait();
         }
     }
 }
@@ -719,32 +721,87 @@ async fn an_update_survives_kill_9_at_arbitrary_moments() {
     // A 24 MB image, so that a download takes long enough to be cut.
     let image: Vec<u8> = (0..24u32 * 1024 * 1024).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
     let id = publish(dir.path(), &server, &key, "2.0.0", "1.0.0", &image).await;
+    let cabinet_url = format!("{}/cabinets/cab-k1", server.api);
+    let factory = call(&http, "GET", &cabinet_url, None).await.1["firmware"].as_str().unwrap().to_owned();
     let plan = json!({"waves": [{"percent": 100.0}], "soak_s": 0, "silence_after_s": 600, "progress_timeout_s": 3,
                       "retry_base_s": 1, "max_retries": 20, "thresholds": {},
                       "rate": {"per_minute": 600.0, "growth": 1.0, "max_per_minute": 600.0}});
-    let body = json!({"name": "2.0.0 under power cuts", "artifact": id, "plan": plan});
+    let body = json!({"name": "2.0.0 under power cuts", "artifact": id, "plan": plan.clone()});
     let (s, created) = call(&http, "POST", &format!("{}/rollouts", server.api), Some(body)).await;
     assert_eq!(s, 201, "{created}");
     let url = format!("{}/rollouts/{}", server.api, created["id"].as_str().unwrap());
+    // The slot state on disk after each cut says where it landed: with the new slot on
+    // trial and its boot count at the limit, the next boot must roll back (a power cut
+    // cannot be told from a crash of the new version), and the rollout pauses.
+    use edge_agent::ota::{MAX_UNCONFIRMED_BOOTS, SlotState};
+    let state_file = dir.path().join("cab-k1").join("slots").join("state.json");
+    let slots = || -> Option<SlotState> { serde_json::from_slice(&std::fs::read(&state_file).ok()?).ok() };
+    let trial_boots = || slots().and_then(|s| s.pending).map_or(0, |p| p.tries);
+    let mut trial_cuts = Vec::new();
     let mut rng = rand::thread_rng();
-    for _ in 0..6 {
-        tokio::time::sleep(Duration::from_millis(rng.gen_range(20..600))).await;
-        service.kill_9();
-        // It always comes back.
+    let back = || async {
         until("the agent is back after the cut", || async {
             call(&http, "GET", &format!("{}/healthz", agent.base), None).await.0 == 200
         })
-        .await;
+        .await
+    };
+    // Six cuts at random moments: mostly the download, verification and install.
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(20..600))).await;
+        service.kill_9();
+        trial_cuts.push(trial_boots());
+        back().await;
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    loop {
-        let r = call(&http, "GET", &url, None).await.1;
-        if r["progress"]["phase"]["phase"] == "completed" {
-            assert_eq!(r["progress"]["waves"][0]["states"]["confirmed"], 1, "{r}");
+    // Then the trial boots of the new slot, cut before they confirm, one short of the
+    // limit (unless the random cuts above already took some).
+    let forced_back = |cuts: &[u32]| cuts.iter().any(|&t| t >= MAX_UNCONFIRMED_BOOTS);
+    while !forced_back(&trial_cuts) && trial_cuts.last().is_some_and(|&t| t < MAX_UNCONFIRMED_BOOTS - 1) {
+        let seen = *trial_cuts.last().unwrap_or(&0);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+        let confirmed = loop {
+            match slots() {
+                Some(s) if s.pending.as_ref().is_some_and(|p| p.tries > seen) => break false,
+                Some(s) if s.pending.is_none() && s.version_of(s.active).is_some_and(|v| v == "2.0.0") => break true,
+                _ => {}
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the new slot never booted on trial");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        if confirmed {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the update never completed: {r}");
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(0..100))).await;
+        service.kill_9();
+        trial_cuts.push(trial_boots());
+        back().await;
+    }
+    let forced_back = forced_back(&trial_cuts);
+    let end = if forced_back { "paused" } else { "completed" };
+    eprintln!("trial boot counts at each cut: {trial_cuts:?}; the rollout must end {end}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    let r = loop {
+        let r = call(&http, "GET", &url, None).await.1;
+        if r["progress"]["phase"]["phase"] == end {
+            break r;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the update did not end {end} (trial boots cut: {trial_cuts:?}): {r}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    if forced_back {
+        // Back on the working slot, saying why; the operator starts the release again.
+        let why = r["progress"]["reasons"]["rolled_back"].as_object().unwrap();
+        assert!(why.keys().any(|k| k.contains("did not confirm in")), "{r}");
+        until("the cabinet is back on its factory slot", || async {
+            call(&http, "GET", &cabinet_url, None).await.1["firmware"] == factory.as_str()
+        })
+        .await;
+        let again = run_plan(&http, &server, "2.0.0 again", &id, "completed", plan).await;
+        assert_eq!(again["progress"]["waves"][0]["states"]["confirmed"], 1, "{again}");
+    } else {
+        assert_eq!(r["progress"]["waves"][0]["states"]["confirmed"], 1, "{r}");
     }
     until("the cabinet runs 2.0.0", || async {
         call(&http, "GET", &format!("{}/cabinets/cab-k1", server.api), None).await.1["firmware"] == "2.0.0"
