@@ -44,6 +44,14 @@ target_dir="${target_dir:-$PWD/fuzz/target}"
 # No sanitizer: the workspace forbids unsafe code, so AddressSanitizer would watch only
 # dependencies, at twice the build and run time. Overflow checks and debug assertions stay
 # on (cargo-fuzz's default), and panics are crashes.
+# The fuzz crate has its own lock file; a stale one would make every run pick the newest
+# releases of whatever is missing (untested versions, new warnings), so it must be current.
+if ! cargo metadata --locked --format-version 1 --manifest-path fuzz/Cargo.toml >/dev/null 2>&1; then
+  echo "scripts/fuzz.sh: fuzz/Cargo.lock is out of date with the workspace's dependencies;" >&2
+  echo "  run 'cargo metadata --format-version 1 --manifest-path fuzz/Cargo.toml >/dev/null' and pin" >&2
+  echo "  the added crates to the versions in Cargo.lock ('cargo update -p NAME --precise VERSION')" >&2
+  exit 1
+fi
 echo "== fuzz: building targets (nightly, $target_dir)"
 build_start=$SECONDS
 cargo +nightly fuzz build --sanitizer none --codegen-units 16 --target-dir "$target_dir"
