@@ -98,6 +98,8 @@ async fn every_bad_registration_field_is_named(backend: Backend) {
     let (status, err) = ts.post("/api/v1/cabinets", &body).await;
     assert_eq!(status, 400);
     assert!(err["error"]["message"].as_str().unwrap().contains("huge"), "{err}");
+    // A wrong type deep in the body is named by its path.
+    assert_eq!(err["error"]["field"], "compartments[0].size", "{err}");
     let mut body = cabinet("cab-x", "acme");
     body["colour"] = json!("red");
     let (status, err) = ts.post("/api/v1/cabinets", &body).await;

@@ -437,7 +437,12 @@ async fn operator_commands_and_bad_requests(backend: Backend) {
     let (status, body) = ts.post("/api/v1/rollouts", &json!({"name": "x", "artifact": uuid::Uuid::now_v7()})).await;
     assert_eq!(status, 404, "{body}");
     let (status, body) = ts.post("/api/v1/rollouts", &json!({"name": "x", "artifact": "nope"})).await;
-    assert_eq!(status, 400, "{body}");
+    assert_eq!((status, body["error"]["field"].as_str()), (400, Some("artifact")), "{body}");
+    // A wrong type deep in the plan is named by its path.
+    let typo = json!({"name": "x", "artifact": art, "plan": {"rate": {"per_minute": "fast"}}});
+    let (status, body) = ts.post("/api/v1/rollouts", &typo).await;
+    assert_eq!((status, body["error"]["field"].as_str()), (400, Some("plan.rate.per_minute")), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("expected f64"), "{body}");
     let bad_plan = json!({"name": "x", "artifact": art, "plan": {"waves": [{"percent": 50.0}, {"percent": 20.0}]}});
     let (status, body) = ts.post("/api/v1/rollouts", &bad_plan).await;
     assert_eq!((status, body["error"]["field"].as_str()), (422, Some("plan")), "{body}");

@@ -155,9 +155,10 @@ pub async fn acknowledge(
     let body: Acknowledge = if body.iter().all(u8::is_ascii_whitespace) {
         Acknowledge::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| {
+        let value = serde_json::from_slice(&body).map_err(|e| {
             ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", format!("request body is not valid: {e}"))
-        })?
+        })?;
+        super::body::from_value(value)?
     };
     let note = body.note.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());
     if note.as_ref().is_some_and(|n| n.chars().count() > MAX_NOTE) {

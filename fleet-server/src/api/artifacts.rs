@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::auth::{Action, Caller};
+use super::body::Body;
 use super::error::ApiError;
 use crate::store::StoreError;
 use crate::store::entities::artifact;
@@ -123,7 +124,7 @@ pub async fn register(
     state: web::Data<AppState>,
     caller: Caller,
     req: HttpRequest,
-    body: web::Json<SignedManifest>,
+    body: Body<SignedManifest>,
 ) -> Result<HttpResponse, ApiError> {
     require_release_manager(&caller)?;
     let signed = body.into_inner();

@@ -26,6 +26,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::AppState;
+use super::body::Body;
 use super::error::ApiError;
 use crate::store::entities::api_token;
 use crate::store::{Store, StoreError};
@@ -376,7 +377,7 @@ pub struct CreatedToken {
 pub async fn create_token(
     state: web::Data<AppState>,
     caller: Caller,
-    body: web::Json<NewToken>,
+    body: Body<NewToken>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Action::ManageTokens)?;
     let name = body.name.trim();

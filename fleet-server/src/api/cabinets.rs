@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::auth::{Action, Caller};
+use super::body::Body;
 use super::error::ApiError;
 use crate::actors::presence::{Registered, Snapshot};
 use crate::config::BrokerMode;
@@ -44,7 +45,7 @@ pub struct TenantView {
 pub async fn create_tenant(
     state: web::Data<AppState>,
     caller: Caller,
-    body: web::Json<NewTenant>,
+    body: Body<NewTenant>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Action::ManageTenants)?;
     if caller.tenant.is_some() {
@@ -287,7 +288,7 @@ pub fn validate(body: &NewCabinet) -> Result<(cabinet::Model, Vec<compartment::M
 pub async fn register(
     state: web::Data<AppState>,
     caller: Caller,
-    body: web::Json<NewCabinet>,
+    body: Body<NewCabinet>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Action::RegisterCabinets)?;
     let (cab, compartments) = validate(&body)?;
@@ -544,7 +545,7 @@ pub async fn put_settings(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
-    body: web::Json<CabinetSettings>,
+    body: Body<CabinetSettings>,
 ) -> Result<HttpResponse, ApiError> {
     use sea_orm::{ActiveModelTrait, IntoActiveModel, Set};
     caller.require(Action::RegisterCabinets)?;
@@ -579,7 +580,7 @@ pub async fn put_tags(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
-    body: web::Json<Vec<String>>,
+    body: Body<Vec<String>>,
 ) -> Result<HttpResponse, ApiError> {
     use sea_orm::{ActiveModelTrait, IntoActiveModel, Set};
     caller.require(Action::RegisterCabinets)?;

@@ -4,6 +4,7 @@
 pub mod alarms;
 pub mod artifacts;
 pub mod auth;
+pub mod body;
 pub mod cabinets;
 pub mod error;
 pub mod fleet;

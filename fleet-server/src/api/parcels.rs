@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::auth::{Action, Caller};
+use super::body::Body;
 use super::error::ApiError;
 use crate::domain::parcel::{ParcelState, Transition};
 use crate::service::parcels::{self, NewParcel, ServiceError, Source};
@@ -81,7 +82,7 @@ async fn existing_tenant(state: &AppState, id: &str) -> Result<tenant::Model, Ap
 pub async fn create_courier(
     state: web::Data<AppState>,
     caller: Caller,
-    body: web::Json<NewCourier>,
+    body: Body<NewCourier>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Action::ManageCouriers)?;
     let id = CourierId::new(body.id.clone()).map_err(|e| ApiError::field("id", e.to_string()))?;
@@ -162,7 +163,7 @@ impl From<recipient::Model> for RecipientView {
 pub async fn create_recipient(
     state: web::Data<AppState>,
     caller: Caller,
-    body: web::Json<NewRecipient>,
+    body: Body<NewRecipient>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Action::ManageRecipients)?;
     let tenant = caller.owning_tenant(body.tenant.as_deref())?;
@@ -272,7 +273,7 @@ pub struct CreatedParcel {
 pub async fn create_parcel(
     state: web::Data<AppState>,
     caller: Caller,
-    body: web::Json<CreateParcel>,
+    body: Body<CreateParcel>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Action::ManageParcels)?;
     let tenant = caller.owning_tenant(body.tenant.as_deref())?;
@@ -503,7 +504,7 @@ pub async fn update_tenant(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
-    body: web::Json<TenantSettings>,
+    body: Body<TenantSettings>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Action::ManageTokens)?;
     let id = path.into_inner();
@@ -570,7 +571,7 @@ pub async fn upload_sealed_template(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
-    body: web::Json<lockerfleet_shared::seal::SealedTemplate>,
+    body: Body<lockerfleet_shared::seal::SealedTemplate>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Action::ManageRecipients)?;
     let p = visible_parcel(&state, &caller, &path).await?;
@@ -647,7 +648,7 @@ pub async fn enrol_template(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<Uuid>,
-    body: web::Json<Enrolment>,
+    body: Body<Enrolment>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Action::ManageRecipients)?;
     let id = path.into_inner();

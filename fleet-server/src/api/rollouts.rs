@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::auth::{Action, Caller};
+use super::body::Body;
 use super::error::ApiError;
 use crate::domain::rollout::{Conductor, Input, Summary};
 use crate::service::rollouts::{self, NewRollout, RolloutError};
@@ -114,7 +115,7 @@ async fn find_visible(state: &AppState, caller: &Caller, id: Uuid) -> Result<rol
 pub async fn create(
     state: web::Data<AppState>,
     caller: Caller,
-    body: web::Json<NewRollout>,
+    body: Body<NewRollout>,
 ) -> Result<HttpResponse, ApiError> {
     fleet_level(&caller)?;
     let row = rollouts::create(&state.service(), body.into_inner()).await?;
