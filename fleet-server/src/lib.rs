@@ -187,10 +187,8 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     };
 
     let live = live::LiveFeed::new();
-    let presence = Presence::load(store.clone(), metrics.clone(), config.flush_interval(), config.stale_after())
-        .await?
-        .with_feed(live.clone())
-        .start();
+    let presence =
+        Presence::load(store.clone(), metrics.clone(), config.flush_interval(), config.stale_after()).await?.start();
     let (link, pending) = actors::link::connect(&config, &broker_link);
     let passes =
         Arc::new(service::passes::PassSigner::load(&store, config.couriers.pass_signing_key.as_deref()).await?);

@@ -2,18 +2,20 @@
 //! raised and acknowledged, rollout progress.
 //!
 //! ```text
-//!   presence actor ──transition──┐
-//!                                ├──► LiveFeed (broadcast) ──► GET /api/v1/live (SSE, per caller:
-//!   poller ── every second, only ┘                              tenant and role filtered)
-//!   while someone listens: new alarms, new acknowledgements, changed rollouts (from the DB)
+//!   poller ── every second, only while someone listens: presence transitions, new
+//!             alarms, new acknowledgements, changed rollouts (all from the database)
+//!      └──► LiveFeed (broadcast) ──► GET /api/v1/live (SSE, per caller: tenant and role filtered)
 //! ```
 //!
-//! Presence transitions come straight from this replica's presence actor, the moment it
-//! decides them. Alarms, acknowledgements and rollout progress are read from the
-//! database, so a console sees them whichever replica stored them; the poll looks back
-//! [`LOOK_BACK`] past its last run (a batch committed a little after the time stamped on
-//! its rows is still caught) and forgets what it has already sent only once it is older
-//! than that window.
+//! Everything is read from the database, so a console sees what happened whichever
+//! replica handled it. That matters most for presence: replicas share the cabinets'
+//! messages (one shared subscription), so each replica's presence actor sees only some
+//! of a cabinet's messages, and its own idea of "went silent" may be wrong where the
+//! database's conditional write is not; only a flip the database took
+//! (`cabinets.presence_changed_at`) is announced. The poll looks back [`LOOK_BACK`]
+//! past its last run (a batch committed a little after the time stamped on its rows is
+//! still caught) and forgets what it has already sent only once it is older than that
+//! window.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -154,6 +156,8 @@ impl LiveFeed {
 /// What the poller has sent, so the look-back window sends nothing twice.
 struct Poller {
     since: DateTime<Utc>,
+    /// Presence flips, by cabinet and time of the flip.
+    presence: HashSet<(String, DateTime<Utc>)>,
     alarms: HashSet<Uuid>,
     acks: HashSet<Uuid>,
     /// The last progress sent per rollout.
@@ -162,12 +166,28 @@ struct Poller {
 
 impl Poller {
     fn new(now: DateTime<Utc>) -> Self {
-        Self { since: now, alarms: HashSet::new(), acks: HashSet::new(), rollouts: HashMap::new() }
+        Self {
+            since: now,
+            presence: HashSet::new(),
+            alarms: HashSet::new(),
+            acks: HashSet::new(),
+            rollouts: HashMap::new(),
+        }
     }
 
     async fn poll(&mut self, store: &Store, now: DateTime<Utc>) -> Result<Vec<LiveEvent>, crate::store::StoreError> {
         let from = self.since - LOOK_BACK;
         let mut out = Vec::new();
+        let flips = store.presence_changes_after(from, POLL_LIMIT).await?;
+        let mut seen = HashSet::new();
+        for f in flips {
+            let key = (f.cabinet.clone(), f.at);
+            if !self.presence.contains(&key) {
+                out.push(LiveEvent::Presence { cabinet: f.cabinet, tenant: f.tenant, online: f.online, at: f.at });
+            }
+            seen.insert(key);
+        }
+        self.presence = seen;
         let alarms =
             store.alarms(&AlarmFilter { received_after: Some(from), ..Default::default() }, POLL_LIMIT).await?;
         let mut seen = HashSet::new();

@@ -11,7 +11,6 @@ mod common;
 use std::time::Duration;
 
 use common::{Backend, FakeCabinet, Fixture, TestServer};
-use futures_util::StreamExt;
 use lockerfleet_shared::CompartmentId;
 use lockerfleet_shared::envelope::{CommandAction, DownBody, EventKind, Heartbeat, UpBody};
 use serde_json::{Value, json};
@@ -316,29 +315,6 @@ async fn me_names_the_role_tenant_and_permitted_actions() {
     fx.cleanup().await;
 }
 
-/// Reads frames from an SSE response until `pick` accepts one, within 10 s.
-async fn next_frame<S, E>(stream: &mut S, buf: &mut String, mut pick: impl FnMut(&str) -> bool) -> String
-where
-    S: futures_util::Stream<Item = Result<actix_web::web::Bytes, E>> + Unpin,
-    E: std::fmt::Debug,
-{
-    tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            while let Some(end) = buf.find("\n\n") {
-                let frame = buf[..end].to_owned();
-                buf.drain(..end + 2);
-                if pick(&frame) {
-                    return frame;
-                }
-            }
-            let chunk = stream.next().await.expect("stream open").unwrap();
-            buf.push_str(std::str::from_utf8(&chunk).unwrap());
-        }
-    })
-    .await
-    .expect("the frame arrives within 10 s")
-}
-
 #[actix_rt::test]
 async fn the_live_stream_carries_presence_and_alarms_of_the_callers_tenant_only() {
     let fx = Fixture::new(Backend::sqlite_embedded().unwrap()).await;
@@ -354,27 +330,29 @@ async fn the_live_stream_carries_presence_and_alarms_of_the_callers_tenant_only(
     assert_eq!(admin.headers().get("content-type").unwrap(), "text/event-stream");
     let mut beta_stream = open(beta.clone()).await;
     let (mut abuf, mut bbuf) = (String::new(), String::new());
-    next_frame(&mut admin, &mut abuf, |f| f.starts_with("event: ready")).await;
-    next_frame(&mut beta_stream, &mut bbuf, |f| f.starts_with("event: ready")).await;
+    common::next_frame(&mut admin, &mut abuf, |f| f.starts_with("event: ready")).await;
+    common::next_frame(&mut beta_stream, &mut bbuf, |f| f.starts_with("event: ready")).await;
 
     // acme's cabinet comes online, raises an alarm, goes away: the admin sees all three.
     let mut cab = ts.connect_cabinet("acme-00").await;
-    let f = next_frame(&mut admin, &mut abuf, |f| f.starts_with("event: presence")).await;
+    let f = common::next_frame(&mut admin, &mut abuf, |f| f.starts_with("event: presence")).await;
     assert!(f.contains(r#""cabinet":"acme-00""#) && f.contains(r#""online":true"#), "{f}");
     let alarm = raise_alarm(&mut cab, 1, "door_forced", "A1").await;
-    let f = next_frame(&mut admin, &mut abuf, |f| f.starts_with("event: alarm\n")).await;
+    let f = common::next_frame(&mut admin, &mut abuf, |f| f.starts_with("event: alarm\n")).await;
     assert!(f.contains(&alarm.to_string()) && f.contains(r#""code":"door_forced""#), "{f}");
     ts.post(&format!("/api/v1/alarms/{alarm}/acknowledge"), &json!({})).await;
-    let f = next_frame(&mut admin, &mut abuf, |f| f.starts_with("event: alarm_acknowledged")).await;
+    let f = common::next_frame(&mut admin, &mut abuf, |f| f.starts_with("event: alarm_acknowledged")).await;
     assert!(f.contains(&alarm.to_string()), "{f}");
     cab.kill();
-    let f = next_frame(&mut admin, &mut abuf, |f| f.starts_with("event: presence") && f.contains(r#""online":false"#))
-        .await;
+    let f = common::next_frame(&mut admin, &mut abuf, |f| {
+        f.starts_with("event: presence") && f.contains(r#""online":false"#)
+    })
+    .await;
     assert!(f.contains(r#""tenant":"acme""#), "{f}");
 
     // beta's stream carried none of it: the next thing it sees is its own cabinet.
     let _b = ts.connect_cabinet("beta-00").await;
-    let f = next_frame(&mut beta_stream, &mut bbuf, |f| !f.starts_with(':')).await;
+    let f = common::next_frame(&mut beta_stream, &mut bbuf, |f| !f.starts_with(':')).await;
     assert!(f.starts_with("event: presence") && f.contains(r#""cabinet":"beta-00""#), "{f}");
     // Couriers have no live view of the fleet.
     ts.post("/api/v1/couriers", &json!({"id": "k-1", "tenant": "acme", "name": "Kim"})).await;

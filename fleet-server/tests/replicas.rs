@@ -420,3 +420,80 @@ async fn three_replicas_lose_nothing_when_one_is_killed_mid_stream() {
     drop(db);
     fx.cleanup().await;
 }
+
+/// Replicas share the cabinets' presence messages, so each sees only some of them; the
+/// console's live stream must still show every cabinet going online and offline,
+/// whichever replica the console is connected to, and nothing that did not happen.
+#[actix_rt::test]
+async fn every_replicas_live_stream_shows_every_cabinets_presence() {
+    const N: usize = 8;
+    let Some(backend) = Backend::postgres_external() else { return };
+    let fx = Fixture::new(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let http = awc::Client::builder().timeout(Duration::from_secs(60)).finish();
+    let Mqtt::External { url } = &fx.backend.mqtt else { unreachable!() };
+    let broker = fleet_server::config::parse_broker_url(url).unwrap();
+    let topics = TopicSpace::new(fx.namespace.as_deref()).unwrap();
+    let mut replicas: Vec<Replica> = (0..2).map(|i| spawn_replica(dir.path(), i, &fx)).collect();
+    for r in &mut replicas {
+        r.ready(&http).await;
+    }
+    let api = |path: &str| format!("{}/api/v1{path}", replicas[0].base);
+    assert_eq!(call(&http, "POST", &api("/tenants"), Some(json!({"id": "acme", "name": "Acme"}))).await.0, 201);
+    let ids: BTreeSet<String> = (0..N).map(|i| format!("cab-{i:02}")).collect();
+    for id in &ids {
+        let keys = lockerfleet_shared::seal::CabinetKeyPair::generate();
+        let body = json!({"id": id, "tenant": "acme", "public_key": keys.public().to_base64(),
+                          "compartments": [{"id": "A1", "size": "s"}]});
+        assert_eq!(call(&http, "POST", &api("/cabinets"), Some(body)).await.0, 201);
+    }
+    let mut streams = Vec::new();
+    for r in &replicas {
+        let mut res =
+            http.get(format!("{}/api/v1/live", r.base)).bearer_auth(common::ADMIN_TOKEN).send().await.unwrap();
+        let mut buf = String::new();
+        common::next_frame(&mut res, &mut buf, |f| f.starts_with("event: ready")).await;
+        streams.push((res, buf));
+    }
+    // The presence frames each stream carries, until every cabinet has shown `online`.
+    async fn transitions<S, E>(stream: &mut (S, String), ids: &BTreeSet<String>, online: bool) -> Vec<(String, bool)>
+    where
+        S: futures_util::Stream<Item = Result<actix_web::web::Bytes, E>> + Unpin,
+        E: std::fmt::Debug,
+    {
+        let mut got = Vec::new();
+        let mut pending = ids.clone();
+        while !pending.is_empty() {
+            let f = common::next_frame(&mut stream.0, &mut stream.1, |f| f.starts_with("event: presence")).await;
+            let data: Value = serde_json::from_str(f.split_once("data: ").unwrap().1).unwrap();
+            let (cabinet, is_online) = (data["cabinet"].as_str().unwrap().to_owned(), data["online"] == true);
+            if is_online == online {
+                pending.remove(&cabinet);
+            }
+            got.push((cabinet, is_online));
+        }
+        got
+    }
+
+    let mut cabinets = Vec::new();
+    for id in &ids {
+        cabinets.push(FakeCabinet::connect(&broker.host, broker.port, topics.clone(), id).await);
+    }
+    for (i, stream) in streams.iter_mut().enumerate() {
+        let seen = transitions(stream, &ids, true).await;
+        assert!(
+            seen.iter().all(|(_, online)| *online),
+            "replica {i} showed a cabinet offline while all were up: {seen:?}"
+        );
+    }
+    for cab in cabinets {
+        cab.kill();
+    }
+    for (i, stream) in streams.iter_mut().enumerate() {
+        let seen = transitions(stream, &ids, false).await;
+        let mut offline: Vec<&String> = seen.iter().filter(|(_, online)| !online).map(|(c, _)| c).collect();
+        offline.sort();
+        offline.dedup();
+        assert_eq!(offline.len(), N, "replica {i}: {seen:?}");
+    }
+}

@@ -15,6 +15,7 @@ mod m20261125_000007_cabinet_tags;
 mod m20261125_000008_cabinet_sessions;
 mod m20261201_000001_alarm_acks;
 mod m20261201_000002_mqtt_credentials;
+mod m20261204_000001_presence_changes;
 
 /// All migrations, oldest first.
 #[derive(Debug)]
@@ -34,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000008_cabinet_sessions::Migration),
             Box::new(m20261201_000001_alarm_acks::Migration),
             Box::new(m20261201_000002_mqtt_credentials::Migration),
+            Box::new(m20261204_000001_presence_changes::Migration),
         ]
     }
 }

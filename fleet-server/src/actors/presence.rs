@@ -183,8 +183,6 @@ pub struct Presence {
     flush_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
     /// Shutting down: the final flush is the only write left to start.
     closing: bool,
-    /// Where transitions are announced to consoles, when the server has one.
-    feed: Option<crate::live::LiveFeed>,
 }
 
 impl Presence {
@@ -210,14 +208,7 @@ impl Presence {
             urgent: false,
             flush_waiters: Vec::new(),
             closing: false,
-            feed: None,
         })
-    }
-
-    /// Announces every online/offline transition on `feed`.
-    pub fn with_feed(mut self, feed: crate::live::LiveFeed) -> Self {
-        self.feed = Some(feed);
-        self
     }
 
     fn set_online(&mut self, id: &CabinetId, change: OnlineChange, cause: &'static str) {
@@ -238,14 +229,6 @@ impl Presence {
         }
         live.online = online;
         live.went_offline = if online { None } else { Some((cause, crate::store::now())) };
-        if let Some(feed) = &self.feed {
-            feed.publish(crate::live::LiveEvent::Presence {
-                cabinet: id.to_string(),
-                tenant: live.tenant.clone(),
-                online,
-                at: crate::store::now(),
-            });
-        }
         if online {
             self.metrics.cabinets_online.inc();
             tracing::info!(cabinet = %id, "cabinet online");

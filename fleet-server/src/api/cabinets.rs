@@ -278,6 +278,7 @@ pub fn validate(body: &NewCabinet) -> Result<(cabinet::Model, Vec<compartment::M
         registered_at: crate::store::now(),
         settings: None,
         tags: Some(serde_json::to_string(&check_tags(&body.tags)?).expect("tags serialise")),
+        presence_changed_at: None,
     };
     Ok((cab, compartments))
 }

@@ -54,6 +54,8 @@ pub mod cabinet {
         pub settings: Option<String>,
         /// Tags, a JSON list of strings.
         pub tags: Option<String>,
+        /// When `online` last changed (the live feed's source for presence).
+        pub presence_changed_at: Option<DateTimeUtc>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -59,6 +59,15 @@ pub struct PresenceRow {
     pub slot: Option<String>,
 }
 
+/// A cabinet's online state as it last flipped in the database.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PresenceFlip {
+    pub cabinet: String,
+    pub tenant: String,
+    pub online: bool,
+    pub at: DateTime<Utc>,
+}
+
 impl From<cabinet::Model> for PresenceRow {
     fn from(c: cabinet::Model) -> Self {
         Self {
@@ -280,11 +289,35 @@ impl Store {
         Ok(cabinet::Entity::find_by_id(id.to_owned()).one(&self.db).await?.map(PresenceRow::from))
     }
 
+    /// Cabinets whose online state flipped after `after`, oldest first, at most `limit`
+    /// (each with its state now: a cabinet that flipped twice shows its latest).
+    pub async fn presence_changes_after(
+        &self,
+        after: DateTime<Utc>,
+        limit: u64,
+    ) -> Result<Vec<PresenceFlip>, StoreError> {
+        let rows = cabinet::Entity::find()
+            .select_only()
+            .columns([cabinet::Column::Id, cabinet::Column::TenantId, cabinet::Column::Online])
+            .column(cabinet::Column::PresenceChangedAt)
+            .filter(cabinet::Column::PresenceChangedAt.gt(after))
+            .order_by_asc(cabinet::Column::PresenceChangedAt)
+            .limit(limit)
+            .into_tuple::<(String, String, bool, Option<DateTime<Utc>>)>()
+            .all(&self.db)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(cabinet, tenant, online, at)| Some(PresenceFlip { cabinet, tenant, online, at: at? }))
+            .collect())
+    }
+
     /// Writes a batch of presence updates in one transaction.
     pub async fn write_presence(&self, updates: &[PresenceUpdate]) -> Result<(), StoreError> {
         use sea_orm::Condition;
         use sea_orm::sea_query::Expr;
         let txn = self.begin_write().await?;
+        let changed_at = now();
         let sessions: Vec<entities::cabinet_session::ActiveModel> = updates
             .iter()
             .flat_map(|u| {
@@ -334,10 +367,17 @@ impl Store {
             }
             let newer_or_same =
                 |s: Uuid| Condition::any().add(cabinet::Column::Session.is_null()).add(cabinet::Column::Session.lte(s));
+            // Stamped only when the row's `online` really flips (the right-hand side sees
+            // the row as it was), so the live feed shows transitions, not repeats.
+            let changed = |online: bool| {
+                Expr::case(cabinet::Column::Online.eq(!online), Expr::value(Some(changed_at)))
+                    .finally(Expr::col(cabinet::Column::PresenceChangedAt))
+            };
             match &u.online {
                 None => {}
                 Some(OnlineChange::Online { session: Some(s) }) => {
                     cabinet::Entity::update_many()
+                        .col_expr(cabinet::Column::PresenceChangedAt, changed(true).into())
                         .col_expr(cabinet::Column::Online, Expr::value(true))
                         .col_expr(cabinet::Column::Session, Expr::value(Some(*s)))
                         .filter(id.clone())
@@ -347,6 +387,7 @@ impl Store {
                 }
                 Some(OnlineChange::Online { session: None }) => {
                     cabinet::Entity::update_many()
+                        .col_expr(cabinet::Column::PresenceChangedAt, changed(true).into())
                         .col_expr(cabinet::Column::Online, Expr::value(true))
                         .filter(id.clone())
                         .exec(&txn)
@@ -354,6 +395,7 @@ impl Store {
                 }
                 Some(OnlineChange::Will { session }) => {
                     cabinet::Entity::update_many()
+                        .col_expr(cabinet::Column::PresenceChangedAt, changed(false).into())
                         .col_expr(cabinet::Column::Online, Expr::value(false))
                         .col_expr(cabinet::Column::Session, Expr::value(Some(*session)))
                         .filter(id.clone())
@@ -363,6 +405,7 @@ impl Store {
                 }
                 Some(OnlineChange::Silent { cutoff }) => {
                     cabinet::Entity::update_many()
+                        .col_expr(cabinet::Column::PresenceChangedAt, changed(false).into())
                         .col_expr(cabinet::Column::Online, Expr::value(false))
                         .filter(id.clone())
                         .filter(

@@ -674,3 +674,27 @@ pub fn service_ctx(store: fleet_server::store::Store, config: &Config) -> fleet_
         passes: std::sync::Arc::new(fleet_server::service::passes::PassSigner::generate()),
     }
 }
+
+/// Reads frames from a server-sent-event response until `pick` accepts one, within 10 s.
+pub async fn next_frame<S, E>(stream: &mut S, buf: &mut String, mut pick: impl FnMut(&str) -> bool) -> String
+where
+    S: futures_util::Stream<Item = Result<actix_web::web::Bytes, E>> + Unpin,
+    E: std::fmt::Debug,
+{
+    use futures_util::StreamExt;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            while let Some(end) = buf.find("\n\n") {
+                let frame = buf[..end].to_owned();
+                buf.drain(..end + 2);
+                if pick(&frame) {
+                    return frame;
+                }
+            }
+            let chunk = stream.next().await.expect("stream open").unwrap();
+            buf.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    })
+    .await
+    .expect("the frame arrives within 10 s")
+}
