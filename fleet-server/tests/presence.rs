@@ -131,7 +131,10 @@ async fn presence_survives_a_server_restart(backend: Backend) {
 mod replicas {
     use super::*;
 
-    backend_tests!(presence_writes_of_a_replica_that_saw_less_never_undo_newer_facts,);
+    backend_tests!(
+        presence_writes_of_a_replica_that_saw_less_never_undo_newer_facts,
+        a_burst_of_presence_flips_is_read_whole_page_by_page,
+    );
 }
 
 /// Two replicas each see part of a cabinet's traffic. Whatever order their flushes land
@@ -170,16 +173,59 @@ async fn presence_writes_of_a_replica_that_saw_less_never_undo_newer_facts(backe
     assert_eq!(row.session, Some(new_session));
     let kept = row.last_seen_at.unwrap();
     assert!((kept - now).num_milliseconds().abs() < 1, "last seen moved backwards to {kept}");
+    // The consoles' live feed has one flip: online, stamped by A's write; the refused
+    // writes of B and C stamped nothing.
+    let before = now - chrono::Duration::seconds(5);
+    let flips = store.presence_changes_after(before, 10).await.unwrap();
+    assert_eq!(flips.len(), 1, "{flips:?}");
+    assert!(flips[0].online && flips[0].cabinet == "cab-1" && flips[0].tenant == "acme", "{flips:?}");
+    let first_flip = flips[0].at;
+    // Online again while online is no flip either.
+    store.write_presence(&[update(None, Some(OnlineChange::Online { session: Some(new_session) }))]).await.unwrap();
+    assert_eq!(store.presence_changes_after(before, 10).await.unwrap()[0].at, first_flip);
 
     // The current session's will, and a real silence, do count.
     store.write_presence(&[update(None, Some(OnlineChange::Will { session: new_session }))]).await.unwrap();
     assert!(!store.cabinet("cab-1").await.unwrap().unwrap().cabinet.online);
+    let flips = store.presence_changes_after(before, 10).await.unwrap();
+    assert!(flips.len() == 1 && !flips[0].online && flips[0].at > first_flip, "{flips:?}");
     store.write_presence(&[update(None, Some(OnlineChange::Online { session: None }))]).await.unwrap();
     store
         .write_presence(&[update(None, Some(OnlineChange::Silent { cutoff: now + chrono::Duration::minutes(1) }))])
         .await
         .unwrap();
     assert!(!store.cabinet("cab-1").await.unwrap().unwrap().cabinet.online);
+    ts.server.stop().await;
+    fx.cleanup().await;
+}
+
+/// Flips written in one batch share their time; reading them in pages smaller than the
+/// burst still returns each once, in (time, id) order.
+async fn a_burst_of_presence_flips_is_read_whole_page_by_page(backend: Backend) {
+    use fleet_server::store::{OnlineChange, PresenceUpdate};
+    let fx = Fixture::new(backend).await;
+    let ts = fx.start(fx.config()).await;
+    ts.create_tenant("acme").await;
+    let ids = ["cab-a", "cab-b", "cab-c", "cab-d", "cab-e"];
+    for id in ids {
+        ts.register_cabinet("acme", id).await;
+    }
+    let store = &ts.server.store;
+    let before = chrono::Utc::now() - chrono::Duration::seconds(5);
+    let online = |id: &str| PresenceUpdate {
+        cabinet: id.into(),
+        seen: None,
+        hello: None,
+        online: Some(OnlineChange::Online { session: None }),
+        sessions: vec![],
+    };
+    store.write_presence(&ids.map(online)).await.unwrap();
+    for page in [1, 2, 5, 100] {
+        let flips = store.presence_changes_after(before, page).await.unwrap();
+        let got: Vec<&str> = flips.iter().map(|f| f.cabinet.as_str()).collect();
+        assert_eq!(got, ids, "pages of {page}");
+        assert!(flips.iter().all(|f| f.online && f.at == flips[0].at), "one batch, one time: {flips:?}");
+    }
     ts.server.stop().await;
     fx.cleanup().await;
 }
