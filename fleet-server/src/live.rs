@@ -34,7 +34,9 @@ use crate::store::fleet_view::AlarmFilter;
 /// How far before its last run each poll looks.
 pub const LOOK_BACK: chrono::Duration = chrono::Duration::seconds(10);
 
-/// Most items of one kind a poll reads; a burst above it arrives over the next polls.
+/// Most alarms (and acknowledgements) a poll reads. Presence flips are read whole, in
+/// pages of this size; a burst of alarms above it sends `lagged` (the newest are sent,
+/// and consoles read their inbox again).
 const POLL_LIMIT: u64 = 500;
 
 /// One thing that changed, as a console receives it.
@@ -63,6 +65,11 @@ pub enum LiveEvent {
         by: String,
         at: DateTime<Utc>,
     },
+    /// More changed between two polls than one poll reads (an alarm storm): what a
+    /// console shows may miss some, so it reads its data again.
+    Lagged {
+        what: &'static str,
+    },
     /// Rollouts run fleet-wide: no tenant.
     Rollout {
         id: Uuid,
@@ -81,6 +88,7 @@ impl LiveEvent {
             LiveEvent::Alarm { .. } => "alarm",
             LiveEvent::AlarmAcknowledged { .. } => "alarm_acknowledged",
             LiveEvent::Rollout { .. } => "rollout",
+            LiveEvent::Lagged { .. } => "lagged",
         }
     }
 
@@ -90,7 +98,7 @@ impl LiveEvent {
             LiveEvent::Presence { tenant, .. }
             | LiveEvent::Alarm { tenant, .. }
             | LiveEvent::AlarmAcknowledged { tenant, .. } => Some(tenant),
-            LiveEvent::Rollout { .. } => None,
+            LiveEvent::Rollout { .. } | LiveEvent::Lagged { .. } => None,
         }
     }
 }
@@ -190,6 +198,9 @@ impl Poller {
         self.presence = seen;
         let alarms =
             store.alarms(&AlarmFilter { received_after: Some(from), ..Default::default() }, POLL_LIMIT).await?;
+        if alarms.len() as u64 == POLL_LIMIT {
+            out.push(LiveEvent::Lagged { what: "alarms" });
+        }
         let mut seen = HashSet::new();
         for a in alarms.into_iter().rev() {
             seen.insert(a.event.id);
@@ -209,6 +220,9 @@ impl Poller {
         }
         self.alarms = seen;
         let acks = store.acks_after(from, POLL_LIMIT).await?;
+        if acks.len() as u64 == POLL_LIMIT {
+            out.push(LiveEvent::Lagged { what: "alarm acknowledgements" });
+        }
         let mut seen = HashSet::new();
         for k in acks {
             seen.insert(k.event_id);

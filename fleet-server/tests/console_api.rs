@@ -364,6 +364,46 @@ async fn the_live_stream_carries_presence_and_alarms_of_the_callers_tenant_only(
     fx.cleanup().await;
 }
 
+/// More alarms between two polls than one poll reads: the stream says `lagged`, so the
+/// console reads its inbox again instead of silently missing some.
+#[actix_rt::test]
+async fn an_alarm_storm_tells_the_console_to_reload() {
+    use lockerfleet_shared::envelope::{CabinetEvent, EventBatch};
+    let fx = Fixture::new(Backend::sqlite_embedded().unwrap()).await;
+    let ts = fx.start(fx.config()).await;
+    fleet(&ts, 1).await;
+    let client = awc::Client::builder().timeout(Duration::from_secs(60)).finish();
+    let mut stream =
+        client.get(format!("{}/api/v1/live", ts.base)).bearer_auth(common::ADMIN_TOKEN).send().await.unwrap();
+    let mut buf = String::new();
+    common::next_frame(&mut stream, &mut buf, |f| f.starts_with("event: ready")).await;
+    let mut cab = ts.connect_cabinet("acme-00").await;
+    let storm: Vec<Uuid> = (0..520).map(|_| Uuid::now_v7()).collect();
+    for (n, chunk) in storm.chunks(100).enumerate() {
+        let events = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, id)| CabinetEvent {
+                id: *id,
+                seq: (n * 100 + i + 1) as u64,
+                at: chrono::Utc::now(),
+                what: EventKind::Alarm { code: "door_forced".into(), detail: "A1".into() },
+            })
+            .collect();
+        cab.send(UpBody::Events(EventBatch { events })).await;
+    }
+    let last = *storm.last().unwrap();
+    cab.expect_down("the storm's last ack", |b| {
+        matches!(b, DownBody::Ack(a) if a.events.contains(&last)).then_some(())
+    })
+    .await;
+    let f = common::next_frame(&mut stream, &mut buf, |f| f.starts_with("event: lagged")).await;
+    assert!(f.contains(r#""what":"alarms""#), "{f}");
+    drop(stream);
+    ts.server.stop().await;
+    fx.cleanup().await;
+}
+
 #[actix_rt::test]
 async fn the_console_is_served_with_a_strict_policy() {
     let fx = Fixture::new(Backend::sqlite_embedded().unwrap()).await;
