@@ -6,6 +6,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{Backend, Fixture};
 use lockerfleet_shared::Envelope;
 use lockerfleet_shared::envelope::{PresenceBody, Session};
@@ -134,6 +136,7 @@ mod replicas {
     backend_tests!(
         presence_writes_of_a_replica_that_saw_less_never_undo_newer_facts,
         a_burst_of_presence_flips_is_read_whole_page_by_page,
+        a_cabinet_another_replica_hears_from_is_not_called_silent,
     );
 }
 
@@ -226,6 +229,58 @@ async fn a_burst_of_presence_flips_is_read_whole_page_by_page(backend: Backend) 
         assert_eq!(got, ids, "pages of {page}");
         assert!(flips.iter().all(|f| f.online && f.at == flips[0].at), "one batch, one time: {flips:?}");
     }
+    ts.server.stop().await;
+    fx.cleanup().await;
+}
+
+/// This replica hears nothing from a cabinet whose messages go to another replica (a
+/// shared subscription): it must not call it silent while the database shows someone
+/// hears from it, and when another replica takes it offline it agrees without counting
+/// a silence of its own.
+async fn a_cabinet_another_replica_hears_from_is_not_called_silent(backend: Backend) {
+    use fleet_server::store::{OnlineChange, PresenceUpdate};
+    let fx = Fixture::new(backend).await;
+    let mut config = fx.config();
+    config.presence.stale_after_s = 1;
+    let ts = fx.start(config).await;
+    ts.create_tenant("acme").await;
+    ts.register_cabinet("acme", "cab-1").await;
+    let _cab = ts.connect_cabinet("cab-1").await;
+    ts.wait_until("cab-1 online", || async { ts.cabinet_view("cab-1").await["online"] == true }).await;
+    let store = &ts.server.store;
+    let other_replica = |online: Option<OnlineChange>| PresenceUpdate {
+        cabinet: "cab-1".into(),
+        seen: online.is_none().then(chrono::Utc::now),
+        hello: None,
+        online,
+        sessions: vec![],
+    };
+    // Three stale periods in which only the other replica hears from it (its flushes
+    // land every 200 ms, as heartbeats spread over replicas would).
+    let until = tokio::time::Instant::now() + Duration::from_secs(3);
+    while tokio::time::Instant::now() < until {
+        store.write_presence(&[other_replica(None)]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(ts.metric("lockerfleet_cabinets_went_offline_total{cause=\"silent\"}").await, 0.0);
+    assert_eq!(ts.metric("lockerfleet_cabinets_online").await, 1.0);
+    let flips = store.presence_changes_after(chrono::Utc::now() - chrono::Duration::minutes(1), 10).await.unwrap();
+    assert!(flips.len() == 1 && flips[0].online, "nothing but its coming online: {flips:?}");
+
+    // The other replica finds it silent and takes it offline: this one agrees, without a
+    // silence of its own.
+    store
+        .write_presence(&[other_replica(Some(OnlineChange::Silent {
+            cutoff: chrono::Utc::now() + chrono::Duration::minutes(1),
+        }))])
+        .await
+        .unwrap();
+    ts.wait_until("this replica agrees it is offline", || async {
+        ts.metric("lockerfleet_cabinets_online").await == 0.0
+    })
+    .await;
+    assert_eq!(ts.metric("lockerfleet_cabinets_went_offline_total{cause=\"silent\"}").await, 0.0);
+    assert_eq!(ts.cabinet_view("cab-1").await["online"], false);
     ts.server.stop().await;
     fx.cleanup().await;
 }

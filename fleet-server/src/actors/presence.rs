@@ -183,6 +183,8 @@ pub struct Presence {
     flush_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
     /// Shutting down: the final flush is the only write left to start.
     closing: bool,
+    /// A silence sweep is asking the database what other replicas heard.
+    sweeping: bool,
 }
 
 impl Presence {
@@ -208,6 +210,7 @@ impl Presence {
             urgent: false,
             flush_waiters: Vec::new(),
             closing: false,
+            sweeping: false,
         })
     }
 
@@ -304,8 +307,16 @@ impl Presence {
         }
     }
 
-    /// Marks cabinets offline that have been silent for longer than `stale_after`.
-    fn sweep_silent(&mut self) {
+    /// Marks cabinets offline that have been silent for longer than `stale_after`, by
+    /// what any replica heard: replicas share the cabinets' messages, so before calling
+    /// a cabinet silent this one asks the database for the last time anyone saw it (and
+    /// whether another replica already took it offline, which it then just adopts).
+    /// Without the database's answer it decides alone; the write stays conditional on
+    /// the stored last-seen time either way.
+    fn sweep_silent(&mut self, ctx: &mut Context<Self>) {
+        if self.sweeping {
+            return;
+        }
         let Ok(limit) = chrono::Duration::from_std(self.stale_after) else {
             return;
         };
@@ -316,9 +327,39 @@ impl Presence {
             .filter(|(_, l)| l.online && l.last_seen.is_none_or(|t| t < cutoff))
             .map(|(id, _)| id.clone())
             .collect();
-        for id in silent {
-            self.set_online(&id, OnlineChange::Silent { cutoff }, "silent");
+        if silent.is_empty() {
+            return;
         }
+        self.sweeping = true;
+        let store = self.store.clone();
+        let ids: Vec<String> = silent.iter().map(ToString::to_string).collect();
+        async move { store.presence_seen(&ids).await }
+            .into_actor(self)
+            .map(move |stored, act, _| {
+                act.sweeping = false;
+                let stored = stored.unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "could not read what other replicas saw; judging silence alone");
+                    HashMap::new()
+                });
+                for id in silent {
+                    let Some(live) = act.cabinets.get_mut(&id) else { continue };
+                    if !live.online || live.last_seen.is_some_and(|t| t >= cutoff) {
+                        continue; // heard from here meanwhile, or already offline
+                    }
+                    match stored.get(id.as_str()) {
+                        Some(&(false, _)) => {
+                            // Another replica took it offline (its will, or its silence):
+                            // nothing here is newer, so this one just agrees.
+                            live.online = false;
+                            live.went_offline = None;
+                            act.metrics.cabinets_online.dec();
+                        }
+                        Some(&(true, Some(seen))) if seen >= cutoff => live.last_seen = Some(seen),
+                        _ => act.set_online(&id, OnlineChange::Silent { cutoff }, "silent"),
+                    }
+                }
+            })
+            .spawn(ctx);
     }
 
     fn take_dirty(&mut self) -> Vec<PresenceUpdate> {
@@ -391,7 +432,7 @@ impl Actor for Presence {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.run_interval(self.flush_interval, |act, ctx| {
-            act.sweep_silent();
+            act.sweep_silent(ctx);
             act.flush(ctx);
         });
     }

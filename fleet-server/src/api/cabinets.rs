@@ -745,8 +745,14 @@ pub async fn open_compartment(
     if !record.compartments.iter().any(|c| c.id == compartment.as_str()) {
         return Err(ApiError::not_found("compartment", &raw_compartment));
     }
+    // This replica's view counts only when it is at least as fresh as the database's
+    // (another replica may have heard from the cabinet since), as in the cabinet view.
     let live = state.presence.send(Snapshot(id.clone())).await.ok().flatten();
-    if !live.as_ref().map_or(record.cabinet.online, |l| l.online) {
+    let online = match live {
+        Some(l) if l.last_seen >= record.cabinet.last_seen_at => l.online,
+        _ => record.cabinet.online,
+    };
+    if !online {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "cabinet_offline",

@@ -289,6 +289,26 @@ impl Store {
         Ok(cabinet::Entity::find_by_id(id.to_owned()).one(&self.db).await?.map(PresenceRow::from))
     }
 
+    /// Whether each of these cabinets is online and when any replica last saw it, as
+    /// stored (cabinets not registered are left out).
+    pub async fn presence_seen(
+        &self,
+        ids: &[String],
+    ) -> Result<std::collections::HashMap<String, (bool, Option<DateTime<Utc>>)>, StoreError> {
+        let mut out = std::collections::HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(1_000) {
+            let rows = cabinet::Entity::find()
+                .select_only()
+                .columns([cabinet::Column::Id, cabinet::Column::Online, cabinet::Column::LastSeenAt])
+                .filter(cabinet::Column::Id.is_in(chunk.iter().map(String::as_str)))
+                .into_tuple::<(String, bool, Option<DateTime<Utc>>)>()
+                .all(&self.db)
+                .await?;
+            out.extend(rows.into_iter().map(|(id, online, seen)| (id, (online, seen))));
+        }
+        Ok(out)
+    }
+
     /// Cabinets whose online state flipped after `after`, oldest first, each with its
     /// state now (a cabinet that flipped twice shows its latest). Read in pages of
     /// `page` rows by (time, id), so a burst of thousands (a fleet reconnecting) comes
