@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Backend, Fixture};
+use common::{Backend, FakeCabinet, Fixture, TestServer};
 use lockerfleet_shared::Envelope;
 use lockerfleet_shared::envelope::{PresenceBody, Session};
 use rumqttc::QoS;
@@ -89,16 +89,22 @@ async fn a_late_will_of_an_old_session_leaves_the_cabinet_online(backend: Backen
     fx.cleanup().await;
 }
 
-async fn a_silent_cabinet_is_marked_offline(backend: Backend) {
+/// A server that finds a cabinet silent after a second, and `cab-1` connected and online
+/// (no will will fire while the returned cabinet lives); it says nothing after that.
+async fn one_cabinet_online_stale_after_a_second(backend: Backend) -> (Fixture, TestServer, FakeCabinet) {
     let fx = Fixture::new(backend).await;
     let mut config = fx.config();
     config.presence.stale_after_s = 1;
     let ts = fx.start(config).await;
     ts.create_tenant("acme").await;
     ts.register_cabinet("acme", "cab-1").await;
-    // Connected (no will will fire), but it never says anything after coming online.
-    let _cab = ts.connect_cabinet("cab-1").await;
+    let cab = ts.connect_cabinet("cab-1").await;
     ts.wait_until("cab-1 online", || async { ts.cabinet_view("cab-1").await["online"] == true }).await;
+    (fx, ts, cab)
+}
+
+async fn a_silent_cabinet_is_marked_offline(backend: Backend) {
+    let (fx, ts, _cab) = one_cabinet_online_stale_after_a_second(backend).await;
     ts.wait_until("cab-1 marked offline for silence", || async { ts.cabinet_view("cab-1").await["online"] == false })
         .await;
     assert_eq!(ts.metric("lockerfleet_cabinets_went_offline_total{cause=\"silent\"}").await, 1.0);
@@ -239,14 +245,7 @@ async fn a_burst_of_presence_flips_is_read_whole_page_by_page(backend: Backend) 
 /// a silence of its own.
 async fn a_cabinet_another_replica_hears_from_is_not_called_silent(backend: Backend) {
     use fleet_server::store::{OnlineChange, PresenceUpdate};
-    let fx = Fixture::new(backend).await;
-    let mut config = fx.config();
-    config.presence.stale_after_s = 1;
-    let ts = fx.start(config).await;
-    ts.create_tenant("acme").await;
-    ts.register_cabinet("acme", "cab-1").await;
-    let _cab = ts.connect_cabinet("cab-1").await;
-    ts.wait_until("cab-1 online", || async { ts.cabinet_view("cab-1").await["online"] == true }).await;
+    let (fx, ts, _cab) = one_cabinet_online_stale_after_a_second(backend).await;
     let store = &ts.server.store;
     let other_replica = |online: Option<OnlineChange>| PresenceUpdate {
         cabinet: "cab-1".into(),

@@ -208,22 +208,43 @@ async fn stream(
     resent
 }
 
+/// `n` replicas on one PostgreSQL database and the external broker, and what a test
+/// needs to talk to them.
+struct Cluster {
+    fx: Fixture,
+    dir: tempfile::TempDir,
+    http: awc::Client,
+    broker: fleet_server::config::BrokerAddr,
+    topics: TopicSpace,
+    replicas: Vec<Replica>,
+}
+
+impl Cluster {
+    /// Started all at once on an empty database, as a deployment starts them: the
+    /// migrations run once (the others wait for them) and the bootstrap token is
+    /// registered once. `None` without PostgreSQL and an external broker.
+    async fn start(n: usize, http_timeout: Duration) -> Option<Self> {
+        let fx = Fixture::new(Backend::postgres_external()?).await;
+        let dir = tempfile::tempdir().unwrap();
+        let http = awc::Client::builder().timeout(http_timeout).finish();
+        let Mqtt::External { url } = &fx.backend.mqtt else { unreachable!() };
+        let broker = fleet_server::config::parse_broker_url(url).unwrap();
+        let topics = TopicSpace::new(fx.namespace.as_deref()).unwrap();
+        let mut replicas: Vec<Replica> = (0..n).map(|i| spawn_replica(dir.path(), i, &fx)).collect();
+        for r in &mut replicas {
+            r.ready(&http).await;
+        }
+        Some(Self { fx, dir, http, broker, topics, replicas })
+    }
+}
+
 #[actix_rt::test]
 async fn three_replicas_lose_nothing_when_one_is_killed_mid_stream() {
-    let Some(backend) = Backend::postgres_external() else { return };
-    let fx = Fixture::new(backend).await;
-    let dir = tempfile::tempdir().unwrap();
-    let http = awc::Client::builder().timeout(Duration::from_secs(10)).finish();
-    let Mqtt::External { url } = &fx.backend.mqtt else { unreachable!() };
-    let broker = fleet_server::config::parse_broker_url(url).unwrap();
-    let topics = TopicSpace::new(fx.namespace.as_deref()).unwrap();
-
-    // All at once on an empty database, as a deployment starts them: the migrations run
-    // once (the others wait for them) and the bootstrap token is registered once.
-    let mut replicas: Vec<Replica> = (0..REPLICAS).map(|i| spawn_replica(dir.path(), i, &fx)).collect();
-    for r in &mut replicas {
-        r.ready(&http).await;
-    }
+    let Some(Cluster { fx, dir: _dir, http, broker, topics, mut replicas }) =
+        Cluster::start(REPLICAS, Duration::from_secs(10)).await
+    else {
+        return;
+    };
     let bases: Vec<String> = replicas.iter().map(|r| r.base.clone()).collect();
     let api = |path: &str| format!("{}/api/v1{path}", bases[0]);
     assert_eq!(call(&http, "POST", &api("/tenants"), Some(json!({"id": "acme", "name": "Acme"}))).await.0, 201);
@@ -427,17 +448,11 @@ async fn three_replicas_lose_nothing_when_one_is_killed_mid_stream() {
 #[actix_rt::test]
 async fn every_replicas_live_stream_shows_every_cabinets_presence() {
     const N: usize = 8;
-    let Some(backend) = Backend::postgres_external() else { return };
-    let fx = Fixture::new(backend).await;
-    let dir = tempfile::tempdir().unwrap();
-    let http = awc::Client::builder().timeout(Duration::from_secs(60)).finish();
-    let Mqtt::External { url } = &fx.backend.mqtt else { unreachable!() };
-    let broker = fleet_server::config::parse_broker_url(url).unwrap();
-    let topics = TopicSpace::new(fx.namespace.as_deref()).unwrap();
-    let mut replicas: Vec<Replica> = (0..2).map(|i| spawn_replica(dir.path(), i, &fx)).collect();
-    for r in &mut replicas {
-        r.ready(&http).await;
-    }
+    let Some(Cluster { fx, dir: _dir, http, broker, topics, replicas }) =
+        Cluster::start(2, Duration::from_secs(60)).await
+    else {
+        return;
+    };
     let api = |path: &str| format!("{}/api/v1{path}", replicas[0].base);
     assert_eq!(call(&http, "POST", &api("/tenants"), Some(json!({"id": "acme", "name": "Acme"}))).await.0, 201);
     let ids: BTreeSet<String> = (0..N).map(|i| format!("cab-{i:02}")).collect();
@@ -496,4 +511,7 @@ async fn every_replicas_live_stream_shows_every_cabinets_presence() {
         offline.dedup();
         assert_eq!(offline.len(), N, "replica {i}: {seen:?}");
     }
+    drop(streams);
+    drop(replicas);
+    fx.cleanup().await;
 }
