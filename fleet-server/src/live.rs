@@ -17,7 +17,7 @@
 //! still caught) and forgets what it has already sent only once it is older than that
 //! window.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,9 +34,8 @@ use crate::store::fleet_view::AlarmFilter;
 /// How far before its last run each poll looks.
 pub const LOOK_BACK: chrono::Duration = chrono::Duration::seconds(10);
 
-/// Most alarms (and acknowledgements) a poll reads. Presence flips are read whole, in
-/// pages of this size; a burst of alarms above it sends `lagged` (the newest are sent,
-/// and consoles read their inbox again).
+/// Most items of one kind (presence flips, alarms, acknowledgements) a poll reads, the
+/// newest. When more may have been left out, the tenants concerned get `lagged`.
 const POLL_LIMIT: u64 = 500;
 
 /// One thing that changed, as a console receives it.
@@ -65,10 +64,15 @@ pub enum LiveEvent {
         by: String,
         at: DateTime<Utc>,
     },
-    /// More changed between two polls than one poll reads (an alarm storm): what a
-    /// console shows may miss some, so it reads its data again.
+    /// Some events did not reach this console: it fell behind the feed (`missed` of
+    /// them), or more changed in a tenant's fleet within a poll's window than one poll
+    /// reads (an alarm storm, a fleet reconnecting). It reads its data again.
     Lagged {
         what: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tenant: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        missed: Option<u64>,
     },
     /// Rollouts run fleet-wide: no tenant.
     Rollout {
@@ -98,7 +102,8 @@ impl LiveEvent {
             LiveEvent::Presence { tenant, .. }
             | LiveEvent::Alarm { tenant, .. }
             | LiveEvent::AlarmAcknowledged { tenant, .. } => Some(tenant),
-            LiveEvent::Rollout { .. } | LiveEvent::Lagged { .. } => None,
+            LiveEvent::Lagged { tenant, .. } => tenant.as_deref(),
+            LiveEvent::Rollout { .. } => None,
         }
     }
 }
@@ -161,6 +166,29 @@ impl LiveFeed {
     }
 }
 
+/// One kind's page, read newest first: the items not sent before (oldest first), the
+/// keys of the whole page (what counts as sent from now on), and whether items may have
+/// been left out — the page is full and even its oldest item is new, so older new ones
+/// may lie beyond it.
+fn fresh<T, K: Eq + std::hash::Hash>(
+    newest_first: Vec<T>,
+    sent: &HashSet<K>,
+    key: impl Fn(&T) -> K,
+) -> (Vec<T>, HashSet<K>, bool) {
+    let full = newest_first.len() as u64 >= POLL_LIMIT;
+    let oldest_is_new = newest_first.last().is_some_and(|t| !sent.contains(&key(t)));
+    let mut keys = HashSet::with_capacity(newest_first.len());
+    let mut new = Vec::new();
+    for t in newest_first.into_iter().rev() {
+        let k = key(&t);
+        if !sent.contains(&k) {
+            new.push(t);
+        }
+        keys.insert(k);
+    }
+    (new, keys, full && oldest_is_new)
+}
+
 /// What the poller has sent, so the look-back window sends nothing twice.
 struct Poller {
     since: DateTime<Utc>,
@@ -186,27 +214,42 @@ impl Poller {
     async fn poll(&mut self, store: &Store, now: DateTime<Utc>) -> Result<Vec<LiveEvent>, crate::store::StoreError> {
         let from = self.since - LOOK_BACK;
         let mut out = Vec::new();
+        // Every read first; what was sent is remembered only once all of them worked, so
+        // a failed poll is repeated whole instead of losing what it had read.
         let flips = store.presence_changes_after(from, POLL_LIMIT).await?;
-        let mut seen = HashSet::new();
-        for f in flips {
-            let key = (f.cabinet.clone(), f.at);
-            if !self.presence.contains(&key) {
-                out.push(LiveEvent::Presence { cabinet: f.cabinet, tenant: f.tenant, online: f.online, at: f.at });
-            }
-            seen.insert(key);
-        }
-        self.presence = seen;
         let alarms =
             store.alarms(&AlarmFilter { received_after: Some(from), ..Default::default() }, POLL_LIMIT).await?;
-        if alarms.len() as u64 == POLL_LIMIT {
-            out.push(LiveEvent::Lagged { what: "alarms" });
+        let acks = store.acks_after(from, POLL_LIMIT).await?;
+        let (flips, presence, presence_overflow) = fresh(flips, &self.presence, |f| (f.cabinet.clone(), f.at));
+        let (alarms, alarm_ids, alarms_overflow) = fresh(alarms, &self.alarms, |a| a.event.id);
+        let (acks, ack_ids, acks_overflow) = fresh(acks, &self.acks, |k| k.event_id);
+        let mut ack_tenants = Vec::with_capacity(acks.len());
+        for k in &acks {
+            ack_tenants.push(store.cabinet_tenant(&k.cabinet_id).await?.unwrap_or_default());
         }
-        let mut seen = HashSet::new();
-        for a in alarms.into_iter().rev() {
-            seen.insert(a.event.id);
-            if self.alarms.contains(&a.event.id) {
-                continue;
-            }
+
+        let mut lagged: BTreeSet<(&'static str, String)> = BTreeSet::new();
+        if presence_overflow {
+            lagged.extend(flips.iter().map(|f| ("presence", f.tenant.clone())));
+        }
+        if alarms_overflow {
+            lagged.extend(alarms.iter().map(|a| ("alarms", a.tenant.clone())));
+        }
+        if acks_overflow {
+            lagged.extend(ack_tenants.iter().map(|t| ("alarm acknowledgements", t.clone())));
+        }
+        out.extend(lagged.into_iter().map(|(what, tenant)| LiveEvent::Lagged {
+            what,
+            tenant: Some(tenant),
+            missed: None,
+        }));
+        out.extend(flips.into_iter().map(|f| LiveEvent::Presence {
+            cabinet: f.cabinet,
+            tenant: f.tenant,
+            online: f.online,
+            at: f.at,
+        }));
+        for a in alarms {
             let (code, detail) = a.code_and_detail();
             out.push(LiveEvent::Alarm {
                 id: a.event.id,
@@ -218,18 +261,7 @@ impl Poller {
                 received_at: a.event.received_at,
             });
         }
-        self.alarms = seen;
-        let acks = store.acks_after(from, POLL_LIMIT).await?;
-        if acks.len() as u64 == POLL_LIMIT {
-            out.push(LiveEvent::Lagged { what: "alarm acknowledgements" });
-        }
-        let mut seen = HashSet::new();
-        for k in acks {
-            seen.insert(k.event_id);
-            if self.acks.contains(&k.event_id) {
-                continue;
-            }
-            let tenant = store.cabinet_tenant(&k.cabinet_id).await?.unwrap_or_default();
+        for (k, tenant) in acks.into_iter().zip(ack_tenants) {
             out.push(LiveEvent::AlarmAcknowledged {
                 id: k.event_id,
                 cabinet: k.cabinet_id,
@@ -238,7 +270,7 @@ impl Poller {
                 at: k.acked_at,
             });
         }
-        self.acks = seen;
+        (self.presence, self.alarms, self.acks) = (presence, alarm_ids, ack_ids);
         let changed = rollout::Entity::find()
             .filter(rollout::Column::UpdatedAt.gt(from))
             .order_by_asc(rollout::Column::UpdatedAt)

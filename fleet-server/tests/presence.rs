@@ -141,7 +141,7 @@ mod replicas {
 
     backend_tests!(
         presence_writes_of_a_replica_that_saw_less_never_undo_newer_facts,
-        a_burst_of_presence_flips_is_read_whole_page_by_page,
+        presence_flips_are_read_newest_first_and_bounded,
         a_cabinet_another_replica_hears_from_is_not_called_silent,
     );
 }
@@ -208,9 +208,10 @@ async fn presence_writes_of_a_replica_that_saw_less_never_undo_newer_facts(backe
     fx.cleanup().await;
 }
 
-/// Flips written in one batch share their time; reading them in pages smaller than the
-/// burst still returns each once, in (time, id) order.
-async fn a_burst_of_presence_flips_is_read_whole_page_by_page(backend: Backend) {
+/// Flips written in one batch share their time; they are read newest first by (time,
+/// id), at most as many as asked for, and a later flip of one of them moves it to the
+/// front with its new state.
+async fn presence_flips_are_read_newest_first_and_bounded(backend: Backend) {
     use fleet_server::store::{OnlineChange, PresenceUpdate};
     let fx = Fixture::new(backend).await;
     let ts = fx.start(fx.config()).await;
@@ -221,20 +222,24 @@ async fn a_burst_of_presence_flips_is_read_whole_page_by_page(backend: Backend) 
     }
     let store = &ts.server.store;
     let before = chrono::Utc::now() - chrono::Duration::seconds(5);
-    let online = |id: &str| PresenceUpdate {
+    let change = |id: &str, online: OnlineChange| PresenceUpdate {
         cabinet: id.into(),
         seen: None,
         hello: None,
-        online: Some(OnlineChange::Online { session: None }),
+        online: Some(online),
         sessions: vec![],
     };
-    store.write_presence(&ids.map(online)).await.unwrap();
-    for page in [1, 2, 5, 100] {
-        let flips = store.presence_changes_after(before, page).await.unwrap();
-        let got: Vec<&str> = flips.iter().map(|f| f.cabinet.as_str()).collect();
-        assert_eq!(got, ids, "pages of {page}");
-        assert!(flips.iter().all(|f| f.online && f.at == flips[0].at), "one batch, one time: {flips:?}");
-    }
+    store.write_presence(&ids.map(|id| change(id, OnlineChange::Online { session: None }))).await.unwrap();
+    let cabinets =
+        |flips: &[fleet_server::store::PresenceFlip]| flips.iter().map(|f| f.cabinet.clone()).collect::<Vec<_>>();
+    let flips = store.presence_changes_after(before, 100).await.unwrap();
+    assert_eq!(cabinets(&flips), ["cab-e", "cab-d", "cab-c", "cab-b", "cab-a"]);
+    assert!(flips.iter().all(|f| f.online && f.at == flips[0].at), "one batch, one time: {flips:?}");
+    assert_eq!(cabinets(&store.presence_changes_after(before, 2).await.unwrap()), ["cab-e", "cab-d"]);
+    store.write_presence(&[change("cab-b", OnlineChange::Silent { cutoff: chrono::Utc::now() })]).await.unwrap();
+    let flips = store.presence_changes_after(before, 2).await.unwrap();
+    assert_eq!(cabinets(&flips), ["cab-b", "cab-e"]);
+    assert!(!flips[0].online && flips[0].at > flips[1].at, "{flips:?}");
     ts.server.stop().await;
     fx.cleanup().await;
 }
@@ -254,13 +259,20 @@ async fn a_cabinet_another_replica_hears_from_is_not_called_silent(backend: Back
         online,
         sessions: vec![],
     };
-    // Three stale periods in which only the other replica hears from it (its flushes
-    // land every 200 ms, as heartbeats spread over replicas would).
-    let until = tokio::time::Instant::now() + Duration::from_secs(3);
-    while tokio::time::Instant::now() < until {
-        store.write_presence(&[other_replica(None)]).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    // Only the other replica hears from it: its flushes land every 200 ms, as
+    // heartbeats spread over replicas would, until it finds the cabinet silent below.
+    let hearing = std::rc::Rc::new(std::cell::Cell::new(true));
+    let heard = {
+        let (store, hearing) = (store.clone(), hearing.clone());
+        actix_rt::spawn(async move {
+            while hearing.get() {
+                store.write_presence(&[other_replica(None)]).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    // Three stale periods later, this replica has not called it silent.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(ts.metric("lockerfleet_cabinets_went_offline_total{cause=\"silent\"}").await, 0.0);
     assert_eq!(ts.metric("lockerfleet_cabinets_online").await, 1.0);
     let flips = store.presence_changes_after(chrono::Utc::now() - chrono::Duration::minutes(1), 10).await.unwrap();
@@ -268,6 +280,8 @@ async fn a_cabinet_another_replica_hears_from_is_not_called_silent(backend: Back
 
     // The other replica finds it silent and takes it offline: this one agrees, without a
     // silence of its own.
+    hearing.set(false);
+    heard.await.unwrap();
     store
         .write_presence(&[other_replica(Some(OnlineChange::Silent {
             cutoff: chrono::Utc::now() + chrono::Duration::minutes(1),

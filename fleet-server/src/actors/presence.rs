@@ -26,6 +26,9 @@ use crate::store::{OnlineChange, PresenceRow, PresenceUpdate, Store};
 /// How long "this cabinet is not registered" is believed before asking the database again.
 const NEGATIVE_CACHE: Duration = Duration::from_secs(10);
 
+/// How long a silence sweep waits for the database's word before judging alone.
+const SWEEP_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// One cabinet's live state.
 #[derive(Debug, Clone, Default)]
 struct Live {
@@ -333,33 +336,42 @@ impl Presence {
         self.sweeping = true;
         let store = self.store.clone();
         let ids: Vec<String> = silent.iter().map(ToString::to_string).collect();
-        async move { store.presence_seen(&ids).await }
-            .into_actor(self)
-            .map(move |stored, act, _| {
-                act.sweeping = false;
-                let stored = stored.unwrap_or_else(|e| {
-                    tracing::warn!(error = %e, "could not read what other replicas saw; judging silence alone");
-                    HashMap::new()
-                });
-                for id in silent {
-                    let Some(live) = act.cabinets.get_mut(&id) else { continue };
-                    if !live.online || live.last_seen.is_some_and(|t| t >= cutoff) {
-                        continue; // heard from here meanwhile, or already offline
-                    }
-                    match stored.get(id.as_str()) {
-                        Some(&(false, _)) => {
-                            // Another replica took it offline (its will, or its silence):
-                            // nothing here is newer, so this one just agrees.
-                            live.online = false;
-                            live.went_offline = None;
-                            act.metrics.cabinets_online.dec();
-                        }
-                        Some(&(true, Some(seen))) if seen >= cutoff => live.last_seen = Some(seen),
-                        _ => act.set_online(&id, OnlineChange::Silent { cutoff }, "silent"),
-                    }
+        async move {
+            match tokio::time::timeout(SWEEP_READ_TIMEOUT, store.presence_seen(&ids)).await {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(_) => Err(format!("no answer within {SWEEP_READ_TIMEOUT:?}")),
+            }
+        }
+        .into_actor(self)
+        .map(move |stored, act, ctx| {
+            act.sweeping = false;
+            let stored = stored.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "could not read what other replicas saw; judging silence alone");
+                HashMap::new()
+            });
+            for id in silent {
+                let Some(live) = act.cabinets.get_mut(&id) else { continue };
+                if !live.online || live.last_seen.is_some_and(|t| t >= cutoff) {
+                    continue; // heard from here meanwhile, or already offline
                 }
-            })
-            .spawn(ctx);
+                match stored.get(id.as_str()) {
+                    Some(&(false, _)) => {
+                        // Another replica took it offline (its will, or its silence):
+                        // nothing here is newer, so this one just agrees, and drops
+                        // an online it may still hold unwritten (a failed flush).
+                        live.online = false;
+                        live.went_offline = None;
+                        live.pending.online = None;
+                        act.metrics.cabinets_online.dec();
+                    }
+                    Some(&(true, Some(seen))) if seen >= cutoff => live.last_seen = Some(seen),
+                    _ => act.set_online(&id, OnlineChange::Silent { cutoff }, "silent"),
+                }
+            }
+            // Silences are transitions: written now, not at the next tick.
+            act.flush(ctx);
+        })
+        .spawn(ctx);
     }
 
     fn take_dirty(&mut self) -> Vec<PresenceUpdate> {

@@ -360,6 +360,17 @@ async fn visible_cabinet(state: &AppState, caller: &Caller, raw: &str) -> Result
     Ok((id, record))
 }
 
+/// The latest thing the database knows about a cabinet's presence, from any replica: a
+/// sighting, or a flip of `online` (a will or a silence carries no sighting).
+fn last_stored_word(c: &cabinet::Model) -> Option<DateTime<Utc>> {
+    c.last_seen_at.max(c.presence_changed_at)
+}
+
+/// The latest thing this replica knows: a sighting, or seeing it go offline.
+fn live_word(l: &crate::actors::presence::LiveView) -> Option<DateTime<Utc>> {
+    l.last_seen.max(l.went_offline.map(|(_, at)| at))
+}
+
 #[utoipa::path(get, path = "/api/v1/cabinets/{id}", tag = "cabinets", params(("id" = String, Path, description = "cabinet id")),
     responses((status = 200, body = CabinetView), (status = 404, body = super::error::ErrorEnvelope)), security(("bearer" = [])))]
 pub async fn get(
@@ -369,6 +380,7 @@ pub async fn get(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Action::ReadCabinets)?;
     let (id, record) = visible_cabinet(&state, &caller, &path.into_inner()).await?;
+    let stored_word = last_stored_word(&record.cabinet);
     let mut view = CabinetView::from_record(record);
     let d = crate::store::entities::cabinet_desired::Entity::find_by_id(id.to_string())
         .one(state.store.connection())
@@ -387,7 +399,7 @@ pub async fn get(
     // With several replicas this one may have seen less than the database holds: its
     // view counts only when it is at least as fresh.
     if let Ok(Some(live)) = state.presence.send(Snapshot(id)).await
-        && live.last_seen >= view.last_seen_at
+        && live_word(&live) >= stored_word
     {
         view.online = live.online;
         view.last_seen_at = live.last_seen.or(view.last_seen_at);
@@ -746,10 +758,11 @@ pub async fn open_compartment(
         return Err(ApiError::not_found("compartment", &raw_compartment));
     }
     // This replica's view counts only when it is at least as fresh as the database's
-    // (another replica may have heard from the cabinet since), as in the cabinet view.
+    // (another replica may have heard from the cabinet, or its will, since), as in the
+    // cabinet view.
     let live = state.presence.send(Snapshot(id.clone())).await.ok().flatten();
     let online = match live {
-        Some(l) if l.last_seen >= record.cabinet.last_seen_at => l.online,
+        Some(l) if live_word(&l) >= last_stored_word(&record.cabinet) => l.online,
         _ => record.cabinet.online,
     };
     if !online {

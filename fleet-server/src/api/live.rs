@@ -4,8 +4,10 @@
 //!
 //! Frames: `event: ready` once subscribed, then `presence`, `alarm`,
 //! `alarm_acknowledged`, `rollout`, each with the JSON event as `data`; `lagged` when
-//! this client fell too far behind and should reload; a comment every 15 s keeps
-//! proxies from closing an idle stream.
+//! this client may have missed some (`{"kind":"lagged","what":"events","missed":n}`: it
+//! fell too far behind; `{"kind":"lagged","what":"alarms","tenant":…}`: more changed in
+//! its tenant than one poll reads) and should read its data again; a comment every 15 s
+//! keeps proxies from closing an idle stream.
 
 use std::sync::Arc;
 
@@ -25,7 +27,7 @@ fn frame(event: &LiveEvent) -> web::Bytes {
 }
 
 #[utoipa::path(get, path = "/api/v1/live", tag = "cabinets",
-    responses((status = 200, description = "server-sent events: ready, presence, alarm, alarm_acknowledged, rollout, lagged", content_type = "text/event-stream"),
+    responses((status = 200, description = "server-sent events: ready, presence, alarm, alarm_acknowledged, rollout, lagged (missed some: read the data again)", content_type = "text/event-stream"),
               (status = 403, body = super::error::ErrorEnvelope)), security(("bearer" = [])))]
 pub async fn stream(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
     caller.require(Action::ReadCabinets)?;
@@ -51,7 +53,7 @@ pub async fn stream(state: web::Data<AppState>, caller: Caller) -> Result<HttpRe
                     }
                 }
                 Ok(Err(RecvError::Lagged(n))) => {
-                    web::Bytes::from(format!("event: lagged\ndata: {{\"missed\":{n}}}\n\n"))
+                    frame(&LiveEvent::Lagged { what: "events", tenant: None, missed: Some(n) })
                 }
                 Ok(Err(RecvError::Closed)) => return None,
             };

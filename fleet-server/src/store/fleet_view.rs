@@ -397,11 +397,12 @@ impl Store {
             .await?)
     }
 
-    /// Acknowledgements made after `after`, oldest first (for the live feed).
+    /// Acknowledgements made after `after`, newest first, at most `limit` (for the live feed).
     pub async fn acks_after(&self, after: DateTime<Utc>, limit: u64) -> Result<Vec<alarm_ack::Model>, StoreError> {
         Ok(alarm_ack::Entity::find()
             .filter(alarm_ack::Column::AckedAt.gt(after))
-            .order_by_asc(alarm_ack::Column::AckedAt)
+            .order_by_desc(alarm_ack::Column::AckedAt)
+            .order_by_desc(alarm_ack::Column::EventId)
             .limit(limit)
             .all(self.connection())
             .await?)

@@ -309,48 +309,28 @@ impl Store {
         Ok(out)
     }
 
-    /// Cabinets whose online state flipped after `after`, oldest first, each with its
-    /// state now (a cabinet that flipped twice shows its latest). Read in pages of
-    /// `page` rows by (time, id), so a burst of thousands (a fleet reconnecting) comes
-    /// whole rather than as its oldest page again and again.
+    /// Cabinets whose online state flipped after `after`, newest first, at most `limit`,
+    /// each with its state now (a cabinet that flipped twice shows its latest).
     pub async fn presence_changes_after(
         &self,
         after: DateTime<Utc>,
-        page: u64,
+        limit: u64,
     ) -> Result<Vec<PresenceFlip>, StoreError> {
-        use sea_orm::Condition;
-        let page = page.max(1);
-        let mut out: Vec<PresenceFlip> = Vec::new();
-        loop {
-            let next = match out.last() {
-                None => Condition::all().add(cabinet::Column::PresenceChangedAt.gt(after)),
-                Some(last) => Condition::any().add(cabinet::Column::PresenceChangedAt.gt(last.at)).add(
-                    Condition::all()
-                        .add(cabinet::Column::PresenceChangedAt.eq(last.at))
-                        .add(cabinet::Column::Id.gt(last.cabinet.as_str())),
-                ),
-            };
-            let rows = cabinet::Entity::find()
-                .select_only()
-                .columns([cabinet::Column::Id, cabinet::Column::TenantId, cabinet::Column::Online])
-                .column(cabinet::Column::PresenceChangedAt)
-                .filter(next)
-                .order_by_asc(cabinet::Column::PresenceChangedAt)
-                .order_by_asc(cabinet::Column::Id)
-                .limit(page)
-                .into_tuple::<(String, String, bool, Option<DateTime<Utc>>)>()
-                .all(&self.db)
-                .await?;
-            let full = rows.len() as u64 == page;
-            out.extend(
-                rows.into_iter().filter_map(|(cabinet, tenant, online, at)| {
-                    Some(PresenceFlip { cabinet, tenant, online, at: at? })
-                }),
-            );
-            if !full {
-                return Ok(out);
-            }
-        }
+        let rows = cabinet::Entity::find()
+            .select_only()
+            .columns([cabinet::Column::Id, cabinet::Column::TenantId, cabinet::Column::Online])
+            .column(cabinet::Column::PresenceChangedAt)
+            .filter(cabinet::Column::PresenceChangedAt.gt(after))
+            .order_by_desc(cabinet::Column::PresenceChangedAt)
+            .order_by_desc(cabinet::Column::Id)
+            .limit(limit)
+            .into_tuple::<(String, String, bool, Option<DateTime<Utc>>)>()
+            .all(&self.db)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(cabinet, tenant, online, at)| Some(PresenceFlip { cabinet, tenant, online, at: at? }))
+            .collect())
     }
 
     /// Writes a batch of presence updates in one transaction.
