@@ -155,10 +155,10 @@ pub async fn acknowledge(
     let body: Acknowledge = if body.iter().all(u8::is_ascii_whitespace) {
         Acknowledge::default()
     } else {
-        let value = serde_json::from_slice(&body).map_err(|e| {
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", format!("request body is not valid: {e}"))
+        let text = std::str::from_utf8(&body).map_err(|e| {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", format!("request body is not UTF-8: {e}"))
         })?;
-        super::body::from_value(value)?
+        super::body::from_json(text)?
     };
     let note = body.note.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());
     if note.as_ref().is_some_and(|n| n.chars().count() > MAX_NOTE) {
