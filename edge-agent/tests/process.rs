@@ -691,10 +691,25 @@ fn hex_sha256(bytes: &[u8]) -> String {
 }
 
 /// Power cuts at arbitrary moments of an update (download, verification, install, the
-/// switch, the trial boot): the cabinet always starts again on a working slot, resumes
-/// or retries, and ends on the new version.
+/// switch) and two of the new slot's trial boot: the cabinet always starts again on a
+/// working slot, resumes or retries, and ends on the new version.
 #[actix_rt::test]
 async fn an_update_survives_kill_9_at_arbitrary_moments() {
+    update_under_power_cuts(edge_agent::ota::MAX_UNCONFIRMED_BOOTS - 1).await;
+}
+
+/// Power cut in every trial boot up to the limit: the cabinet cannot tell that from a new
+/// version that crashes, so it goes back to the old slot and says why; the rollout
+/// pauses, and once the operator has aborted it a new rollout of the same release ends
+/// confirmed.
+#[actix_rt::test]
+async fn power_cut_in_every_trial_boot_rolls_back_and_a_new_rollout_confirms() {
+    update_under_power_cuts(edge_agent::ota::MAX_UNCONFIRMED_BOOTS).await;
+}
+
+/// Six cuts at random moments of a 24 MB update, then cuts of the new slot's trial boots
+/// until `trial_boots` of them were cut; then what that must lead to.
+async fn update_under_power_cuts(trial_boots_to_cut: u32) {
     use rand::Rng;
     let dir = tempfile::tempdir().unwrap();
     let http = awc::Client::builder().timeout(Duration::from_secs(10)).finish();
@@ -752,10 +767,10 @@ async fn an_update_survives_kill_9_at_arbitrary_moments() {
         trial_cuts.push(trial_boots());
         back().await;
     }
-    // Then the trial boots of the new slot, cut before they confirm, one short of the
-    // limit (unless the random cuts above already took some).
+    // Then the trial boots of the new slot, cut before they confirm (unless the random
+    // cuts above already took as many, or took the slot to the limit).
     let forced_back = |cuts: &[u32]| cuts.iter().any(|&t| t >= MAX_UNCONFIRMED_BOOTS);
-    while !forced_back(&trial_cuts) && trial_cuts.last().is_some_and(|&t| t < MAX_UNCONFIRMED_BOOTS - 1) {
+    while !forced_back(&trial_cuts) && trial_cuts.last().is_some_and(|&t| t < trial_boots_to_cut) {
         let seen = *trial_cuts.last().unwrap_or(&0);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
         let confirmed = loop {
@@ -775,6 +790,7 @@ async fn an_update_survives_kill_9_at_arbitrary_moments() {
         trial_cuts.push(trial_boots());
         back().await;
     }
+    assert!(trial_cuts.iter().any(|&t| t > 0), "no cut landed on a trial boot: {trial_cuts:?}");
     let forced_back = forced_back(&trial_cuts);
     let end = if forced_back { "paused" } else { "completed" };
     eprintln!("trial boot counts at each cut: {trial_cuts:?}; the rollout must end {end}");
@@ -791,13 +807,16 @@ async fn an_update_survives_kill_9_at_arbitrary_moments() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     if forced_back {
-        // Back on the working slot, saying why; the operator starts the release again.
+        // Back on the working slot, saying why; the operator ends this rollout and
+        // starts the release again.
         let why = r["progress"]["reasons"]["rolled_back"].as_object().unwrap();
         assert!(why.keys().any(|k| k.contains("did not confirm in")), "{r}");
         until("the cabinet is back on its factory slot", || async {
             call(&http, "GET", &cabinet_url, None).await.1["firmware"] == factory.as_str()
         })
         .await;
+        let (s, aborted) = call(&http, "POST", &format!("{url}/abort"), None).await;
+        assert_eq!(s, 202, "{aborted}");
         let again = run_plan(&http, &server, "2.0.0 again", &id, "completed", plan).await;
         assert_eq!(again["progress"]["waves"][0]["states"]["confirmed"], 1, "{again}");
     } else {
