@@ -46,7 +46,8 @@ target_dir="${target_dir:-$PWD/fuzz/target}"
 # on (cargo-fuzz's default), and panics are crashes.
 # The fuzz crate has its own lock file; a stale one would make every run pick the newest
 # releases of whatever is missing (untested versions, new warnings), so it must be current.
-if ! cargo metadata --locked --format-version 1 --manifest-path fuzz/Cargo.toml >/dev/null 2>&1; then
+if ! lock_err=$(cargo metadata --locked --format-version 1 --manifest-path fuzz/Cargo.toml 2>&1 >/dev/null); then
+  echo "$lock_err" >&2
   echo "scripts/fuzz.sh: fuzz/Cargo.lock is out of date with the workspace's dependencies;" >&2
   echo "  run 'cargo metadata --format-version 1 --manifest-path fuzz/Cargo.toml >/dev/null' and pin" >&2
   echo "  the added crates to the versions in Cargo.lock ('cargo update -p NAME --precise VERSION')" >&2
