@@ -1,6 +1,7 @@
 //! Request bodies of the fleet-server's REST API. The input is `kind\n` and a JSON body;
-//! the body is decoded with `serde_json::from_slice` (what actix's `Json` extractor does)
-//! into the handler's own request type, then run through the handler's own pure checks.
+//! the body is decoded by `api::body::from_json` (what the handlers' `Body` extractor
+//! does) into the handler's own request type, then run through the handler's own pure
+//! checks.
 //!
 //! Kinds and what is asserted besides "no panic":
 //! * `cabinet` (`POST /cabinets`, `api::cabinets::validate`): an accepted cabinet has a
@@ -42,7 +43,7 @@ static RELEASES: LazyLock<(Vec<VerifyingKey>, Vec<ArtifactManifest>)> =
     LazyLock::new(|| (vec![fx::release_key().verifying_key()], fx::manifests()));
 
 fn body<T: serde::de::DeserializeOwned>(json: &[u8]) -> Option<T> {
-    serde_json::from_slice(json).ok()
+    fleet_server::api::body::from_json(std::str::from_utf8(json).ok()?).ok()
 }
 
 fn tags_hold(tags: &[String]) {
