@@ -157,7 +157,14 @@ async fn presence_writes_of_a_replica_that_saw_less_never_undo_newer_facts(backe
     let store = &ts.server.store;
     let (old_session, new_session) = (Uuid::now_v7(), Uuid::now_v7());
     let now = chrono::Utc::now();
-    let update = |seen, online| PresenceUpdate { cabinet: "cab-1".into(), seen, hello: None, online, sessions: vec![] };
+    let update = |seen, online| PresenceUpdate {
+        cabinet: "cab-1".into(),
+        seen,
+        hello: None,
+        online,
+        online_at: None,
+        sessions: vec![],
+    };
 
     // Replica A saw the new session come online just now.
     store
@@ -227,6 +234,7 @@ async fn presence_flips_are_read_newest_first_and_bounded(backend: Backend) {
         seen: None,
         hello: None,
         online: Some(online),
+        online_at: None,
         sessions: vec![],
     };
     store.write_presence(&ids.map(|id| change(id, OnlineChange::Online { session: None }))).await.unwrap();
@@ -257,6 +265,7 @@ async fn a_cabinet_another_replica_hears_from_is_not_called_silent(backend: Back
         seen: online.is_none().then(chrono::Utc::now),
         hello: None,
         online,
+        online_at: None,
         sessions: vec![],
     };
     // Only the other replica hears from it: its flushes land every 200 ms, as

@@ -62,6 +62,8 @@ struct Pending {
     seen: bool,
     hello: bool,
     online: Option<OnlineChange>,
+    /// When this replica saw that change (the time a flip is stamped with).
+    online_at: Option<DateTime<Utc>>,
     sessions: Vec<(Uuid, DateTime<Utc>)>,
 }
 
@@ -110,6 +112,7 @@ impl Live {
                 None
             },
             online: self.pending.online.clone(),
+            online_at: self.pending.online_at,
             sessions: self.pending.sessions.clone(),
         }
     }
@@ -229,6 +232,7 @@ impl Presence {
             return;
         }
         live.pending.online = Some(change);
+        live.pending.online_at = Some(crate::store::now());
         self.urgent = true;
         if live.online == online {
             return;
@@ -361,7 +365,7 @@ impl Presence {
                         // an online it may still hold unwritten (a failed flush).
                         live.online = false;
                         live.went_offline = None;
-                        live.pending.online = None;
+                        (live.pending.online, live.pending.online_at) = (None, None);
                         act.metrics.cabinets_online.dec();
                     }
                     Some(&(true, Some(seen))) if seen >= cutoff => live.last_seen = Some(seen),
@@ -420,6 +424,7 @@ impl Presence {
                         l.pending.hello |= u.hello.is_some();
                         if l.pending.online.is_none() {
                             l.pending.online = u.online;
+                            l.pending.online_at = u.online_at;
                         }
                         l.pending.sessions.extend(u.sessions);
                     }

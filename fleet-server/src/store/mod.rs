@@ -105,6 +105,9 @@ pub struct PresenceUpdate {
     /// Firmware, hardware and slot from a hello this replica received.
     pub hello: Option<(String, String, String)>,
     pub online: Option<OnlineChange>,
+    /// When the replica saw that change: what a flip of `online` is stamped with
+    /// (`presence_changed_at`; the time of the write when absent).
+    pub online_at: Option<DateTime<Utc>>,
     /// MQTT sessions this replica saw the cabinet start, with when.
     pub sessions: Vec<(Uuid, DateTime<Utc>)>,
 }
@@ -389,9 +392,11 @@ impl Store {
             let newer_or_same =
                 |s: Uuid| Condition::any().add(cabinet::Column::Session.is_null()).add(cabinet::Column::Session.lte(s));
             // Stamped only when the row's `online` really flips (the right-hand side sees
-            // the row as it was), so the live feed shows transitions, not repeats.
+            // the row as it was), so the live feed shows transitions, not repeats; with
+            // the time the replica saw it, which no sighting it made since can precede.
+            let flipped_at = u.online_at.unwrap_or(changed_at);
             let changed = |online: bool| {
-                Expr::case(cabinet::Column::Online.eq(!online), Expr::value(Some(changed_at)))
+                Expr::case(cabinet::Column::Online.eq(!online), Expr::value(Some(flipped_at)))
                     .finally(Expr::col(cabinet::Column::PresenceChangedAt))
             };
             match &u.online {
