@@ -34,7 +34,7 @@ const MAX_ARRIVALS_PER_HOUR: f64 = 3600.0;
 const MAX_PARCELS_PER_CABINET: f64 = 100_000.0;
 const MAX_PICKUP_AFTER_H: f64 = 720.0;
 const MAX_SPEED: f64 = 1_000_000.0;
-const MAX_COMPARTMENTS: usize = 64;
+pub const MAX_COMPARTMENTS: usize = 64;
 
 /// Salts of the schedule's draws, one per kind of choice.
 const SALT_ARRIVAL: u64 = 0xa77;
@@ -67,8 +67,11 @@ pub struct Day {
     pub seed: u64,
 }
 
+/// Compartments of a simulated cabinet unless a scenario says otherwise.
+pub const DEFAULT_COMPARTMENTS: usize = 4;
+
 fn default_compartments() -> usize {
-    4
+    DEFAULT_COMPARTMENTS
 }
 
 /// What a schedule's item does.

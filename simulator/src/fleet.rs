@@ -365,7 +365,7 @@ fn agent_config(args: &FleetArgs, i: usize, port: u16, scenario: &Scenario) -> A
         compartments: ["s", "m", "l", "xl"]
             .iter()
             .cycle()
-            .take(scenario.day.as_ref().map_or(4, |d| d.compartments))
+            .take(scenario.compartments())
             .enumerate()
             .map(|(k, size)| CompartmentConfig {
                 id: format!("C{k}"),
@@ -429,6 +429,7 @@ async fn run_fleet(args: &FleetArgs) -> anyhow::Result<FleetReport> {
     };
     let cabinets = scenario.cabinets.unwrap_or(args.cabinets);
     let parcels = scenario.parcels_per_cabinet.unwrap_or(args.parcels);
+    scenario.check_room(parcels)?;
     // A timed day: every cabinet's schedule, planned before anything starts.
     let schedules: Vec<Schedule> = match &scenario.day {
         Some(day) => (0..cabinets).map(|i| day.schedule(i, |k| scenario.role(i, k) == Role::NoShow)).collect(),

@@ -5,6 +5,7 @@
 //! name = "partition"
 //! cabinets = 200
 //! parcels_per_cabinet = 2
+//! compartments = 4                # per cabinet (default 4): all parcels are stocked before the first pickup
 //! wrong_code_share = 0.1          # recipients who mistype their code once first
 //! door_left_open_share = 0.05     # pickups where the door stays open past the alarm
 //! door_left_open_s = 2
@@ -81,6 +82,10 @@ pub struct Scenario {
     pub cabinets: Option<usize>,
     /// Parcels each cabinet takes in and hands out; `--parcels` when unset.
     pub parcels_per_cabinet: Option<usize>,
+    /// Compartments of each simulated cabinet in the stock-and-pickup phases (default 4).
+    /// Every parcel is deposited before the first pickup, so a cabinet takes at most
+    /// this many parcels (a `[day]` sets `day.compartments` instead).
+    pub compartments: Option<usize>,
     /// Share of pickups where a wrong code is typed first (refused, then the right one).
     pub wrong_code_share: f64,
     /// Share of pickups where the recipient leaves the door open past `door_left_open_s`,
@@ -187,6 +192,7 @@ impl Default for Scenario {
             name: "default".into(),
             cabinets: None,
             parcels_per_cabinet: None,
+            compartments: None,
             wrong_code_share: 0.0,
             door_left_open_share: 0.0,
             door_left_open_s: 120,
@@ -276,6 +282,17 @@ impl Scenario {
         if self.cabinets == Some(0) {
             return Err(ScenarioError::Invalid { key: "cabinets", reason: "must be at least 1".into() });
         }
+        if let Some(n) = self.compartments
+            && !(1..=crate::day::MAX_COMPARTMENTS).contains(&n)
+        {
+            let reason = format!("{n} is not between 1 and {}", crate::day::MAX_COMPARTMENTS);
+            return Err(ScenarioError::Invalid { key: "compartments", reason });
+        }
+        if self.day.is_none()
+            && let Some(parcels) = self.parcels_per_cabinet
+        {
+            self.check_room(parcels)?;
+        }
         if let Some(p) = &self.partition {
             share("partition.share", p.share)?;
             if !(p.seconds > 0.0 && p.seconds.is_finite()) {
@@ -364,10 +381,39 @@ impl Scenario {
                     "parcels_per_s",
                     "a timed [day] paces its parcels by day.arrivals_per_hour: drop parcels_per_s",
                 ),
+                (
+                    self.compartments.is_some(),
+                    "compartments",
+                    "a timed [day] has its own day.compartments: move the value there",
+                ),
             ];
             if let Some((_, key, reason)) = clash.into_iter().find(|(clashes, _, _)| *clashes) {
                 return Err(ScenarioError::Invalid { key, reason: reason.into() });
             }
+        }
+        Ok(())
+    }
+
+    /// Compartments of each simulated cabinet.
+    pub fn compartments(&self) -> usize {
+        match &self.day {
+            Some(day) => day.compartments,
+            None => self.compartments.unwrap_or(crate::day::DEFAULT_COMPARTMENTS),
+        }
+    }
+
+    /// In the stock-and-pickup phases every parcel is deposited before the first pickup:
+    /// more parcels per cabinet than compartments could never all be stocked.
+    pub fn check_room(&self, parcels: usize) -> Result<(), ScenarioError> {
+        let room = self.compartments();
+        if self.day.is_none() && parcels > room {
+            return Err(ScenarioError::Invalid {
+                key: "parcels_per_cabinet",
+                reason: format!(
+                    "{parcels} parcels per cabinet do not fit its {room} compartments (every parcel is stocked \
+                     before the first pickup): set `compartments` to at least {parcels}, or fewer parcels"
+                ),
+            });
         }
         Ok(())
     }
@@ -519,6 +565,26 @@ mod tests {
         assert!((0..500).all(|i| none.role(i, 0) == Role::Code));
         let drift = Scenario::parse("clock_drift_share = 1\nclock_drift_s = 60").unwrap();
         assert_eq!((drift.clock_offset_s(0), drift.clock_offset_s(1)), (60, -60), "half ahead, half behind");
+    }
+
+    #[test]
+    fn more_parcels_than_compartments_are_refused_in_the_phase_mode() {
+        let err = Scenario::parse("parcels_per_cabinet = 10").unwrap_err().to_string();
+        assert!(err.contains("parcels_per_cabinet") && err.contains("4 compartments"), "{err}");
+        let roomy = Scenario::parse("parcels_per_cabinet = 10\ncompartments = 12").unwrap();
+        assert_eq!(roomy.compartments(), 12);
+        assert!(roomy.check_room(12).is_ok() && roomy.check_room(13).is_err(), "--parcels is checked too");
+        let err = Scenario::parse("compartments = 0").unwrap_err().to_string();
+        assert!(err.contains("compartments"), "{err}");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+        let day = std::fs::read_to_string(dir.join("day.toml")).unwrap();
+        let err = Scenario::parse(&format!("compartments = 8\n{day}")).unwrap_err().to_string();
+        assert!(err.contains("day.compartments"), "{err}");
+        // Every shipped scenario still loads.
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            Scenario::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        }
     }
 
     #[test]
