@@ -446,6 +446,9 @@ pub struct Conductor {
     /// Why cabinets failed: by kind, then by reason, counted.
     #[serde(default)]
     reasons: BTreeMap<FailureKind, BTreeMap<String, usize>>,
+    /// A wave that settled short of the success share and the operator let go on.
+    #[serde(default)]
+    accepted_short: Option<usize>,
 }
 
 /// Splits `n` shuffled cabinets into waves.
@@ -523,6 +526,7 @@ impl Conductor {
             failures_this_minute: 0,
             wave_succeeded_at: None,
             reasons: BTreeMap::new(),
+            accepted_short: None,
             jitter_state: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
         };
         c.queue.extend(c.waves.first().cloned().unwrap_or_default());
@@ -795,11 +799,16 @@ impl Conductor {
                     self.phase = Phase::Running { wave: self.waves.len() - 1 };
                 }
             }
-            Input::Approve => {
-                if let Phase::AwaitingApproval { wave } = self.phase {
-                    self.start_wave(wave + 1);
+            Input::Approve => match self.phase {
+                Phase::AwaitingApproval { wave } => self.start_wave(wave + 1),
+                // A wave that settled short: the operator accepts it as it is, and the
+                // rollout goes on (after the soak) as if it had succeeded.
+                Phase::Paused { wave, .. } if self.settled_short(wave) => {
+                    self.accepted_short = Some(wave);
+                    self.phase = Phase::Running { wave };
                 }
-            }
+                _ => {}
+            },
         }
         actions.extend(self.tick(now));
         actions
@@ -828,6 +837,12 @@ impl Conductor {
                 _ => {}
             }
         }
+    }
+
+    /// Every cabinet of `wave` has its outcome and too few confirmed.
+    fn settled_short(&self, wave: usize) -> bool {
+        let (size, counts) = (self.waves[wave].len(), &self.counts[wave]);
+        size > 0 && counts.settled == size && (counts.confirmed as f64) < self.plan.success_share * size as f64
     }
 
     fn start_wave(&mut self, wave: usize) {
@@ -934,7 +949,9 @@ impl Conductor {
         if let Phase::Running { wave } = self.phase {
             let size = self.waves[wave].len();
             let (confirmed, settled) = (self.counts[wave].confirmed, self.counts[wave].settled == size);
-            let enough = size == 0 || confirmed as f64 >= self.plan.success_share * size as f64;
+            let enough = size == 0
+                || confirmed as f64 >= self.plan.success_share * size as f64
+                || self.accepted_short == Some(wave);
             if enough && (settled || confirmed == size) {
                 let since = *self.wave_succeeded_at.get_or_insert(now);
                 if now - since >= self.plan.soak || wave + 1 == self.waves.len() {
@@ -957,7 +974,7 @@ impl Conductor {
                     // stays "running" for ever.
                     let reason = format!(
                         "wave {} settled with {confirmed} of {size} cabinets confirmed ({:.1} % needed); \
-                         retry-failed then resume, or abort",
+                         retry-failed then resume, approve to go on as it is, or abort",
                         wave + 1,
                         self.plan.success_share * 100.0
                     );
@@ -1269,9 +1286,26 @@ mod tests {
         let _ = sim.c.handle(Input::Resume, sim.now);
         let _ = sim.c.tick(sim.now + Duration::minutes(1));
         assert!(matches!(sim.c.phase(), Phase::Paused { wave: 0, .. }), "{:?}", sim.c.phase());
-        // The operator can still end it.
-        let _ = sim.c.handle(Input::Abort, sim.now + Duration::minutes(2));
-        assert!(matches!(sim.c.phase(), Phase::Aborted { .. }));
+        // Approving accepts the wave as it is: the next wave starts after the soak and the
+        // rollout ends, the second wave's bad cabinets pausing it again on the way.
+        sim.now += Duration::minutes(2);
+        let _ = sim.c.handle(Input::Approve, sim.now);
+        sim.run(Duration::days(1));
+        assert!(matches!(sim.c.phase(), Phase::Paused { wave: 1, .. }), "{:?}", sim.c.phase());
+        assert!(sim.offer_times.iter().any(|(_, id)| sim.c.wave_of(id) == Some(1)), "the second wave was offered");
+        let _ = sim.c.handle(Input::Approve, sim.now);
+        let _ = sim.c.tick(sim.now + Duration::minutes(1));
+        assert_eq!(sim.c.phase(), &Phase::Completed);
+    }
+
+    #[test]
+    fn approving_does_not_override_a_pause_that_is_not_a_short_wave() {
+        let mut sim = Sim::new(fast_plan(), fleet(50, |_| Device::Good));
+        sim.run(Duration::minutes(3));
+        let _ = sim.c.handle(Input::Pause, sim.now);
+        let _ = sim.c.handle(Input::Approve, sim.now);
+        let _ = sim.c.tick(sim.now + Duration::minutes(1));
+        assert!(matches!(sim.c.phase(), Phase::Paused { .. }), "{:?}", sim.c.phase());
     }
 
     #[test]
