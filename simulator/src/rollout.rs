@@ -37,6 +37,10 @@ use crate::scenario::ScenarioError;
 
 /// How often the rollout's progress is read: the resolution of the wave times.
 const POLL: Duration = Duration::from_millis(500);
+/// Waiting for the end stops when the rollout's progress has not changed for this long
+/// (a wedged broker, a stopped server): the report then says so, with what was stuck,
+/// instead of waiting out the whole `--timeout-s`.
+const STALL: Duration = Duration::from_secs(900);
 /// The name of the release key variable, which wins over `rollout.release_key`.
 pub const RELEASE_KEY_ENV: &str = "LOCKERFLEET_RELEASE_KEY";
 
@@ -271,6 +275,9 @@ struct Seen {
     waves: Vec<WaveReport>,
     all_updated_s: Option<f64>,
     rss_max: Option<f64>,
+    /// The last progress read, and when it last changed (s since the start).
+    progress: Value,
+    changed_s: f64,
 }
 
 /// A rollout under way.
@@ -423,6 +430,10 @@ fn watch(
 
 /// Folds one progress reading into what was seen.
 fn observe(seen: &mut Seen, r: &Value, t: f64, total: usize, rss: Option<f64>) {
+    if r["progress"] != seen.progress {
+        seen.progress = r["progress"].clone();
+        seen.changed_s = t;
+    }
     seen.phase = r["progress"]["phase"]["phase"].as_str().unwrap_or_default().to_owned();
     seen.rss_max = match (seen.rss_max, rss) {
         (Some(a), Some(b)) => Some(a.max(b)),
@@ -487,6 +498,7 @@ impl RolloutRun {
         // the server has the outcome of each.
         let final_phase = |phase: &str| matches!(phase, "completed" | "aborted" | "paused");
         let mut states;
+        let mut stalled;
         loop {
             states = BTreeMap::new();
             let mut done = final_phase(&self.seen.borrow().phase);
@@ -500,7 +512,9 @@ impl RolloutRun {
                 states = server_states(api, &self.id).await;
                 done = cabinets.iter().all(|c| states.get(c.id()).is_some_and(|s| s == "confirmed" || is_failure(s)));
             }
-            if done || Instant::now() > deadline {
+            let quiet_s = self.created.elapsed().as_secs_f64() - self.seen.borrow().changed_s;
+            stalled = !done && quiet_s > STALL.as_secs_f64();
+            if done || stalled || Instant::now() > deadline {
                 break;
             }
             tokio::time::sleep(POLL).await;
@@ -521,6 +535,12 @@ impl RolloutRun {
         let (mut updated, mut failed, mut stuck, mut lost) = (0, 0, 0, 0);
         let mut failures = BTreeMap::new();
         let mut problems = Vec::new();
+        if stalled {
+            problems.push(format!(
+                "stalled: the rollout's progress did not change for {} s; stopped waiting for it",
+                STALL.as_secs()
+            ));
+        }
         for c in cabinets {
             let state = states.get(c.id()).map_or("unknown", String::as_str);
             let slots = slot_state(c);
@@ -638,4 +658,24 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
     Some(ticks as f64 / 100.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_time_of_the_last_change_moves_only_when_the_progress_changes() {
+        let mut seen = Seen::default();
+        let at = |confirmed: u64| {
+            json!({"progress": {"phase": {"phase": "running", "wave": 0},
+                                "waves": [{"size": 2, "states": {"confirmed": confirmed, "downloading": 2 - confirmed}}]}})
+        };
+        observe(&mut seen, &at(0), 1.0, 2, None);
+        assert_eq!(seen.changed_s, 1.0);
+        observe(&mut seen, &at(0), 50.0, 2, None);
+        assert_eq!(seen.changed_s, 1.0, "the same progress read again is no change");
+        observe(&mut seen, &at(1), 60.0, 2, None);
+        assert_eq!((seen.changed_s, seen.phase.as_str()), (60.0, "running"));
+    }
 }
