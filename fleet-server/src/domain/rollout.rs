@@ -382,6 +382,9 @@ pub enum Phase {
     Paused {
         wave: usize,
         reason: String,
+        /// The wave settled short of its success share (`approve` accepts it as it is).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        short_wave: bool,
     },
     Aborted {
         reason: String,
@@ -770,7 +773,7 @@ impl Conductor {
             }
             Input::Pause => {
                 if let Phase::Running { wave } | Phase::AwaitingApproval { wave } = self.phase {
-                    self.phase = Phase::Paused { wave, reason: "paused by the operator".into() };
+                    self.phase = Phase::Paused { wave, reason: "paused by the operator".into(), short_wave: false };
                 }
             }
             Input::Resume => {
@@ -909,7 +912,7 @@ impl Conductor {
                         t.share * 100.0
                     );
                     match t.action {
-                        OnThreshold::Pause => self.phase = Phase::Paused { wave, reason },
+                        OnThreshold::Pause => self.phase = Phase::Paused { wave, reason, short_wave: false },
                         OnThreshold::Abort => self.abort(reason, &mut actions, now),
                     }
                     break;
@@ -978,7 +981,7 @@ impl Conductor {
                         wave + 1,
                         self.plan.success_share * 100.0
                     );
-                    self.phase = Phase::Paused { wave, reason };
+                    self.phase = Phase::Paused { wave, reason, short_wave: true };
                 }
             }
         }
@@ -1271,7 +1274,9 @@ mod tests {
         };
         let mut sim = Sim::new(plan, fleet(20, |i| if i % 10 < 3 { Device::BadRelease } else { Device::Good }));
         sim.run(Duration::days(1));
-        let Phase::Paused { wave: 0, reason } = sim.c.phase().clone() else { panic!("{:?}", sim.c.phase()) };
+        let Phase::Paused { wave: 0, reason, short_wave: true } = sim.c.phase().clone() else {
+            panic!("{:?}", sim.c.phase())
+        };
         let bad =
             sim.devices.iter().filter(|(id, d)| **d == Device::BadRelease && sim.c.wave_of(id) == Some(0)).count();
         assert!(bad > 0, "the first wave holds some of the bad cabinets");

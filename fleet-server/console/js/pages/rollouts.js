@@ -22,7 +22,7 @@ export async function render(main, ctx) {
 
 function phaseOf(progress) {
   const p = progress.phase || {};
-  return { name: p.phase || 'running', wave: p.wave, reason: p.reason };
+  return { name: p.phase || 'running', wave: p.wave, reason: p.reason, shortWave: p.short_wave === true };
 }
 
 function bar(states, size) {
@@ -169,7 +169,7 @@ async function detail(main, ctx, id) {
       if (p.name === 'paused') buttons.push(h('button', { type: 'button', onclick: () => command('resume') }, 'Resume'));
       if (p.name === 'awaiting_approval') buttons.push(h('button', { type: 'button', onclick: () => command('approve') }, 'Approve next wave'));
       // A wave that settled short of its success share: accept it as it is and go on.
-      if (p.name === 'paused' && (p.reason || '').includes(' settled with ')) buttons.push(h('button', { type: 'button', onclick: () => { if (confirm('Go on with this wave as it is? The next wave starts after the soak.')) command('approve'); } }, 'Accept wave and go on'));
+      if (p.name === 'paused' && p.shortWave) buttons.push(h('button', { type: 'button', onclick: () => { if (confirm('Go on with this wave as it is? The next wave starts after the soak.')) command('approve'); } }, 'Accept wave and go on'));
       if (Object.keys(r.progress.failures).length && p.name !== 'aborted' && p.name !== 'completed') buttons.push(h('button', { type: 'button', class: 'secondary', onclick: () => command('retry-failed') }, 'Retry failed'));
       if (p.name !== 'aborted' && p.name !== 'completed') buttons.push(h('button', { type: 'button', class: 'danger', onclick: () => { if (confirm('Abort this rollout? Offers not yet installed are withdrawn.')) command('abort'); } }, 'Abort'));
     }
